@@ -1,0 +1,53 @@
+# Every target creates the virtual environment it needs, so a fresh clone works
+# with one command. PYTHON picks the interpreter (default: python3).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: venv test test-unit test-integration quality lint typecheck tox run docs bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## The README's test command: lint, type check and the whole suite with coverage.
+test: quality
+	$(BIN)/python -m pytest --cov --cov-report=term $(PYTEST_ARGS)
+
+test-unit: venv
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: venv
+	$(BIN)/python -m pytest tests/integration tests/e2e $(PYTEST_ARGS)
+
+quality: lint typecheck
+
+lint: venv
+	$(BIN)/ruff check ktrdr tests benchmarks
+	$(BIN)/ruff format --check ktrdr tests benchmarks
+
+typecheck: venv
+	$(BIN)/mypy
+
+## Every installed Python 3.10-3.13 plus lint and typecheck.
+tox: venv
+	$(BIN)/tox run
+
+## The README's run command: a backend and a training and a backtest worker with demo jobs.
+run: venv
+	$(BIN)/ktrdr up --demo
+
+docs: venv
+	$(BIN)/ktrdr config docs
+
+bench: venv
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) .tox .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage

@@ -1,0 +1,67 @@
+"""ktrdr configuration: typed, frozen settings read by an explicit loader.
+
+Entrypoints call :func:`validate_all` once with ``os.environ`` and pass the settings
+objects into constructors. Nothing here reads ``os.environ`` on its own or caches
+settings at module level. This package imports nothing else from ktrdr.
+"""
+
+from ktrdr.config.deprecation import DeprecationReporter, deprecated_names
+from ktrdr.config.loader import DEFAULT_ENV_FILE, EnvLoader, Source, SourceKind
+from ktrdr.config.settings import (
+    ALL_SETTINGS,
+    DEFAULT_WORKER_PORT,
+    APISettings,
+    AuthSettings,
+    CheckpointSettings,
+    DatabaseSettings,
+    EnvironmentSettings,
+    LoggingSettings,
+    OperationsSettings,
+    OrphanDetectorSettings,
+    WorkerSettings,
+)
+from ktrdr.config.types import DbEngine, Environment, LogFormat, LogLevel, Secret, WorkerType
+from ktrdr.config.validation import (
+    COMPONENTS,
+    BackendConfig,
+    Component,
+    ConfigReport,
+    FullConfig,
+    WorkerConfig,
+    validate_all,
+)
+from ktrdr.errors import ConfigurationError
+
+__all__ = [
+    "ALL_SETTINGS",
+    "COMPONENTS",
+    "DEFAULT_ENV_FILE",
+    "DEFAULT_WORKER_PORT",
+    "APISettings",
+    "AuthSettings",
+    "BackendConfig",
+    "CheckpointSettings",
+    "Component",
+    "ConfigReport",
+    "ConfigurationError",
+    "DatabaseSettings",
+    "DbEngine",
+    "DeprecationReporter",
+    "EnvLoader",
+    "Environment",
+    "EnvironmentSettings",
+    "FullConfig",
+    "LogFormat",
+    "LogLevel",
+    "LoggingSettings",
+    "OperationsSettings",
+    "OrphanDetectorSettings",
+    "Secret",
+    "Source",
+    "SourceKind",
+    "WorkerConfig",
+    "WorkerSettings",
+    "WorkerType",
+    "deprecated_names",
+    "validate_all",
+]

@@ -1,0 +1,305 @@
+"""The settings classes: one frozen attrs class per concern.
+
+Each field's environment variable is the class ``PREFIX`` plus the field name
+upper-cased, with no exceptions. Defaults live here and only here (the worker port
+default is ``DEFAULT_WORKER_PORT``). Nothing here reads the environment: the loader
+builds these objects, and tests construct them directly. Annotations are evaluated
+eagerly (no ``from __future__ import annotations``) so the converter sees real types.
+"""
+
+import datetime
+import socket
+from pathlib import Path
+from typing import ClassVar
+
+import attrs
+
+from ktrdr.config import checks
+from ktrdr.config.fields import setting
+from ktrdr.config.types import DbEngine, Environment, LogFormat, LogLevel, Secret, WorkerType
+
+#: The one authoritative worker port default (the old system disagreed: 5002 vs 5004).
+DEFAULT_WORKER_PORT = 5003
+DEV_WORKER_TOKEN = "local-dev-worker-token"  # noqa: S105 - flagged insecure below
+DEV_DB_PASSWORD = "localdev"  # noqa: S105 - flagged insecure below
+
+
+def _seconds(value: float) -> datetime.timedelta:
+    return datetime.timedelta(seconds=value)
+
+
+@attrs.frozen(kw_only=True)
+class EnvironmentSettings:
+    """Which kind of deployment this is, and so how strict validation is."""
+
+    PREFIX: ClassVar[str] = "KTRDR_"
+
+    env: Environment = setting(
+        Environment.DEVELOPMENT,
+        help="development, production or test; production turns warnings into errors",
+        deprecated=("ENVIRONMENT", "KTRDR_ENVIRONMENT", "KTRDR_API_ENVIRONMENT"),
+    )
+    acknowledge_insecure_defaults: bool = setting(
+        False,
+        help="silence the insecure-default warning in development (no effect in production)",
+    )
+
+
+def _default_worker_id(self: "WorkerSettings") -> str:
+    kind = self.type.value if self.type is not None else "worker"
+    return f"{kind}-{socket.gethostname()}-{self.port}"
+
+
+def _default_public_url(self: "WorkerSettings") -> str:
+    return f"http://{socket.gethostname()}:{self.port}"
+
+
+@attrs.frozen(kw_only=True)
+class WorkerSettings:
+    """A worker process: where it listens, who it is, how it talks to the backend.
+
+    The backend reads the liveness fields (``stale_after``, ``removal_threshold``).
+    """
+
+    PREFIX: ClassVar[str] = "KTRDR_WORKER_"
+
+    type: WorkerType | None = setting(
+        None,
+        help="training or backtest; set by the entrypoint, a conflicting value is an error",
+        deprecated=("WORKER_TYPE",),
+        default_doc="set by the entrypoint",
+    )
+    host: str = setting("0.0.0.0", help="address the worker's HTTP server binds to")
+    port: int = setting(
+        DEFAULT_WORKER_PORT,
+        help="port the worker listens on and registers with",
+        deprecated=("WORKER_PORT",),
+        check=checks.PORT,
+    )
+    id: str = setting(
+        help="worker id, stable across restarts",
+        deprecated=("WORKER_ID",),
+        factory=_default_worker_id,
+        default_doc="<type>-<hostname>-<port>",
+        check=checks.non_empty,
+    )
+    public_url: str = setting(
+        help="URL where the backend reaches this worker",
+        deprecated=(
+            "WORKER_PUBLIC_BASE_URL",
+            "WORKER_ENDPOINT_URL",
+            "KTRDR_WORKER_PUBLIC_BASE_URL",
+            "KTRDR_WORKER_ENDPOINT_URL",
+        ),
+        factory=_default_public_url,
+        default_doc="http://<hostname>:<port>",
+        check=checks.http_url,
+    )
+    backend_url: str = setting(
+        "http://localhost:8000", help="URL of the backend", check=checks.http_url
+    )
+    heartbeat_interval: datetime.timedelta = setting(
+        _seconds(10),
+        help="time between heartbeats",
+        unit="duration",
+        check=checks.duration_range(_seconds(0.05), _seconds(3600)),
+    )
+    registration_timeout: datetime.timedelta = setting(
+        _seconds(10),
+        help="timeout of one registration attempt",
+        unit="duration",
+        check=checks.POSITIVE_DURATION,
+    )
+    shutdown_timeout: datetime.timedelta = setting(
+        _seconds(25),
+        help="grace period after SIGTERM before the worker exits",
+        unit="duration",
+        check=checks.POSITIVE_DURATION,
+    )
+    stale_after: int = setting(
+        3,
+        help="missed heartbeats after which the backend marks a worker unavailable",
+        unit="heartbeats",
+        check=checks.int_range(1, 1000),
+    )
+    removal_threshold: datetime.timedelta = setting(
+        _seconds(300),
+        help="silence after which the backend forgets a worker",
+        unit="duration",
+        deprecated=("WORKER_REMOVAL_THRESHOLD",),
+        check=checks.POSITIVE_DURATION,
+    )
+
+
+@attrs.frozen(kw_only=True)
+class CheckpointSettings:
+    """When and where workers save the state needed to resume an operation."""
+
+    PREFIX: ClassVar[str] = "KTRDR_CHECKPOINT_"
+
+    epoch_interval: int = setting(
+        10,
+        help="training epochs between checkpoints",
+        unit="epochs",
+        deprecated=("CHECKPOINT_EPOCH_INTERVAL",),
+        check=checks.int_range(1),
+    )
+    time_interval: datetime.timedelta = setting(
+        _seconds(300),
+        help="time after which a checkpoint is due regardless of progress",
+        unit="duration",
+        deprecated=("CHECKPOINT_TIME_INTERVAL_SECONDS", "KTRDR_CHECKPOINT_TIME_INTERVAL_SECONDS"),
+        check=checks.POSITIVE_DURATION,
+    )
+    bar_interval: int = setting(
+        10000,
+        help="backtest bars between checkpoints",
+        unit="bars",
+        check=checks.int_range(1),
+    )
+    dir: Path = setting(
+        Path("data/checkpoints"),
+        help="directory holding one subdirectory per operation",
+        deprecated=("CHECKPOINT_DIR",),
+    )
+    max_age_days: int = setting(
+        30,
+        help="checkpoints older than this are deleted",
+        unit="days",
+        deprecated=("CHECKPOINT_MAX_AGE_DAYS",),
+        check=checks.int_range(1, 36500),
+    )
+
+
+@attrs.frozen(kw_only=True)
+class OrphanDetectorSettings:
+    """How the backend finds running operations that no live worker reports."""
+
+    PREFIX: ClassVar[str] = "KTRDR_ORPHAN_"
+
+    timeout: datetime.timedelta = setting(
+        _seconds(60),
+        help="an operation unreported for longer than this is failed",
+        unit="duration",
+        deprecated=("ORPHAN_TIMEOUT_SECONDS", "KTRDR_ORPHAN_TIMEOUT_SECONDS"),
+        check=checks.POSITIVE_DURATION,
+    )
+    check_interval: datetime.timedelta = setting(
+        _seconds(15),
+        help="time between orphan checks",
+        unit="duration",
+        deprecated=("ORPHAN_CHECK_INTERVAL_SECONDS", "KTRDR_ORPHAN_CHECK_INTERVAL_SECONDS"),
+        check=checks.POSITIVE_DURATION,
+    )
+
+
+@attrs.frozen(kw_only=True)
+class OperationsSettings:
+    """Bounds and housekeeping of the backend's operations."""
+
+    PREFIX: ClassVar[str] = "KTRDR_OPS_"
+
+    cache_ttl: datetime.timedelta = setting(
+        _seconds(1),
+        help="how stale a served operation status may be; 0 disables the cache",
+        unit="duration",
+        deprecated=("OPERATIONS_CACHE_TTL",),
+        check=checks.NON_NEGATIVE_DURATION,
+    )
+    max_operations: int = setting(
+        10000,
+        help="bound on live (pending or running) operations",
+        check=checks.int_range(1),
+    )
+    cleanup_interval: datetime.timedelta = setting(
+        _seconds(3600),
+        help="time between retention cleanups",
+        unit="duration",
+        check=checks.POSITIVE_DURATION,
+    )
+    retention_days: int = setting(
+        7,
+        help="finished operations older than this are deleted",
+        unit="days",
+        check=checks.int_range(1, 36500),
+    )
+
+
+@attrs.frozen(kw_only=True)
+class DatabaseSettings:
+    """The backend's store: embedded SQLite by default, PostgreSQL when configured."""
+
+    PREFIX: ClassVar[str] = "KTRDR_DB_"
+
+    engine: DbEngine = setting(DbEngine.SQLITE, help="sqlite (embedded, zero config) or postgresql")
+    path: Path = setting(Path("data/ktrdr.db"), help="SQLite database file")
+    host: str = setting("localhost", help="PostgreSQL host", deprecated=("DB_HOST",))
+    port: int = setting(5432, help="PostgreSQL port", deprecated=("DB_PORT",), check=checks.PORT)
+    name: str = setting(
+        "ktrdr", help="PostgreSQL database", deprecated=("DB_NAME",), check=checks.non_empty
+    )
+    user: str = setting(
+        "ktrdr", help="PostgreSQL user", deprecated=("DB_USER",), check=checks.non_empty
+    )
+    password: Secret = setting(
+        Secret(DEV_DB_PASSWORD),
+        help="PostgreSQL password (checked only when the engine is postgresql)",
+        deprecated=("DB_PASSWORD",),
+        secret=True,
+        insecure_default=True,
+    )
+    echo: bool = setting(False, help="log every SQL statement", deprecated=("DB_ECHO",))
+
+
+@attrs.frozen(kw_only=True)
+class LoggingSettings:
+    """Log level and format of every process."""
+
+    PREFIX: ClassVar[str] = "KTRDR_LOG_"
+
+    level: LogLevel = setting(
+        LogLevel.INFO,
+        help="DEBUG, INFO, WARNING, ERROR or CRITICAL",
+        deprecated=("LOG_LEVEL", "KTRDR_LOGGING_LEVEL"),
+    )
+    format: LogFormat = setting(
+        LogFormat.TEXT, help="text or json", deprecated=("KTRDR_LOGGING_FORMAT",)
+    )
+
+
+@attrs.frozen(kw_only=True)
+class APISettings:
+    """Where the backend's HTTP server listens."""
+
+    PREFIX: ClassVar[str] = "KTRDR_API_"
+
+    host: str = setting("127.0.0.1", help="address the backend binds to")
+    port: int = setting(8000, help="port the backend listens on", check=checks.PORT)
+
+
+@attrs.frozen(kw_only=True)
+class AuthSettings:
+    """Shared secrets between backend and workers."""
+
+    PREFIX: ClassVar[str] = "KTRDR_AUTH_"
+
+    worker_token: Secret = setting(
+        Secret(DEV_WORKER_TOKEN),
+        help="bearer token workers and backend use with each other",
+        secret=True,
+        insecure_default=True,
+        check=lambda s: checks.non_empty(s.reveal()),
+    )
+
+
+ALL_SETTINGS: tuple[type, ...] = (
+    EnvironmentSettings,
+    WorkerSettings,
+    CheckpointSettings,
+    OrphanDetectorSettings,
+    OperationsSettings,
+    DatabaseSettings,
+    LoggingSettings,
+    APISettings,
+    AuthSettings,
+)

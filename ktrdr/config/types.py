@@ -1,0 +1,71 @@
+"""Value types of settings: enums with the accepted spellings, and a secret wrapper.
+
+These types are what settings fields hold; turning strings into them is the
+converter's job (``ktrdr.config.converter``), not theirs.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+
+class Environment(str, enum.Enum):
+    """``KTRDR_ENV``: how strict validation is."""
+
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+    TEST = "test"
+
+
+class WorkerType(str, enum.Enum):
+    """The kinds of worker the fleet runs."""
+
+    TRAINING = "training"
+    BACKTEST = "backtest"
+
+
+class DbEngine(str, enum.Enum):
+    """Which store the backend uses."""
+
+    SQLITE = "sqlite"
+    POSTGRESQL = "postgresql"
+
+
+class LogFormat(str, enum.Enum):
+    """How log lines are rendered."""
+
+    TEXT = "text"
+    JSON = "json"
+
+
+class LogLevel(str, enum.Enum):
+    """Standard logging levels, by name."""
+
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+    CRITICAL = "CRITICAL"
+
+
+@attrs.frozen
+class Secret:
+    """A string that never shows itself in a repr, str, log line or report.
+
+    Call :meth:`reveal` at the one place the real value is needed (an HTTP header,
+    a database URL).
+    """
+
+    _value: str = attrs.field(repr=False)
+
+    def reveal(self) -> str:
+        """Return the real value. Only for the code that must send it somewhere."""
+        return self._value
+
+    def __str__(self) -> str:
+        return "********"
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
