@@ -14,6 +14,7 @@ import click
 _COMMAND_MODULES = (
     "ktrdr.cli.config_cmd",
     "ktrdr.cli.run_cmd",
+    "ktrdr.cli.health_cmd",
     "ktrdr.cli.fleet_cmd",
     "ktrdr.cli.up_cmd",
 )

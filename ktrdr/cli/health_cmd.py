@@ -1,0 +1,63 @@
+"""``ktrdr health``: probe the local server on the port its own settings name.
+
+Used as the container HEALTHCHECK: it reads the same settings the server reads, so
+the probed port and the listening port cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+import click
+import httpx
+
+from ktrdr.config import ConfigurationError, validate_all
+
+EXIT_UNHEALTHY = 1
+
+
+def _auto_component() -> Literal["worker", "backend"]:
+    """A container with a worker type set is a worker; anything else is the backend."""
+    return (
+        "worker"
+        if os.environ.get("KTRDR_WORKER_TYPE") or os.environ.get("WORKER_TYPE")
+        else "backend"
+    )
+
+
+@click.command("health")
+@click.option(
+    "--component",
+    type=click.Choice(["auto", "worker", "backend"]),
+    default="auto",
+    show_default=True,
+    help="which server to probe; auto: worker when KTRDR_WORKER_TYPE is set",
+)
+@click.option("--timeout", type=click.FloatRange(min=0.1, max=60), default=3.0, show_default=True)
+def health(component: str, timeout: float) -> None:
+    """Exit 0 when the local backend or worker answers GET /health, 1 otherwise."""
+    chosen = _auto_component() if component == "auto" else component
+    try:
+        if chosen == "worker":
+            port = validate_all("worker", os.environ).worker.port
+        else:
+            port = validate_all("backend", os.environ).api.port
+    except ConfigurationError as exc:
+        click.echo(f"ktrdr health: {exc}", err=True)
+        raise SystemExit(EXIT_UNHEALTHY) from None
+    url = f"http://127.0.0.1:{port}/health"
+    try:
+        response = httpx.get(url, timeout=timeout)
+    except httpx.HTTPError as exc:
+        click.echo(f"ktrdr health: {url} did not answer ({type(exc).__name__})", err=True)
+        raise SystemExit(EXIT_UNHEALTHY) from None
+    if response.status_code != httpx.codes.OK:
+        click.echo(f"ktrdr health: {url} answered {response.status_code}", err=True)
+        raise SystemExit(EXIT_UNHEALTHY)
+    click.echo(f"healthy: {url}")
+
+
+def register(group: click.Group) -> None:
+    """Add ``health`` to the ``ktrdr`` command."""
+    group.add_command(health)
