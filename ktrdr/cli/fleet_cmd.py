@@ -1,0 +1,285 @@
+"""``ktrdr workers`` and ``ktrdr ops``: look at and drive a running fleet.
+
+Every command talks to the backend over HTTP. A backend that does not answer is one
+line on stderr and exit code 2; an error the backend reports is one line and exit 1.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import attrs
+import click
+import httpx
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ktrdr.config import WorkerSettings
+from ktrdr.fleet_client import BackendError, BackendUnreachable, FleetClient
+
+EXIT_FAILED = 1
+EXIT_UNREACHABLE = 2
+DEFAULT_BACKEND_URL = str(attrs.fields(WorkerSettings).backend_url.default)
+_TERMINAL = {"completed", "failed", "cancelled"}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def backend_url_option(func: F) -> F:
+    """``--backend-url``, falling back to KTRDR_WORKER_BACKEND_URL, then the default."""
+    option = click.option(
+        "--backend-url",
+        envvar="KTRDR_WORKER_BACKEND_URL",
+        default=DEFAULT_BACKEND_URL,
+        show_default=True,
+        help="backend to talk to (env: KTRDR_WORKER_BACKEND_URL)",
+    )
+    return option(func)
+
+
+@contextmanager
+def fleet(backend_url: str, timeout_s: float = 10.0) -> Iterator[FleetClient]:
+    """A client for one command; backend failures become one line and an exit code."""
+    with httpx.Client(timeout=timeout_s) as http:
+        try:
+            yield FleetClient(base_url=backend_url, client=http)
+        except BackendUnreachable as exc:
+            click.echo(f"ktrdr: {exc}", err=True)
+            raise SystemExit(EXIT_UNREACHABLE) from None
+        except BackendError as exc:
+            click.echo(f"ktrdr: {exc}", err=True)
+            raise SystemExit(EXIT_FAILED) from None
+
+
+def _age(timestamp: str | None, now: datetime.datetime) -> str:
+    if not timestamp:
+        return "-"
+    try:
+        then = datetime.datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    except ValueError:
+        return timestamp
+    seconds = max(0.0, (now - then).total_seconds())
+    return f"{seconds:.1f}s ago" if seconds < 120 else f"{seconds / 60:.0f}m ago"
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+@click.command("workers")
+@backend_url_option
+@click.option("--json", "as_json", is_flag=True, help="print the backend's JSON")
+def workers(backend_url: str, as_json: bool) -> None:
+    """List registered workers."""
+    with fleet(backend_url) as client:
+        items = client.workers()
+    if as_json:
+        _print_json(items)
+        return
+    now = datetime.datetime.now(datetime.timezone.utc)
+    table = Table(title=f"workers at {backend_url}")
+    for column in ("id", "type", "status", "operation", "last heartbeat", "fingerprint"):
+        table.add_column(column)
+    for item in items:
+        fingerprint = str(item.get("config_fingerprint", ""))
+        if item.get("fingerprint_drift"):
+            fingerprint += " (drift)"
+        table.add_row(
+            str(item.get("worker_id")),
+            str(item.get("worker_type")),
+            str(item.get("status")),
+            str(item.get("current_operation_id") or "-"),
+            _age(item.get("last_heartbeat_at"), now),
+            fingerprint,
+        )
+    Console().print(table)
+
+
+def _parse_param(text: str) -> tuple[str, Any]:
+    """``k=v``: v as a JSON number/bool/null when it parses as one, else a string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        message = f"expected KEY=VALUE, got {text!r}"
+        raise click.BadParameter(message, param_hint="--param")
+    try:
+        value: Any = json.loads(raw)
+    except ValueError:
+        value = raw
+    if isinstance(value, (dict, list)):
+        value = raw
+    return key.strip(), value
+
+
+@click.group("ops")
+def ops() -> None:
+    """Submit, list, watch, cancel and resume operations."""
+
+
+@ops.command("submit")
+@click.argument("operation_type", type=click.Choice(["training", "backtest"]))
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="a parameter")
+@click.option("--watch", is_flag=True, help="follow the operation until it ends")
+@backend_url_option
+def submit(operation_type: str, params: tuple[str, ...], watch: bool, backend_url: str) -> None:
+    """Create an operation; prints its id."""
+    parameters = dict(_parse_param(p) for p in params)
+    with fleet(backend_url) as client:
+        operation = client.submit(operation_type, parameters)
+        click.echo(operation["id"])
+        if watch:
+            _watch(client, operation["id"], Console(stderr=True))
+
+
+@ops.command("list")
+@click.option("--status", type=click.Choice(["pending", "running", *sorted(_TERMINAL)]))
+@click.option("--type", "operation_type", type=click.Choice(["training", "backtest"]))
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--offset", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="print the backend's JSON")
+@backend_url_option
+def list_operations(
+    status: str | None,
+    operation_type: str | None,
+    limit: int,
+    offset: int,
+    as_json: bool,
+    backend_url: str,
+) -> None:
+    """List operations, newest first."""
+    with fleet(backend_url) as client:
+        page = client.operations(
+            status=status, operation_type=operation_type, limit=limit, offset=offset
+        )
+    if as_json:
+        _print_json(page)
+        return
+    table = Table(title=f"operations ({page.get('total', len(page['items']))} in all)")
+    for column in ("id", "type", "status", "progress", "worker", "created"):
+        table.add_column(column)
+    for item in page["items"]:
+        progress = item.get("progress") or {}
+        table.add_row(
+            str(item["id"]),
+            str(item.get("type")),
+            str(item.get("status")),
+            f"{progress.get('percent', 0):.0f}%" if progress else "-",
+            str(item.get("worker_id") or "-"),
+            str(item.get("created_at", "-")),
+        )
+    Console().print(table)
+
+
+@ops.command("show")
+@click.argument("operation_id")
+@click.option("--json", "as_json", is_flag=True, help="print the backend's JSON")
+@backend_url_option
+def show(operation_id: str, as_json: bool, backend_url: str) -> None:
+    """Show one operation: status, progress, result or error."""
+    with fleet(backend_url) as client:
+        operation = client.operation(operation_id)
+    if as_json:
+        _print_json(operation)
+        return
+    _print_operation(Console(), operation)
+
+
+def _print_operation(console: Console, operation: dict[str, Any]) -> None:
+    table = Table(show_header=False, title=f"operation {operation['id']}")
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for key in ("type", "status", "worker_id", "created_at", "started_at", "finished_at", "error"):
+        if operation.get(key) is not None:
+            table.add_row(key, str(operation[key]))
+    progress = operation.get("progress") or {}
+    if progress:
+        table.add_row(
+            "progress", f"{progress.get('percent', 0):.1f}% {progress.get('message', '')}"
+        )
+    for key, value in (operation.get("result") or {}).items():
+        if not isinstance(value, (dict, list)):
+            table.add_row(
+                f"result.{key}", f"{value:.6g}" if isinstance(value, float) else str(value)
+            )
+    console.print(table)
+
+
+@ops.command("watch")
+@click.argument("operation_id")
+@backend_url_option
+def watch(operation_id: str, backend_url: str) -> None:
+    """Follow an operation with a live progress bar until it ends."""
+    with fleet(backend_url) as client:
+        _watch(client, operation_id, Console())
+
+
+def _watch(client: FleetClient, operation_id: str, console: Console, poll_s: float = 0.25) -> None:
+    """Poll the operation and draw its progress; exit 1 unless it completed."""
+    columns = (
+        TextColumn("[bold]{task.fields[label]}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>5.1f}%"),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task("", total=100, label=operation_id[:12], detail="pending")
+        while True:
+            operation = client.operation(operation_id)
+            progress = operation.get("progress") or {}
+            bar.update(
+                task,
+                completed=float(progress.get("percent", 0.0)),
+                detail=_progress_detail(operation),
+            )
+            if operation.get("status") in _TERMINAL:
+                if operation["status"] == "completed":
+                    bar.update(task, completed=100)
+                break
+            time.sleep(poll_s)  # pacing a poll loop against a remote server
+    _print_operation(console, operation)
+    if operation["status"] != "completed":
+        raise SystemExit(EXIT_FAILED)
+
+
+def _progress_detail(operation: dict[str, Any]) -> str:
+    progress = operation.get("progress") or {}
+    details = progress.get("details") or {}
+    parts = [str(operation.get("status"))]
+    for key in ("epoch", "bar", "loss", "accuracy", "equity"):
+        if key in details:
+            value = details[key]
+            parts.append(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}")
+    return " ".join(parts)
+
+
+@ops.command("cancel")
+@click.argument("operation_id")
+@backend_url_option
+def cancel(operation_id: str, backend_url: str) -> None:
+    """Cancel a pending or running operation."""
+    with fleet(backend_url) as client:
+        operation = client.cancel(operation_id)
+    click.echo(f"{operation['id']} {operation['status']}")
+
+
+@ops.command("resume")
+@click.argument("operation_id")
+@backend_url_option
+def resume(operation_id: str, backend_url: str) -> None:
+    """Resume a failed or cancelled operation from its checkpoint."""
+    with fleet(backend_url) as client:
+        operation = client.resume(operation_id)
+    click.echo(f"{operation['id']} {operation['status']}")
+
+
+def register(group: click.Group) -> None:
+    """Add ``workers`` and ``ops`` to the ``ktrdr`` command."""
+    group.add_command(workers)
+    group.add_command(ops)
