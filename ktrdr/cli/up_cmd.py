@@ -1,0 +1,345 @@
+"""``ktrdr up``: a working fleet on this machine with one command.
+
+Starts a backend and training/backtest workers as child processes on loopback, the
+embedded SQLite store and checkpoints under ``--data-dir``; prints each worker as it
+registers; ``--demo`` submits one operation of each type and follows them to the end.
+Ctrl-C or SIGTERM stops every child (workers first, so they unregister) and exits 0.
+A child that fails to start stops the rest; its report is printed and the exit is 1.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+import httpx
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ktrdr.config import APISettings, ConfigurationError, EnvLoader
+from ktrdr.fleet_client import BackendError, BackendUnreachable, FleetClient
+from ktrdr.supervisor import Child, ChildSpec, Supervisor
+
+EXIT_FAILED = 1
+_POLL_S = 0.2
+#: Variables ``ktrdr up`` sets per child; inherited values would make children collide.
+_PER_CHILD = (
+    "KTRDR_API_HOST",
+    "KTRDR_API_PORT",
+    "KTRDR_WORKER_ID",
+    "WORKER_ID",
+    "KTRDR_WORKER_HOST",
+    "KTRDR_WORKER_PORT",
+    "WORKER_PORT",
+    "KTRDR_WORKER_PUBLIC_URL",
+    "WORKER_PUBLIC_BASE_URL",
+    "WORKER_ENDPOINT_URL",
+    "KTRDR_WORKER_PUBLIC_BASE_URL",
+    "KTRDR_WORKER_ENDPOINT_URL",
+    "KTRDR_WORKER_BACKEND_URL",
+    "KTRDR_WORKER_TYPE",
+    "WORKER_TYPE",
+)
+DEMO_OPERATIONS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("training", {"epochs": 40, "bars": 3000, "seed": 7}),
+    ("backtest", {"bars": 20000, "seed": 7}),
+)
+
+
+class UpError(Exception):
+    """``ktrdr up`` cannot go on; the message is for the terminal."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def ensure_port_free(port: int, what: str) -> None:
+    """Refuse a configured port that is already taken, with one clear line."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            message = f"{what} port {port} is already in use; pick another (or 0 for a free one)"
+            raise UpError(message) from None
+
+
+class _StopFlag:
+    """Set by SIGINT/SIGTERM; the main loop checks it between polls."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    def __call__(self, signum: int, _frame: FrameType | None) -> None:
+        self.signal = signum
+
+
+class Fleet:
+    """One ``ktrdr up`` run: its children, its client, its terminal output."""
+
+    def __init__(
+        self,
+        *,
+        environ: Mapping[str, str],
+        data_dir: Path,
+        api_port: int,
+        console: Console,
+        supervisor: Supervisor,
+        stop: _StopFlag,
+    ) -> None:
+        self._base_env = {k: v for k, v in environ.items() if k not in _PER_CHILD}
+        self._data_dir = data_dir
+        self._api_port = api_port
+        self._console = console
+        self._supervisor = supervisor
+        self._stop = stop
+        self.backend_url = f"http://127.0.0.1:{api_port}"
+        self.workers: list[Child] = []
+
+    def _env(self, **overrides: str) -> dict[str, str]:
+        env = dict(self._base_env)
+        env.setdefault("KTRDR_DB_PATH", str(self._data_dir / "ktrdr.db"))
+        env.setdefault("KTRDR_CHECKPOINT_DIR", str(self._data_dir / "checkpoints"))
+        env.update(overrides)
+        return env
+
+    def _check_children(self) -> None:
+        for child in self._supervisor.exited():
+            message = (
+                f"{child.spec.name} exited with code {child.exit_code}; its output:\n"
+                + child.log_text().rstrip()
+            )
+            raise UpError(message)
+
+    def _wait(self, what: str, ready: Any, timeout_s: float) -> Any:
+        """Poll ``ready()`` until it returns a truthy value, a child dies or we are stopped."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self._check_children()
+            if self._stop.signal is not None:
+                return None
+            value = ready()
+            if value:
+                return value
+            time.sleep(_POLL_S)
+        message = f"timed out after {timeout_s:g}s waiting for {what}"
+        raise UpError(message)
+
+    def start_backend(self, client: FleetClient, timeout_s: float) -> None:
+        env = self._env(KTRDR_API_HOST="127.0.0.1", KTRDR_API_PORT=str(self._api_port))
+        self._supervisor.start(
+            ChildSpec(
+                name="backend",
+                module="ktrdr.api.main",
+                env=env,
+                log_path=self._data_dir / "logs" / "backend.log",
+            )
+        )
+
+        def healthy() -> bool:
+            try:
+                client.health()
+            except (BackendUnreachable, BackendError):
+                return False
+            return True
+
+        if self._wait("the backend", healthy, timeout_s):
+            self._console.print(f"backend  [bold]{self.backend_url}[/bold]")
+
+    def start_workers(
+        self, client: FleetClient, counts: Mapping[str, int], timeout_s: float
+    ) -> None:
+        expected: dict[str, str] = {}
+        for kind, count in counts.items():
+            for index in range(1, count + 1):
+                port = free_port()
+                worker_id = f"{kind}-{index}"
+                env = self._env(
+                    KTRDR_WORKER_ID=worker_id,
+                    KTRDR_WORKER_HOST="127.0.0.1",
+                    KTRDR_WORKER_PORT=str(port),
+                    KTRDR_WORKER_PUBLIC_URL=f"http://127.0.0.1:{port}",
+                    KTRDR_WORKER_BACKEND_URL=self.backend_url,
+                )
+                child = self._supervisor.start(
+                    ChildSpec(
+                        name=worker_id,
+                        module=f"ktrdr.workers.{kind}_worker",
+                        env=env,
+                        log_path=self._data_dir / "logs" / f"{worker_id}.log",
+                    )
+                )
+                self.workers.append(child)
+                expected[worker_id] = f"http://127.0.0.1:{port}"
+        announced: set[str] = set()
+
+        def all_registered() -> bool:
+            try:
+                registered = {w["worker_id"] for w in client.workers()}
+            except (BackendUnreachable, BackendError):
+                return False
+            for worker_id in sorted(registered & set(expected) - announced):
+                announced.add(worker_id)
+                self._console.print(f"worker   {worker_id:<12} {expected[worker_id]}  registered")
+            return announced == set(expected)
+
+        self._wait("the workers to register", all_registered, timeout_s)
+
+    def run_demo(self, client: FleetClient, timeout_s: float) -> None:
+        submitted = [client.submit(kind, params) for kind, params in DEMO_OPERATIONS]
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>5.1f}%"),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+        )
+        finished: dict[str, dict[str, Any]] = {}
+        with Progress(*columns, console=self._console) as bar:
+            tasks = {
+                op["id"]: bar.add_task(f"{op['type']:<9}", total=100, detail="pending")
+                for op in submitted
+            }
+
+            def all_done() -> bool:
+                for op_id, task in tasks.items():
+                    if op_id in finished:
+                        continue
+                    op = client.operation(op_id)
+                    progress = op.get("progress") or {}
+                    bar.update(
+                        task, completed=float(progress.get("percent", 0)), detail=op["status"]
+                    )
+                    if op["status"] in ("completed", "failed", "cancelled"):
+                        finished[op_id] = op
+                return len(finished) == len(tasks)
+
+            self._wait("the demo operations", all_done, timeout_s)
+        for op in finished.values():
+            result = op.get("result") or {}
+            shown = ", ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                for k, v in result.items()
+                if isinstance(v, (int, float, str)) and not isinstance(v, bool)
+            )
+            self._console.print(
+                f"demo     {op['type']:<9} {op['status']}  {shown or op.get('error')}"
+            )
+
+    def wait_for_signal(self) -> None:
+        self._console.print("fleet is up; Ctrl-C stops it")
+        while self._stop.signal is None:
+            self._check_children()
+            time.sleep(_POLL_S)
+
+    def shut_down(self) -> dict[str, int]:
+        """Workers first (they unregister while the backend still listens), then the backend."""
+        order = [*self.workers, *[c for c in self._supervisor.children if c not in self.workers]]
+        return self._supervisor.stop(order)
+
+
+@click.command("up")
+@click.option("--training", type=click.IntRange(0, 32), default=1, show_default=True)
+@click.option("--backtest", type=click.IntRange(0, 32), default=1, show_default=True)
+@click.option(
+    "--api-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="backend port (default: KTRDR_API_PORT, else 8000; 0 picks a free port)",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("data"),
+    show_default=True,
+    help="SQLite store, checkpoints and child logs",
+)
+@click.option("--demo", is_flag=True, help="submit a training and a backtest operation")
+@click.option(
+    "--timeout", "timeout_s", type=click.FloatRange(1, 3600), default=60, show_default=True
+)
+@click.option("--exit-after-demo", is_flag=True, hidden=True, help="stop once the demo ends")
+def up(
+    training: int,
+    backtest: int,
+    api_port: int | None,
+    data_dir: Path,
+    demo: bool,
+    timeout_s: float,
+    exit_after_demo: bool,
+) -> None:
+    """Start a backend and workers on this machine; Ctrl-C stops them all."""
+    console = Console()
+    environ = dict(os.environ)
+    try:
+        port = _choose_api_port(api_port, environ)
+    except UpError as exc:
+        click.echo(f"ktrdr up: {exc}", err=True)
+        raise SystemExit(EXIT_FAILED) from None
+    stop = _StopFlag()
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    supervisor = Supervisor()
+    fleet = Fleet(
+        environ=environ,
+        data_dir=data_dir.resolve(),
+        api_port=port,
+        console=console,
+        supervisor=supervisor,
+        stop=stop,
+    )
+    failure: str | None = None
+    try:
+        with httpx.Client(timeout=5.0) as http:
+            client = FleetClient(base_url=fleet.backend_url, client=http)
+            fleet.start_backend(client, timeout_s)
+            if stop.signal is None:
+                fleet.start_workers(client, {"training": training, "backtest": backtest}, timeout_s)
+            if demo and stop.signal is None:
+                fleet.run_demo(client, timeout_s * 10)
+            if not (demo and exit_after_demo):
+                fleet.wait_for_signal()
+    except (UpError, BackendError, BackendUnreachable) as exc:
+        failure = str(exc)
+    finally:
+        console.print("stopping fleet ...")
+        codes = fleet.shut_down()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    unclean = {name: code for name, code in codes.items() if code not in (0, None)}
+    if failure is not None:
+        click.echo(f"ktrdr up: {failure}", err=True)
+        raise SystemExit(EXIT_FAILED)
+    if unclean:
+        shown = ", ".join(f"{n} exited {c}" for n, c in unclean.items())
+        console.print(f"stopped; not all children exited cleanly: {shown}")
+    else:
+        console.print("stopped")
+
+
+def _choose_api_port(option: int | None, environ: Mapping[str, str]) -> int:
+    """The ``--api-port`` option, else KTRDR_API_PORT, else the default; 0 → a free port."""
+    if option is None:
+        try:
+            option = EnvLoader(environ).load(APISettings).port
+        except ConfigurationError as exc:
+            raise UpError(str(exc)) from None
+    if option == 0:
+        return free_port()
+    ensure_port_free(option, "backend")
+    return option
+
+
+def register(group: click.Group) -> None:
+    """Add ``up`` to the ``ktrdr`` command."""
+    group.add_command(up)
