@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import datetime
 import enum
+from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 API_PREFIX = "/api/v1"
 WORKERS_PATH = f"{API_PREFIX}/workers"
@@ -135,3 +136,128 @@ class ErrorBody(_Message):
 
     error: str
     detail: Any = None
+
+
+# --- Operations: parameters by type, the create request and the view ------------------
+
+_SYMBOL = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$"
+
+
+class TrainingParameters(_Message):
+    """What a training operation fits: an MLP predicting next-bar direction from bars.
+
+    Bars come from ``csv_path`` (a file on the worker; its last ``bars`` rows are used)
+    or, without it, from the seeded synthetic generator.
+    """
+
+    symbol: str = Field(default="SYNTH", pattern=_SYMBOL)
+    bars: int = Field(default=2000, ge=100, le=1_000_000)
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    epochs: int = Field(default=50, ge=1, le=10_000)
+    learning_rate: float = Field(default=0.1, gt=0, le=10, allow_inf_nan=False)
+    hidden_units: int = Field(default=16, ge=1, le=256)
+    csv_path: str | None = Field(default=None, min_length=1, max_length=4096)
+
+
+class BacktestParameters(_Message):
+    """What a backtest simulates: a long-only moving-average crossover with costs.
+
+    ``commission`` and ``slippage`` are fractions of the traded value (0.001 = 0.1%).
+    """
+
+    symbol: str = Field(default="SYNTH", pattern=_SYMBOL)
+    bars: int = Field(default=2000, ge=100, le=1_000_000)
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    fast_window: int = Field(default=10, ge=1, le=10_000)
+    slow_window: int = Field(default=30, ge=2, le=10_000)
+    commission: float = Field(default=0.001, ge=0, le=0.1, allow_inf_nan=False)
+    slippage: float = Field(default=0.0005, ge=0, le=0.1, allow_inf_nan=False)
+    initial_capital: float = Field(default=10_000.0, gt=0, le=1e12, allow_inf_nan=False)
+    #: Bars per year, to annualise the Sharpe ratio (252: daily bars).
+    bars_per_year: int = Field(default=252, ge=1, le=1_000_000)
+    csv_path: str | None = Field(default=None, min_length=1, max_length=4096)
+
+    @model_validator(mode="after")
+    def _windows_fit(self) -> BacktestParameters:
+        if self.fast_window >= self.slow_window:
+            message = (
+                f"fast_window ({self.fast_window}) must be smaller than "
+                f"slow_window ({self.slow_window})"
+            )
+            raise ValueError(message)
+        if self.slow_window >= self.bars:
+            message = f"slow_window ({self.slow_window}) must be smaller than bars ({self.bars})"
+            raise ValueError(message)
+        return self
+
+
+OperationParameters = TrainingParameters | BacktestParameters
+
+_PARAMETER_MODELS: dict[OperationType, type[TrainingParameters] | type[BacktestParameters]] = {
+    OperationType.TRAINING: TrainingParameters,
+    OperationType.BACKTEST: BacktestParameters,
+}
+
+
+def parse_parameters(
+    operation_type: OperationType | str, parameters: Mapping[str, Any]
+) -> OperationParameters:
+    """Validate ``parameters`` for ``operation_type``; raises pydantic ``ValidationError``.
+
+    Raises ``ValueError`` naming the accepted types when ``operation_type`` is unknown.
+    """
+    try:
+        kind = OperationType(operation_type)
+    except ValueError:
+        accepted = ", ".join(t.value for t in OperationType)
+        message = f"unknown operation type {operation_type!r}; expected one of: {accepted}"
+        raise ValueError(message) from None
+    return _PARAMETER_MODELS[kind].model_validate(dict(parameters))
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per problem, ``field: message``, for errors shown to a person."""
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"]) or "parameters"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)
+
+
+class CreateOperationRequest(_Message):
+    """``POST /api/v1/operations``: what to run; ``parameters`` are checked by type."""
+
+    type: OperationType
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+    def typed_parameters(self) -> OperationParameters:
+        """The parameters validated for this type; raises pydantic ``ValidationError``."""
+        return parse_parameters(self.type, self.parameters)
+
+
+class OperationView(_Message):
+    """One operation as the backend reports it (``GET /api/v1/operations/{id}``)."""
+
+    id: str
+    type: OperationType
+    status: OperationStatus
+    parameters: dict[str, Any]
+    progress: Progress | None = None
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    worker_id: str | None = None
+    created_at: datetime.datetime
+    started_at: datetime.datetime | None = None
+    finished_at: datetime.datetime | None = None
+    last_reported_at: datetime.datetime | None = None
+    #: True when the operation was re-queued to continue from its checkpoint.
+    resume: bool = False
+
+
+class OperationList(_Message):
+    """``GET /api/v1/operations``: one page, newest first, and the total that matched."""
+
+    items: list[OperationView]
+    total: int
+    limit: int
+    offset: int
