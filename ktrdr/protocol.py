@@ -216,11 +216,16 @@ def parse_parameters(
 
 
 def describe_validation_error(exc: ValidationError) -> str:
-    """One line per problem, ``field: message``, for errors shown to a person."""
+    """Every problem as ``field: message`` (joined by ``; ``), for errors shown to a person.
+
+    Problems of the whole model (e.g. ``fast_window`` not below ``slow_window``) have
+    no field; their message already names the fields.
+    """
     parts = []
     for error in exc.errors():
-        where = ".".join(str(p) for p in error["loc"]) or "parameters"
-        parts.append(f"{where}: {error['msg']}")
+        message = error["msg"].removeprefix("Value error, ")
+        where = ".".join(str(p) for p in error["loc"])
+        parts.append(f"{where}: {message}" if where else message)
     return "; ".join(parts)
 
 

@@ -1,23 +1,379 @@
-"""PLACEHOLDER being replaced by a teammate: the training runner (see workers/runner.py)."""
+"""The training runner: fits a small numpy MLP that predicts the next bar's direction.
+
+A real, deterministic job: features (returns, moving-average ratios, range, volume) from
+OHLCV bars, a one-hidden-layer tanh network with a sigmoid output, full-batch gradient
+descent with momentum. The same parameters and seed give bit-identical results, also
+across a stop and a resume, because the checkpoint holds the weights, the optimiser's
+velocities and the metrics so far. Bad input ends as a FAILED outcome; nothing raised
+inside escapes :meth:`TrainingRunner.run`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+import numpy as np
+import numpy.typing as npt
+from pydantic import ValidationError
 
 from ktrdr.config import CheckpointSettings
-from ktrdr.protocol import OperationStatus, OperationType
-from ktrdr.workers.runner import RunContext, RunOutcome
+from ktrdr.protocol import (
+    OperationStatus,
+    OperationType,
+    Progress,
+    TrainingParameters,
+    describe_validation_error,
+)
+from ktrdr.workers.bars import Bars, BarsError, load_bars, moving_average
+from ktrdr.workers.checkpoints import Checkpoint, CheckpointError, CheckpointStore
+from ktrdr.workers.runner import RunContext, RunOutcome, StopReason
+
+__all__ = ["FEATURE_NAMES", "TrainingRunner", "features_and_targets", "predict_up_probability"]
+
+logger = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float64]
+
+FEATURE_NAMES = ("return_1", "return_5", "close_ma10", "close_ma20", "range", "volume_ma20")
+#: Bars of history the features need before the first sample.
+LOOKBACK = 20
+MIN_BARS = 100
+MOMENTUM = 0.9
+VALIDATION_SHARE = 0.2
+_KIND = "training"
+_EPS = 1e-12
+
+
+def features_and_targets(bars: Bars) -> tuple[FloatArray, FloatArray]:
+    """Feature rows for bars ``LOOKBACK..n-2`` and whether the following bar closed higher."""
+    close, n = bars.close, len(bars)
+    t = np.arange(LOOKBACK, n - 1)
+    ma10 = moving_average(close, 10)
+    ma20 = moving_average(close, 20)
+    volume_ma20 = moving_average(bars.volume, 20)
+    columns = (
+        close[t] / close[t - 1] - 1.0,
+        close[t] / close[t - 5] - 1.0,
+        close[t] / ma10[t] - 1.0,
+        close[t] / ma20[t] - 1.0,
+        (bars.high[t] - bars.low[t]) / close[t],
+        np.log((bars.volume[t] + 1.0) / (volume_ma20[t] + 1.0)),
+    )
+    x = np.column_stack(columns)
+    y = (close[t + 1] > close[t]).astype(np.float64)
+    return x, y
+
+
+def _sigmoid(z: FloatArray) -> FloatArray:
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
+def _forward(
+    x: FloatArray, w1: FloatArray, b1: FloatArray, w2: FloatArray, b2: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    hidden = np.tanh(x @ w1 + b1)
+    return hidden, _sigmoid(hidden @ w2 + b2[0])
+
+
+def _loss_and_accuracy(p: FloatArray, y: FloatArray) -> tuple[float, float]:
+    clipped = np.clip(p, _EPS, 1.0 - _EPS)
+    loss = -float(np.mean(y * np.log(clipped) + (1.0 - y) * np.log(1.0 - clipped)))
+    accuracy = float(np.mean((p > 0.5) == (y > 0.5)))
+    return loss, accuracy
+
+
+def predict_up_probability(model: Mapping[str, Any], bars: Bars) -> FloatArray:
+    """Apply a trained model (a result's ``model``) to bars: P(next close is higher).
+
+    One probability per bar from ``LOOKBACK`` to the second-to-last, aligned with
+    :func:`features_and_targets`.
+    """
+    x, _ = features_and_targets(bars)
+    mean = np.asarray(model["feature_mean"], dtype=np.float64)
+    std = np.asarray(model["feature_std"], dtype=np.float64)
+    _, p = _forward(
+        (x - mean) / std,
+        np.asarray(model["w1"], dtype=np.float64),
+        np.asarray(model["b1"], dtype=np.float64),
+        np.asarray(model["w2"], dtype=np.float64),
+        np.asarray([model["b2"]], dtype=np.float64),
+    )
+    return p
+
+
+@attrs.define(kw_only=True, eq=False)
+class _Data:
+    """Standardised training and validation samples."""
+
+    x_train: FloatArray
+    y_train: FloatArray
+    x_valid: FloatArray
+    y_valid: FloatArray
+    mean: FloatArray
+    std: FloatArray
+
+    @classmethod
+    def from_bars(cls, bars: Bars) -> _Data:
+        x, y = features_and_targets(bars)
+        split = round(x.shape[0] * (1.0 - VALIDATION_SHARE))
+        mean = x[:split].mean(axis=0)
+        std = x[:split].std(axis=0)
+        std = np.where(std > 0, std, 1.0)
+        x = (x - mean) / std
+        return cls(
+            x_train=x[:split],
+            y_train=y[:split],
+            x_valid=x[split:],
+            y_valid=y[split:],
+            mean=mean,
+            std=std,
+        )
+
+
+_STATE_ARRAYS = ("w1", "b1", "w2", "b2", "vw1", "vb1", "vw2", "vb2", "losses", "accuracies")
+
+
+@attrs.define(kw_only=True, eq=False)
+class _State:
+    """Everything that changes during training: the checkpoint's content."""
+
+    epoch: int
+    w1: FloatArray
+    b1: FloatArray
+    w2: FloatArray
+    b2: FloatArray
+    vw1: FloatArray
+    vb1: FloatArray
+    vw2: FloatArray
+    vb2: FloatArray
+    losses: list[float]
+    accuracies: list[float]
+
+    @classmethod
+    def initial(cls, *, n_features: int, hidden_units: int, seed: int) -> _State:
+        rng = np.random.default_rng([seed, 1])
+        w1 = rng.normal(0.0, 1.0 / math.sqrt(n_features), (n_features, hidden_units))
+        w2 = rng.normal(0.0, 1.0 / math.sqrt(hidden_units), hidden_units)
+        b1, b2 = np.zeros(hidden_units), np.zeros(1)
+        return cls(
+            epoch=0,
+            w1=w1,
+            b1=b1,
+            w2=w2,
+            b2=b2,
+            vw1=np.zeros_like(w1),
+            vb1=np.zeros_like(b1),
+            vw2=np.zeros_like(w2),
+            vb2=np.zeros_like(b2),
+            losses=[],
+            accuracies=[],
+        )
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Checkpoint) -> _State:
+        arrays = {name: np.asarray(checkpoint.arrays[name], np.float64) for name in _STATE_ARRAYS}
+        if arrays["losses"].shape[0] != checkpoint.step:
+            message = f"it records {arrays['losses'].shape[0]} losses for epoch {checkpoint.step}"
+            raise ValueError(message)
+        return cls(
+            epoch=checkpoint.step,
+            losses=[float(v) for v in arrays.pop("losses")],
+            accuracies=[float(v) for v in arrays.pop("accuracies")],
+            **arrays,
+        )
+
+    def arrays(self) -> dict[str, FloatArray]:
+        values = {name: getattr(self, name) for name in _STATE_ARRAYS[:8]}
+        values["losses"] = np.asarray(self.losses, dtype=np.float64)
+        values["accuracies"] = np.asarray(self.accuracies, dtype=np.float64)
+        return values
+
+    def step(self, data: _Data, learning_rate: float) -> tuple[float, float]:
+        """One epoch of full-batch gradient descent with momentum; returns loss, accuracy."""
+        x, y = data.x_train, data.y_train
+        hidden, p = _forward(x, self.w1, self.b1, self.w2, self.b2)
+        loss, accuracy = _loss_and_accuracy(p, y)
+        dz2 = (p - y) / x.shape[0]
+        grads = {
+            "w2": hidden.T @ dz2,
+            "b2": np.array([dz2.sum()]),
+        }
+        dz1 = np.outer(dz2, self.w2) * (1.0 - hidden**2)
+        grads["w1"] = x.T @ dz1
+        grads["b1"] = dz1.sum(axis=0)
+        for name, grad in grads.items():
+            velocity = MOMENTUM * getattr(self, "v" + name) - learning_rate * grad
+            setattr(self, "v" + name, velocity)
+            setattr(self, name, getattr(self, name) + velocity)
+        self.epoch += 1
+        self.losses.append(loss)
+        self.accuracies.append(accuracy)
+        return loss, accuracy
+
+
+class _Failed(Exception):
+    """Ends a run as FAILED with a message for the user."""
 
 
 class TrainingRunner:
-    """Runs training operations (placeholder: always fails until implemented)."""
+    """Runs training operations on this worker, with checkpoints and resume.
+
+    ``clock`` is a monotonic clock in seconds (checkpoint time interval). Pass
+    ``checkpoints`` to share a :class:`CheckpointStore` with the runtime; by default
+    one is built from ``checkpoint``.
+    """
 
     operation_type = OperationType.TRAINING
 
-    def __init__(self, *, checkpoint: CheckpointSettings, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        *,
+        checkpoint: CheckpointSettings,
+        clock: Callable[[], float],
+        checkpoints: CheckpointStore | None = None,
+    ) -> None:
         self._checkpoint = checkpoint
         self._clock = clock
+        self._checkpoints = checkpoints or CheckpointStore(settings=checkpoint)
+
+    @property
+    def checkpoints(self) -> CheckpointStore:
+        """The checkpoint store (the runtime purges expired files through it)."""
+        return self._checkpoints
 
     def run(self, context: RunContext) -> RunOutcome:
-        """Not implemented yet."""
-        return RunOutcome(status=OperationStatus.FAILED, error="not implemented yet")
+        """Train; stop with a checkpoint when asked; FAILED (never raise) on any error."""
+        try:
+            return self._run(context)
+        except _Failed as exc:
+            return RunOutcome(status=OperationStatus.FAILED, error=str(exc))
+        except Exception as exc:
+            logger.exception("training operation %s crashed", context.operation_id)
+            error = f"training failed unexpectedly: {type(exc).__name__}: {exc}"
+            return RunOutcome(status=OperationStatus.FAILED, error=error)
+
+    def _run(self, context: RunContext) -> RunOutcome:
+        params = _parameters(context.parameters)
+        try:
+            bars = load_bars(
+                csv_path=params.csv_path, count=params.bars, seed=params.seed, min_bars=MIN_BARS
+            )
+        except BarsError as exc:
+            raise _Failed(str(exc)) from None
+        data = _Data.from_bars(bars)
+        fingerprint = {"parameters": params.model_dump(mode="json"), "bars": bars.fingerprint()}
+        state = self._starting_state(context, params, fingerprint)
+        policy = self._checkpoints.epoch_policy(clock=self._clock, start_step=state.epoch)
+        if context.resume:
+            context.report_progress(_progress(state, params, f"resumed at epoch {state.epoch}"))
+
+        while state.epoch < params.epochs:
+            reason = context.stop_requested()
+            if reason is not None:
+                return self._stop(context.operation_id, state, params, fingerprint, reason)
+            loss, _ = state.step(data, params.learning_rate)
+            if not math.isfinite(loss):
+                message = f"training diverged at epoch {state.epoch}; lower learning_rate"
+                raise _Failed(message)
+            context.report_progress(_progress(state, params, f"epoch {state.epoch}"))
+            if state.epoch < params.epochs and policy.due(state.epoch):
+                self._save(context.operation_id, state, fingerprint)
+                policy.saved(state.epoch)
+
+        result = _result(state, data, params, len(bars))
+        self._checkpoints.delete(context.operation_id)
+        return RunOutcome(status=OperationStatus.COMPLETED, result=result)
+
+    def _starting_state(
+        self, context: RunContext, params: TrainingParameters, fingerprint: dict[str, Any]
+    ) -> _State:
+        if not context.resume:
+            self._checkpoints.delete(context.operation_id)  # a stale one from an earlier run
+            return _State.initial(
+                n_features=len(FEATURE_NAMES), hidden_units=params.hidden_units, seed=params.seed
+            )
+        try:
+            checkpoint = self._checkpoints.load(context.operation_id, kind=_KIND)
+        except CheckpointError as exc:
+            raise _Failed(f"cannot resume: {exc}") from None
+        if checkpoint.meta != fingerprint:
+            path = self._checkpoints.path_for(context.operation_id)
+            message = f"cannot resume: checkpoint {path} was written for other parameters or bars"
+            raise _Failed(message)
+        try:
+            return _State.from_checkpoint(checkpoint)
+        except (KeyError, ValueError, TypeError) as exc:
+            message = f"cannot resume: the checkpoint's training state is unusable ({exc})"
+            raise _Failed(message) from None
+
+    def _save(self, operation_id: str, state: _State, fingerprint: dict[str, Any]) -> None:
+        try:
+            self._checkpoints.save(
+                operation_id, kind=_KIND, step=state.epoch, meta=fingerprint, arrays=state.arrays()
+            )
+        except OSError as exc:
+            path = self._checkpoints.path_for(operation_id)
+            message = f"cannot write checkpoint {path}: {exc.strerror or exc}"
+            raise _Failed(message) from None
+
+    def _stop(
+        self,
+        operation_id: str,
+        state: _State,
+        params: TrainingParameters,
+        fingerprint: dict[str, Any],
+        reason: StopReason,
+    ) -> RunOutcome:
+        self._save(operation_id, state, fingerprint)
+        error = f"checkpoint saved at epoch {state.epoch}/{params.epochs} ({reason.value})"
+        return RunOutcome(status=OperationStatus.CANCELLED, error=error, checkpoint_saved=True)
+
+
+def _parameters(raw: Mapping[str, Any]) -> TrainingParameters:
+    try:
+        return TrainingParameters.model_validate(dict(raw))
+    except ValidationError as exc:
+        raise _Failed(f"invalid training parameters: {describe_validation_error(exc)}") from None
+
+
+def _progress(state: _State, params: TrainingParameters, message: str) -> Progress:
+    details: dict[str, Any] = {"epoch": state.epoch, "epochs": params.epochs}
+    if state.losses:
+        details["loss"] = state.losses[-1]
+        details["accuracy"] = state.accuracies[-1]
+    percent = 100.0 * state.epoch / params.epochs
+    return Progress(percent=percent, message=message, details=details)
+
+
+def _result(
+    state: _State, data: _Data, params: TrainingParameters, bar_count: int
+) -> dict[str, Any]:
+    _, p_train = _forward(data.x_train, state.w1, state.b1, state.w2, state.b2)
+    loss, accuracy = _loss_and_accuracy(p_train, data.y_train)
+    _, p_valid = _forward(data.x_valid, state.w1, state.b1, state.w2, state.b2)
+    valid_loss, valid_accuracy = _loss_and_accuracy(p_valid, data.y_valid)
+    return {
+        "symbol": params.symbol,
+        "epochs": state.epoch,
+        "bars": bar_count,
+        "samples": int(data.x_train.shape[0] + data.x_valid.shape[0]),
+        "initial_loss": state.losses[0],
+        "final_loss": loss,
+        "accuracy": accuracy,
+        "validation_loss": valid_loss,
+        "validation_accuracy": valid_accuracy,
+        "model": {
+            "kind": "mlp",
+            "features": list(FEATURE_NAMES),
+            "feature_mean": data.mean.tolist(),
+            "feature_std": data.std.tolist(),
+            "w1": state.w1.tolist(),
+            "b1": state.b1.tolist(),
+            "w2": state.w2.tolist(),
+            "b2": float(state.b2[0]),
+        },
+    }
