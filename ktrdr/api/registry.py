@@ -1,0 +1,177 @@
+"""The backend's worker registry: who is registered, their status and heartbeats.
+
+In memory by design: a backend restart forgets every worker, and workers re-register
+when their next heartbeat gets 404. All methods are synchronous and called from the
+event loop only, so no lock is needed. Time is passed in (``now``), never read here,
+so tests drive the registry with any clock.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+
+from ktrdr.errors import KtrdrError
+from ktrdr.protocol import (
+    HeartbeatRequest,
+    OperationType,
+    Progress,
+    RegisterRequest,
+    WorkerStatus,
+    WorkerView,
+)
+
+
+class UnknownWorker(KtrdrError, LookupError):
+    """No worker with this id is registered (never was, was removed, or the backend restarted)."""
+
+    def __init__(self, worker_id: str) -> None:
+        self.worker_id = worker_id
+        super().__init__(f"no worker with id {worker_id!r} is registered")
+
+
+@attrs.frozen(kw_only=True)
+class WorkerRecord:
+    """What the backend knows about one worker."""
+
+    worker_id: str
+    worker_type: OperationType
+    endpoint_url: str
+    capabilities: Mapping[str, Any]
+    heartbeat_interval: datetime.timedelta
+    config_fingerprint: str
+    status: WorkerStatus
+    current_operation_id: str | None
+    #: Progress of the current operation, as last reported (None when idle).
+    progress: Progress | None
+    registered_at: datetime.datetime
+    last_heartbeat_at: datetime.datetime
+
+    def silence(self, now: datetime.datetime) -> datetime.timedelta:
+        """Time since the last sign of life."""
+        return now - self.last_heartbeat_at
+
+    def view(self, *, drift: bool = False) -> WorkerView:
+        """The wire form (``GET /api/v1/workers``)."""
+        return WorkerView(
+            worker_id=self.worker_id,
+            worker_type=self.worker_type,
+            endpoint_url=self.endpoint_url,
+            status=self.status,
+            current_operation_id=self.current_operation_id,
+            last_heartbeat_at=self.last_heartbeat_at,
+            registered_at=self.registered_at,
+            capabilities=dict(self.capabilities),
+            config_fingerprint=self.config_fingerprint,
+            heartbeat_interval_s=self.heartbeat_interval.total_seconds(),
+            fingerprint_drift=drift,
+        )
+
+
+def drifting_workers(records: Iterable[WorkerRecord]) -> frozenset[str]:
+    """Ids of live workers whose type also has a live worker with another fingerprint.
+
+    Every worker of a mixed type is flagged (there is no "right" configuration to
+    compare with, and a tie would make a majority rule arbitrary). Unavailable workers
+    are left out on both sides: a dead process runs no configuration.
+    """
+    by_type: dict[OperationType, list[WorkerRecord]] = defaultdict(list)
+    for record in records:
+        if record.status is not WorkerStatus.UNAVAILABLE:
+            by_type[record.worker_type].append(record)
+    flagged: set[str] = set()
+    for group in by_type.values():
+        if len({r.config_fingerprint for r in group}) > 1:
+            flagged.update(r.worker_id for r in group)
+    return frozenset(flagged)
+
+
+class WorkerRegistry:
+    """Registered workers by id."""
+
+    def __init__(self) -> None:
+        self._workers: dict[str, WorkerRecord] = {}
+
+    def __len__(self) -> int:
+        return len(self._workers)
+
+    def __contains__(self, worker_id: object) -> bool:
+        return worker_id in self._workers
+
+    def register(
+        self, request: RegisterRequest, *, now: datetime.datetime
+    ) -> tuple[WorkerRecord, bool]:
+        """Add or replace ``request.worker_id``; returns the record and whether it is new.
+
+        Idempotent per id: registering again (a restarted worker, a retried request,
+        a backend that forgot it) replaces the record and keeps ``registered_at``.
+        """
+        previous = self._workers.get(request.worker_id)
+        status = WorkerStatus.BUSY if request.current_operation_id else WorkerStatus.IDLE
+        record = WorkerRecord(
+            worker_id=request.worker_id,
+            worker_type=request.worker_type,
+            endpoint_url=request.endpoint_url,
+            capabilities=dict(request.capabilities),
+            heartbeat_interval=datetime.timedelta(seconds=request.heartbeat_interval_s),
+            config_fingerprint=request.config_fingerprint,
+            status=status,
+            current_operation_id=request.current_operation_id,
+            progress=None,
+            registered_at=previous.registered_at if previous is not None else now,
+            last_heartbeat_at=now,
+        )
+        self._workers[request.worker_id] = record
+        return record, previous is None
+
+    def heartbeat(
+        self, worker_id: str, request: HeartbeatRequest, *, now: datetime.datetime
+    ) -> WorkerRecord:
+        """Record a heartbeat; an unavailable worker becomes available again."""
+        previous = self.get(worker_id)
+        record = attrs.evolve(
+            previous,
+            status=request.status,
+            current_operation_id=request.current_operation_id,
+            progress=request.progress if request.current_operation_id else None,
+            last_heartbeat_at=now,
+        )
+        self._workers[worker_id] = record
+        return record
+
+    def unregister(self, worker_id: str) -> WorkerRecord:
+        """Remove a worker (it is shutting down); raises ``UnknownWorker``."""
+        record = self._workers.pop(worker_id, None)
+        if record is None:
+            raise UnknownWorker(worker_id)
+        return record
+
+    def get(self, worker_id: str) -> WorkerRecord:
+        """The record of ``worker_id``; raises ``UnknownWorker``."""
+        record = self._workers.get(worker_id)
+        if record is None:
+            raise UnknownWorker(worker_id)
+        return record
+
+    def records(self) -> list[WorkerRecord]:
+        """Every record, ordered by worker id."""
+        return [self._workers[key] for key in sorted(self._workers)]
+
+    def mark_unavailable(self, worker_ids: Iterable[str]) -> None:
+        """Set ``unavailable`` on these workers (those still registered)."""
+        for worker_id in worker_ids:
+            record = self._workers.get(worker_id)
+            if record is not None:
+                self._workers[worker_id] = attrs.evolve(record, status=WorkerStatus.UNAVAILABLE)
+
+    def remove(self, worker_ids: Iterable[str]) -> None:
+        """Forget these workers (silent for longer than the removal threshold)."""
+        for worker_id in worker_ids:
+            self._workers.pop(worker_id, None)
+
+
+__all__ = ["UnknownWorker", "WorkerRecord", "WorkerRegistry", "drifting_workers"]

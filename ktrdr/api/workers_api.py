@@ -1,0 +1,191 @@
+"""The worker API: register, heartbeat, unregister (token required), list and get.
+
+Writes need ``Authorization: Bearer <KTRDR_AUTH_WORKER_TOKEN>``, checked before the
+body is read. Every failure is a 4xx JSON ``ErrorBody``; a refused request leaves
+the registry untouched. Reads sweep liveness first, so a listed status is current.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Response
+
+from ktrdr.api.liveness import LivenessPolicy, sweep
+from ktrdr.api.registry import UnknownWorker, WorkerRecord, WorkerRegistry, drifting_workers
+from ktrdr.protocol import (
+    REGISTER_PATH,
+    WORKERS_PATH,
+    ErrorBody,
+    HeartbeatRequest,
+    RegisterRequest,
+    WorkerStatus,
+    WorkerView,
+)
+from ktrdr.web import ApiError, BearerAuth
+
+logger = logging.getLogger(__name__)
+
+#: Nesting allowed in free-form JSON (capabilities, progress details). Deeper values
+#: are refused at the door: they serve no purpose and can exhaust recursion later.
+MAX_JSON_DEPTH = 16
+
+_WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "missing or wrong worker token"},
+    413: {"model": ErrorBody, "description": "request body too large"},
+    422: {"model": ErrorBody, "description": "invalid request body"},
+}
+_UNKNOWN: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "unknown worker id"}
+}
+
+
+def json_depth_exceeds(value: Any, limit: int) -> bool:
+    """True when ``value`` nests dicts/lists deeper than ``limit`` (iterative, no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth >= limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _check_depth(value: Any, field: str) -> None:
+    if json_depth_exceeds(value, MAX_JSON_DEPTH):
+        detail = [
+            {
+                "loc": ["body", field],
+                "msg": f"nested deeper than {MAX_JSON_DEPTH} levels",
+                "type": "too_deep",
+            }
+        ]
+        raise ApiError(422, "invalid_request", detail)
+
+
+def _unknown(exc: UnknownWorker) -> ApiError:
+    return ApiError(404, "unknown_worker", f"{exc}; register first")
+
+
+def _json(view: WorkerView, status_code: int = 200) -> Response:
+    # Serialised once by pydantic (the model was validated when it was built).
+    return Response(view.model_dump_json(), status_code=status_code, media_type="application/json")
+
+
+def workers_router(
+    *,
+    registry: WorkerRegistry,
+    clock: Callable[[], datetime.datetime],
+    policy: LivenessPolicy,
+    auth: BearerAuth,
+) -> APIRouter:
+    """The ``/api/v1/workers`` routes over ``registry``."""
+    router = APIRouter(tags=["workers"])
+    writes = APIRouter(route_class=auth.route_class())
+
+    def drift_of(record: WorkerRecord) -> bool:
+        return record.worker_id in drifting_workers(registry.records())
+
+    @writes.post(
+        REGISTER_PATH,
+        response_model=WorkerView,
+        status_code=200,
+        responses={201: {"model": WorkerView, "description": "newly registered"}, **_WRITE_ERRORS},
+        summary="Register a worker (idempotent per worker id)",
+    )
+    async def register(body: RegisterRequest) -> Response:
+        _check_depth(body.capabilities, "capabilities")
+        record, created = registry.register(body, now=clock())
+        drift = drift_of(record)
+        verb = "registered" if created else "re-registered"
+        logger.info(
+            "worker %s (%s) %s at %s",
+            record.worker_id,
+            record.worker_type.value,
+            verb,
+            record.endpoint_url,
+        )
+        if drift:
+            logger.warning(
+                "worker %s runs a configuration (fingerprint %s) that differs from other "
+                "%s workers; compare their KTRDR_CHECKPOINT_* and heartbeat settings",
+                record.worker_id,
+                record.config_fingerprint,
+                record.worker_type.value,
+            )
+        return _json(record.view(drift=drift), 201 if created else 200)
+
+    @writes.post(
+        WORKERS_PATH + "/{worker_id}/heartbeat",
+        response_model=WorkerView,
+        responses={**_WRITE_ERRORS, **_UNKNOWN},
+        summary="Record a heartbeat: status, current operation and its progress",
+    )
+    async def heartbeat(worker_id: str, body: HeartbeatRequest) -> Response:
+        if body.status is WorkerStatus.UNAVAILABLE:
+            detail = [
+                {
+                    "loc": ["body", "status"],
+                    "msg": "the backend decides 'unavailable'; send idle, busy or stopping",
+                    "type": "enum",
+                }
+            ]
+            raise ApiError(422, "invalid_request", detail)
+        if body.progress is not None:
+            _check_depth(body.progress.details, "progress.details")
+        try:
+            record = registry.heartbeat(worker_id, body, now=clock())
+        except UnknownWorker as exc:
+            raise _unknown(exc) from None
+        return _json(record.view())
+
+    @writes.delete(
+        WORKERS_PATH + "/{worker_id}",
+        status_code=204,
+        responses={**_WRITE_ERRORS, **_UNKNOWN},
+        summary="Unregister a worker (it is shutting down)",
+    )
+    async def unregister(worker_id: str) -> Response:
+        try:
+            record = registry.unregister(worker_id)
+        except UnknownWorker as exc:
+            raise _unknown(exc) from None
+        logger.info("worker %s (%s) unregistered", record.worker_id, record.worker_type.value)
+        return Response(status_code=204)
+
+    @router.get(WORKERS_PATH, response_model=list[WorkerView], summary="Every registered worker")
+    async def list_workers() -> Response:
+        sweep(registry, clock(), policy)
+        records = registry.records()
+        drift = drifting_workers(records)
+        items = (r.view(drift=r.worker_id in drift).model_dump_json() for r in records)
+        return Response("[" + ",".join(items) + "]", media_type="application/json")
+
+    @router.get(
+        WORKERS_PATH + "/{worker_id}",
+        response_model=WorkerView,
+        responses=_UNKNOWN,
+        summary="One registered worker",
+    )
+    async def get_worker(worker_id: str) -> Response:
+        sweep(registry, clock(), policy)
+        try:
+            record = registry.get(worker_id)
+        except UnknownWorker as exc:
+            raise _unknown(exc) from None
+        return _json(record.view(drift=drift_of(record)))
+
+    router.include_router(writes)
+    return router
+
+
+__all__ = ["MAX_JSON_DEPTH", "json_depth_exceeds", "workers_router"]

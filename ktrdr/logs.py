@@ -1,0 +1,79 @@
+"""Process logging from ``LoggingSettings``: one handler on the root logger, text or JSON.
+
+Entrypoints call :func:`configure_logging` once, after the configuration is valid.
+Library code only asks ``logging.getLogger(__name__)``; it never configures handlers.
+uvicorn is started with ``log_config=None`` so its loggers propagate here too.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import sys
+from typing import TextIO
+
+from ktrdr.config import LogFormat, LoggingSettings, LogLevel
+
+TEXT_FORMAT = "%(asctime)s %(levelname)-8s %(name)s: %(message)s"
+#: Libraries that log one line per request; kept at WARNING unless KTRDR_LOG_LEVEL=DEBUG.
+CHATTY_LOGGERS = ("httpx", "httpcore")
+
+#: Attributes every ``LogRecord`` has; anything else was passed with ``extra=``.
+_STANDARD_ATTRS = frozenset(
+    set(vars(logging.LogRecord("", logging.INFO, "", 0, "", None, None))) | {"message", "asctime"}
+)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log shippers; ``extra=`` fields are kept."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render ``record`` as a JSON object with time, level, logger and message."""
+        created = datetime.datetime.fromtimestamp(record.created, tz=datetime.timezone.utc)
+        payload: dict[str, object] = {
+            "time": created.isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD_ATTRS and not key.startswith("_") and key != "color_message":
+                payload[key] = value
+        if record.exc_info:
+            payload["exception"] = self.formatException(record.exc_info)
+        return json.dumps(payload, default=str)
+
+
+def make_formatter(log_format: LogFormat) -> logging.Formatter:
+    """The formatter for ``KTRDR_LOG_FORMAT``."""
+    if log_format is LogFormat.JSON:
+        return JsonFormatter()
+    return logging.Formatter(TEXT_FORMAT)
+
+
+def configure_logging(settings: LoggingSettings, *, stream: TextIO | None = None) -> None:
+    """Send every log record at ``settings.level`` or above to ``stream`` (stderr).
+
+    Replaces the root logger's handlers, so calling it twice does not duplicate lines.
+    """
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(make_formatter(settings.format))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(settings.level.value)
+    # uvicorn configures its own loggers only when given a log_config; make sure the
+    # ones it creates anyway propagate to the handler above.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        uvicorn_logger = logging.getLogger(name)
+        uvicorn_logger.handlers.clear()
+        uvicorn_logger.propagate = True
+    # httpx logs every request at INFO; with heartbeats that drowns everything else.
+    chatty_level = logging.DEBUG if settings.level is LogLevel.DEBUG else logging.WARNING
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(chatty_level)
+
+
+__all__ = ["CHATTY_LOGGERS", "TEXT_FORMAT", "JsonFormatter", "configure_logging", "make_formatter"]

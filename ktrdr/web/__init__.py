@@ -1,0 +1,31 @@
+"""HTTP plumbing shared by the backend and the workers' servers.
+
+JSON error bodies, a body-size limit, bearer-token checks and a uvicorn server whose
+graceful shutdown runs our own. It knows nothing about workers or operations, so
+``ktrdr.api`` and ``ktrdr.workers`` can both use it without importing each other.
+"""
+
+from ktrdr.web.bearer_auth import BearerAuth
+from ktrdr.web.body_limit import BodyLimitMiddleware, BodyTooLarge
+from ktrdr.web.graceful_server import EXIT_SIGNALS, ExitSignals, GracefulServer
+from ktrdr.web.http_errors import (
+    ApiError,
+    describe_validation_errors,
+    error_code,
+    error_response,
+    install_error_handlers,
+)
+
+__all__ = [
+    "EXIT_SIGNALS",
+    "ApiError",
+    "BearerAuth",
+    "BodyLimitMiddleware",
+    "BodyTooLarge",
+    "ExitSignals",
+    "GracefulServer",
+    "describe_validation_errors",
+    "error_code",
+    "error_response",
+    "install_error_handlers",
+]

@@ -1,0 +1,189 @@
+"""The worker's client for the backend: register, heartbeat, unregister, report.
+
+It wraps an injected ``httpx.AsyncClient`` (tests use ``httpx.MockTransport``) and
+turns every outcome into a return value or one of three exceptions, so the runtime
+decides about retries by type: :class:`BackendUnavailable` (network trouble, 5xx:
+try again later), :class:`BackendRejected` (4xx: this request will not succeed as
+is), :class:`UnknownWorker` (404 on a worker path: the backend forgot us, register
+again). The token is sent in a header and never logged or put in a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel
+
+from ktrdr.config import Secret
+from ktrdr.errors import KtrdrError
+from ktrdr.protocol import (
+    OPERATIONS_PATH,
+    REGISTER_PATH,
+    WORKERS_PATH,
+    HeartbeatRequest,
+    OperationReport,
+    RegisterRequest,
+)
+from ktrdr.workers.backoff import Backoff
+
+logger = logging.getLogger(__name__)
+
+#: Retry schedule of operation reports (about 20 s in total with the default cap).
+REPORT_ATTEMPTS = 8
+REPORT_BACKOFF_INITIAL = datetime.timedelta(milliseconds=200)
+REPORT_BACKOFF_CAP = datetime.timedelta(seconds=5)
+
+
+class BackendError(KtrdrError):
+    """A call to the backend did not succeed."""
+
+
+class BackendUnavailable(BackendError):
+    """No usable answer (connection refused, timeout, 5xx); worth retrying later."""
+
+
+class BackendRejected(BackendError):
+    """The backend refused the request (4xx); retrying it unchanged will not help."""
+
+    def __init__(self, status_code: int, message: str) -> None:
+        self.status_code = status_code
+        super().__init__(message)
+
+
+class UnknownWorker(BackendRejected):
+    """404 on a worker path: the backend does not know this worker (it restarted)."""
+
+
+def _describe(response: httpx.Response) -> str:
+    """``HTTP 422 invalid_request: ...`` from an ``ErrorBody`` (or just the status)."""
+    prefix = f"HTTP {response.status_code}"
+    try:
+        body = response.json()
+    except ValueError:
+        return prefix
+    if not isinstance(body, dict):
+        return prefix
+    error, detail = body.get("error"), body.get("detail")
+    text = f"{prefix} {error}" if error else prefix
+    return f"{text}: {detail}" if detail else text
+
+
+class BackendClient:
+    """Typed calls to the backend's worker and operation-report endpoints."""
+
+    def __init__(
+        self,
+        *,
+        http: httpx.AsyncClient,
+        base_url: str,
+        token: Secret,
+        timeout: datetime.timedelta,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._http = http
+        self.base_url = base_url.rstrip("/")
+        self._headers = {
+            "Authorization": f"Bearer {token.reveal()}",
+            "Content-Type": "application/json",
+        }
+        self.timeout_s = timeout.total_seconds()
+        self._clock = clock
+        self._sleep = sleep
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        body: BaseModel | None = None,
+        *,
+        timeout_s: float | None = None,
+    ) -> httpx.Response:
+        url = self.base_url + path
+        content = body.model_dump_json().encode() if body is not None else None
+        timeout = self.timeout_s if timeout_s is None else max(0.01, timeout_s)
+        try:
+            response = await self._http.request(
+                method, url, content=content, headers=self._headers, timeout=timeout
+            )
+        except httpx.HTTPError as exc:
+            message = f"{method} {url} failed: {type(exc).__name__}"
+            raise BackendUnavailable(message) from None
+        if response.status_code >= 500 or response.status_code == 429:
+            message = f"{method} {url}: {_describe(response)}"
+            raise BackendUnavailable(message)
+        return response
+
+    async def register(self, request: RegisterRequest) -> None:
+        """``POST /api/v1/workers/register`` (idempotent)."""
+        response = await self._send("POST", REGISTER_PATH, request)
+        if response.status_code >= 400:
+            raise BackendRejected(response.status_code, f"registration: {_describe(response)}")
+
+    async def heartbeat(self, worker_id: str, request: HeartbeatRequest) -> None:
+        """``POST /api/v1/workers/{id}/heartbeat``; raises :class:`UnknownWorker` on 404."""
+        path = f"{WORKERS_PATH}/{quote(worker_id, safe='')}/heartbeat"
+        response = await self._send("POST", path, request)
+        if response.status_code == 404:
+            raise UnknownWorker(404, f"heartbeat: {_describe(response)}")
+        if response.status_code >= 400:
+            raise BackendRejected(response.status_code, f"heartbeat: {_describe(response)}")
+
+    async def unregister(self, worker_id: str, *, timeout_s: float | None = None) -> bool:
+        """``DELETE /api/v1/workers/{id}``; False when the backend did not know us."""
+        path = f"{WORKERS_PATH}/{quote(worker_id, safe='')}"
+        response = await self._send("DELETE", path, timeout_s=timeout_s)
+        if response.status_code == 404:
+            return False
+        if response.status_code >= 400:
+            raise BackendRejected(response.status_code, f"unregister: {_describe(response)}")
+        return True
+
+    async def report_operation(
+        self,
+        operation_id: str,
+        report: OperationReport,
+        *,
+        attempts: int = REPORT_ATTEMPTS,
+        budget_s: float | None = None,
+    ) -> None:
+        """``POST /api/v1/operations/{id}/report``, retried while the backend is unavailable.
+
+        Stops after ``attempts`` tries or when ``budget_s`` seconds have passed (a
+        shutdown has a deadline); raises the last error then. A 4xx is not retried.
+        """
+        path = f"{OPERATIONS_PATH}/{quote(operation_id, safe='')}/report"
+        deadline = None if budget_s is None else self._clock() + budget_s
+        backoff = Backoff(initial=REPORT_BACKOFF_INITIAL, cap=REPORT_BACKOFF_CAP)
+        for attempt in range(1, attempts + 1):
+            remaining = None if deadline is None else deadline - self._clock()
+            timeout_s = None if remaining is None else min(self.timeout_s, remaining)
+            try:
+                response = await self._send("POST", path, report, timeout_s=timeout_s)
+            except BackendUnavailable as exc:
+                delay = backoff.next_delay()
+                out_of_time = deadline is not None and self._clock() + delay >= deadline
+                if attempt == attempts or out_of_time:
+                    raise
+                logger.warning("report of operation %s: %s; retrying", operation_id, exc)
+                await self._sleep(delay)
+                continue
+            if response.status_code >= 400:
+                message = f"report of operation {operation_id}: {_describe(response)}"
+                raise BackendRejected(response.status_code, message)
+            return
+
+
+__all__ = [
+    "BackendClient",
+    "BackendError",
+    "BackendRejected",
+    "BackendUnavailable",
+    "UnknownWorker",
+]

@@ -1,0 +1,25 @@
+"""Backtest worker entrypoint (``python -m`` this module, or ``ktrdr worker backtest``)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from ktrdr.config import WorkerConfig, WorkerType
+from ktrdr.workers.backtest import BacktestRunner
+from ktrdr.workers.entrypoint import run_worker
+from ktrdr.workers.runner import OperationRunner
+
+
+def make_runner(config: WorkerConfig) -> OperationRunner:
+    """The backtest runner, with the checkpoint settings it must honour."""
+    return BacktestRunner(checkpoint=config.checkpoint, clock=time.monotonic)
+
+
+def main() -> None:
+    """Console entry point: the process environment is read here and only here."""
+    raise SystemExit(run_worker(WorkerType.BACKTEST, os.environ, make_runner=make_runner))
+
+
+if __name__ == "__main__":
+    main()

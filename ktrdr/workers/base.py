@@ -1,0 +1,473 @@
+"""The worker runtime: one object that registers, heartbeats, runs operations, stops.
+
+:class:`Worker` owns the conversation with the backend and the lifecycle of one
+operation at a time; the computation itself belongs to an ``OperationRunner``
+(``ktrdr.workers.runner``), called in a daemon thread. The HTTP server
+(``ktrdr.workers.server``) calls :meth:`Worker.start` once it listens, forwards
+operation requests, calls :meth:`Worker.request_shutdown` from the server's own
+signal handling and :meth:`Worker.stop` from its lifespan shutdown.
+
+Everything is injected (settings, runner, backend client, clock, sleep), nothing
+reads the environment, and all state changes happen on the event loop except the
+runner's progress and the stop flags, which are single attribute writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import threading
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import attrs
+from pydantic import ValidationError
+
+import ktrdr
+from ktrdr.config import CheckpointSettings, WorkerSettings
+from ktrdr.errors import ConfigurationError, KtrdrError
+from ktrdr.protocol import (
+    HeartbeatRequest,
+    OperationReport,
+    OperationStatus,
+    OperationType,
+    Progress,
+    RegisterRequest,
+    StartOperationRequest,
+    WorkerStatus,
+)
+from ktrdr.workers.backend_client import (
+    BackendClient,
+    BackendError,
+    BackendRejected,
+    UnknownWorker,
+)
+from ktrdr.workers.backoff import registration_backoff
+from ktrdr.workers.fingerprint import config_fingerprint
+from ktrdr.workers.runner import OperationRunner, RunContext, RunOutcome, StopReason
+
+logger = logging.getLogger(__name__)
+
+#: Longest error text an operation report carries (``OperationReport.error``).
+MAX_REPORT_ERROR = 4000
+#: Log a failed registration attempt at WARNING on the first try and every Nth.
+_LOG_EVERY = 10
+
+
+class WorkerRefusal(KtrdrError):
+    """The worker will not start this operation now (the server maps it to a status)."""
+
+
+class WorkerBusy(WorkerRefusal):
+    """Another operation is running (HTTP 409)."""
+
+
+class WorkerStopping(WorkerRefusal):
+    """The worker is shutting down and takes no new work (HTTP 503)."""
+
+
+class WrongOperationType(WorkerRefusal, ValueError):
+    """The operation is of a type this worker does not run (HTTP 422)."""
+
+
+class UnknownOperation(KtrdrError, LookupError):
+    """No running operation has this id (HTTP 404)."""
+
+
+@attrs.define(kw_only=True, eq=False)
+class _Running:
+    """The operation in progress and the flags its runner thread reads."""
+
+    operation_id: str
+    done: asyncio.Future[RunOutcome]
+    stop_reason: StopReason | None = None
+    progress: Progress | None = None
+    reporter: asyncio.Task[None] | None = None
+
+    def set_progress(self, progress: Progress) -> None:
+        self.progress = progress
+
+    def stop_requested(self) -> StopReason | None:
+        return self.stop_reason
+
+
+class Worker:
+    """One worker process's runtime; see the module docstring for who calls what."""
+
+    def __init__(
+        self,
+        *,
+        settings: WorkerSettings,
+        checkpoint: CheckpointSettings,
+        runner: OperationRunner,
+        backend: BackendClient,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        random: Callable[[], float] = random.random,
+    ) -> None:
+        if settings.type is None:
+            message = "WorkerSettings.type is not set; validate_all fills it from the entrypoint"
+            raise ValueError(message)
+        self.settings = settings
+        self.worker_type = OperationType(settings.type.value)
+        if runner.operation_type is not self.worker_type:
+            message = (
+                f"a {self.worker_type.value} worker needs a {self.worker_type.value} runner, "
+                f"got one for {runner.operation_type.value}"
+            )
+            raise ValueError(message)
+        self.fingerprint = config_fingerprint(settings, checkpoint)
+        self._runner = runner
+        self._backend = backend
+        self._clock = clock
+        self._sleep = sleep
+        self._random = random
+        self._running: _Running | None = None
+        self._stopping = False
+        self._stop_started: float | None = None
+        self._registered = False
+        self._registration_attempted = False
+        self._lifecycle: asyncio.Task[None] | None = None
+        self._check_identity()
+
+    # -- identity -------------------------------------------------------------
+
+    @property
+    def worker_id(self) -> str:
+        """``KTRDR_WORKER_ID`` (default ``<type>-<hostname>-<port>``)."""
+        return self.settings.id
+
+    @property
+    def heartbeat_interval_s(self) -> float:
+        """``KTRDR_WORKER_HEARTBEAT_INTERVAL`` in seconds."""
+        return self.settings.heartbeat_interval.total_seconds()
+
+    def _check_identity(self) -> None:
+        """Fail at startup, naming the variables, if the backend would refuse us."""
+        try:
+            self.registration_request()
+        except ValidationError as exc:
+            names = {
+                "worker_id": "KTRDR_WORKER_ID",
+                "endpoint_url": "KTRDR_WORKER_PUBLIC_URL",
+            }
+            problems = []
+            for error in exc.errors():
+                field = str(error["loc"][0]) if error["loc"] else ""
+                variable = names.get(field, field)
+                value = getattr(self.settings, "id" if field == "worker_id" else "public_url", "")
+                problems.append(f"{variable}={value!r}: {error['msg']}")
+            raise ConfigurationError(problems) from None
+
+    def capabilities(self) -> dict[str, Any]:
+        """What this worker offers, sent with its registration."""
+        return {"operation_types": [self.worker_type.value], "ktrdr_version": ktrdr.__version__}
+
+    def registration_request(self) -> RegisterRequest:
+        """The body of ``POST /api/v1/workers/register``."""
+        return RegisterRequest(
+            worker_id=self.settings.id,
+            worker_type=self.worker_type,
+            endpoint_url=self.settings.public_url,
+            capabilities=self.capabilities(),
+            heartbeat_interval_s=self.heartbeat_interval_s,
+            config_fingerprint=self.fingerprint,
+            current_operation_id=self.current_operation_id,
+        )
+
+    # -- state ----------------------------------------------------------------
+
+    @property
+    def status(self) -> WorkerStatus:
+        """stopping after SIGTERM, busy while an operation runs, idle otherwise."""
+        if self._stopping:
+            return WorkerStatus.STOPPING
+        if self._running is not None:
+            return WorkerStatus.BUSY
+        return WorkerStatus.IDLE
+
+    @property
+    def current_operation_id(self) -> str | None:
+        """The running operation, if any."""
+        running = self._running
+        return running.operation_id if running is not None else None
+
+    @property
+    def registered(self) -> bool:
+        """True once the backend accepted the registration (until it forgets us)."""
+        return self._registered
+
+    def heartbeat_request(self) -> HeartbeatRequest:
+        """The body of a heartbeat: status, current operation and its progress."""
+        running = self._running
+        return HeartbeatRequest(
+            status=self.status,
+            current_operation_id=running.operation_id if running is not None else None,
+            progress=running.progress if running is not None else None,
+        )
+
+    def health(self) -> dict[str, Any]:
+        """``GET /health`` of the worker."""
+        running = self._running
+        progress = running.progress if running is not None else None
+        return {
+            "worker_id": self.worker_id,
+            "worker_type": self.worker_type.value,
+            "status": self.status.value,
+            "current_operation_id": self.current_operation_id,
+            "registered": self._registered,
+            "progress": progress.model_dump(mode="json") if progress is not None else None,
+        }
+
+    # -- lifecycle ------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Begin registering and heartbeating in the background (the server listens)."""
+        if self._lifecycle is None and not self._stopping:
+            self._lifecycle = asyncio.create_task(self._lifecycle_loop(), name="worker-lifecycle")
+
+    async def _lifecycle_loop(self) -> None:
+        await self.register_until_success()
+        interval = self.heartbeat_interval_s
+        next_due = self._clock() + interval
+        while True:
+            await self._sleep(max(0.0, next_due - self._clock()))
+            next_due = max(next_due + interval, self._clock())
+            await self.heartbeat_once()
+
+    async def register_until_success(self) -> bool:
+        """Register, retrying with capped exponential backoff; False if stopping first."""
+        backoff = registration_backoff(self.settings.heartbeat_interval, random=self._random)
+        attempt = 0
+        while not self._stopping:
+            attempt += 1
+            self._registration_attempted = True
+            try:
+                await self._backend.register(self.registration_request())
+            except BackendError as exc:
+                delay = backoff.next_delay()
+                level = logging.ERROR if isinstance(exc, BackendRejected) else logging.WARNING
+                if attempt == 1 or attempt % _LOG_EVERY == 0:
+                    logger.log(
+                        level,
+                        "registration with %s failed (attempt %d): %s; retrying in %.2gs",
+                        self._backend.base_url,
+                        attempt,
+                        exc,
+                        delay,
+                    )
+                await self._sleep(delay)
+                continue
+            self._registered = True
+            logger.info(
+                "worker %s registered with the backend at %s (attempt %d)",
+                self.worker_id,
+                self._backend.base_url,
+                attempt,
+            )
+            return True
+        return False
+
+    async def heartbeat_once(self) -> None:
+        """Send one heartbeat; on 404 (the backend restarted) register again at once."""
+        try:
+            await self._backend.heartbeat(self.worker_id, self.heartbeat_request())
+        except UnknownWorker:
+            self._registered = False
+            logger.info(
+                "the backend does not know worker %s (restarted?); re-registering", self.worker_id
+            )
+            await self.register_until_success()
+        except BackendError as exc:
+            level = logging.ERROR if isinstance(exc, BackendRejected) else logging.WARNING
+            logger.log(level, "heartbeat failed: %s", exc)
+
+    def request_shutdown(self) -> None:
+        """Stop taking work and ask the running operation to stop (signal-safe, idempotent).
+
+        Called from the server's signal handling, so it only sets flags.
+        """
+        if self._stopping:
+            return
+        self._stopping = True
+        self._stop_started = self._clock()
+        running = self._running
+        if running is not None and running.stop_reason is None:
+            running.stop_reason = StopReason.SHUTDOWN
+
+    def _deadline(self) -> float:
+        started = self._stop_started if self._stop_started is not None else self._clock()
+        return started + self.settings.shutdown_timeout.total_seconds()
+
+    def _unregister_reserve(self) -> float:
+        """Time kept back from the shutdown budget for unregistering."""
+        return min(1.0, 0.2 * self.settings.shutdown_timeout.total_seconds())
+
+    async def stop(self) -> None:
+        """Finish within ``KTRDR_WORKER_SHUTDOWN_TIMEOUT``: let the operation stop and
+        report, stop heartbeating, unregister.
+        """
+        self.request_shutdown()
+        deadline = self._deadline()
+        running = self._running
+        if running is not None and running.reporter is not None:
+            wait_s = deadline - self._unregister_reserve() - self._clock()
+            try:
+                await asyncio.wait_for(asyncio.shield(running.reporter), timeout=max(0.0, wait_s))
+            except asyncio.TimeoutError:
+                logger.error(
+                    "operation %s did not stop within KTRDR_WORKER_SHUTDOWN_TIMEOUT (%s); "
+                    "exiting without reporting it",
+                    running.operation_id,
+                    self.settings.shutdown_timeout,
+                )
+                running.reporter.cancel()
+        if self._lifecycle is not None:
+            self._lifecycle.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lifecycle
+        if self._registration_attempted:
+            remaining = max(0.05, deadline - self._clock())
+            try:
+                known = await self._backend.unregister(
+                    self.worker_id, timeout_s=min(self._backend.timeout_s, remaining)
+                )
+            except BackendError as exc:
+                logger.warning("could not unregister worker %s: %s", self.worker_id, exc)
+            else:
+                if known:
+                    logger.info("worker %s unregistered", self.worker_id)
+        self._registered = False
+        logger.info("worker %s stopped", self.worker_id)
+
+    # -- operations -----------------------------------------------------------
+
+    async def start_operation(self, request: StartOperationRequest) -> None:
+        """Run ``request`` in a runner thread; refuses when stopping, busy or mistyped."""
+        if self._stopping:
+            message = f"worker {self.worker_id} is shutting down and takes no new operations"
+            raise WorkerStopping(message)
+        if self._running is not None:
+            message = f"worker {self.worker_id} is busy with operation {self._running.operation_id}"
+            raise WorkerBusy(message)
+        if request.operation_type is not self.worker_type:
+            message = (
+                f"this is a {self.worker_type.value} worker; it cannot run a "
+                f"{request.operation_type.value} operation"
+            )
+            raise WrongOperationType(message)
+        loop = asyncio.get_running_loop()
+        running = _Running(operation_id=request.operation_id, done=loop.create_future())
+        context = RunContext(
+            operation_id=request.operation_id,
+            parameters=dict(request.parameters),
+            resume=request.resume,
+            report_progress=running.set_progress,
+            stop_requested=running.stop_requested,
+        )
+        self._running = running
+        thread = threading.Thread(
+            target=self._run_in_thread,
+            args=(context, loop, running.done),
+            name=f"operation-{request.operation_id}",
+            daemon=True,  # a runner that ignores stop requests must not block exit
+        )
+        thread.start()
+        running.reporter = asyncio.create_task(self._report_when_done(running))
+        logger.info(
+            "operation %s started (%s%s)",
+            request.operation_id,
+            self.worker_type.value,
+            ", resuming" if request.resume else "",
+        )
+
+    def cancel_operation(self, operation_id: str) -> None:
+        """Ask the running operation ``operation_id`` to stop; raises ``UnknownOperation``."""
+        running = self._running
+        if running is None or running.operation_id != operation_id:
+            message = f"worker {self.worker_id} is not running operation {operation_id!r}"
+            raise UnknownOperation(message)
+        if running.stop_reason is None:
+            running.stop_reason = StopReason.CANCELLED
+        logger.info("operation %s: cancellation requested", operation_id)
+
+    def _run_in_thread(
+        self,
+        context: RunContext,
+        loop: asyncio.AbstractEventLoop,
+        done: asyncio.Future[RunOutcome],
+    ) -> None:
+        try:
+            outcome = self._runner.run(context)
+        except Exception as exc:  # a runner bug must end as a FAILED report, not a hang
+            logger.exception("operation %s: the runner raised", context.operation_id)
+            outcome = RunOutcome(
+                status=OperationStatus.FAILED, error=f"runner error: {type(exc).__name__}: {exc}"
+            )
+        with contextlib.suppress(RuntimeError):  # the loop is gone: the process is exiting
+            loop.call_soon_threadsafe(_resolve, done, outcome)
+
+    async def _report_when_done(self, running: _Running) -> None:
+        try:
+            outcome = await running.done
+            report = self._report_for(outcome)
+            logger.info(
+                "operation %s ended: %s%s",
+                running.operation_id,
+                report.status.value,
+                f" ({report.error})" if report.error else "",
+            )
+            budget = None
+            if self._stopping:
+                budget = self._deadline() - self._unregister_reserve() - self._clock()
+            try:
+                await self._backend.report_operation(running.operation_id, report, budget_s=budget)
+            except BackendError as exc:
+                logger.error("could not report operation %s: %s", running.operation_id, exc)
+        finally:
+            if self._running is running:
+                self._running = None
+
+    def _report_for(self, outcome: RunOutcome) -> OperationReport:
+        """The wire report of ``outcome``; an unserialisable result becomes a failure."""
+        error = outcome.error[:MAX_REPORT_ERROR] if outcome.error is not None else None
+        result = _plain(outcome.result)
+        try:
+            report = OperationReport(
+                worker_id=self.worker_id,
+                status=outcome.status,
+                result=result,
+                error=error,
+                checkpoint_saved=outcome.checkpoint_saved,
+            )
+            report.model_dump_json()
+        except (ValidationError, ValueError, TypeError) as exc:
+            return OperationReport(
+                worker_id=self.worker_id,
+                status=OperationStatus.FAILED,
+                error=f"the runner's result could not be reported: {exc}"[:MAX_REPORT_ERROR],
+                checkpoint_saved=outcome.checkpoint_saved,
+            )
+        return report
+
+
+def _plain(result: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    return dict(result) if result is not None else None
+
+
+def _resolve(done: asyncio.Future[RunOutcome], outcome: RunOutcome) -> None:
+    if not done.done():
+        done.set_result(outcome)
+
+
+__all__ = [
+    "MAX_REPORT_ERROR",
+    "UnknownOperation",
+    "Worker",
+    "WorkerBusy",
+    "WorkerRefusal",
+    "WorkerStopping",
+    "WrongOperationType",
+]

@@ -1,0 +1,149 @@
+"""The worker's HTTP server: its app (health, start and cancel operations) and uvicorn.
+
+The server is built from ``WorkerSettings`` (host and port), so the port the worker
+listens on and the port it registers cannot drift apart. Shutdown is chained to
+uvicorn's own: a signal marks the worker as stopping at once (new operations get
+503), and the app's lifespan shutdown lets the operation stop and report, then
+unregisters, all within ``KTRDR_WORKER_SHUTDOWN_TIMEOUT``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import uvicorn
+from fastapi import APIRouter, FastAPI
+
+import ktrdr
+from ktrdr.config import AuthSettings, LoggingSettings, LogLevel
+from ktrdr.protocol import MAX_BODY_BYTES, ErrorBody, StartOperationRequest
+from ktrdr.web import (
+    ApiError,
+    BearerAuth,
+    BodyLimitMiddleware,
+    GracefulServer,
+    install_error_handlers,
+)
+from ktrdr.workers.base import (
+    UnknownOperation,
+    Worker,
+    WorkerBusy,
+    WorkerStopping,
+    WrongOperationType,
+)
+
+logger = logging.getLogger(__name__)
+
+OPERATIONS_ROUTE = "/operations"
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "missing or wrong worker token"},
+    413: {"model": ErrorBody, "description": "request body too large"},
+    422: {"model": ErrorBody, "description": "invalid request"},
+}
+
+
+def create_worker_app(worker: Worker, *, auth: AuthSettings) -> FastAPI:
+    """The worker's FastAPI app; its lifespan shutdown stops ``worker``."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await worker.stop()
+
+    app = FastAPI(
+        title=f"ktrdr {worker.worker_type.value} worker",
+        version=ktrdr.__version__,
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=MAX_BODY_BYTES)
+    install_error_handlers(app)
+
+    @app.get("/health", tags=["health"], summary="Id, type, status and current operation")
+    async def health() -> dict[str, Any]:
+        return worker.health()
+
+    writes = APIRouter(route_class=BearerAuth(auth.worker_token).route_class(), tags=["operations"])
+
+    @writes.post(
+        OPERATIONS_ROUTE,
+        status_code=202,
+        responses={
+            409: {"model": ErrorBody, "description": "busy with another operation"},
+            503: {"model": ErrorBody, "description": "shutting down"},
+            **_ERRORS,
+        },
+        summary="Start (or resume) an operation",
+    )
+    async def start_operation(body: StartOperationRequest) -> dict[str, str]:
+        try:
+            await worker.start_operation(body)
+        except WorkerStopping as exc:
+            raise ApiError(503, "stopping", str(exc)) from None
+        except WorkerBusy as exc:
+            raise ApiError(409, "busy", str(exc)) from None
+        except WrongOperationType as exc:
+            raise ApiError(422, "wrong_operation_type", str(exc)) from None
+        return {"operation_id": body.operation_id, "status": "running"}
+
+    @writes.post(
+        OPERATIONS_ROUTE + "/{operation_id}/cancel",
+        status_code=202,
+        responses={404: {"model": ErrorBody, "description": "not running here"}, **_ERRORS},
+        summary="Ask the running operation to stop",
+    )
+    async def cancel_operation(operation_id: str) -> dict[str, str]:
+        try:
+            worker.cancel_operation(operation_id)
+        except UnknownOperation as exc:
+            raise ApiError(404, "unknown_operation", str(exc)) from None
+        return {"operation_id": operation_id, "status": "cancelling"}
+
+    app.include_router(writes)
+    return app
+
+
+def graceful_requests_timeout(worker: Worker) -> int:
+    """Seconds uvicorn waits for requests in flight: a fifth of the shutdown budget."""
+    return max(1, int(worker.settings.shutdown_timeout.total_seconds() / 5))
+
+
+def build_worker_server(
+    worker: Worker, *, auth: AuthSettings, logging_settings: LoggingSettings
+) -> GracefulServer:
+    """uvicorn on exactly ``KTRDR_WORKER_HOST:KTRDR_WORKER_PORT``, hooked to ``worker``."""
+    settings = worker.settings
+
+    async def on_listening() -> None:
+        logger.info(
+            "worker %s listening on %s:%d, public URL %s",
+            settings.id,
+            settings.host,
+            settings.port,
+            settings.public_url,
+        )
+        await worker.start()
+
+    config = uvicorn.Config(
+        create_worker_app(worker, auth=auth),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=logging_settings.level is LogLevel.DEBUG,
+        lifespan="on",
+        timeout_graceful_shutdown=graceful_requests_timeout(worker),
+    )
+    return GracefulServer(
+        config, on_listening=on_listening, on_exit_requested=worker.request_shutdown
+    )
+
+
+__all__ = [
+    "OPERATIONS_ROUTE",
+    "build_worker_server",
+    "create_worker_app",
+    "graceful_requests_timeout",
+]
