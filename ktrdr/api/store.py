@@ -1,0 +1,639 @@
+"""The operations store: operations persisted in SQLite (default) or PostgreSQL.
+
+SQLAlchemy 2 Core over one ``operations`` table; the same code runs on both engines
+and the same tests run against both. Every status transition is one conditional
+``UPDATE ... WHERE status IN (...) RETURNING`` inside a transaction, so two callers
+racing for the same operation (a worker's report and a user's cancel, the orphan
+detector and a late heartbeat) cannot both win: the loser gets
+:class:`InvalidTransition` naming the status it found. Times are aware UTC datetimes
+passed in by the caller (its injected clock); this module never reads the clock.
+It never logs the database password.
+"""
+
+from __future__ import annotations
+
+import builtins
+import datetime
+import json
+import logging
+import uuid
+from collections.abc import Collection, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Dialect, Engine, RowMapping
+
+from ktrdr.config import DatabaseSettings, DbEngine
+from ktrdr.errors import ConfigurationError, KtrdrError
+from ktrdr.protocol import OperationStatus, OperationType
+
+__all__ = [
+    "FINISHED_STATUSES",
+    "LIVE_STATUSES",
+    "DuplicateOperation",
+    "InvalidTransition",
+    "LiveLimitReached",
+    "OperationNotFound",
+    "OperationPage",
+    "OperationRecord",
+    "OperationStore",
+    "StoreError",
+    "database_url",
+    "make_engine",
+]
+
+logger = logging.getLogger(__name__)
+
+UTC = datetime.timezone.utc
+LIVE_STATUSES = (OperationStatus.PENDING, OperationStatus.RUNNING)
+FINISHED_STATUSES = (
+    OperationStatus.COMPLETED,
+    OperationStatus.FAILED,
+    OperationStatus.CANCELLED,
+)
+TABLE_NAME = "operations"
+MAX_PAGE = 1000
+#: Key of the PostgreSQL advisory lock that serialises creations (the live-count bound).
+_CREATE_LOCK_KEY = 0x6B74_7264_7200  # "ktrdr"
+
+
+class StoreError(KtrdrError):
+    """The store refused a request; the message says why."""
+
+
+class OperationNotFound(StoreError, LookupError):
+    """No operation has this id (never created, or deleted by retention)."""
+
+    def __init__(self, operation_id: str) -> None:
+        self.operation_id = operation_id
+        super().__init__(f"no operation with id {operation_id!r}")
+
+
+class DuplicateOperation(StoreError):
+    """An operation with this id already exists."""
+
+    def __init__(self, operation_id: str) -> None:
+        self.operation_id = operation_id
+        super().__init__(f"an operation with id {operation_id!r} already exists")
+
+
+class InvalidTransition(StoreError):
+    """The operation is not in a status that allows the change (HTTP: 409 Conflict)."""
+
+    def __init__(
+        self,
+        operation_id: str,
+        *,
+        current: OperationStatus,
+        action: str,
+        allowed: Collection[OperationStatus],
+        reason: str | None = None,
+    ) -> None:
+        self.operation_id = operation_id
+        self.current = current
+        self.action = action
+        if reason is None:
+            names = " or ".join(s.value for s in allowed)
+            reason = f"it is {current.value} (only {names} operations can be)"
+        super().__init__(f"cannot {action} operation {operation_id}: {reason}")
+
+
+class LiveLimitReached(StoreError):
+    """Creating would exceed the bound on live (pending or running) operations."""
+
+    def __init__(self, *, live: int, limit: int) -> None:
+        self.live = live
+        self.limit = limit
+        super().__init__(f"{live} operations are live; the limit is {limit}")
+
+
+@attrs.frozen(kw_only=True)
+class OperationRecord:
+    """One operation as stored."""
+
+    id: str
+    type: OperationType
+    status: OperationStatus
+    parameters: Mapping[str, Any]
+    progress: Mapping[str, Any] | None
+    result: Mapping[str, Any] | None
+    error: str | None
+    worker_id: str | None
+    #: True when the operation was re-queued to continue from its checkpoint.
+    resume: bool
+    created_at: datetime.datetime
+    started_at: datetime.datetime | None
+    finished_at: datetime.datetime | None
+    #: Last time a worker reported this operation (start, progress, heartbeat).
+    last_reported_at: datetime.datetime | None
+
+
+@attrs.frozen(kw_only=True)
+class OperationPage:
+    """One page of a listing and the number of operations that matched in all."""
+
+    items: tuple[OperationRecord, ...]
+    total: int
+
+
+class UtcDateTime(sa.types.TypeDecorator[datetime.datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on every engine.
+
+    SQLite has no time zones: values are stored as naive UTC and marked UTC on the way
+    out. A naive datetime from a caller is refused (its zone would be a guess).
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(
+        self, value: datetime.datetime | None, dialect: Dialect
+    ) -> datetime.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            message = f"expected an aware datetime (UTC), got naive {value.isoformat()}"
+            raise ValueError(message)
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(
+        self, value: datetime.datetime | None, dialect: Dialect
+    ) -> datetime.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _define_table(metadata: sa.MetaData) -> sa.Table:
+    return sa.Table(
+        TABLE_NAME,
+        metadata,
+        sa.Column("id", sa.String(128), primary_key=True),
+        sa.Column("type", sa.String(32), nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("parameters", sa.JSON(none_as_null=True), nullable=False),
+        sa.Column("progress", sa.JSON(none_as_null=True), nullable=True),
+        sa.Column("result", sa.JSON(none_as_null=True), nullable=True),
+        sa.Column("error", sa.Text, nullable=True),
+        sa.Column("worker_id", sa.String(128), nullable=True),
+        sa.Column("resume", sa.Boolean, nullable=False, default=False),
+        sa.Column("created_at", UtcDateTime, nullable=False),
+        sa.Column("started_at", UtcDateTime, nullable=True),
+        sa.Column("finished_at", UtcDateTime, nullable=True),
+        sa.Column("last_reported_at", UtcDateTime, nullable=True),
+        sa.Index(f"ix_{TABLE_NAME}_status_created", "status", "created_at"),
+        sa.Index(f"ix_{TABLE_NAME}_type_status", "type", "status"),
+        sa.Index(f"ix_{TABLE_NAME}_finished", "finished_at"),
+    )
+
+
+def database_url(settings: DatabaseSettings) -> sa.URL:
+    """The SQLAlchemy URL for the settings (its repr and str hide the password)."""
+    if settings.engine is DbEngine.SQLITE:
+        return sa.URL.create("sqlite+pysqlite", database=str(settings.path))
+    return sa.URL.create(
+        "postgresql+psycopg",
+        username=settings.user,
+        password=settings.password.reveal(),
+        host=settings.host,
+        port=settings.port,
+        database=settings.name,
+    )
+
+
+def make_engine(url: sa.URL | str, *, echo: bool = False) -> Engine:
+    """An engine for ``url``; for a SQLite file, its directory is created if missing.
+
+    Raises ``ConfigurationError`` naming KTRDR_DB_PATH when that directory cannot be
+    created.
+    """
+    url = sa.make_url(url)
+    if url.get_backend_name() == "sqlite":
+        _ensure_sqlite_directory(url.database)
+        engine = sa.create_engine(url, echo=echo, connect_args={"timeout": 30})
+        sa.event.listen(engine, "connect", _sqlite_on_connect)
+        return engine
+    return sa.create_engine(url, echo=echo, pool_pre_ping=True)
+
+
+def _ensure_sqlite_directory(database: str | None) -> None:
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    directory = Path(database).parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        problem = (
+            f"KTRDR_DB_PATH={database!r}: cannot create the database directory "
+            f"{str(directory)!r} ({reason}); expected a path in a writable directory"
+        )
+        raise ConfigurationError([problem]) from None
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    """WAL lets readers proceed while one writer commits (the backend is threaded)."""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
+
+
+def _aware(name: str, value: datetime.datetime) -> datetime.datetime:
+    """Refuse naive datetimes up front, naming the argument (their zone would be a guess)."""
+    if not isinstance(value, datetime.datetime) or value.utcoffset() is None:
+        message = f"{name} must be an aware datetime (UTC), got {value!r}"
+        raise ValueError(message)
+    return value
+
+
+def _json(field: str, value: Any) -> Any:
+    """Refuse values that are not plain JSON (NaN, sets, objects) with the field named."""
+    if value is None:
+        return None
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        message = f"operation {field} must be JSON (finite numbers, string keys): {exc}"
+        raise ValueError(message) from None
+    return value
+
+
+class OperationStore:
+    """Creates, reads, transitions and deletes operations in one database table.
+
+    Build it with :meth:`open` (from settings) or :meth:`open_url`; both create the
+    schema. ``schema`` names a PostgreSQL schema to hold the table (tests use one per
+    test); it must already exist. Safe to share between threads.
+    """
+
+    def __init__(self, *, engine: Engine, schema: str | None = None) -> None:
+        self._engine = engine
+        self._metadata = sa.MetaData(schema=schema)
+        self._table = _define_table(self._metadata)
+        self._postgres = engine.dialect.name == "postgresql"
+
+    @classmethod
+    def open(cls, settings: DatabaseSettings) -> OperationStore:
+        """Connect as the settings say and create the schema (the backend's startup)."""
+        url = database_url(settings)
+        return cls.open_url(url, echo=settings.echo)
+
+    @classmethod
+    def open_url(
+        cls, url: sa.URL | str, *, echo: bool = False, schema: str | None = None
+    ) -> OperationStore:
+        """Connect to an explicit URL (tests, benchmarks) and create the schema."""
+        engine = make_engine(url, echo=echo)
+        logger.info("operations store: %s", engine.url.render_as_string(hide_password=True))
+        store = cls(engine=engine, schema=schema)
+        try:
+            store.create_schema()
+        except Exception:
+            engine.dispose()
+            raise
+        return store
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine (for health checks and tests)."""
+        return self._engine
+
+    def create_schema(self) -> None:
+        """Create the table and indexes when missing (idempotent)."""
+        self._metadata.create_all(self._engine, checkfirst=True)
+
+    def close(self) -> None:
+        """Release every pooled connection."""
+        self._engine.dispose()
+
+    # --- create and read --------------------------------------------------------------
+
+    def create(
+        self,
+        *,
+        operation_type: OperationType,
+        parameters: Mapping[str, Any],
+        now: datetime.datetime,
+        operation_id: str | None = None,
+        max_live: int | None = None,
+    ) -> OperationRecord:
+        """Insert a pending operation; its id is a new uuid4 hex unless given.
+
+        With ``max_live``, refuses with :class:`LiveLimitReached` when the pending and
+        running operations would then number more than ``max_live``; the insert and
+        the count share one serialised transaction, so concurrent creations cannot
+        overshoot the bound.
+        """
+        new_id = operation_id or uuid.uuid4().hex
+        values = {
+            "id": new_id,
+            "type": OperationType(operation_type).value,
+            "status": OperationStatus.PENDING.value,
+            "parameters": _json("parameters", dict(parameters)),
+            "progress": None,
+            "result": None,
+            "error": None,
+            "worker_id": None,
+            "resume": False,
+            "created_at": _aware("now", now),
+        }
+        try:
+            with self._engine.begin() as conn:
+                if self._postgres:
+                    conn.execute(
+                        sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CREATE_LOCK_KEY}
+                    )
+                # Insert first: on SQLite the insert takes the write lock, so the count
+                # below cannot interleave with another creation's.
+                row = conn.execute(
+                    sa.insert(self._table).values(values).returning(*self._table.c)
+                ).one()
+                if max_live is not None:
+                    live = self._count(conn, LIVE_STATUSES)
+                    if live > max_live:
+                        raise LiveLimitReached(live=live - 1, limit=max_live)
+        except sa.exc.IntegrityError:
+            raise DuplicateOperation(new_id) from None
+        return _record(row._mapping)
+
+    def get(self, operation_id: str) -> OperationRecord:
+        """The operation with this id; raises :class:`OperationNotFound`."""
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                sa.select(self._table).where(self._table.c.id == operation_id)
+            ).first()
+        if row is None:
+            raise OperationNotFound(operation_id)
+        return _record(row._mapping)
+
+    def list(
+        self,
+        *,
+        status: OperationStatus | None = None,
+        operation_type: OperationType | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> OperationPage:
+        """A page of operations, newest first, and how many matched in all."""
+        if not 1 <= limit <= MAX_PAGE or offset < 0:
+            message = (
+                f"expected 1 <= limit <= {MAX_PAGE} and offset >= 0, "
+                f"got limit={limit}, offset={offset}"
+            )
+            raise ValueError(message)
+        table = self._table
+        conditions = []
+        if status is not None:
+            conditions.append(table.c.status == OperationStatus(status).value)
+        if operation_type is not None:
+            conditions.append(table.c.type == OperationType(operation_type).value)
+        query = (
+            sa.select(table)
+            .where(*conditions)
+            .order_by(table.c.created_at.desc(), table.c.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        counting = sa.select(sa.func.count()).select_from(table).where(*conditions)
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+            total = conn.execute(counting).scalar_one()
+        return OperationPage(items=tuple(_record(r._mapping) for r in rows), total=int(total))
+
+    def count_live(self) -> int:
+        """How many operations are pending or running."""
+        with self._engine.connect() as conn:
+            return self._count(conn, LIVE_STATUSES)
+
+    def pending(
+        self, *, operation_type: OperationType | None = None, limit: int = 100
+    ) -> builtins.list[OperationRecord]:
+        """Pending operations, oldest first: the dispatch queue."""
+        table = self._table
+        query = sa.select(table).where(table.c.status == OperationStatus.PENDING.value)
+        if operation_type is not None:
+            query = query.where(table.c.type == OperationType(operation_type).value)
+        query = query.order_by(table.c.created_at, table.c.id).limit(limit)
+        with self._engine.connect() as conn:
+            return [_record(r._mapping) for r in conn.execute(query)]
+
+    def running(self) -> builtins.list[OperationRecord]:
+        """Running operations, least recently reported first (the orphan detector's view)."""
+        table = self._table
+        query = (
+            sa.select(table)
+            .where(table.c.status == OperationStatus.RUNNING.value)
+            .order_by(table.c.last_reported_at, table.c.id)
+        )
+        with self._engine.connect() as conn:
+            return [_record(r._mapping) for r in conn.execute(query)]
+
+    # --- transitions ------------------------------------------------------------------
+
+    def mark_running(
+        self, operation_id: str, *, worker_id: str, now: datetime.datetime
+    ) -> OperationRecord:
+        """pending → running on ``worker_id`` (dispatch succeeded); stamps the report time."""
+        return self._transition(
+            operation_id,
+            action="start",
+            allowed=(OperationStatus.PENDING,),
+            values={
+                "status": OperationStatus.RUNNING.value,
+                "worker_id": worker_id,
+                "started_at": _aware("now", now),
+                "last_reported_at": now,
+                "error": None,
+            },
+        )
+
+    def update_progress(
+        self,
+        operation_id: str,
+        *,
+        now: datetime.datetime,
+        progress: Mapping[str, Any] | None = None,
+        worker_id: str | None = None,
+    ) -> OperationRecord:
+        """Record a running operation's progress (None: only "still running") and stamp it.
+
+        With ``worker_id``, a report from any other worker is refused: a worker that
+        lost the operation (orphaned, re-dispatched) cannot overwrite it.
+        """
+        values: dict[str, Any] = {"last_reported_at": _aware("now", now)}
+        if progress is not None:
+            values["progress"] = _json("progress", dict(progress))
+        return self._transition(
+            operation_id,
+            action="report progress of",
+            allowed=(OperationStatus.RUNNING,),
+            values=values,
+            worker_id=worker_id,
+        )
+
+    def finish(
+        self,
+        operation_id: str,
+        *,
+        status: OperationStatus,
+        now: datetime.datetime,
+        result: Mapping[str, Any] | None = None,
+        error: str | None = None,
+        worker_id: str | None = None,
+    ) -> OperationRecord:
+        """pending/running → completed, failed or cancelled, once.
+
+        Finishing an operation that already finished raises :class:`InvalidTransition`
+        (the first outcome stands). With ``worker_id``, only that worker may finish it.
+        """
+        if not OperationStatus(status).finished:
+            message = f"expected a final status (completed, failed, cancelled), got {status}"
+            raise ValueError(message)
+        return self._transition(
+            operation_id,
+            action=f"mark {OperationStatus(status).value}",
+            allowed=LIVE_STATUSES,
+            values={
+                "status": OperationStatus(status).value,
+                "result": _json("result", None if result is None else dict(result)),
+                "error": error,
+                "finished_at": _aware("now", now),
+                "last_reported_at": now,
+            },
+            worker_id=worker_id,
+        )
+
+    def requeue(self, operation_id: str) -> OperationRecord:
+        """failed/cancelled → pending with ``resume=True``: run again from the checkpoint.
+
+        The worker, result, error and finish time are cleared; the last progress stays
+        so a client still sees how far it got.
+        """
+        return self._transition(
+            operation_id,
+            action="resume",
+            allowed=(OperationStatus.FAILED, OperationStatus.CANCELLED),
+            values={
+                "status": OperationStatus.PENDING.value,
+                "resume": True,
+                "worker_id": None,
+                "result": None,
+                "error": None,
+                "started_at": None,
+                "finished_at": None,
+                "last_reported_at": None,
+            },
+        )
+
+    def fail_if_unreported(
+        self,
+        operation_id: str,
+        *,
+        cutoff: datetime.datetime,
+        now: datetime.datetime,
+        error: str,
+    ) -> OperationRecord | None:
+        """Mark failed if still running and last reported before ``cutoff``; else None.
+
+        One conditional update, so a report that lands between the orphan detector's
+        read and this write wins and the operation stays running.
+        """
+        table = self._table
+        statement = (
+            sa.update(table)
+            .where(
+                table.c.id == operation_id,
+                table.c.status == OperationStatus.RUNNING.value,
+                table.c.last_reported_at < _aware("cutoff", cutoff),
+            )
+            .values(
+                status=OperationStatus.FAILED.value,
+                error=error,
+                finished_at=_aware("now", now),
+            )
+            .returning(*table.c)
+        )
+        with self._engine.begin() as conn:
+            row = conn.execute(statement).first()
+        return None if row is None else _record(row._mapping)
+
+    def delete_finished_before(self, cutoff: datetime.datetime) -> int:
+        """Delete finished operations whose finish time is before ``cutoff``; the count."""
+        table = self._table
+        statement = sa.delete(table).where(
+            table.c.status.in_([s.value for s in FINISHED_STATUSES]),
+            table.c.finished_at < _aware("cutoff", cutoff),
+        )
+        with self._engine.begin() as conn:
+            return int(conn.execute(statement).rowcount)
+
+    # --- helpers ----------------------------------------------------------------------
+
+    def _count(self, conn: Connection, statuses: Collection[OperationStatus]) -> int:
+        table = self._table
+        query = (
+            sa.select(sa.func.count())
+            .select_from(table)
+            .where(table.c.status.in_([s.value for s in statuses]))
+        )
+        return int(conn.execute(query).scalar_one())
+
+    def _transition(
+        self,
+        operation_id: str,
+        *,
+        action: str,
+        allowed: Collection[OperationStatus],
+        values: Mapping[str, Any],
+        worker_id: str | None = None,
+    ) -> OperationRecord:
+        table = self._table
+        conditions = [
+            table.c.id == operation_id,
+            table.c.status.in_([s.value for s in allowed]),
+        ]
+        if worker_id is not None:
+            conditions.append(table.c.worker_id == worker_id)
+        statement = sa.update(table).where(*conditions).values(values).returning(*table.c)
+        with self._engine.begin() as conn:
+            row = conn.execute(statement).first()
+            if row is not None:
+                return _record(row._mapping)
+            current = conn.execute(
+                sa.select(table.c.status, table.c.worker_id).where(table.c.id == operation_id)
+            ).first()
+        if current is None:
+            raise OperationNotFound(operation_id)
+        status = OperationStatus(current.status)
+        reason = None
+        if status in allowed:
+            reason = f"it runs on worker {current.worker_id}, not {worker_id}"
+        raise InvalidTransition(
+            operation_id, current=status, action=action, allowed=allowed, reason=reason
+        )
+
+
+def _record(row: RowMapping) -> OperationRecord:
+    return OperationRecord(
+        id=row["id"],
+        type=OperationType(row["type"]),
+        status=OperationStatus(row["status"]),
+        parameters=row["parameters"],
+        progress=row["progress"],
+        result=row["result"],
+        error=row["error"],
+        worker_id=row["worker_id"],
+        resume=bool(row["resume"]),
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        last_reported_at=row["last_reported_at"],
+    )
