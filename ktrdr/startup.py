@@ -9,7 +9,7 @@ server started with auto-reload cannot keep running after a configuration error.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Literal, TextIO, overload
 
@@ -24,6 +24,7 @@ from ktrdr.config import (
     WorkerType,
     validate_all,
 )
+from ktrdr.config.deprecation import WARNING_PREFIX
 
 EXIT_CONFIG_ERROR = 1
 
@@ -48,6 +49,15 @@ def load_or_exit(
 ) -> BackendConfig: ...
 @overload
 def load_or_exit(
+    component: Literal["all"],
+    environ: Mapping[str, str],
+    *,
+    worker_type: WorkerType | None = ...,
+    env_file: str | Path | None = ...,
+    stderr: TextIO | None = ...,
+) -> FullConfig: ...
+@overload
+def load_or_exit(
     component: Component,
     environ: Mapping[str, str],
     *,
@@ -63,21 +73,34 @@ def load_or_exit(
     env_file: str | Path | None = DEFAULT_ENV_FILE,
     stderr: TextIO | None = None,
 ) -> WorkerConfig | BackendConfig | FullConfig:
-    """Validate ``component``'s configuration; on failure print the report and exit 1."""
+    """Validate ``component``'s configuration; on failure print the report and exit 1.
+
+    Warnings (deprecated names, insecure defaults, unknown variables) are written to
+    ``stderr`` (default ``sys.stderr``) before anything else, so they are seen under
+    any runner; the report of a ``ConfigurationError`` follows, and the process exits
+    with ``EXIT_CONFIG_ERROR`` and no traceback.
+    """
     stream = stderr if stderr is not None else sys.stderr
     try:
         config = validate_all(component, environ, env_file=env_file, worker_type=worker_type)
     except ConfigurationError as exc:
-        for line in exc.warnings:
-            stream.write(f"ktrdr: warning: {line}\n")
+        write_warnings(stream, exc.warnings)
         stream.write(f"ktrdr: {exc}\n")
         stream.flush()
         raise SystemExit(EXIT_CONFIG_ERROR) from None
     DeprecationReporter(stream).report(config.report.deprecations)
-    for warning in config.report.warnings:
-        stream.write(f"ktrdr: warning: {warning}\n")
-    stream.flush()
+    write_warnings(stream, config.report.warnings)
     return config
 
 
-__all__ = ["EXIT_CONFIG_ERROR", "load_or_exit"]
+def write_warnings(stream: TextIO, warnings: Iterable[str]) -> None:
+    """Write each warning with the ``ktrdr: warning:`` prefix (a box on its own lines)."""
+    for warning in warnings:
+        if "\n" in warning:  # a box: the prefix on a line of its own
+            stream.write(f"{WARNING_PREFIX.rstrip()}\n{warning}\n")
+        else:
+            stream.write(f"{WARNING_PREFIX}{warning}\n")
+    stream.flush()
+
+
+__all__ = ["EXIT_CONFIG_ERROR", "load_or_exit", "write_warnings"]

@@ -2,10 +2,20 @@
 
 Entrypoints call :func:`validate_all` once with ``os.environ`` and pass the settings
 objects into constructors. Nothing here reads ``os.environ`` on its own or caches
-settings at module level. This package imports nothing else from ktrdr.
+settings at module level. This package imports nothing else from ktrdr except
+``ktrdr.errors``.
 """
 
+from ktrdr.config.bundles import (
+    COMPONENTS,
+    BackendConfig,
+    Component,
+    ConfigReport,
+    FullConfig,
+    WorkerConfig,
+)
 from ktrdr.config.deprecation import DeprecationReporter, deprecated_names
+from ktrdr.config.effective import EffectiveValue, effective_values
 from ktrdr.config.loader import DEFAULT_ENV_FILE, EnvLoader, Source, SourceKind
 from ktrdr.config.settings import (
     ALL_SETTINGS,
@@ -21,15 +31,7 @@ from ktrdr.config.settings import (
     WorkerSettings,
 )
 from ktrdr.config.types import DbEngine, Environment, LogFormat, LogLevel, Secret, WorkerType
-from ktrdr.config.validation import (
-    COMPONENTS,
-    BackendConfig,
-    Component,
-    ConfigReport,
-    FullConfig,
-    WorkerConfig,
-    validate_all,
-)
+from ktrdr.config.validation import validate_all
 from ktrdr.errors import ConfigurationError
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "DatabaseSettings",
     "DbEngine",
     "DeprecationReporter",
+    "EffectiveValue",
     "EnvLoader",
     "Environment",
     "EnvironmentSettings",
@@ -63,5 +66,6 @@ __all__ = [
     "WorkerSettings",
     "WorkerType",
     "deprecated_names",
+    "effective_values",
     "validate_all",
 ]

@@ -1,66 +1,131 @@
-"""Field checks shared by the settings declarations.
+"""Checks of structured setting values, shared by the settings declarations.
 
-Each check raises ``ValueError`` whose message says what is expected; the validation
-report puts that message next to the variable name and the offending value.
+A check is declared once, with its field (``setting(check=...)``); it then runs as
+the field's attrs validator, so a settings object built directly in a test is
+checked too, and the loader runs the same check per value to report every problem
+at once under the variable's name. Each check raises ``ValueError`` whose message
+is ``expected ...``, and carries that expectation as ``expected`` for the docs.
 """
 
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+import attrs
 
-def int_range(low: int, high: int | None = None) -> Callable[[Any], None]:
-    """A number between ``low`` and ``high`` (inclusive; no upper bound when None)."""
-
-    def check(value: Any) -> None:
-        if value < low or (high is not None and value > high):
-            expected = f"between {low} and {high}" if high is not None else f"at least {low}"
-            message = f"expected a number {expected}"
-            raise ValueError(message)
-
-    return check
+from ktrdr.config.types import Secret
 
 
-PORT = int_range(1, 65535)
+class Check(Protocol):
+    """A callable that raises ``ValueError("expected ...")`` for a value it refuses."""
+
+    @property
+    def expected(self) -> str:
+        """What a valid value looks like, e.g. ``a number between 1 and 65535``."""
+        ...
+
+    def __call__(self, value: Any) -> None: ...
 
 
-def duration_range(
-    low: datetime.timedelta, high: datetime.timedelta | None = None
-) -> Callable[[Any], None]:
-    """A duration between ``low`` and ``high`` (inclusive)."""
-
-    def check(value: Any) -> None:
-        if value < low or (high is not None and value > high):
-            lo = f"{low.total_seconds():g}s"
-            expected = f"between {lo} and {high.total_seconds():g}s" if high else f"at least {lo}"
-            message = f"expected a duration {expected}"
-            raise ValueError(message)
-
-    return check
+def _refuse(expected: str) -> ValueError:
+    return ValueError(f"expected {expected}")
 
 
-POSITIVE_DURATION = duration_range(datetime.timedelta(milliseconds=1))
-NON_NEGATIVE_DURATION = duration_range(datetime.timedelta(0))
+@attrs.frozen
+class IntRange:
+    """A whole number between ``low`` and ``high`` (inclusive; no upper bound when None)."""
+
+    low: int
+    high: int | None = None
+
+    @property
+    def expected(self) -> str:
+        if self.high is None:
+            return f"a whole number of at least {self.low}"
+        return f"a whole number between {self.low} and {self.high}"
+
+    def __call__(self, value: Any) -> None:
+        if value < self.low or (self.high is not None and value > self.high):
+            raise _refuse(self.expected)
 
 
-def http_url(value: Any) -> None:
-    """An absolute http(s) URL with a host."""
-    parts = urlsplit(str(value))
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        message = "expected an http:// or https:// URL with a host, e.g. http://backend:8000"
-        raise ValueError(message)
-    try:
-        parts.port  # noqa: B018 - raises ValueError on a malformed port
-    except ValueError:
-        message = "expected a URL whose port is a number between 1 and 65535"
-        raise ValueError(message) from None
+def _seconds_text(value: datetime.timedelta) -> str:
+    return f"{value.total_seconds():g}s"
 
 
-def non_empty(value: Any) -> None:
-    """A string with at least one non-space character."""
-    if not str(value).strip():
-        message = "expected a non-empty value"
-        raise ValueError(message)
+@attrs.frozen
+class DurationRange:
+    """A duration between ``low`` and ``high`` (inclusive; no upper bound when None)."""
+
+    low: datetime.timedelta
+    high: datetime.timedelta | None = None
+
+    @property
+    def expected(self) -> str:
+        low = _seconds_text(self.low)
+        if self.high is None:
+            return f"a duration of at least {low}"
+        return f"a duration between {low} and {_seconds_text(self.high)}"
+
+    def __call__(self, value: Any) -> None:
+        if value < self.low or (self.high is not None and value > self.high):
+            raise _refuse(self.expected)
+
+
+@attrs.frozen
+class HttpUrl:
+    """An absolute ``http://`` or ``https://`` URL with a host and a valid port."""
+
+    @property
+    def expected(self) -> str:
+        return "an http:// or https:// URL with a host, e.g. http://backend:8000"
+
+    def __call__(self, value: Any) -> None:
+        text = str(value)
+        try:
+            parts = urlsplit(text)
+            # ``.port`` raises ValueError for a port that is not a number in range.
+            valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+            valid = valid and (parts.port is None or parts.port > 0)
+        except ValueError:
+            valid = False
+        if not valid or any(c.isspace() for c in text):
+            raise _refuse(self.expected)
+
+
+@attrs.frozen
+class HostName:
+    """A bind address or host name: not empty, no whitespace."""
+
+    @property
+    def expected(self) -> str:
+        return "a host name or IP address, e.g. 0.0.0.0 or db.internal"
+
+    def __call__(self, value: Any) -> None:
+        text = str(value)
+        if not text or any(c.isspace() for c in text):
+            raise _refuse(self.expected)
+
+
+@attrs.frozen
+class NonEmpty:
+    """A string (or secret) with at least one non-space character."""
+
+    @property
+    def expected(self) -> str:
+        return "a non-empty value"
+
+    def __call__(self, value: Any) -> None:
+        text = value.reveal() if isinstance(value, Secret) else str(value)
+        if not text.strip():
+            raise _refuse(self.expected)
+
+
+PORT = IntRange(1, 65535)
+POSITIVE_DURATION = DurationRange(datetime.timedelta(milliseconds=1))
+NON_NEGATIVE_DURATION = DurationRange(datetime.timedelta(0))
+HTTP_URL = HttpUrl()
+HOST = HostName()
+NON_EMPTY = NonEmpty()

@@ -1,8 +1,9 @@
 """The project's cattrs converter: turns environment strings into typed setting values.
 
 This is the only module that imports cattrs, and the only place strings become
-typed values. Every hook raises ``ValueError`` whose message says what was expected;
-the loader attaches the variable name. The global cattrs converter is never used.
+typed values. Every parser raises ``ValueError("expected ...")``; the loader
+attaches the variable name and the (masked) value. The global cattrs converter is
+never used: :func:`make_converter` builds a private one.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import math
 import re
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +24,31 @@ from ktrdr.config.types import DbEngine, Environment, LogFormat, LogLevel, Secre
 
 TRUE_SPELLINGS = ("true", "1", "yes", "on")
 FALSE_SPELLINGS = ("false", "0", "no", "off")
+#: The enums settings use; each gets an exact hook (see :func:`make_converter`).
+SETTING_ENUMS: tuple[type[enum.Enum], ...] = (
+    Environment,
+    WorkerType,
+    DbEngine,
+    LogFormat,
+    LogLevel,
+)
+
 _DURATION = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|m|h|d)?")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-#: Longest duration accepted (100 years); beyond it, timedelta arithmetic overflows.
+#: Longest duration accepted (100 years); beyond it, timedelta arithmetic can overflow.
 _MAX_DURATION_S = 100 * 365 * 86400.0
 _MAX_INT_DIGITS = 18
+
+EXPECT_BOOL = "a boolean, one of: " + ", ".join(TRUE_SPELLINGS + FALSE_SPELLINGS)
+EXPECT_INT = "a whole number"
+EXPECT_DURATION = "a duration such as 90 (seconds), 90s, 5m or 1h"
+EXPECT_PATH = "a filesystem path"
+EXPECT_STR = "text"
+EXPECT_SECRET = "a non-empty secret"  # noqa: S105 - a message, not a password
+
+
+def _refuse(expected: str) -> ValueError:
+    return ValueError(f"expected {expected}")
 
 
 def parse_bool(raw: str) -> bool:
@@ -36,21 +58,17 @@ def parse_bool(raw: str) -> bool:
         return True
     if text in FALSE_SPELLINGS:
         return False
-    accepted = ", ".join(TRUE_SPELLINGS + FALSE_SPELLINGS)
-    message = f"expected a boolean, one of: {accepted}"
-    raise ValueError(message)
+    raise _refuse(EXPECT_BOOL)
 
 
 def parse_int(raw: str) -> int:
     """A whole number written in decimal digits, optionally signed."""
     text = raw.strip()
-    digits = text.lstrip("+-")
-    if not digits.isascii() or not digits.isdigit() or len(text) - len(digits) > 1:
-        message = "expected a whole number"
-        raise ValueError(message)
+    digits = text[1:] if text[:1] in ("+", "-") else text
+    if not (digits.isascii() and digits.isdigit()):
+        raise _refuse(EXPECT_INT)
     if len(digits) > _MAX_INT_DIGITS:
-        message = f"expected a whole number of at most {_MAX_INT_DIGITS} digits"
-        raise ValueError(message)
+        raise _refuse(f"{EXPECT_INT} of at most {_MAX_INT_DIGITS} digits")
     return int(text)
 
 
@@ -59,15 +77,12 @@ def parse_duration(raw: str) -> datetime.timedelta:
     text = raw.strip().lower()
     match = _DURATION.fullmatch(text) if text.isascii() else None
     if match is None:
-        if text.startswith("-"):
-            message = "expected a duration that is not negative, e.g. 90, 90s, 5m or 1h"
-        else:
-            message = "expected a duration such as 90 (seconds), 90s, 5m or 1h"
-        raise ValueError(message)
+        if text.startswith("-") and _DURATION.fullmatch(text[1:].strip()):
+            raise _refuse("a duration that is not negative, e.g. 90s, 5m or 1h")
+        raise _refuse(EXPECT_DURATION)
     seconds = float(match["number"]) * _UNIT_SECONDS[match["unit"]]
     if not math.isfinite(seconds) or seconds > _MAX_DURATION_S:
-        message = "expected a duration of at most 100 years"
-        raise ValueError(message)
+        raise _refuse("a duration of at most 100 years")
     return datetime.timedelta(seconds=seconds)
 
 
@@ -75,59 +90,50 @@ def parse_path(raw: str) -> Path:
     """A filesystem path; empty strings and NUL bytes are refused."""
     text = raw.strip()
     if not text or "\x00" in text:
-        message = "expected a filesystem path"
-        raise ValueError(message)
+        raise _refuse(EXPECT_PATH)
     return Path(text)
 
 
 def parse_str(raw: str) -> str:
     """A string with surrounding whitespace removed; NUL bytes are refused."""
     if "\x00" in raw:
-        message = "expected text without NUL characters"
-        raise ValueError(message)
+        raise _refuse("text without NUL characters")
     return raw.strip()
 
 
 def parse_secret(raw: str) -> Secret:
     """A secret; surrounding whitespace (a secret file's trailing newline) is removed."""
     text = raw.strip()
-    if not text:
-        message = "expected a non-empty secret"
-        raise ValueError(message)
+    if not text or "\x00" in text:
+        raise _refuse(EXPECT_SECRET)
     return Secret(text)
 
 
-def _parse_enum(raw: str, cls: type[enum.Enum]) -> enum.Enum:
-    text = raw.strip()
+def parse_enum(raw: str, cls: type[enum.Enum]) -> enum.Enum:
+    """A member of ``cls`` by value, any case."""
+    text = raw.strip().lower()
     for member in cls:
-        if str(member.value).lower() == text.lower():
+        if str(member.value).lower() == text:
             return member
-    accepted = ", ".join(str(m.value) for m in cls)
-    message = f"expected one of: {accepted}"
-    raise ValueError(message)
+    raise _refuse(_enum_expectation(cls))
 
 
-def make_converter() -> cattrs.Converter:
-    """Build the converter with the project's string hooks (a new one per call)."""
-    converter = cattrs.Converter()
-    converter.register_structure_hook(bool, lambda raw, _: parse_bool(raw))
-    converter.register_structure_hook(int, lambda raw, _: parse_int(raw))
-    converter.register_structure_hook(str, lambda raw, _: parse_str(raw))
-    converter.register_structure_hook(datetime.timedelta, lambda raw, _: parse_duration(raw))
-    converter.register_structure_hook(Path, lambda raw, _: parse_path(raw))
-    converter.register_structure_hook(Secret, lambda raw, _: parse_secret(raw))
-    # Each enum explicitly: cattrs' class dispatch would otherwise send str-based
-    # enums to its default ``str`` hook before any predicate hook is asked.
-    for enum_type in (Environment, WorkerType, DbEngine, LogFormat, LogLevel):
-        converter.register_structure_hook(enum_type, _parse_enum)
-    # A set variable always means a value: ``X | None`` structures as ``X``.
-    converter.register_structure_hook_func(
-        _optional_inner_type, lambda raw, t: converter.structure(raw, _optional_inner_type(t))
-    )
-    return converter
+def _enum_expectation(cls: type[enum.Enum]) -> str:
+    return "one of: " + ", ".join(str(m.value) for m in cls)
 
 
-def _optional_inner_type(type_: Any) -> Any:
+#: The non-enum types settings use: parser and what it expects.
+_SCALARS: dict[type[Any], tuple[Callable[[str], Any], str]] = {
+    bool: (parse_bool, EXPECT_BOOL),
+    int: (parse_int, EXPECT_INT),
+    str: (parse_str, EXPECT_STR),
+    datetime.timedelta: (parse_duration, EXPECT_DURATION),
+    Path: (parse_path, EXPECT_PATH),
+    Secret: (parse_secret, EXPECT_SECRET),
+}
+
+
+def optional_inner_type(type_: Any) -> Any:
     """``X`` for ``X | None`` (or ``Optional[X]``), else None."""
     if typing.get_origin(type_) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(type_) if a is not type(None)]
@@ -136,11 +142,46 @@ def _optional_inner_type(type_: Any) -> Any:
     return None
 
 
-def structure(converter: cattrs.Converter, raw: str, type_: Any) -> Any:
-    """Structure one raw string; raises ``ValueError`` with the expectation on failure."""
-    try:
-        return converter.structure(raw, type_)
-    except cattrs.BaseValidationError as exc:
-        # Unions wrap the hook's error; surface the innermost message.
-        inner = exc.exceptions[0] if exc.exceptions else exc
-        raise ValueError(str(inner)) from None
+def expectation(type_: Any) -> str:
+    """What a valid string for ``type_`` looks like (for messages and the docs)."""
+    inner = optional_inner_type(type_)
+    if inner is not None:
+        type_ = inner
+    if isinstance(type_, type) and issubclass(type_, enum.Enum):
+        return _enum_expectation(type_)
+    return _SCALARS[type_][1]
+
+
+def make_converter() -> cattrs.BaseConverter:
+    """Build a private converter with the project's string hooks.
+
+    A ``BaseConverter`` is enough: it structures scalars only, never whole classes
+    (the loader builds the settings objects), so ``Converter``'s code generation for
+    attrs classes would only cost construction time.
+    """
+    converter = cattrs.BaseConverter()
+    for type_, (parse, _) in _SCALARS.items():
+        converter.register_structure_hook(type_, _string_hook(parse))
+    # Each enum exactly: class dispatch would otherwise send enums of strings to the
+    # ``str`` hook (``str`` precedes ``Enum`` in their MRO), and an exact entry is
+    # also the cheapest lookup.
+    for enum_type in SETTING_ENUMS:
+        converter.register_structure_hook(enum_type, parse_enum)
+    # ``X | None`` needs no hook: cattrs structures a value that is not None as ``X``.
+    return converter
+
+
+def _string_hook(parse: Callable[[str], Any]) -> Callable[[str, Any], Any]:
+    def hook(raw: str, _type: Any) -> Any:
+        return parse(raw)
+
+    return hook
+
+
+def structure(converter: cattrs.BaseConverter, raw: str, type_: Any) -> Any:
+    """Structure one raw string; raises ``ValueError("expected ...")`` on failure.
+
+    A type without a hook raises cattrs' ``StructureHandlerNotFoundError``: that is a
+    declaration bug, not bad input, and a test covers every declared type.
+    """
+    return converter.structure(raw, type_)

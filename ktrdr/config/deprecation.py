@@ -1,9 +1,11 @@
 """Deprecated variable names: the old→new table and the warnings a user sees.
 
 The table is generated from the field declarations (``setting(deprecated=...)``).
-Warnings go to a text stream (stderr in entrypoints) because Python's default
-filters hide ``DeprecationWarning`` under most runners; each old name is reported
-at most once per reporter, and an entrypoint builds exactly one reporter.
+Warnings are written to a text stream (stderr in entrypoints) rather than only
+``warnings.warn``, because Python's default filters hide ``DeprecationWarning`` under
+most runners. A :class:`DeprecationReporter` writes each old name at most once; an
+entrypoint validates its configuration once, at startup, so each warning appears
+once per process.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from ktrdr.config.fields import declared
 from ktrdr.config.loader import DeprecatedUse
 from ktrdr.config.settings import ALL_SETTINGS
 
-#: Deprecated names stop working in this release.
+#: Deprecated names stop working in this release (and not before this date).
 REMOVAL_VERSION = "1.0.0"
 REMOVAL_DATE = datetime.date(2027, 6, 30)
+#: Every line a reporter writes starts with this.
+WARNING_PREFIX = "ktrdr: warning: "
 
 
 def deprecated_names() -> dict[str, str]:
@@ -31,24 +35,29 @@ def deprecated_names() -> dict[str, str]:
     }
 
 
+def removal_notice(old: str) -> str:
+    """When ``old`` stops working."""
+    return f"{old} stops working in ktrdr {REMOVAL_VERSION} (not before {REMOVAL_DATE})"
+
+
 def message_for(use: DeprecatedUse) -> str:
     """The one-line warning for one deprecated name found set."""
-    removal = f"it stops working in ktrdr {REMOVAL_VERSION} ({REMOVAL_DATE.isoformat()})"
+    removal = removal_notice(use.old)
     if use.ignored_for is None:
-        return f"{use.old} is deprecated; rename it to {use.new} ({removal})."
+        return f"{use.old} is deprecated; rename it to {use.new}. {removal}."
     if use.values_differ:
         return (
-            f"{use.old} is deprecated and was IGNORED: {use.ignored_for} is also set "
-            f"with a DIFFERENT value, and {use.ignored_for} wins. Remove {use.old} ({removal})."
+            f"CONFLICT: {use.old} is deprecated and was IGNORED: {use.ignored_for} is also "
+            f"set, to a DIFFERENT value, and wins. Remove {use.old}. {removal}."
         )
     return (
-        f"{use.old} is deprecated and was ignored because {use.ignored_for} is also set "
-        f"(same value); remove {use.old} ({removal})."
+        f"{use.old} is deprecated and was ignored: {use.ignored_for} is also set (same "
+        f"value) and wins. Remove {use.old}. {removal}."
     )
 
 
 class DeprecationReporter:
-    """Writes each deprecated-name warning once to ``stream``."""
+    """Writes each deprecated-name warning at most once to ``stream``."""
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
@@ -61,7 +70,7 @@ class DeprecationReporter:
             if use.old in self._reported:
                 continue
             self._reported.add(use.old)
-            line = f"ktrdr: warning: {message_for(use)}"
+            line = WARNING_PREFIX + message_for(use)
             self._stream.write(line + "\n")
             lines.append(line)
         self._stream.flush()

@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import datetime
 import enum
-from collections.abc import Callable, Iterator
-from typing import Any, ClassVar, Protocol
+import functools
+from collections.abc import Callable
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import attrs
 
+from ktrdr.config.checks import Check
 from ktrdr.config.types import Secret
 
+T = TypeVar("T")
+
 _SPEC_KEY = "ktrdr"
+FILE_SUFFIX = "_FILE"
+MASK = "********"
 
 
 @attrs.frozen(kw_only=True)
@@ -31,8 +37,32 @@ class SettingSpec:
     insecure_default: bool = False
     #: How the default reads in docs when it is computed from other settings.
     default_doc: str | None = None
-    #: Check of the structured value; raises ValueError with the expectation as message.
-    check: Callable[[Any], None] | None = None
+    #: Check of the structured value (see ``ktrdr.config.checks``).
+    check: Check | None = None
+
+
+class InvalidSetting(ValueError):
+    """A field's declared check refused a value while a settings object was built."""
+
+    def __init__(self, owner: str, field: str, shown_value: str, expected: str) -> None:
+        self.field = field
+        self.expected = expected
+        super().__init__(f"{owner}.{field}={shown_value}: {expected}")
+
+
+@attrs.frozen
+class _CheckValidator:
+    """The attrs validator that runs a declared check (one mechanism, two callers)."""
+
+    check: Check
+    secret: bool
+
+    def __call__(self, instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+        try:
+            self.check(value)
+        except ValueError as exc:
+            shown = format_value(value, secret=self.secret)
+            raise InvalidSetting(type(instance).__name__, attribute.name, shown, str(exc)) from None
 
 
 def setting(
@@ -44,13 +74,14 @@ def setting(
     unit: str | None = None,
     insecure_default: bool = False,
     default_doc: str | None = None,
-    check: Callable[[Any], None] | None = None,
+    check: Check | None = None,
     factory: Callable[[Any], Any] | None = None,
 ) -> Any:
     """Declare a settings field; returns an ``attrs.field`` carrying a :class:`SettingSpec`.
 
     ``factory`` computes the default from the instance (fields declared earlier), for
-    values such as the worker id that derive from other settings.
+    values such as the worker id that derive from other settings; ``default_doc``
+    then says how it reads in the docs.
     """
     spec = SettingSpec(
         help=help,
@@ -61,17 +92,12 @@ def setting(
         default_doc=default_doc,
         check=check,
     )
-
-    def _validate(_instance: object, _attribute: attrs.Attribute[Any], value: Any) -> None:
-        if check is not None:
-            check(value)
-
     if factory is not None:
         default = attrs.Factory(factory, takes_self=True)
     return attrs.field(
         default=default,
         metadata={_SPEC_KEY: spec},
-        validator=_validate if check is not None else None,
+        validator=_CheckValidator(check, secret) if check is not None else None,
         repr=not secret,
     )
 
@@ -87,9 +113,15 @@ class SettingsClass(Protocol):
 class Declared:
     """One declared setting of one class, with the names it is read from."""
 
-    owner: type[SettingsClass]
+    owner: type[Any]
     attribute: attrs.Attribute[Any]
     spec: SettingSpec
+    #: The environment variable: class prefix + field name, upper-cased, always.
+    env: str
+    #: ``env`` followed by the deprecated names, in precedence order.
+    names: tuple[str, ...]
+    #: ``<env>_FILE``: a variable holding the path of a file holding the value.
+    file_var: str
 
     @property
     def name(self) -> str:
@@ -97,13 +129,14 @@ class Declared:
         return self.attribute.name
 
     @property
-    def env(self) -> str:
-        """The environment variable: class prefix + field name, upper-cased, always."""
-        return self.owner.PREFIX + self.attribute.name.upper()
+    def derived(self) -> bool:
+        """Whether the default is computed from other settings (worker id, public URL)."""
+        return isinstance(self.attribute.default, attrs.Factory)  # type: ignore[arg-type]
 
-    @property
-    def has_default(self) -> bool:
-        return self.attribute.default is not attrs.NOTHING
+    def check(self, value: Any) -> None:
+        """Run the declared check; raises ``ValueError("expected ...")``."""
+        if self.spec.check is not None:
+            self.spec.check(value)
 
     def default_text(self) -> str:
         """The default as a person reads it (masked for secrets)."""
@@ -114,20 +147,32 @@ class Declared:
             return "(required)"
         if default is None:
             return "(unset)"
-        return format_value(default, secret=self.spec.secret)
+        if self.spec.secret:
+            return "(insecure development value)" if self.spec.insecure_default else MASK
+        return format_value(default)
 
 
-def declared(cls: type[SettingsClass]) -> Iterator[Declared]:
-    """Yield every declared setting of ``cls`` in declaration order."""
-    for attribute in attrs.fields(cls):
+def per_class(func: Callable[[type[Any]], T]) -> Callable[[type[Any]], T]:
+    """Compute ``func(cls)`` once per class: tables derived from code, never from settings."""
+    # mypy does not see ``type[...]`` as Hashable (python/mypy#11470); classes are.
+    return functools.cache(func)  # type: ignore[return-value]
+
+
+@per_class
+def declared(cls: type[Any]) -> tuple[Declared, ...]:
+    """Every declared setting of ``cls`` in declaration order (computed once per class)."""
+    prefix: str = cls.PREFIX
+    items = []
+    for attribute in attrs.fields(attrs.resolve_types(cls)):
         spec = attribute.metadata.get(_SPEC_KEY)
         if spec is None:
             message = f"{cls.__name__}.{attribute.name} is not declared with setting()"
             raise TypeError(message)
-        yield Declared(cls, attribute, spec)
-
-
-MASK = "********"
+        env = prefix + attribute.name.upper()
+        items.append(
+            Declared(cls, attribute, spec, env, (env, *spec.deprecated), env + FILE_SUFFIX)
+        )
+    return tuple(items)
 
 
 def format_value(value: Any, *, secret: bool = False) -> str:
@@ -137,10 +182,17 @@ def format_value(value: Any, *, secret: bool = False) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, datetime.timedelta):
-        seconds = value.total_seconds()
-        return f"{seconds:g}s"
+        return format_duration(value)
     if isinstance(value, enum.Enum):
         return str(value.value)
     if value is None:
         return ""
     return str(value)
+
+
+def format_duration(value: datetime.timedelta) -> str:
+    """``90s``, ``1.5s``, ``0.25s``: seconds, spelled so the duration parser reads it back."""
+    seconds = value.total_seconds()
+    if seconds.is_integer():
+        return f"{int(seconds)}s"
+    return f"{seconds:.6f}".rstrip("0") + "s"

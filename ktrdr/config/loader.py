@@ -10,23 +10,44 @@ notes each deprecated name used; it prints nothing (the entrypoint decides that)
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+import stat
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import attrs
 import cattrs
+from dotenv import dotenv_values
 from environs import Env
 
-from ktrdr.config.converter import make_converter, structure
-from ktrdr.config.fields import Declared, SettingsClass, declared, format_value
+from ktrdr.config.converter import expectation, make_converter, structure
+from ktrdr.config.fields import (
+    FILE_SUFFIX,
+    Declared,
+    InvalidSetting,
+    declared,
+    format_value,
+    per_class,
+)
 from ktrdr.errors import ConfigurationError
 
 S = TypeVar("S")
 
 DEFAULT_ENV_FILE = ".env.local"
-FILE_SUFFIX = "_FILE"
-_MAX_SECRET_FILE_BYTES = 64 * 1024
+_MAX_VALUE_FILE_BYTES = 64 * 1024
+#: Longest value shown in a problem line; longer values are cut (they are still refused).
+_MAX_SHOWN_CHARS = 80
+
+__all__ = [
+    "DEFAULT_ENV_FILE",
+    "FILE_SUFFIX",
+    "DeprecatedUse",
+    "EnvLoader",
+    "LoadResult",
+    "Problem",
+    "Source",
+    "SourceKind",
+]
 
 
 class SourceKind(str, enum.Enum):
@@ -36,23 +57,37 @@ class SourceKind(str, enum.Enum):
     DEPRECATED = "deprecated"
     SECRET_FILE = "file"  # noqa: S105 - a source kind, not a password
     DOTENV = "dotenv"
+    ENTRYPOINT = "entrypoint"
     DEFAULT = "default"
 
 
 @attrs.frozen
 class Source:
-    """The origin of one loaded value: its kind and the variable that supplied it."""
+    """The origin of one loaded value: its kind and the variable that supplied it.
+
+    ``path`` is the file read (dotenv file, or the file a ``_FILE`` variable names);
+    ``deprecated`` marks an old name read from the dotenv file; ``detail`` is how a
+    derived default reads (``<type>-<hostname>-<port>``).
+    """
 
     kind: SourceKind
     variable: str | None = None
+    path: str | None = attrs.field(default=None, kw_only=True)
+    deprecated: bool = attrs.field(default=False, kw_only=True)
+    detail: str | None = attrs.field(default=None, kw_only=True)
 
     def describe(self) -> str:
         """A short human description, e.g. ``env WORKER_PORT (deprecated)``."""
         if self.kind is SourceKind.DEFAULT:
-            return "default"
-        if self.kind is SourceKind.DEPRECATED:
-            return f"env {self.variable} (deprecated)"
-        return f"{self.kind.value} {self.variable}"
+            return "default" if self.detail is None else f"default ({self.detail})"
+        if self.kind is SourceKind.ENTRYPOINT:
+            return "set by the entrypoint"
+        if self.kind is SourceKind.SECRET_FILE:
+            return f"file {self.path} (from {self.variable})"
+        old = " (deprecated)" if self.deprecated or self.kind is SourceKind.DEPRECATED else ""
+        if self.kind is SourceKind.DOTENV:
+            return f"dotenv {self.path}: {self.variable}{old}"
+        return f"env {self.variable}{old}"
 
 
 @attrs.frozen
@@ -60,13 +95,17 @@ class Problem:
     """One reason the configuration cannot be used, in the user's terms."""
 
     variable: str
+    #: The offending value as shown (already masked for secrets); None: not shown.
     shown_value: str | None
     expected: str
 
     def __str__(self) -> str:
         if self.shown_value is None:
             return f"{self.variable}: {self.expected}"
-        return f"{self.variable}={self.shown_value!r}: {self.expected}"
+        shown = repr(self.shown_value[:_MAX_SHOWN_CHARS])
+        if len(self.shown_value) > _MAX_SHOWN_CHARS:
+            shown += f"... ({len(self.shown_value)} characters)"
+        return f"{self.variable}={shown}: {self.expected}"
 
 
 @attrs.frozen
@@ -85,6 +124,7 @@ class LoadResult(Generic[S]):
     """The outcome of loading one settings class: a value or problems, never both."""
 
     settings: S | None
+    #: Field name → where its value came from (every field has one).
     sources: Mapping[str, Source]
     problems: tuple[Problem, ...]
     deprecations: tuple[DeprecatedUse, ...]
@@ -93,8 +133,11 @@ class LoadResult(Generic[S]):
 class _MappingEnv(Env):
     """environs ``Env`` that reads a given mapping instead of ``os.environ``.
 
-    ``Env._get_value`` is environs' single lookup hook (environs 15); a test pins it
-    so that an environs upgrade that moves the hook fails loudly.
+    environs 15 looks a variable up with ``Env._get_from_environ`` (its overridable
+    lookup, environs#51), which reads through ``Env._get_value`` (here: the mapping,
+    then what ``read_env`` loaded into ``Env._environ``); it loads a dotenv file with
+    ``Env._load_dotenv``. Tests pin these hooks so that an environs upgrade that
+    moves them fails loudly.
     """
 
     def __init__(self, environ: Mapping[str, str]) -> None:
@@ -107,9 +150,42 @@ class _MappingEnv(Env):
         except KeyError:
             return self._environ.get(env_key, default)
 
+    def _load_dotenv(self, path: str | Path, *, override: bool = False) -> None:
+        # environs' own version lets python-dotenv expand ``${VAR}`` from os.environ;
+        # values are taken literally here, so only the given mapping is ever consulted.
+        for key, value in dotenv_values(path, interpolate=False).items():
+            if value is not None and (override or key not in self._environ):
+                self._environ[key] = value
+
+    def raw(self, name: str) -> str:
+        """The raw string of a variable that is set (environment, then dotenv file).
+
+        environs' typed parsers (``env.str``...) build a marshmallow field per call;
+        the converter does all parsing here, so the raw lookup is all that is needed.
+        """
+        _key, value, _proxied = self._get_from_environ(name, None)
+        return str(value)
+
     def dotenv_values(self) -> Mapping[str, str]:
         """What the dotenv file defined (empty when none was read)."""
         return self._environ
+
+
+@per_class
+def _names_of(cls: type[Any]) -> frozenset[str]:
+    """Every variable ``cls`` reads: new names, deprecated names, ``_FILE`` forms."""
+    return frozenset(name for item in declared(cls) for name in (*item.names, item.file_var))
+
+
+@per_class
+def _default_sources(cls: type[Any]) -> Mapping[str, Source]:
+    """Field name → the source of its default (derived defaults say how they read)."""
+    return {
+        item.name: Source(
+            SourceKind.DEFAULT, detail=item.spec.default_doc if item.derived else None
+        )
+        for item in declared(cls)
+    }
 
 
 class EnvLoader:
@@ -117,7 +193,8 @@ class EnvLoader:
 
     Precedence, highest first: the new variable, its deprecated names (in declared
     order), ``<NEW>_FILE`` (a file holding the value), the dotenv file (new name, then
-    deprecated names), the declared default.
+    deprecated names), the declared default. Only variables that are actually set
+    are read (through environs) and structured (through the converter).
     """
 
     def __init__(
@@ -125,36 +202,51 @@ class EnvLoader:
         environ: Mapping[str, str],
         *,
         env_file: str | Path | None = DEFAULT_ENV_FILE,
-        converter: cattrs.Converter | None = None,
+        converter: cattrs.BaseConverter | None = None,
     ) -> None:
         self._environ = environ
         self._env = _MappingEnv(environ)
-        self._converter = converter if converter is not None else make_converter()
+        self._converter = converter
         self.env_file = Path(env_file) if env_file is not None else None
         self.file_problems: tuple[Problem, ...] = ()
         if self.env_file is not None:
             self.file_problems = self._read_env_file(self.env_file)
         self._dotenv = self._env.dotenv_values()
+        # Names are listed once; values are read (through environs) only for names set.
+        self._env_names = frozenset(environ)
+        self._names = self._env_names.union(self._dotenv)
 
     def _read_env_file(self, path: Path) -> tuple[Problem, ...]:
-        if not path.exists():
-            return ()  # zero configuration: the dotenv file is optional
         try:
+            if not path.exists():
+                return ()  # zero configuration: the dotenv file is optional
             self._env.read_env(path, recurse=False, override=False)
-        except (OSError, ValueError, UnicodeDecodeError) as exc:
+        except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            message = f"expected a readable dotenv file ({reason})"
+            message = f"expected a readable UTF-8 dotenv file ({reason})"
             return (Problem(str(path), None, message),)
         return ()
 
-    def names_set(self) -> set[str]:
+    @property
+    def converter(self) -> cattrs.BaseConverter:
+        """The converter, built on first use (an empty environment never needs one)."""
+        if self._converter is None:
+            self._converter = make_converter()
+        return self._converter
+
+    def names_set(self) -> frozenset[str]:
         """Every variable name visible to this loader (environment and dotenv file)."""
-        return set(self._environ) | set(self._dotenv)
+        return self._names
+
+    def in_dotenv_only(self, name: str) -> bool:
+        """Whether ``name`` comes from the dotenv file (and not the environment)."""
+        return name in self._dotenv and name not in self._env_names
 
     def raw(self, name: str) -> str | None:
         """The raw string of ``name`` through environs' hook (environment, then dotenv)."""
-        value = self._env.str(name, None)
-        return None if value is None else str(value)
+        if name not in self._names:
+            return None
+        return self._env.raw(name)
 
     def load(self, cls: type[S]) -> S:
         """Load ``cls`` or raise ``ConfigurationError`` listing every problem."""
@@ -162,138 +254,172 @@ class EnvLoader:
         problems = self.file_problems + result.problems
         if problems:
             raise ConfigurationError([str(p) for p in problems])
-        assert result.settings is not None
+        assert result.settings is not None  # no problems means a value
         return result.settings
 
-    def load_result(self, cls: type[S]) -> LoadResult[S]:
-        """Load ``cls``, collecting problems, sources and deprecated names used."""
-        values: dict[str, Any] = {}
-        sources: dict[str, Source] = {}
+    def load_result(
+        self, cls: type[S], *, entrypoint: Mapping[str, Any] | None = None
+    ) -> LoadResult[S]:
+        """Load ``cls``, collecting problems, sources and deprecated names used.
+
+        ``entrypoint`` holds values the entrypoint fixes (the worker type): they
+        replace the default, and a variable may repeat them but not contradict them.
+        """
+        values: dict[str, Any] = dict(entrypoint or {})
+        sources = dict(_default_sources(cls))
+        for name in values:
+            sources[name] = Source(SourceKind.ENTRYPOINT)
         problems: list[Problem] = []
         deprecations: list[DeprecatedUse] = []
-        settings_cls: type[SettingsClass] = cls  # type: ignore[assignment]
-        for item in declared(settings_cls):
-            found = self._lookup(item, deprecations)
-            if isinstance(found, Problem):
-                problems.append(found)
-                continue
-            if found is None:
-                sources[item.name] = Source(SourceKind.DEFAULT)
-                continue
-            raw, source = found
-            value_or_problem = self._structure(item, raw, source)
-            if isinstance(value_or_problem, Problem):
-                problems.append(value_or_problem)
-                continue
-            values[item.name] = value_or_problem
-            sources[item.name] = source
+        present = _names_of(cls) & self._names
+        if present:
+            for item in declared(cls):
+                if item.file_var in present or not present.isdisjoint(item.names):
+                    self._load_item(item, values, sources, problems, deprecations)
         settings: S | None = None
         if not problems:
-            settings, derived_problems = self._construct(cls, settings_cls, values, sources)
-            problems.extend(derived_problems)
+            settings, construct_problem = self._construct(cls, values)
+            problems.extend(construct_problem)
         return LoadResult(settings, sources, tuple(problems), tuple(deprecations))
 
-    def _construct(
+    def _load_item(
         self,
-        cls: type[S],
-        settings_cls: type[SettingsClass],
+        item: Declared,
         values: dict[str, Any],
-        sources: Mapping[str, Source],
-    ) -> tuple[S | None, list[Problem]]:
-        """Build the instance; a computed default that fails its check is reported too."""
-        try:
-            return cls(**values), []
-        except ValueError as exc:
-            for item in declared(settings_cls):
-                if item.name in values or item.spec.check is None:
-                    continue
-                default = item.attribute.default
-                if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
-                    return None, [Problem(item.env, None, f"derived default invalid: {exc}")]
-            return None, [Problem(settings_cls.__name__, None, str(exc))]
+        sources: dict[str, Source],
+        problems: list[Problem],
+        deprecations: list[DeprecatedUse],
+    ) -> None:
+        """Find, structure and check one set variable, recording what happened."""
+        found = self._lookup(item, deprecations)
+        if isinstance(found, Problem):
+            problems.append(found)
+            return
+        raw, source = found
+        value = self._structure(item, raw, source)
+        if isinstance(value, Problem):
+            problems.append(value)
+            return
+        if sources[item.name].kind is SourceKind.ENTRYPOINT and values[item.name] != value:
+            shown = format_value(values[item.name])
+            expected = f"expected {shown}, which the entrypoint sets (repeat it or unset it)"
+            problems.append(_problem(item, raw, source, expected))
+            return
+        values[item.name] = value
+        sources[item.name] = source
 
     def _lookup(
         self, item: Declared, deprecations: list[DeprecatedUse]
-    ) -> tuple[str, Source] | Problem | None:
+    ) -> tuple[str, Source] | Problem:
         """Find the winning raw value of one setting across all layers."""
-        candidates: list[tuple[str, Source]] = []
-        for name, kind in self._names_in_order(item):
-            raw = self._value_in_layer(name, kind)
-            if raw is not None:
-                candidates.append((raw, Source(kind, name)))
-        file_var = item.env + FILE_SUFFIX
-        file_path = self._environ.get(file_var, self._dotenv.get(file_var))
-        if file_path is not None:
-            from_file = self._read_value_file(item, file_var, file_path)
+        in_env = [n for n in item.names if n in self._env_names]
+        in_dotenv = [n for n in item.names if n not in self._env_names and n in self._dotenv]
+        candidates: list[tuple[str, Source]] = [
+            (
+                self._env.raw(n),
+                Source(SourceKind.ENV if n == item.env else SourceKind.DEPRECATED, n),
+            )
+            for n in in_env
+        ]
+        if item.file_var in self._names:
+            file_path = self._env.raw(item.file_var)
+            from_file = self._read_value_file(item.file_var, file_path)
             if isinstance(from_file, Problem):
                 return from_file
-            position = sum(1 for _, s in candidates if s.kind is not SourceKind.DOTENV)
-            candidates.insert(position, (from_file, Source(SourceKind.SECRET_FILE, file_var)))
-        if not candidates:
-            return None
+            candidates.append(
+                (from_file, Source(SourceKind.SECRET_FILE, item.file_var, path=file_path))
+            )
+        path = str(self.env_file)
+        candidates.extend(
+            (
+                self._env.raw(n),
+                Source(SourceKind.DOTENV, n, path=path, deprecated=n != item.env),
+            )
+            for n in in_dotenv
+        )
         winner_raw, winner = candidates[0]
         for raw, source in candidates:
-            if source.variable is None or source.variable not in item.spec.deprecated:
+            if source.variable == item.env or source.kind is SourceKind.SECRET_FILE:
                 continue
+            assert source.variable is not None  # set for every non-default source
             if source is winner:
                 deprecations.append(DeprecatedUse(source.variable, item.env))
             else:
+                differ = raw.strip() != winner_raw.strip()
                 deprecations.append(
-                    DeprecatedUse(
-                        source.variable,
-                        item.env,
-                        ignored_for=winner.variable,
-                        values_differ=raw.strip() != winner_raw.strip(),
-                    )
+                    DeprecatedUse(source.variable, item.env, winner.variable, differ)
                 )
         return winner_raw, winner
 
-    def _names_in_order(self, item: Declared) -> Iterable[tuple[str, SourceKind]]:
-        yield item.env, SourceKind.ENV
-        for old in item.spec.deprecated:
-            yield old, SourceKind.DEPRECATED
-        yield item.env, SourceKind.DOTENV
-        for old in item.spec.deprecated:
-            yield old, SourceKind.DOTENV
-
-    def _value_in_layer(self, name: str, kind: SourceKind) -> str | None:
-        if kind is SourceKind.DOTENV:
-            return None if name in self._environ else self._dotenv.get(name)
-        return self.raw(name) if name in self._environ else None
-
-    def _read_value_file(self, item: Declared, file_var: str, file_path: str) -> str | Problem:
-        path = Path(file_path.strip()) if "\x00" not in file_path else None
-        reason: str | None = None
-        if path is None or not file_path.strip():
-            reason = "expected the path of a readable file holding the value"
-        elif not path.exists():
-            reason = "file not found; expected the path of a readable file holding the value"
-        elif path.is_dir():
-            reason = "is a directory; expected the path of a readable file holding the value"
-        else:
-            try:
-                with path.open("rb") as handle:
-                    data = handle.read(_MAX_SECRET_FILE_BYTES + 1)
-                if len(data) > _MAX_SECRET_FILE_BYTES:
-                    reason = f"file is larger than {_MAX_SECRET_FILE_BYTES} bytes"
-                else:
-                    return data.decode("utf-8")
-            except UnicodeDecodeError:
-                reason = "file is not UTF-8 text"
-            except OSError as exc:
-                reason = f"cannot read the file ({exc.strerror or 'I/O error'})"
-        return Problem(file_var, file_path, reason)
+    def _read_value_file(self, file_var: str, file_path: str) -> str | Problem:
+        """The content of the file ``file_var`` names, or a problem saying why not."""
+        wanted = "expected the path of a readable file holding the value"
+        text = file_path.strip()
+        if not text or "\x00" in text:
+            return Problem(file_var, file_path, wanted)
+        path = Path(text)
+        try:
+            mode = path.stat().st_mode
+            if stat.S_ISDIR(mode):
+                return Problem(file_var, file_path, f"is a directory; {wanted}")
+            if not stat.S_ISREG(mode):
+                return Problem(file_var, file_path, f"is not a regular file; {wanted}")
+            with path.open("rb") as handle:
+                data = handle.read(_MAX_VALUE_FILE_BYTES + 1)
+        except FileNotFoundError:
+            return Problem(file_var, file_path, f"file not found; {wanted}")
+        except PermissionError:
+            return Problem(file_var, file_path, f"permission denied; {wanted}")
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "I/O error"
+            return Problem(file_var, file_path, f"cannot be read ({reason}); {wanted}")
+        if len(data) > _MAX_VALUE_FILE_BYTES:
+            expected = f"expected a file of at most {_MAX_VALUE_FILE_BYTES} bytes"
+            return Problem(file_var, file_path, expected)
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            return Problem(file_var, file_path, "expected a UTF-8 text file")
 
     def _structure(self, item: Declared, raw: str, source: Source) -> Any:
         """Structure and check one value; a ``Problem`` names the variable actually set."""
-        variable = source.variable or item.env
+        if not raw.strip():
+            default = item.default_text()
+            default = default if default.startswith("(") else f"({default})"
+            expected = (
+                f"set but empty; expected {expectation(item.attribute.type)}, "
+                f"or unset it to use the default {default}"
+            )
+            return _problem(item, raw, source, expected)
         try:
-            value = structure(self._converter, raw, item.attribute.type)
-            if item.spec.check is not None:
-                item.spec.check(value)
+            value = structure(self.converter, raw, item.attribute.type)
+            item.check(value)
         except ValueError as exc:
-            shown: str | None = format_value(raw, secret=item.spec.secret)
-            if source.kind is SourceKind.SECRET_FILE:
-                shown = None if item.spec.secret else raw.strip()
-            return Problem(variable, shown, str(exc))
+            return _problem(item, raw, source, str(exc))
         return value
+
+    def _construct(self, cls: type[S], values: Mapping[str, Any]) -> tuple[S | None, list[Problem]]:
+        """Build the instance; only a derived default can still fail its check here."""
+        try:
+            return cls(**values), []
+        except InvalidSetting as exc:
+            item = next(i for i in declared(cls) if i.name == exc.field)
+            expected = (
+                f"the default ({item.spec.default_doc or item.default_text()}) is not valid "
+                f"here: {exc.expected}; set {item.env}"
+            )
+            return None, [Problem(item.env, None, expected)]
+
+
+def _problem(item: Declared, raw: str, source: Source, expected: str) -> Problem:
+    """A problem naming the variable the user set, with the value masked if secret."""
+    variable = source.variable or item.env
+    if source.kind is SourceKind.SECRET_FILE:
+        expected = f"{expected} (read from {source.path})"
+    if not raw.strip():
+        shown = raw  # an empty value gives nothing away, even for a secret
+    elif item.spec.secret:
+        shown = format_value(raw, secret=True)
+    else:
+        shown = raw.strip() if source.kind is SourceKind.SECRET_FILE else raw
+    return Problem(variable, shown, expected)

@@ -10,7 +10,7 @@ eagerly (no ``from __future__ import annotations``) so the converter sees real t
 import datetime
 import socket
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import attrs
 
@@ -36,7 +36,7 @@ class EnvironmentSettings:
 
     env: Environment = setting(
         Environment.DEVELOPMENT,
-        help="development, production or test; production turns warnings into errors",
+        help="how strict validation is about insecure defaults and unknown variables",
         deprecated=("ENVIRONMENT", "KTRDR_ENVIRONMENT", "KTRDR_API_ENVIRONMENT"),
     )
     acknowledge_insecure_defaults: bool = setting(
@@ -65,11 +65,13 @@ class WorkerSettings:
 
     type: WorkerType | None = setting(
         None,
-        help="training or backtest; set by the entrypoint, a conflicting value is an error",
+        help="the kind of worker; the entrypoint sets it, and a conflicting value is an error",
         deprecated=("WORKER_TYPE",),
-        default_doc="set by the entrypoint",
+        default_doc="(set by the entrypoint)",
     )
-    host: str = setting("0.0.0.0", help="address the worker's HTTP server binds to")
+    host: str = setting(
+        "0.0.0.0", help="address the worker's HTTP server binds to", check=checks.HOST
+    )
     port: int = setting(
         DEFAULT_WORKER_PORT,
         help="port the worker listens on and registers with",
@@ -81,7 +83,7 @@ class WorkerSettings:
         deprecated=("WORKER_ID",),
         factory=_default_worker_id,
         default_doc="<type>-<hostname>-<port>",
-        check=checks.non_empty,
+        check=checks.NON_EMPTY,
     )
     public_url: str = setting(
         help="URL where the backend reaches this worker",
@@ -93,39 +95,35 @@ class WorkerSettings:
         ),
         factory=_default_public_url,
         default_doc="http://<hostname>:<port>",
-        check=checks.http_url,
+        check=checks.HTTP_URL,
     )
     backend_url: str = setting(
-        "http://localhost:8000", help="URL of the backend", check=checks.http_url
+        "http://localhost:8000", help="URL of the backend", check=checks.HTTP_URL
     )
     heartbeat_interval: datetime.timedelta = setting(
         _seconds(10),
         help="time between heartbeats",
-        unit="duration",
-        check=checks.duration_range(_seconds(0.05), _seconds(3600)),
+        check=checks.DurationRange(_seconds(0.05), _seconds(3600)),
     )
     registration_timeout: datetime.timedelta = setting(
         _seconds(10),
         help="timeout of one registration attempt",
-        unit="duration",
         check=checks.POSITIVE_DURATION,
     )
     shutdown_timeout: datetime.timedelta = setting(
         _seconds(25),
         help="grace period after SIGTERM before the worker exits",
-        unit="duration",
         check=checks.POSITIVE_DURATION,
     )
     stale_after: int = setting(
         3,
         help="missed heartbeats after which the backend marks a worker unavailable",
         unit="heartbeats",
-        check=checks.int_range(1, 1000),
+        check=checks.IntRange(1, 1000),
     )
     removal_threshold: datetime.timedelta = setting(
         _seconds(300),
         help="silence after which the backend forgets a worker",
-        unit="duration",
         deprecated=("WORKER_REMOVAL_THRESHOLD",),
         check=checks.POSITIVE_DURATION,
     )
@@ -142,12 +140,11 @@ class CheckpointSettings:
         help="training epochs between checkpoints",
         unit="epochs",
         deprecated=("CHECKPOINT_EPOCH_INTERVAL",),
-        check=checks.int_range(1),
+        check=checks.IntRange(1),
     )
     time_interval: datetime.timedelta = setting(
         _seconds(300),
         help="time after which a checkpoint is due regardless of progress",
-        unit="duration",
         deprecated=("CHECKPOINT_TIME_INTERVAL_SECONDS", "KTRDR_CHECKPOINT_TIME_INTERVAL_SECONDS"),
         check=checks.POSITIVE_DURATION,
     )
@@ -155,7 +152,7 @@ class CheckpointSettings:
         10000,
         help="backtest bars between checkpoints",
         unit="bars",
-        check=checks.int_range(1),
+        check=checks.IntRange(1),
     )
     dir: Path = setting(
         Path("data/checkpoints"),
@@ -167,7 +164,7 @@ class CheckpointSettings:
         help="checkpoints older than this are deleted",
         unit="days",
         deprecated=("CHECKPOINT_MAX_AGE_DAYS",),
-        check=checks.int_range(1, 36500),
+        check=checks.IntRange(1, 36500),
     )
 
 
@@ -180,14 +177,12 @@ class OrphanDetectorSettings:
     timeout: datetime.timedelta = setting(
         _seconds(60),
         help="an operation unreported for longer than this is failed",
-        unit="duration",
         deprecated=("ORPHAN_TIMEOUT_SECONDS", "KTRDR_ORPHAN_TIMEOUT_SECONDS"),
         check=checks.POSITIVE_DURATION,
     )
     check_interval: datetime.timedelta = setting(
         _seconds(15),
         help="time between orphan checks",
-        unit="duration",
         deprecated=("ORPHAN_CHECK_INTERVAL_SECONDS", "KTRDR_ORPHAN_CHECK_INTERVAL_SECONDS"),
         check=checks.POSITIVE_DURATION,
     )
@@ -202,26 +197,24 @@ class OperationsSettings:
     cache_ttl: datetime.timedelta = setting(
         _seconds(1),
         help="how stale a served operation status may be; 0 disables the cache",
-        unit="duration",
         deprecated=("OPERATIONS_CACHE_TTL",),
         check=checks.NON_NEGATIVE_DURATION,
     )
     max_operations: int = setting(
         10000,
         help="bound on live (pending or running) operations",
-        check=checks.int_range(1),
+        check=checks.IntRange(1),
     )
     cleanup_interval: datetime.timedelta = setting(
         _seconds(3600),
         help="time between retention cleanups",
-        unit="duration",
         check=checks.POSITIVE_DURATION,
     )
     retention_days: int = setting(
         7,
         help="finished operations older than this are deleted",
         unit="days",
-        check=checks.int_range(1, 36500),
+        check=checks.IntRange(1, 36500),
     )
 
 
@@ -231,15 +224,19 @@ class DatabaseSettings:
 
     PREFIX: ClassVar[str] = "KTRDR_DB_"
 
-    engine: DbEngine = setting(DbEngine.SQLITE, help="sqlite (embedded, zero config) or postgresql")
+    engine: DbEngine = setting(
+        DbEngine.SQLITE, help="which store the backend uses; sqlite needs no setup"
+    )
     path: Path = setting(Path("data/ktrdr.db"), help="SQLite database file")
-    host: str = setting("localhost", help="PostgreSQL host", deprecated=("DB_HOST",))
+    host: str = setting(
+        "localhost", help="PostgreSQL host", deprecated=("DB_HOST",), check=checks.HOST
+    )
     port: int = setting(5432, help="PostgreSQL port", deprecated=("DB_PORT",), check=checks.PORT)
     name: str = setting(
-        "ktrdr", help="PostgreSQL database", deprecated=("DB_NAME",), check=checks.non_empty
+        "ktrdr", help="PostgreSQL database", deprecated=("DB_NAME",), check=checks.NON_EMPTY
     )
     user: str = setting(
-        "ktrdr", help="PostgreSQL user", deprecated=("DB_USER",), check=checks.non_empty
+        "ktrdr", help="PostgreSQL user", deprecated=("DB_USER",), check=checks.NON_EMPTY
     )
     password: Secret = setting(
         Secret(DEV_DB_PASSWORD),
@@ -259,11 +256,13 @@ class LoggingSettings:
 
     level: LogLevel = setting(
         LogLevel.INFO,
-        help="DEBUG, INFO, WARNING, ERROR or CRITICAL",
+        help="lowest level of the log records written",
         deprecated=("LOG_LEVEL", "KTRDR_LOGGING_LEVEL"),
     )
     format: LogFormat = setting(
-        LogFormat.TEXT, help="text or json", deprecated=("KTRDR_LOGGING_FORMAT",)
+        LogFormat.TEXT,
+        help="text for people, json for log collectors",
+        deprecated=("KTRDR_LOGGING_FORMAT",),
     )
 
 
@@ -273,7 +272,7 @@ class APISettings:
 
     PREFIX: ClassVar[str] = "KTRDR_API_"
 
-    host: str = setting("127.0.0.1", help="address the backend binds to")
+    host: str = setting("127.0.0.1", help="address the backend binds to", check=checks.HOST)
     port: int = setting(8000, help="port the backend listens on", check=checks.PORT)
 
 
@@ -288,11 +287,12 @@ class AuthSettings:
         help="bearer token workers and backend use with each other",
         secret=True,
         insecure_default=True,
-        check=lambda s: checks.non_empty(s.reveal()),
+        check=checks.NON_EMPTY,
     )
 
 
-ALL_SETTINGS: tuple[type, ...] = (
+#: Every settings class, in the order the docs list them.
+ALL_SETTINGS: tuple[type[Any], ...] = (
     EnvironmentSettings,
     WorkerSettings,
     CheckpointSettings,

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import enum
 
-import attrs
-
 
 class Environment(str, enum.Enum):
-    """``KTRDR_ENV``: how strict validation is."""
+    """``KTRDR_ENV``: how strict validation is (see ``ktrdr.config.validation``)."""
 
     DEVELOPMENT = "development"
     PRODUCTION = "production"
@@ -50,19 +48,30 @@ class LogLevel(str, enum.Enum):
     CRITICAL = "CRITICAL"
 
 
-@attrs.frozen
 class Secret:
-    """A string that never shows itself in a repr, str, log line or report.
+    """A string that never shows itself in a repr, str, format, log line or report.
 
     Call :meth:`reveal` at the one place the real value is needed (an HTTP header,
-    a database URL).
+    a database URL). Deliberately not an attrs class: ``attrs.asdict`` and cattrs
+    would otherwise recurse into it and copy the value out.
     """
 
-    _value: str = attrs.field(repr=False)
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
 
     def reveal(self) -> str:
         """Return the real value. Only for the code that must send it somewhere."""
         return self._value
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Secret):
+            return NotImplemented
+        return self._value == other._value
+
+    def __hash__(self) -> int:
+        return hash((Secret, self._value))
 
     def __str__(self) -> str:
         return "********"

@@ -3,115 +3,81 @@
 ``validate_all`` collects every problem (types, ranges, cross-field rules, insecure
 defaults, unknown ``KTRDR_*`` names) before raising one ``ConfigurationError``.
 It never prints: entrypoints print the report and warnings it returns or raises.
+
+``KTRDR_ENV`` sets the strictness:
+
+=============  ===========================================  ======================
+KTRDR_ENV      insecure default secrets                     unknown KTRDR_* names
+=============  ===========================================  ======================
+development    boxed warning (``KTRDR_ACKNOWLEDGE_...``     warning
+               silences it)
+test           accepted silently (tests use the             error
+               development secrets on purpose)
+production     error (acknowledging does not help)          error
+=============  ===========================================  ======================
 """
 
 from __future__ import annotations
 
-import difflib
-import typing
+import enum
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, overload
 
 import attrs
 
+from ktrdr.config.bundles import (
+    BUNDLES,
+    COMPONENTS,
+    AnyConfig,
+    BackendConfig,
+    Component,
+    ConfigReport,
+    FullConfig,
+    WorkerConfig,
+    settings_classes,
+)
 from ktrdr.config.deprecation import message_for
-from ktrdr.config.fields import declared, format_value
+from ktrdr.config.fields import FILE_SUFFIX, declared, format_value
 from ktrdr.config.loader import (
     DEFAULT_ENV_FILE,
-    FILE_SUFFIX,
     DeprecatedUse,
     EnvLoader,
     Problem,
     Source,
-    SourceKind,
 )
 from ktrdr.config.settings import (
-    ALL_SETTINGS,
-    APISettings,
-    AuthSettings,
-    CheckpointSettings,
     DatabaseSettings,
     EnvironmentSettings,
-    LoggingSettings,
-    OperationsSettings,
     OrphanDetectorSettings,
     WorkerSettings,
 )
 from ktrdr.config.types import DbEngine, Environment, WorkerType
+from ktrdr.config.unknown import unknown_message, unknown_variables
 from ktrdr.errors import ConfigurationError
 
-Component = Literal["worker", "backend", "all"]
-COMPONENTS: tuple[Component, ...] = ("worker", "backend", "all")
 
-#: ``KTRDR_*`` variables that are not settings but are known to exist (read by tests).
-NON_SETTINGS_VARIABLES = frozenset({"KTRDR_TEST_POSTGRES_URL"})
+class Severity(str, enum.Enum):
+    """What a finding does to startup."""
 
-
-@attrs.frozen(kw_only=True)
-class ConfigReport:
-    """What the loader saw besides values: sources, deprecated names, warnings."""
-
-    #: Effective environment variable name → where its value came from.
-    sources: Mapping[str, Source]
-    deprecations: tuple[DeprecatedUse, ...]
-    warnings: tuple[str, ...]
+    ALLOW = "allow"
+    WARN = "warn"
+    ERROR = "error"
 
 
-@attrs.frozen(kw_only=True)
-class WorkerConfig:
-    """Everything a worker process needs; it never touches the database."""
+@attrs.frozen
+class Strictness:
+    """How one ``KTRDR_ENV`` treats insecure defaults and unknown variables."""
 
-    environment: EnvironmentSettings
-    worker: WorkerSettings
-    checkpoint: CheckpointSettings
-    logging: LoggingSettings
-    auth: AuthSettings
-    report: ConfigReport
+    insecure_defaults: Severity
+    unknown_variables: Severity
 
 
-@attrs.frozen(kw_only=True)
-class BackendConfig:
-    """Everything the backend needs (``worker`` supplies the liveness thresholds)."""
-
-    environment: EnvironmentSettings
-    api: APISettings
-    database: DatabaseSettings
-    worker: WorkerSettings
-    orphan: OrphanDetectorSettings
-    operations: OperationsSettings
-    logging: LoggingSettings
-    auth: AuthSettings
-    report: ConfigReport
-
-
-@attrs.frozen(kw_only=True)
-class FullConfig:
-    """Every settings class (``config show --component all``, compose validation)."""
-
-    environment: EnvironmentSettings
-    api: APISettings
-    database: DatabaseSettings
-    worker: WorkerSettings
-    checkpoint: CheckpointSettings
-    orphan: OrphanDetectorSettings
-    operations: OperationsSettings
-    logging: LoggingSettings
-    auth: AuthSettings
-    report: ConfigReport
-
-
-_BUNDLES: dict[Component, type[Any]] = {
-    "worker": WorkerConfig,
-    "backend": BackendConfig,
-    "all": FullConfig,
+STRICTNESS: Mapping[Environment, Strictness] = {
+    Environment.DEVELOPMENT: Strictness(Severity.WARN, Severity.WARN),
+    Environment.TEST: Strictness(Severity.ALLOW, Severity.ERROR),
+    Environment.PRODUCTION: Strictness(Severity.ERROR, Severity.ERROR),
 }
-
-
-def settings_classes(component: Component) -> dict[str, type[Any]]:
-    """The settings classes of a component, by bundle field name."""
-    hints = typing.get_type_hints(_BUNDLES[component])
-    return {name: cls for name, cls in hints.items() if name != "report"}
 
 
 @overload
@@ -145,20 +111,22 @@ def validate_all(
     *,
     env_file: str | Path | None = ...,
     worker_type: WorkerType | None = ...,
-) -> WorkerConfig | BackendConfig | FullConfig: ...
+) -> AnyConfig: ...
 def validate_all(
     component: Component,
     environ: Mapping[str, str],
     *,
     env_file: str | Path | None = DEFAULT_ENV_FILE,
     worker_type: WorkerType | None = None,
-) -> WorkerConfig | BackendConfig | FullConfig:
+) -> AnyConfig:
     """Load and check the configuration of ``component`` from ``environ``.
 
     ``worker_type`` is the type the entrypoint runs; ``KTRDR_WORKER_TYPE`` may repeat
-    it but not contradict it. Raises ``ConfigurationError`` listing every problem.
+    it but not contradict it, and the default worker id is built from it. Raises
+    ``ConfigurationError`` listing every problem (its ``warnings`` hold the
+    deprecation and other warnings found on the way).
     """
-    if component not in _BUNDLES:
+    if component not in BUNDLES:
         message = f"unknown component {component!r}; expected one of: {', '.join(COMPONENTS)}"
         raise ConfigurationError([message])
     loader = EnvLoader(environ, env_file=env_file)
@@ -167,40 +135,43 @@ def validate_all(
     sources: dict[str, Source] = {}
     deprecations: list[DeprecatedUse] = []
     for field_name, cls in settings_classes(component).items():
-        result = loader.load_result(cls)
+        fixed = {"type": worker_type} if cls is WorkerSettings and worker_type else None
+        result = loader.load_result(cls, entrypoint=fixed)
         problems.extend(result.problems)
         deprecations.extend(result.deprecations)
         for item in declared(cls):
-            sources[item.env] = result.sources.get(item.name, Source(SourceKind.DEFAULT))
+            sources[item.env] = result.sources[item.name]
         loaded[field_name] = result.settings
 
-    if worker_type is not None and loaded.get("worker") is not None:
-        loaded["worker"], type_problem = _apply_worker_type(loaded["worker"], worker_type, sources)
-        problems.extend(type_problem)
-
     environment: EnvironmentSettings = loaded["environment"] or EnvironmentSettings()
-    production = environment.env is Environment.PRODUCTION
+    strictness = STRICTNESS[environment.env]
     warnings: list[str] = []
-    if all(value is not None for value in loaded.values()):
-        problems.extend(_cross_field_problems(loaded, sources))
-        insecure = _insecure_defaults(loaded, sources)
-        if insecure and production:
-            problems.extend(
-                Problem(
-                    v,
-                    None,
-                    "still the insecure development default; set a real secret "
-                    f"(or {v}{FILE_SUFFIX}) in production",
-                )
-                for v in insecure
+    problems.extend(_cross_field_problems(loaded, sources))
+
+    insecure = _insecure_defaults(loaded)
+    if insecure and strictness.insecure_defaults is Severity.ERROR:
+        problems.extend(
+            Problem(
+                _variable(sources, env),
+                None,
+                f"still the insecure development default; KTRDR_ENV=production needs a "
+                f"real secret (set {env} or {env}{FILE_SUFFIX})",
             )
-        elif insecure and not environment.acknowledge_insecure_defaults:
-            warnings.append(_insecure_box(insecure))
-    unknown = _unknown_variables(loader.names_set())
-    if production:
-        problems.extend(Problem(name, None, hint) for name, hint in unknown)
-    else:
-        warnings.extend(f"{name} is not a ktrdr setting; {hint}" for name, hint in unknown)
+            for env in insecure
+        )
+    elif (
+        insecure
+        and strictness.insecure_defaults is Severity.WARN
+        and not environment.acknowledge_insecure_defaults
+    ):
+        warnings.append(_insecure_box(insecure))
+
+    for name in unknown_variables(loader.names_set()):
+        where = f" (set in {loader.env_file})" if loader.in_dotenv_only(name) else ""
+        if strictness.unknown_variables is Severity.ERROR:
+            problems.append(Problem(name, None, unknown_message(name) + where))
+        else:
+            warnings.append(f"{name}{where}: {unknown_message(name)}")
 
     if problems:
         notes = [message_for(use) for use in deprecations] + warnings
@@ -208,92 +179,71 @@ def validate_all(
     report = ConfigReport(
         sources=sources, deprecations=tuple(deprecations), warnings=tuple(warnings)
     )
-    bundle: WorkerConfig | BackendConfig | FullConfig = _BUNDLES[component](**loaded, report=report)
-    return bundle
+    return BUNDLES[component](**loaded, report=report)
 
 
 def _variable(sources: Mapping[str, Source], env: str) -> str:
     """The name the user actually set for ``env`` (a deprecated name, or ``env``)."""
     source = sources.get(env)
-    if (
-        source is not None
-        and source.variable is not None
-        and not source.variable.endswith(FILE_SUFFIX)
-    ):
+    if source is not None and source.variable is not None:
         return source.variable
     return env
-
-
-def _apply_worker_type(
-    worker: WorkerSettings, expected: WorkerType, sources: Mapping[str, Source]
-) -> tuple[WorkerSettings, list[Problem]]:
-    if worker.type is not None and worker.type is not expected:
-        variable = _variable(sources, "KTRDR_WORKER_TYPE")
-        expectation = f"expected {expected.value} (this is the {expected.value} worker entrypoint)"
-        return worker, [Problem(variable, worker.type.value, expectation)]
-    if worker.type is expected:
-        return worker, []
-    # Recompute derived defaults (the id) now that the type is known.
-    id_is_default = sources["KTRDR_WORKER_ID"].variable is None
-    changes: dict[str, Any] = {"type": expected}
-    if id_is_default:
-        changes["id"] = f"{expected.value}-{worker.id.split('-', 1)[1]}"
-    return attrs.evolve(worker, **changes), []
 
 
 def _cross_field_problems(
     loaded: Mapping[str, Any], sources: Mapping[str, Source]
 ) -> list[Problem]:
+    """Rules between settings; each runs when the settings it needs loaded."""
     problems: list[Problem] = []
     worker: WorkerSettings | None = loaded.get("worker")
     orphan: OrphanDetectorSettings | None = loaded.get("orphan")
-    if (
-        worker is not None
-        and orphan is not None
-        and orphan.timeout <= 2 * worker.heartbeat_interval
-    ):
-        problems.append(
-            Problem(
-                _variable(sources, "KTRDR_ORPHAN_TIMEOUT"),
-                format_value(orphan.timeout),
-                "expected more than twice KTRDR_WORKER_HEARTBEAT_INTERVAL "
-                f"({format_value(worker.heartbeat_interval)}), so a live worker is never "
-                "mistaken for a dead one",
+    if worker is not None and orphan is not None:
+        heartbeat = worker.heartbeat_interval
+        if orphan.timeout <= 2 * heartbeat:
+            problems.append(
+                Problem(
+                    _variable(sources, "KTRDR_ORPHAN_TIMEOUT"),
+                    format_value(orphan.timeout),
+                    "expected more than twice KTRDR_WORKER_HEARTBEAT_INTERVAL "
+                    f"({format_value(heartbeat)}), so a live worker is never "
+                    "mistaken for a dead one",
+                )
             )
-        )
-    if (
-        worker is not None
-        and "api" in loaded
-        and (worker.removal_threshold < worker.stale_after * worker.heartbeat_interval)
-    ):
-        problems.append(
-            Problem(
-                _variable(sources, "KTRDR_WORKER_REMOVAL_THRESHOLD"),
-                format_value(worker.removal_threshold),
-                "expected at least KTRDR_WORKER_STALE_AFTER x KTRDR_WORKER_HEARTBEAT_INTERVAL "
-                f"({format_value(worker.stale_after * worker.heartbeat_interval)}): a worker "
-                "must become unavailable before it is removed",
+    if worker is not None and "api" in loaded:  # the backend applies the liveness rules
+        unavailable_after = worker.stale_after * worker.heartbeat_interval
+        if worker.removal_threshold < unavailable_after:
+            problems.append(
+                Problem(
+                    _variable(sources, "KTRDR_WORKER_REMOVAL_THRESHOLD"),
+                    format_value(worker.removal_threshold),
+                    "expected at least KTRDR_WORKER_STALE_AFTER x "
+                    f"KTRDR_WORKER_HEARTBEAT_INTERVAL ({format_value(unavailable_after)}): "
+                    "a worker must become unavailable before it is removed",
+                )
             )
-        )
     return problems
 
 
-def _insecure_defaults(loaded: Mapping[str, Any], sources: Mapping[str, Source]) -> list[str]:
-    """Variables of this component still at an insecure development default."""
+def _insecure_defaults(loaded: Mapping[str, Any]) -> list[str]:
+    """Variables this component uses that still hold an insecure development default.
+
+    Only the settings the component loaded are looked at (a worker is never checked
+    for the database password), and the password only when PostgreSQL is the engine.
+    """
     found = []
-    database: DatabaseSettings | None = loaded.get("database")
-    for field_name, settings in loaded.items():
-        if field_name == "database" and (
-            database is None or database.engine is not DbEngine.POSTGRESQL
-        ):
-            continue  # the password is only used by PostgreSQL
+    for settings in loaded.values():
+        if settings is None:
+            continue
         for item in declared(type(settings)):
+            if not item.spec.insecure_default:
+                continue
             if (
-                item.spec.insecure_default
-                and getattr(settings, item.name) == item.attribute.default
+                isinstance(settings, DatabaseSettings)
+                and settings.engine is not DbEngine.POSTGRESQL
             ):
+                continue  # SQLite has no password
+            if getattr(settings, item.name) == item.attribute.default:
                 found.append(item.env)
-    del sources
     return found
 
 
@@ -308,34 +258,3 @@ def _insecure_box(variables: list[str]) -> str:
     width = max(len(line) for line in lines)
     border = "+" + "-" * (width + 2) + "+"
     return "\n".join([border, *(f"| {line.ljust(width)} |" for line in lines), border])
-
-
-def known_variables() -> frozenset[str]:
-    """Every variable ktrdr reads: new names, deprecated names and ``_FILE`` forms."""
-    names: set[str] = set(NON_SETTINGS_VARIABLES)
-    for cls in ALL_SETTINGS:
-        for item in declared(cls):
-            names.add(item.env)
-            names.add(item.env + FILE_SUFFIX)
-            names.update(item.spec.deprecated)
-    return frozenset(names)
-
-
-def _unknown_variables(names: set[str]) -> list[tuple[str, str]]:
-    """``(name, hint)`` for every ``KTRDR_*`` name that no settings class declares."""
-    unknown = sorted(n for n in names if n.startswith("KTRDR_"))
-    known = known_variables()
-    unknown = [n for n in unknown if n not in known]
-    if not unknown:
-        return []
-    current = sorted(item.env for cls in ALL_SETTINGS for item in declared(cls))
-    results = []
-    for name in unknown:
-        close = difflib.get_close_matches(name, current, n=1, cutoff=0.75)
-        hint = (
-            f"did you mean {close[0]}?"
-            if close
-            else "see docs/configuration.md for the known names"
-        )
-        results.append((name, f"unknown variable, {hint}"))
-    return results
