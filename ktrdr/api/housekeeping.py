@@ -1,0 +1,58 @@
+"""The loop behind the backend's periodic jobs (orphan detection, retention).
+
+A job runs, then the loop waits ``interval`` or until the stop event is set, whichever
+comes first, so the app lifespan stops it promptly by setting the event. The wait is
+injected: unit tests pass a fake that returns at once (and records the interval), so
+they drive single rounds without real time passing. A failing round is logged with its
+traceback and the loop carries on; one bad round must not end housekeeping for the
+life of the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+__all__ = ["Wait", "run_until_stopped", "wait_or_stop"]
+
+logger = logging.getLogger(__name__)
+
+#: ``wait(stop_event, seconds)``: True when the event was set (stop), False on timeout.
+Wait = Callable[[asyncio.Event, float], Awaitable[bool]]
+
+
+async def wait_or_stop(stop_event: asyncio.Event, seconds: float) -> bool:
+    """Wait up to ``seconds`` for ``stop_event``; True when it was set."""
+    try:
+        await asyncio.wait_for(stop_event.wait(), timeout=seconds)
+    except asyncio.TimeoutError:
+        return False
+    return True
+
+
+async def run_until_stopped(
+    name: str,
+    job: Callable[[], Any],
+    *,
+    interval: datetime.timedelta,
+    stop_event: asyncio.Event,
+    wait: Wait = wait_or_stop,
+) -> int:
+    """Run the blocking ``job`` in a thread now and every ``interval`` until stopped.
+
+    Returns the number of rounds run (for tests and the shutdown log line).
+    """
+    seconds = interval.total_seconds()
+    rounds = 0
+    while not stop_event.is_set():
+        try:
+            await asyncio.to_thread(job)
+        except Exception:
+            logger.exception("%s failed; next attempt in %gs", name, seconds)
+        rounds += 1
+        if await wait(stop_event, seconds):
+            break
+    return rounds

@@ -1,0 +1,331 @@
+"""The operations service: what the backend's operations API and dispatcher call.
+
+It sits over :class:`~ktrdr.api.store.OperationStore` and applies
+:class:`~ktrdr.config.OperationsSettings`: the bound on live operations
+(``max_operations``), a read cache no staler than ``cache_ttl``, and retention
+(``retention_days``, every ``cleanup_interval``). It returns wire models
+(:class:`~ktrdr.protocol.OperationView`) and raises errors the HTTP layer maps to
+status codes:
+
+- pydantic ``ValidationError`` (bad parameters for the type) → 422
+- :class:`~ktrdr.api.store.OperationNotFound` → 404
+- :class:`~ktrdr.api.store.InvalidTransition` (cancel a finished operation, resume a
+  completed one, a stale worker's report) → 409
+- :class:`TooManyOperations` → 429
+
+Nothing here speaks HTTP or knows the workers; time comes from the injected clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import datetime
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+from ktrdr.api.housekeeping import Wait, run_until_stopped, wait_or_stop
+from ktrdr.api.store import (
+    InvalidTransition,
+    LiveLimitReached,
+    OperationNotFound,
+    OperationRecord,
+    OperationStore,
+)
+from ktrdr.config import OperationsSettings
+from ktrdr.errors import KtrdrError
+from ktrdr.protocol import (
+    OperationList,
+    OperationStatus,
+    OperationType,
+    OperationView,
+    Progress,
+    parse_parameters,
+)
+
+__all__ = [
+    "InvalidTransition",
+    "OperationNotFound",
+    "OperationsService",
+    "RetentionCleaner",
+    "TooManyOperations",
+    "to_view",
+]
+
+Clock = Callable[[], datetime.datetime]
+
+#: Entries the read cache holds before it drops expired ones.
+_CACHE_PRUNE_AT = 4096
+
+
+class TooManyOperations(KtrdrError):
+    """Creation refused: live operations already reach ``max_operations`` (HTTP: 429)."""
+
+    def __init__(self, *, live: int, limit: int) -> None:
+        self.live = live
+        self.limit = limit
+        message = (
+            f"cannot create an operation: {live} operations are already pending or running "
+            f"and KTRDR_OPS_MAX_OPERATIONS={limit}; wait for some to finish, cancel some, "
+            "or raise KTRDR_OPS_MAX_OPERATIONS"
+        )
+        super().__init__(message)
+
+
+def to_view(record: OperationRecord) -> OperationView:
+    """The wire form of a stored operation."""
+    progress = None if record.progress is None else Progress.model_validate(record.progress)
+    return OperationView(
+        id=record.id,
+        type=record.type,
+        status=record.status,
+        parameters=dict(record.parameters),
+        progress=progress,
+        result=None if record.result is None else dict(record.result),
+        error=record.error,
+        worker_id=record.worker_id,
+        created_at=record.created_at,
+        started_at=record.started_at,
+        finished_at=record.finished_at,
+        last_reported_at=record.last_reported_at,
+        resume=record.resume,
+    )
+
+
+@attrs.define
+class _Cached:
+    view: OperationView
+    expires_at: datetime.datetime
+
+
+class OperationsService:
+    """Creates, reads, cancels, resumes and expires operations.
+
+    ``clock`` returns aware UTC datetimes. Safe to call from several threads (the HTTP
+    server's thread pool and the housekeeping loops).
+    """
+
+    def __init__(
+        self,
+        *,
+        store: OperationStore,
+        settings: OperationsSettings,
+        clock: Clock,
+    ) -> None:
+        self._store = store
+        self._settings = settings
+        self._clock = clock
+        self._cache: dict[str, _Cached] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def settings(self) -> OperationsSettings:
+        """The settings this service applies."""
+        return self._settings
+
+    # --- the operations API -----------------------------------------------------------
+
+    def create(
+        self, operation_type: OperationType | str, parameters: Mapping[str, Any]
+    ) -> OperationView:
+        """Validate the parameters for the type and store a pending operation.
+
+        The stored parameters are the validated ones with every default filled in, so
+        the operation says exactly what it will run. Raises pydantic ``ValidationError``
+        (bad parameters), ``ValueError`` (unknown type) or :class:`TooManyOperations`.
+        """
+        model = parse_parameters(operation_type, parameters)
+        try:
+            record = self._store.create(
+                operation_type=OperationType(operation_type),
+                parameters=model.model_dump(mode="json"),
+                now=self._clock(),
+                max_live=self._settings.max_operations,
+            )
+        except LiveLimitReached as exc:
+            raise TooManyOperations(live=exc.live, limit=exc.limit) from None
+        return self._remember(record)
+
+    def get(self, operation_id: str) -> OperationView:
+        """The operation, at most ``cache_ttl`` old; raises :class:`OperationNotFound`.
+
+        Changes made through this service are visible at once; changes made elsewhere
+        (another backend, the orphan detector's direct store writes) within ``cache_ttl``.
+        """
+        ttl = self._settings.cache_ttl
+        now = self._clock()
+        if ttl > datetime.timedelta(0):
+            with self._lock:
+                cached = self._cache.get(operation_id)
+            if cached is not None and now < cached.expires_at:
+                return cached.view
+        try:
+            record = self._store.get(operation_id)
+        except OperationNotFound:
+            self._forget(operation_id)
+            raise
+        return self._remember(record, now=now)
+
+    def list(
+        self,
+        *,
+        status: OperationStatus | None = None,
+        operation_type: OperationType | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> OperationList:
+        """A page of operations, newest first (never cached: listings are for people)."""
+        page = self._store.list(
+            status=status, operation_type=operation_type, limit=limit, offset=offset
+        )
+        return OperationList(
+            items=[to_view(r) for r in page.items], total=page.total, limit=limit, offset=offset
+        )
+
+    def cancel(self, operation_id: str) -> OperationView:
+        """Cancel a pending or running operation; :class:`InvalidTransition` if finished.
+
+        A running operation is marked cancelled here; the caller then asks its worker
+        (the view's ``worker_id``) to stop, and the worker saves a checkpoint so the
+        operation can be resumed.
+        """
+        record = self._store.get(operation_id)
+        reason = (
+            "cancelled before it started"
+            if record.status is OperationStatus.PENDING
+            else "cancelled by request"
+        )
+        record = self._store.finish(
+            operation_id, status=OperationStatus.CANCELLED, now=self._clock(), error=reason
+        )
+        return self._remember(record)
+
+    def resume(self, operation_id: str) -> OperationView:
+        """Queue a failed or cancelled operation again, to continue from its checkpoint.
+
+        The backend cannot see worker disks: the operation goes back to pending with
+        ``resume=True``, and the worker that picks it up fails it with a clear reason if
+        it has no usable checkpoint. Completed, pending or running operations raise
+        :class:`InvalidTransition`.
+        """
+        return self._remember(self._store.requeue(operation_id))
+
+    # --- dispatch and worker reports --------------------------------------------------
+
+    def pending(
+        self, *, operation_type: OperationType | None = None, limit: int = 100
+    ) -> builtins.list[OperationView]:
+        """Operations waiting for a worker, oldest first."""
+        records = self._store.pending(operation_type=operation_type, limit=limit)
+        return [to_view(r) for r in records]
+
+    def start(self, operation_id: str, *, worker_id: str) -> OperationView:
+        """A worker accepted the operation: pending → running on ``worker_id``."""
+        record = self._store.mark_running(operation_id, worker_id=worker_id, now=self._clock())
+        return self._remember(record)
+
+    def report_progress(
+        self, operation_id: str, *, worker_id: str, progress: Progress | None
+    ) -> OperationView:
+        """A heartbeat names the operation (with its progress, if any).
+
+        Stamps ``last_reported_at``, which the orphan detector watches; call it for every
+        heartbeat that carries ``current_operation_id``, even without progress.
+        """
+        record = self._store.update_progress(
+            operation_id,
+            now=self._clock(),
+            progress=None if progress is None else progress.model_dump(mode="json"),
+            worker_id=worker_id,
+        )
+        return self._remember(record)
+
+    def finish(
+        self,
+        operation_id: str,
+        *,
+        status: OperationStatus,
+        worker_id: str | None = None,
+        result: Mapping[str, Any] | None = None,
+        error: str | None = None,
+    ) -> OperationView:
+        """The operation ended (a worker's report); only once, only by its worker.
+
+        Raises :class:`InvalidTransition` when it already finished (e.g. cancelled by a
+        user before the worker's report arrived) or runs on another worker.
+        """
+        record = self._store.finish(
+            operation_id,
+            status=status,
+            now=self._clock(),
+            result=result,
+            error=error,
+            worker_id=worker_id,
+        )
+        return self._remember(record)
+
+    # --- retention --------------------------------------------------------------------
+
+    def cleanup(self, now: datetime.datetime | None = None) -> int:
+        """Delete operations finished more than ``retention_days`` before ``now``.
+
+        Returns how many were deleted. Pending and running operations are never deleted.
+        """
+        moment = now if now is not None else self._clock()
+        cutoff = moment - datetime.timedelta(days=self._settings.retention_days)
+        deleted = self._store.delete_finished_before(cutoff)
+        if deleted:
+            with self._lock:
+                self._cache.clear()
+        return deleted
+
+    # --- cache ------------------------------------------------------------------------
+
+    def _remember(
+        self, record: OperationRecord, *, now: datetime.datetime | None = None
+    ) -> OperationView:
+        view = to_view(record)
+        ttl = self._settings.cache_ttl
+        if ttl <= datetime.timedelta(0):
+            return view
+        moment = now if now is not None else self._clock()
+        with self._lock:
+            if len(self._cache) >= _CACHE_PRUNE_AT:
+                self._cache = {k: v for k, v in self._cache.items() if moment < v.expires_at}
+                if len(self._cache) >= _CACHE_PRUNE_AT:
+                    self._cache.clear()
+            self._cache[record.id] = _Cached(view=view, expires_at=moment + ttl)
+        return view
+
+    def _forget(self, operation_id: str) -> None:
+        with self._lock:
+            self._cache.pop(operation_id, None)
+
+
+class RetentionCleaner:
+    """Runs :meth:`OperationsService.cleanup` every ``cleanup_interval``.
+
+    The app lifespan starts :meth:`run_forever` as a task and sets the stop event on
+    shutdown; tests call :meth:`run_once` or pass a fake ``wait``.
+    """
+
+    def __init__(self, *, service: OperationsService, wait: Wait = wait_or_stop) -> None:
+        self._service = service
+        self._wait = wait
+
+    def run_once(self) -> int:
+        """One cleanup round now; the number of operations deleted."""
+        return self._service.cleanup()
+
+    async def run_forever(self, stop_event: asyncio.Event) -> int:
+        """Clean up now and every ``cleanup_interval`` until ``stop_event`` is set."""
+        return await run_until_stopped(
+            "operations retention cleanup",
+            self.run_once,
+            interval=self._service.settings.cleanup_interval,
+            stop_event=stop_event,
+            wait=self._wait,
+        )

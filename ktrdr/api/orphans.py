@@ -1,0 +1,96 @@
+"""The orphan detector: fails running operations that no worker reports any more.
+
+Decision: the detector needs no list of live workers. Every heartbeat that names an
+operation stamps its ``last_reported_at`` (see
+:meth:`~ktrdr.api.operations.OperationsService.report_progress`), so an operation
+whose stamp is older than ``timeout`` is one that no live worker has reported for that
+long: its worker died, restarted without it, or lost it. Such an operation is marked
+failed with a reason naming the worker and when it was last seen, and can be resumed
+from its checkpoint.
+
+After a backend restart, every worker gets one full ``timeout`` to report again before
+anything is failed: the backend's own downtime is not the workers' silence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+from collections.abc import Callable
+
+from ktrdr.api.housekeeping import Wait, run_until_stopped, wait_or_stop
+from ktrdr.api.store import OperationRecord, OperationStore
+from ktrdr.config import OrphanDetectorSettings
+
+__all__ = ["OrphanDetector", "orphan_reason"]
+
+logger = logging.getLogger(__name__)
+
+
+def orphan_reason(
+    record: OperationRecord, *, now: datetime.datetime, timeout: datetime.timedelta
+) -> str:
+    """Why an operation was failed as an orphan, for the user reading it."""
+    last = record.last_reported_at
+    worker = record.worker_id or "(none)"
+    if last is None:
+        seen = "never reported it"
+    else:
+        silence = (now - last).total_seconds()
+        seen = f"last reported it at {last.isoformat()} ({silence:.0f}s ago)"
+    return (
+        f"orphaned: worker {worker} {seen}, longer than KTRDR_ORPHAN_TIMEOUT="
+        f"{timeout.total_seconds():g}s; the worker stopped or lost the operation "
+        "(resume it to continue from its last checkpoint)"
+    )
+
+
+class OrphanDetector:
+    """Marks failed every running operation unreported for longer than ``timeout``.
+
+    ``clock`` returns aware UTC datetimes. :meth:`check` does one round (tests call it
+    directly); :meth:`run_forever` repeats it every ``check_interval``.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: OperationStore,
+        settings: OrphanDetectorSettings,
+        clock: Callable[[], datetime.datetime],
+        wait: Wait = wait_or_stop,
+    ) -> None:
+        self._store = store
+        self._settings = settings
+        self._clock = clock
+        self._wait = wait
+        self._started_at = clock()
+
+    def check(self) -> list[OperationRecord]:
+        """One round: fail the orphans; returns the operations it failed."""
+        now = self._clock()
+        timeout = self._settings.timeout
+        cutoff = now - timeout
+        if cutoff < self._started_at:
+            return []  # still within the grace period after (re)start
+        failed: list[OperationRecord] = []
+        for record in self._store.running():
+            if record.last_reported_at is not None and record.last_reported_at >= cutoff:
+                continue
+            reason = orphan_reason(record, now=now, timeout=timeout)
+            done = self._store.fail_if_unreported(record.id, cutoff=cutoff, now=now, error=reason)
+            if done is not None:
+                logger.warning("operation %s failed: %s", record.id, reason)
+                failed.append(done)
+        return failed
+
+    async def run_forever(self, stop_event: asyncio.Event) -> int:
+        """Check now and every ``check_interval`` until ``stop_event`` is set."""
+        return await run_until_stopped(
+            "orphan detection",
+            self.check,
+            interval=self._settings.check_interval,
+            stop_event=stop_event,
+            wait=self._wait,
+        )
