@@ -1,0 +1,180 @@
+"""The worker registry: idempotent registration, heartbeats, removal, drift."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+from ktrdr.api.registry import UnknownWorker, WorkerRegistry, drifting_workers
+from ktrdr.protocol import (
+    HeartbeatRequest,
+    OperationType,
+    Progress,
+    RegisterRequest,
+    WorkerStatus,
+)
+
+T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+
+
+def _register(
+    worker_id: str = "w1",
+    *,
+    worker_type: OperationType = OperationType.TRAINING,
+    fingerprint: str = "fp-a",
+    current_operation_id: str | None = None,
+    url: str = "http://host:5003",
+) -> RegisterRequest:
+    return RegisterRequest(
+        worker_id=worker_id,
+        worker_type=worker_type,
+        endpoint_url=url,
+        capabilities={"operation_types": [worker_type.value]},
+        heartbeat_interval_s=10,
+        config_fingerprint=fingerprint,
+        current_operation_id=current_operation_id,
+    )
+
+
+def test_registering_a_new_worker_creates_an_idle_record() -> None:
+    """A first registration is new, idle, and stamped with the given time."""
+    registry = WorkerRegistry()
+
+    record, created = registry.register(_register(), now=T0)
+
+    assert created is True
+    assert record.status is WorkerStatus.IDLE
+    assert record.registered_at == T0
+    assert record.last_heartbeat_at == T0
+    assert record.heartbeat_interval == datetime.timedelta(seconds=10)
+    assert len(registry) == 1
+
+
+def test_registering_with_an_operation_marks_the_worker_busy() -> None:
+    """A worker that registers while running an operation is busy with it."""
+    record, _ = WorkerRegistry().register(_register(current_operation_id="op-1"), now=T0)
+
+    assert record.status is WorkerStatus.BUSY
+    assert record.current_operation_id == "op-1"
+
+
+def test_registration_is_idempotent_per_worker_id() -> None:
+    """Registering the same id again replaces the record and keeps registered_at."""
+    registry = WorkerRegistry()
+    registry.register(_register(url="http://old:5003"), now=T0)
+    later = T0 + datetime.timedelta(minutes=1)
+
+    record, created = registry.register(_register(url="http://new:5003"), now=later)
+
+    assert created is False
+    assert len(registry) == 1
+    assert record.endpoint_url == "http://new:5003"
+    assert record.registered_at == T0
+    assert record.last_heartbeat_at == later
+
+
+def test_heartbeat_updates_status_operation_and_progress() -> None:
+    """A heartbeat records status, current operation, its progress and the time."""
+    registry = WorkerRegistry()
+    registry.register(_register(), now=T0)
+    beat = HeartbeatRequest(
+        status=WorkerStatus.BUSY, current_operation_id="op-2", progress=Progress(percent=40)
+    )
+
+    record = registry.heartbeat("w1", beat, now=T0 + datetime.timedelta(seconds=5))
+
+    assert record.status is WorkerStatus.BUSY
+    assert record.current_operation_id == "op-2"
+    assert record.progress == Progress(percent=40)
+    assert record.last_heartbeat_at == T0 + datetime.timedelta(seconds=5)
+    assert registry.get("w1") == record
+
+
+def test_heartbeat_from_an_unknown_worker_raises_and_adds_nothing() -> None:
+    """A heartbeat for an id never registered is refused; the registry stays empty."""
+    registry = WorkerRegistry()
+
+    with pytest.raises(UnknownWorker, match="'ghost'"):
+        registry.heartbeat("ghost", HeartbeatRequest(status=WorkerStatus.IDLE), now=T0)
+    assert len(registry) == 0
+
+
+def test_heartbeat_revives_an_unavailable_worker() -> None:
+    """An unavailable worker that heartbeats again takes the status it reports."""
+    registry = WorkerRegistry()
+    registry.register(_register(), now=T0)
+    registry.mark_unavailable(["w1"])
+
+    record = registry.heartbeat("w1", HeartbeatRequest(status=WorkerStatus.IDLE), now=T0)
+
+    assert record.status is WorkerStatus.IDLE
+
+
+def test_unregister_removes_and_unknown_ids_raise() -> None:
+    """Unregistering returns the removed record; a second time raises UnknownWorker."""
+    registry = WorkerRegistry()
+    registry.register(_register(), now=T0)
+
+    removed = registry.unregister("w1")
+
+    assert removed.worker_id == "w1"
+    assert "w1" not in registry
+    with pytest.raises(UnknownWorker):
+        registry.unregister("w1")
+
+
+def test_records_are_ordered_by_worker_id() -> None:
+    """records() lists workers by id whatever the registration order."""
+    registry = WorkerRegistry()
+    for worker_id in ("c", "a", "b"):
+        registry.register(_register(worker_id), now=T0)
+
+    assert [r.worker_id for r in registry.records()] == ["a", "b", "c"]
+
+
+def test_view_carries_every_listed_field() -> None:
+    """The wire view has the fields GET /api/v1/workers promises."""
+    record, _ = WorkerRegistry().register(_register(), now=T0)
+
+    view = record.view(drift=True).model_dump(mode="json")
+
+    assert view["worker_id"] == "w1"
+    assert view["worker_type"] == "training"
+    assert view["endpoint_url"] == "http://host:5003"
+    assert view["status"] == "idle"
+    assert view["current_operation_id"] is None
+    assert view["last_heartbeat_at"] == "2026-01-01T00:00:00Z"
+    assert view["capabilities"] == {"operation_types": ["training"]}
+    assert view["config_fingerprint"] == "fp-a"
+    assert view["fingerprint_drift"] is True
+
+
+def test_differing_fingerprints_within_a_type_flag_every_worker_of_that_type() -> None:
+    """Two training fingerprints flag both training workers; backtest is untouched."""
+    registry = WorkerRegistry()
+    registry.register(_register("t1", fingerprint="a"), now=T0)
+    registry.register(_register("t2", fingerprint="b"), now=T0)
+    registry.register(_register("b1", worker_type=OperationType.BACKTEST, fingerprint="z"), now=T0)
+
+    assert drifting_workers(registry.records()) == {"t1", "t2"}
+
+
+def test_matching_fingerprints_and_other_types_are_not_drift() -> None:
+    """Same fingerprint within a type, or different ones across types, is no drift."""
+    registry = WorkerRegistry()
+    registry.register(_register("t1", fingerprint="a"), now=T0)
+    registry.register(_register("t2", fingerprint="a"), now=T0)
+    registry.register(_register("b1", worker_type=OperationType.BACKTEST, fingerprint="b"), now=T0)
+
+    assert drifting_workers(registry.records()) == frozenset()
+
+
+def test_unavailable_workers_do_not_count_for_drift() -> None:
+    """A dead worker with an old configuration does not flag the live ones."""
+    registry = WorkerRegistry()
+    registry.register(_register("t1", fingerprint="old"), now=T0)
+    registry.register(_register("t2", fingerprint="new"), now=T0)
+    registry.mark_unavailable(["t1"])
+
+    assert drifting_workers(registry.records()) == frozenset()
