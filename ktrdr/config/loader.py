@@ -204,7 +204,6 @@ class EnvLoader:
         env_file: str | Path | None = DEFAULT_ENV_FILE,
         converter: cattrs.BaseConverter | None = None,
     ) -> None:
-        self._environ = environ
         self._env = _MappingEnv(environ)
         self._converter = converter
         self.env_file = Path(env_file) if env_file is not None else None
@@ -412,14 +411,14 @@ class EnvLoader:
 
 
 def _problem(item: Declared, raw: str, source: Source, expected: str) -> Problem:
-    """A problem naming the variable the user set, with the value masked if secret."""
+    """A problem naming the variable the user set, with the value masked if secret.
+
+    A value read from a ``_FILE`` is never shown (such files hold secrets, and the
+    path could name any file); the problem names the variable and the file instead.
+    """
     variable = source.variable or item.env
     if source.kind is SourceKind.SECRET_FILE:
-        expected = f"{expected} (read from {source.path})"
-    if not raw.strip():
-        shown = raw  # an empty value gives nothing away, even for a secret
-    elif item.spec.secret:
-        shown = format_value(raw, secret=True)
-    else:
-        shown = raw.strip() if source.kind is SourceKind.SECRET_FILE else raw
+        return Problem(variable, source.path, f"the file's content: {expected}")
+    # An empty value gives nothing away, even for a secret.
+    shown = format_value(raw, secret=item.spec.secret) if raw.strip() else raw
     return Problem(variable, shown, expected)

@@ -1,0 +1,73 @@
+"""Field checks: what they accept, what they refuse, and the expectation they state."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+from config_helpers import refusal
+
+from ktrdr.config import Secret
+from ktrdr.config.checks import (
+    HOST,
+    HTTP_URL,
+    NON_EMPTY,
+    PORT,
+    DurationRange,
+    IntRange,
+)
+
+
+def test_int_range_bounds_are_inclusive() -> None:
+    """1 and 65535 are ports; 0 and 65536 are not."""
+    PORT(1)
+    PORT(65535)
+    for bad in (0, 65536, -1):
+        assert refusal(PORT, bad) == "expected a whole number between 1 and 65535"
+    assert refusal(IntRange(3), 2) == "expected a whole number of at least 3"
+
+
+def test_duration_range() -> None:
+    """Durations are compared with their bounds, and the bounds are stated in seconds."""
+    check = DurationRange(datetime.timedelta(milliseconds=50), datetime.timedelta(hours=1))
+    check(datetime.timedelta(seconds=1))
+    assert check.expected == "a duration between 0.05s and 3600s"
+    assert (
+        refusal(check, datetime.timedelta(hours=2)) == "expected a duration between 0.05s and 3600s"
+    )
+
+
+@pytest.mark.parametrize(
+    "url", ["http://backend:8000", "https://w.example", "http://10.0.0.1:1/x", "http://[::1]:80"]
+)
+def test_http_urls_accepted(url: str) -> None:
+    """Absolute http(s) URLs with a host, optional port and path pass."""
+    HTTP_URL(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "backend:8000",
+        "ftp://x",
+        "http://",
+        "http://host:0",
+        "http://host:70000",
+        "http://host:abc",
+        "http://[::1",
+        "http://a b",
+        "http://x\u2100y:80",
+    ],
+)
+def test_http_urls_refused(url: str) -> None:
+    """Missing scheme or host, bad ports, broken IPv6 and spaces are refused, never a crash."""
+    assert refusal(HTTP_URL, url).startswith("expected an http:// or https:// URL with a host")
+
+
+def test_host_and_non_empty() -> None:
+    """Hosts have no whitespace; non-empty checks secrets by their real value."""
+    HOST("db.internal")
+    for bad in ("", "a b", "x\t"):
+        assert refusal(HOST, bad).startswith("expected a host name or IP address")
+    NON_EMPTY(Secret("x"))
+    assert refusal(NON_EMPTY, Secret("  ")) == "expected a non-empty value"

@@ -1,0 +1,187 @@
+"""WorkerSettings: defaults, every KTRDR_WORKER_* override, old names, derived defaults."""
+
+from __future__ import annotations
+
+import datetime
+
+import attrs
+import pytest
+from config_helpers import load, problems_of
+
+from ktrdr.config import DEFAULT_WORKER_PORT, EnvLoader, WorkerSettings, WorkerType
+from ktrdr.config.loader import DeprecatedUse, SourceKind
+
+
+def test_defaults(hostname: str) -> None:
+    """With nothing set, a worker listens on 0.0.0.0:5003 and derives its id and URL."""
+    worker = EnvLoader({}, env_file=None).load(WorkerSettings)
+    assert worker == WorkerSettings(
+        type=None,
+        host="0.0.0.0",
+        port=5003,
+        id=f"worker-{hostname}-5003",
+        public_url=f"http://{hostname}:5003",
+        backend_url="http://localhost:8000",
+        heartbeat_interval=datetime.timedelta(seconds=10),
+        registration_timeout=datetime.timedelta(seconds=10),
+        shutdown_timeout=datetime.timedelta(seconds=25),
+        stale_after=3,
+        removal_threshold=datetime.timedelta(seconds=300),
+    )
+
+
+def test_port_default_is_the_single_constant() -> None:
+    """The port default is DEFAULT_WORKER_PORT (5003), directly and through the loader."""
+    assert DEFAULT_WORKER_PORT == 5003
+    assert WorkerSettings().port == DEFAULT_WORKER_PORT
+    assert load("worker", {}).worker.port == DEFAULT_WORKER_PORT
+    assert load("backend", {}).worker.port == DEFAULT_WORKER_PORT
+
+
+OVERRIDES = [
+    ("KTRDR_WORKER_TYPE", "backtest", "type", WorkerType.BACKTEST),
+    ("KTRDR_WORKER_HOST", "127.0.0.1", "host", "127.0.0.1"),
+    ("KTRDR_WORKER_PORT", "5010", "port", 5010),
+    ("KTRDR_WORKER_ID", "gpu-box-1", "id", "gpu-box-1"),
+    ("KTRDR_WORKER_PUBLIC_URL", "https://w1.example:443", "public_url", "https://w1.example:443"),
+    ("KTRDR_WORKER_BACKEND_URL", "http://backend:8000", "backend_url", "http://backend:8000"),
+    ("KTRDR_WORKER_HEARTBEAT_INTERVAL", "5s", "heartbeat_interval", datetime.timedelta(seconds=5)),
+    (
+        "KTRDR_WORKER_REGISTRATION_TIMEOUT",
+        "1m",
+        "registration_timeout",
+        datetime.timedelta(minutes=1),
+    ),
+    ("KTRDR_WORKER_SHUTDOWN_TIMEOUT", "40", "shutdown_timeout", datetime.timedelta(seconds=40)),
+    ("KTRDR_WORKER_STALE_AFTER", "5", "stale_after", 5),
+    ("KTRDR_WORKER_REMOVAL_THRESHOLD", "1h", "removal_threshold", datetime.timedelta(hours=1)),
+]
+
+
+@pytest.mark.parametrize(("variable", "raw", "field", "expected"), OVERRIDES)
+def test_each_variable_overrides_its_field(
+    variable: str, raw: str, field: str, expected: object
+) -> None:
+    """Each KTRDR_WORKER_* variable sets its field and is recorded as its source."""
+    config = load("worker", {variable: raw})
+    assert getattr(config.worker, field) == expected
+    assert config.report.sources[variable].kind is SourceKind.ENV
+    assert config.report.sources[variable].variable == variable
+
+
+DEPRECATED = [
+    ("WORKER_TYPE", "training", "type", WorkerType.TRAINING),
+    ("WORKER_PORT", "5010", "port", 5010),
+    ("WORKER_ID", "old-id", "id", "old-id"),
+    ("WORKER_PUBLIC_BASE_URL", "http://a:1", "public_url", "http://a:1"),
+    ("WORKER_ENDPOINT_URL", "http://b:2", "public_url", "http://b:2"),
+    ("KTRDR_WORKER_PUBLIC_BASE_URL", "http://c:3", "public_url", "http://c:3"),
+    ("KTRDR_WORKER_ENDPOINT_URL", "http://d:4", "public_url", "http://d:4"),
+    ("WORKER_REMOVAL_THRESHOLD", "600", "removal_threshold", datetime.timedelta(seconds=600)),
+]
+
+
+@pytest.mark.parametrize(("old", "raw", "field", "expected"), DEPRECATED)
+def test_each_deprecated_name_still_works_and_is_reported(
+    old: str, raw: str, field: str, expected: object
+) -> None:
+    """An old WORKER_* name sets the field; the report names the old and the new variable."""
+    config = load("worker", {old: raw})
+    assert getattr(config.worker, field) == expected
+    new = "KTRDR_WORKER_" + field.upper()
+    assert config.report.deprecations == (DeprecatedUse(old, new),)
+    assert config.report.sources[new].variable == old
+    assert config.report.sources[new].kind is SourceKind.DEPRECATED
+
+
+def test_public_url_old_names_in_declared_precedence() -> None:
+    """Several old public-URL names: the first declared wins, the others are reported ignored."""
+    config = load(
+        "worker", {"WORKER_ENDPOINT_URL": "http://b:2", "WORKER_PUBLIC_BASE_URL": "http://a:1"}
+    )
+    assert config.worker.public_url == "http://a:1"
+    assert config.report.deprecations == (
+        DeprecatedUse("WORKER_PUBLIC_BASE_URL", "KTRDR_WORKER_PUBLIC_URL"),
+        DeprecatedUse(
+            "WORKER_ENDPOINT_URL", "KTRDR_WORKER_PUBLIC_URL", "WORKER_PUBLIC_BASE_URL", True
+        ),
+    )
+
+
+def test_derived_defaults_follow_type_and_port(hostname: str) -> None:
+    """The default id is <type>-<hostname>-<port>, the default URL uses the same port."""
+    config = load("worker", {"KTRDR_WORKER_PORT": "6001"}, worker_type=WorkerType.TRAINING)
+    assert config.worker.id == f"training-{hostname}-6001"
+    assert config.worker.public_url == f"http://{hostname}:6001"
+    assert config.report.sources["KTRDR_WORKER_ID"].describe() == (
+        "default (<type>-<hostname>-<port>)"
+    )
+
+
+def test_explicit_id_is_kept_when_the_entrypoint_sets_the_type() -> None:
+    """An id set by the user is never rewritten by the entrypoint's type."""
+    config = load("worker", {"KTRDR_WORKER_ID": "mine"}, worker_type=WorkerType.BACKTEST)
+    assert (config.worker.id, config.worker.type) == ("mine", WorkerType.BACKTEST)
+
+
+def test_entrypoint_type_is_recorded_as_its_source() -> None:
+    """A type fixed by the entrypoint says so in the sources."""
+    config = load("worker", {}, worker_type=WorkerType.BACKTEST)
+    assert config.worker.type is WorkerType.BACKTEST
+    assert config.report.sources["KTRDR_WORKER_TYPE"].kind is SourceKind.ENTRYPOINT
+
+
+def test_type_repeating_the_entrypoint_is_accepted() -> None:
+    """KTRDR_WORKER_TYPE may repeat the entrypoint's type."""
+    config = load("worker", {"KTRDR_WORKER_TYPE": "Training"}, worker_type=WorkerType.TRAINING)
+    assert config.worker.type is WorkerType.TRAINING
+
+
+@pytest.mark.parametrize("variable", ["KTRDR_WORKER_TYPE", "WORKER_TYPE"])
+def test_type_contradicting_the_entrypoint_is_an_error(variable: str) -> None:
+    """A conflicting type is an error naming the variable the user set and the expected type."""
+    problems = problems_of("worker", {variable: "backtest"}, worker_type=WorkerType.TRAINING)
+    assert problems == [
+        f"{variable}='backtest': expected training, which the entrypoint sets "
+        "(repeat it or unset it)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw", "expected"),
+    [
+        ("KTRDR_WORKER_PORT", "0", "expected a whole number between 1 and 65535"),
+        ("KTRDR_WORKER_PORT", "65536", "expected a whole number between 1 and 65535"),
+        ("KTRDR_WORKER_PORT", "abc", "expected a whole number"),
+        ("KTRDR_WORKER_STALE_AFTER", "0", "expected a whole number between 1 and 1000"),
+        ("KTRDR_WORKER_HEARTBEAT_INTERVAL", "0", "expected a duration between 0.05s and 3600s"),
+        ("KTRDR_WORKER_HEARTBEAT_INTERVAL", "2h", "expected a duration between 0.05s and 3600s"),
+        ("KTRDR_WORKER_SHUTDOWN_TIMEOUT", "0s", "expected a duration of at least 0.001s"),
+        (
+            "KTRDR_WORKER_HOST",
+            "my host",
+            "expected a host name or IP address, e.g. 0.0.0.0 or db.internal",
+        ),
+        (
+            "KTRDR_WORKER_BACKEND_URL",
+            "localhost:8000",
+            "expected an http:// or https:// URL with a host, e.g. http://backend:8000",
+        ),
+    ],
+)
+def test_out_of_range_values_are_reported(variable: str, raw: str, expected: str) -> None:
+    """Ranges and formats are checked and reported as VAR='value': expected ..."""
+    assert problems_of("worker", {variable: raw}) == [f"{variable}={raw!r}: {expected}"]
+
+
+def test_direct_construction_runs_the_same_checks() -> None:
+    """A WorkerSettings built in code is checked by the same declared check."""
+    with pytest.raises(ValueError, match=r"WorkerSettings.port=0: expected a whole number"):
+        WorkerSettings(port=0)
+
+
+def test_frozen() -> None:
+    """Assigning to a field raises: settings never change after startup."""
+    worker = WorkerSettings()
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        worker.port = 1  # type: ignore[misc]
