@@ -282,9 +282,30 @@ class OperationStore:
 
     @classmethod
     def open(cls, settings: DatabaseSettings) -> OperationStore:
-        """Connect as the settings say and create the schema (the backend's startup)."""
+        """Connect as the settings say and create the schema (the backend's startup).
+
+        Raises :class:`StoreError` naming the variables to check when the database
+        cannot be reached or opened (the password is never part of the message).
+        """
         url = database_url(settings)
-        return cls.open_url(url, echo=settings.echo)
+        try:
+            return cls.open_url(url, echo=settings.echo)
+        except sa.exc.OperationalError as exc:
+            if settings.engine is DbEngine.SQLITE:
+                variables = "KTRDR_DB_PATH"
+            else:
+                variables = (
+                    "KTRDR_DB_HOST, KTRDR_DB_PORT, KTRDR_DB_NAME, KTRDR_DB_USER, KTRDR_DB_PASSWORD"
+                )
+            reason = " ".join(str(exc.orig).split())
+            secret = settings.password.reveal()
+            if secret:
+                reason = reason.replace(secret, "********")
+            message = (
+                f"cannot open the operations database "
+                f"{url.render_as_string(hide_password=True)} ({reason}); check {variables}"
+            )
+            raise StoreError(message) from None
 
     @classmethod
     def open_url(

@@ -470,3 +470,32 @@ def test_schema_creation_is_idempotent(store: OperationStore) -> None:
 
 def store_schema(store: OperationStore) -> str | None:
     return None if store.engine.dialect.name == "sqlite" else store._metadata.schema
+
+
+def test_unreachable_postgresql_names_the_variables_and_hides_the_password() -> None:
+    """A server that cannot be reached is a StoreError naming the variables, no password."""
+    settings = DatabaseSettings(
+        engine=DbEngine.POSTGRESQL,
+        host="127.0.0.1",
+        port=1,
+        name="ops",
+        user="ktrdr",
+        password=Secret("pw-not-in-errors-42"),
+    )
+    with pytest.raises(StoreError) as caught:
+        OperationStore.open(settings)
+    message = str(caught.value)
+    assert message.startswith(
+        "cannot open the operations database postgresql+psycopg://ktrdr:***@127.0.0.1:1/ops ("
+    )
+    assert message.endswith(
+        "check KTRDR_DB_HOST, KTRDR_DB_PORT, KTRDR_DB_NAME, KTRDR_DB_USER, KTRDR_DB_PASSWORD"
+    )
+    assert "pw-not-in-errors-42" not in message
+
+
+def test_unopenable_sqlite_file_names_the_path_variable(tmp_path: Path) -> None:
+    """A database path that is a directory is a StoreError naming KTRDR_DB_PATH."""
+    (tmp_path / "ops.db").mkdir()
+    with pytest.raises(StoreError, match=r"cannot open the operations database .*KTRDR_DB_PATH"):
+        OperationStore.open(DatabaseSettings(path=tmp_path / "ops.db"))
