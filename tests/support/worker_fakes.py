@@ -1,0 +1,187 @@
+"""Fakes for unit tests of the worker runtime: a backend, time, runners, a worker factory.
+
+``FakeBackend`` is an ``httpx.MockTransport`` handler that behaves like the backend's
+worker API (it forgets workers on ``known.clear()``, as a restarted backend does);
+``FakeTime`` is a clock plus a sleep that only advances it; ``ScriptedRunner`` holds
+its operation until released or asked to stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from ktrdr.config import CheckpointSettings, Secret, WorkerSettings, WorkerType
+from ktrdr.protocol import OperationStatus, OperationType, Progress, StartOperationRequest
+from ktrdr.workers.backend_client import BackendClient
+from ktrdr.workers.base import Worker
+from ktrdr.workers.runner import RunContext, RunOutcome, StopReason
+
+SETTINGS = WorkerSettings(
+    type=WorkerType.TRAINING,
+    id="training-test-5003",
+    host="127.0.0.1",
+    port=5003,
+    public_url="http://127.0.0.1:5003",
+    heartbeat_interval=datetime.timedelta(seconds=0.2),
+    shutdown_timeout=datetime.timedelta(seconds=5),
+)
+
+
+class FakeBackend:
+    """The backend's worker API in miniature, as an httpx MockTransport handler."""
+
+    def __init__(self) -> None:
+        self.known: set[str] = set()
+        self.calls: list[tuple[str, str, Any]] = []
+        #: Registration attempts to refuse (connection error) before accepting.
+        self.refuse_connections = 0
+        self.heartbeats = 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content) if request.content else None
+        path = request.url.path
+        self.calls.append((request.method, path, body))
+        if path == "/api/v1/workers/register":
+            if self.refuse_connections > 0:
+                self.refuse_connections -= 1
+                raise httpx.ConnectError("connection refused")
+            self.known.add(body["worker_id"])
+            return httpx.Response(201, json={})
+        if path.endswith("/heartbeat"):
+            self.heartbeats += 1
+            worker_id = path.split("/")[-2]
+            if worker_id not in self.known:
+                return httpx.Response(404, json={"error": "unknown_worker", "detail": "?"})
+            return httpx.Response(200, json={})
+        if path.endswith("/report"):
+            return httpx.Response(200, json={})
+        if request.method == "DELETE":
+            worker_id = path.split("/")[-1]
+            if worker_id not in self.known:
+                return httpx.Response(404, json={"error": "unknown_worker", "detail": "?"})
+            self.known.discard(worker_id)
+            return httpx.Response(204)
+        return httpx.Response(404, json={"error": "not_found", "detail": path})
+
+    def paths(self) -> list[str]:
+        return [f"{method} {path}" for method, path, _ in self.calls]
+
+    def reports(self) -> list[dict[str, Any]]:
+        return [body for _, path, body in self.calls if path.endswith("/report")]
+
+
+class FakeTime:
+    """A monotonic clock and a sleep that only advances it (and yields to the loop)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+class ScriptedRunner:
+    """A runner that reports progress, then waits until released or asked to stop."""
+
+    operation_type = OperationType.TRAINING
+
+    def __init__(self, *, outcome: RunOutcome | None = None, ignore_stop: bool = False) -> None:
+        self.release = threading.Event()
+        self.started = threading.Event()
+        self.outcome = outcome or RunOutcome(status=OperationStatus.COMPLETED, result={"loss": 0.1})
+        self.ignore_stop = ignore_stop
+        self.seen_stop: StopReason | None = None
+        self.contexts: list[RunContext] = []
+
+    def run(self, context: RunContext) -> RunOutcome:
+        self.contexts.append(context)
+        context.report_progress(Progress(percent=25, message="epoch 1"))
+        self.started.set()
+        while not self.release.wait(0.005):
+            reason = context.stop_requested()
+            if reason is not None and not self.ignore_stop:
+                self.seen_stop = reason
+                status = (
+                    OperationStatus.CANCELLED
+                    if reason is StopReason.CANCELLED
+                    else OperationStatus.FAILED
+                )
+                return RunOutcome(
+                    status=status,
+                    error=f"stopped: {reason.value}",
+                    checkpoint_saved=reason is StopReason.SHUTDOWN,
+                )
+        return self.outcome
+
+
+def make_worker(
+    backend: FakeBackend,
+    *,
+    runner: Any = None,
+    settings: WorkerSettings = SETTINGS,
+    fake_time: FakeTime | None = None,
+) -> Worker:
+    """A Worker over ``backend``; fake time when given, real monotonic time otherwise."""
+    clock: Callable[[], float] = fake_time.clock if fake_time else time.monotonic
+    sleep = fake_time.sleep if fake_time else asyncio.sleep
+    client = BackendClient(
+        http=httpx.AsyncClient(transport=httpx.MockTransport(backend)),
+        base_url="http://backend:8000",
+        token=Secret("t"),
+        timeout=datetime.timedelta(seconds=2),
+        clock=clock,
+        sleep=sleep,
+    )
+    return Worker(
+        settings=settings,
+        checkpoint=CheckpointSettings(),
+        runner=runner or ScriptedRunner(),
+        backend=client,
+        clock=clock,
+        sleep=sleep,
+        random=lambda: 1.0,
+    )
+
+
+def start_request(operation_id: str = "op-1", **overrides: Any) -> StartOperationRequest:
+    fields: dict[str, Any] = {
+        "operation_id": operation_id,
+        "operation_type": OperationType.TRAINING,
+        "parameters": {"epochs": 3},
+    }
+    fields.update(overrides)
+    return StartOperationRequest(**fields)
+
+
+async def wait_for(condition: Callable[[], object], timeout_s: float = 10.0) -> None:
+    """Poll ``condition`` on the event loop until true, failing after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.005)
+
+
+__all__ = [
+    "SETTINGS",
+    "FakeBackend",
+    "FakeTime",
+    "ScriptedRunner",
+    "make_worker",
+    "start_request",
+    "wait_for",
+]

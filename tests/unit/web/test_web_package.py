@@ -1,0 +1,23 @@
+"""The public surface of ktrdr.web (a change here is a deliberate API change)."""
+
+from __future__ import annotations
+
+import ktrdr.web
+
+
+def test_public_names_are_pinned() -> None:
+    """ktrdr.web exports exactly these names, and each one exists."""
+    assert sorted(ktrdr.web.__all__) == [
+        "EXIT_SIGNALS",
+        "ApiError",
+        "BearerAuth",
+        "BodyLimitMiddleware",
+        "BodyTooLarge",
+        "ExitSignals",
+        "GracefulServer",
+        "describe_validation_errors",
+        "error_code",
+        "error_response",
+        "install_error_handlers",
+    ]
+    assert all(hasattr(ktrdr.web, name) for name in ktrdr.web.__all__)

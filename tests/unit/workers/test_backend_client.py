@@ -1,0 +1,224 @@
+"""The worker's backend client against httpx.MockTransport: paths, auth, error types, retries."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from ktrdr.config import Secret
+from ktrdr.protocol import (
+    HeartbeatRequest,
+    OperationReport,
+    OperationStatus,
+    OperationType,
+    RegisterRequest,
+    WorkerStatus,
+)
+from ktrdr.workers.backend_client import (
+    BackendClient,
+    BackendRejected,
+    BackendUnavailable,
+    UnknownWorker,
+)
+
+pytestmark = pytest.mark.anyio
+
+TOKEN = "client-test-token"
+REGISTRATION = RegisterRequest(
+    worker_id="training-a-5003",
+    worker_type=OperationType.TRAINING,
+    endpoint_url="http://a:5003",
+    heartbeat_interval_s=10,
+    config_fingerprint="fp",
+)
+REPORT = OperationReport(worker_id="training-a-5003", status=OperationStatus.COMPLETED)
+
+
+class Recorder:
+    """A MockTransport handler: records requests, answers from a list of responses."""
+
+    def __init__(self, *answers: httpx.Response | Exception) -> None:
+        self.answers = list(answers)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+class FakeTime:
+    """A clock and a sleep that advances it instantly."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def _client(
+    handler: Callable[[httpx.Request], httpx.Response], time: FakeTime | None = None
+) -> BackendClient:
+    fake = time or FakeTime()
+    return BackendClient(
+        http=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
+        base_url="http://backend:8000/",
+        token=Secret(TOKEN),
+        timeout=datetime.timedelta(seconds=3),
+        clock=fake.clock,
+        sleep=fake.sleep,
+    )
+
+
+def _error(status: int, error: str, detail: object) -> httpx.Response:
+    return httpx.Response(status, json={"error": error, "detail": detail})
+
+
+async def test_register_posts_the_model_with_the_bearer_token() -> None:
+    """register() POSTs the registration JSON to /api/v1/workers/register with the token."""
+    recorder = Recorder(httpx.Response(201, json={}))
+
+    await _client(recorder).register(REGISTRATION)
+
+    (request,) = recorder.requests
+    assert (request.method, str(request.url)) == (
+        "POST",
+        "http://backend:8000/api/v1/workers/register",
+    )
+    assert request.headers["authorization"] == f"Bearer {TOKEN}"
+    assert request.headers["content-type"] == "application/json"
+    assert json.loads(request.content) == REGISTRATION.model_dump(mode="json")
+    assert request.extensions["timeout"]["read"] == 3.0
+
+
+async def test_a_4xx_is_rejected_with_the_backends_message_and_no_token() -> None:
+    """A 401 becomes BackendRejected carrying status and the error body, never the token."""
+    recorder = Recorder(_error(401, "unauthorized", "missing or wrong bearer token"))
+
+    with pytest.raises(BackendRejected) as raised:
+        await _client(recorder).register(REGISTRATION)
+
+    assert raised.value.status_code == 401
+    assert "HTTP 401 unauthorized: missing or wrong bearer token" in str(raised.value)
+    assert TOKEN not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        httpx.ConnectError("refused"),
+        httpx.ReadTimeout("slow"),
+        httpx.Response(503, text="starting"),
+        httpx.Response(429),
+    ],
+    ids=["refused", "timeout", "503", "429"],
+)
+async def test_transport_failures_and_5xx_are_unavailable(
+    answer: httpx.Response | Exception,
+) -> None:
+    """Connection errors, timeouts, 5xx and 429 are BackendUnavailable (retry later)."""
+    with pytest.raises(BackendUnavailable):
+        await _client(Recorder(answer)).register(REGISTRATION)
+
+
+async def test_heartbeat_404_means_unknown_worker() -> None:
+    """A 404 on heartbeat raises UnknownWorker (the cue to register again)."""
+    recorder = Recorder(_error(404, "unknown_worker", "no worker with id"))
+
+    with pytest.raises(UnknownWorker):
+        await _client(recorder).heartbeat("a/b c", HeartbeatRequest(status=WorkerStatus.IDLE))
+
+    assert recorder.requests[0].url.raw_path == b"/api/v1/workers/a%2Fb%20c/heartbeat"
+
+
+async def test_heartbeat_success_sends_status_and_operation() -> None:
+    """A heartbeat carries the status and current operation as JSON."""
+    recorder = Recorder(httpx.Response(200, json={}))
+    beat = HeartbeatRequest(status=WorkerStatus.BUSY, current_operation_id="op-1")
+
+    await _client(recorder).heartbeat("w", beat)
+
+    assert json.loads(recorder.requests[0].content) == {
+        "status": "busy",
+        "current_operation_id": "op-1",
+        "progress": None,
+    }
+
+
+async def test_unregister_is_true_when_known_and_false_when_not() -> None:
+    """DELETE 204 is True; 404 (already forgotten) is False, not an error."""
+    known = await _client(Recorder(httpx.Response(204))).unregister("w", timeout_s=0.5)
+    unknown = await _client(Recorder(_error(404, "unknown_worker", "x"))).unregister("w")
+
+    assert (known, unknown) == (True, False)
+
+
+async def test_unregister_uses_the_given_timeout() -> None:
+    """A shutdown passes its remaining budget as the request timeout."""
+    recorder = Recorder(httpx.Response(204))
+
+    await _client(recorder).unregister("w", timeout_s=0.5)
+
+    assert recorder.requests[0].method == "DELETE"
+    assert recorder.requests[0].extensions["timeout"]["read"] == 0.5
+
+
+async def test_report_retries_while_the_backend_is_unavailable() -> None:
+    """report_operation retries 5xx/connection errors with backoff, then succeeds."""
+    recorder = Recorder(
+        httpx.ConnectError("down"), httpx.Response(502), httpx.Response(200, json={})
+    )
+    time = FakeTime()
+
+    await _client(recorder, time).report_operation("op-1", REPORT)
+
+    assert len(recorder.requests) == 3
+    assert str(recorder.requests[0].url) == "http://backend:8000/api/v1/operations/op-1/report"
+    assert json.loads(recorder.requests[0].content)["status"] == "completed"
+    assert len(time.sleeps) == 2
+    assert time.sleeps[1] > time.sleeps[0] * 0.9
+
+
+async def test_report_does_not_retry_a_rejection() -> None:
+    """A 4xx report (e.g. unknown operation) is raised at once, without retrying."""
+    recorder = Recorder(_error(404, "not_found", "no operation op-1"))
+    time = FakeTime()
+
+    with pytest.raises(BackendRejected, match="no operation op-1"):
+        await _client(recorder, time).report_operation("op-1", REPORT)
+
+    assert (len(recorder.requests), time.sleeps) == (1, [])
+
+
+async def test_report_gives_up_after_its_attempts() -> None:
+    """After the last attempt the BackendUnavailable is raised."""
+    recorder = Recorder(httpx.ConnectError("down"))
+
+    with pytest.raises(BackendUnavailable):
+        await _client(recorder).report_operation("op-1", REPORT, attempts=4)
+
+    assert len(recorder.requests) == 4
+
+
+async def test_report_stops_retrying_when_its_budget_runs_out() -> None:
+    """With a 1 s budget (a shutdown), retries stop before the budget is exceeded."""
+    recorder = Recorder(httpx.ConnectError("down"))
+    time = FakeTime()
+
+    with pytest.raises(BackendUnavailable):
+        await _client(recorder, time).report_operation("op-1", REPORT, budget_s=1.0)
+
+    assert sum(time.sleeps) < 1.0
+    assert 1 < len(recorder.requests) < 8

@@ -1,0 +1,174 @@
+"""The worker's HTTP app (in process) and the uvicorn server built from its settings."""
+
+from __future__ import annotations
+
+import datetime
+import signal
+from collections.abc import AsyncIterator
+
+import attrs
+import httpx
+import pytest
+from support.worker_fakes import SETTINGS, FakeBackend, ScriptedRunner, make_worker, wait_for
+
+from ktrdr.config import AuthSettings, LoggingSettings, LogLevel, Secret
+from ktrdr.protocol import WorkerStatus
+from ktrdr.workers.base import Worker
+from ktrdr.workers.server import build_worker_server, create_worker_app, graceful_requests_timeout
+
+pytestmark = pytest.mark.anyio
+
+TOKEN = "worker-app-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+START = {"operation_id": "op-1", "operation_type": "training", "parameters": {"epochs": 2}}
+
+
+@pytest.fixture
+def runner() -> ScriptedRunner:
+    """A runner that holds its operation until released."""
+    return ScriptedRunner()
+
+
+@pytest.fixture
+def worker(runner: ScriptedRunner) -> Worker:
+    """A training worker over a fake backend."""
+    return make_worker(FakeBackend(), runner=runner)
+
+
+@pytest.fixture
+async def client(worker: Worker, runner: ScriptedRunner) -> AsyncIterator[httpx.AsyncClient]:
+    """A client for the worker's app; releases the runner at the end."""
+    app = create_worker_app(worker, auth=AuthSettings(worker_token=Secret(TOKEN)))
+    transport = httpx.ASGITransport(app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://worker") as http:
+        yield http
+    runner.release.set()
+    await wait_for(lambda: worker.status is not WorkerStatus.BUSY)
+
+
+async def test_health_reports_the_worker(client: httpx.AsyncClient) -> None:
+    """GET /health: id, type, status, current operation (no token needed)."""
+    response = await client.get("/health")
+
+    assert response.status_code == 200
+    assert response.json()["worker_id"] == "training-test-5003"
+    assert response.json()["worker_type"] == "training"
+    assert response.json()["status"] == "idle"
+
+
+async def test_start_operation_needs_the_token(client: httpx.AsyncClient, worker: Worker) -> None:
+    """POST /operations without the worker token is 401 and starts nothing."""
+    response = await client.post("/operations", json=START)
+
+    assert response.status_code == 401
+    assert worker.status is WorkerStatus.IDLE
+
+
+async def test_start_operation_runs_it_and_refuses_a_second(
+    client: httpx.AsyncClient, worker: Worker
+) -> None:
+    """202 for the first operation, 409 busy for another while it runs."""
+    first = await client.post("/operations", json=START, headers=AUTH)
+    second = await client.post("/operations", json={**START, "operation_id": "op-2"}, headers=AUTH)
+
+    assert first.status_code == 202
+    assert first.json() == {"operation_id": "op-1", "status": "running"}
+    assert second.status_code == 409
+    assert second.json()["error"] == "busy"
+    assert worker.current_operation_id == "op-1"
+
+
+async def test_a_stopping_worker_answers_503(client: httpx.AsyncClient, worker: Worker) -> None:
+    """After SIGTERM (request_shutdown) new operations get 503 stopping."""
+    worker.request_shutdown()
+
+    response = await client.post("/operations", json=START, headers=AUTH)
+
+    assert response.status_code == 503
+    assert response.json()["error"] == "stopping"
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ({**START, "operation_type": "backtest"}, "wrong_operation_type"),
+        ({**START, "operation_id": "no spaces allowed"}, "invalid_request"),
+        ({"operation_type": "training"}, "invalid_request"),
+    ],
+    ids=["wrong-type", "bad-id", "missing-id"],
+)
+async def test_bad_operation_requests_get_422(
+    client: httpx.AsyncClient, worker: Worker, body: dict[str, object], error: str
+) -> None:
+    """Invalid or mistyped operation requests are 422 and leave the worker idle."""
+    response = await client.post("/operations", json=body, headers=AUTH)
+
+    assert response.status_code == 422
+    assert response.json()["error"] == error
+    assert worker.status is WorkerStatus.IDLE
+
+
+async def test_cancel_running_and_unknown_operations(
+    client: httpx.AsyncClient, worker: Worker, runner: ScriptedRunner
+) -> None:
+    """Cancelling the running operation is 202; an unknown one is 404."""
+    await client.post("/operations", json=START, headers=AUTH)
+    await wait_for(runner.started.is_set)
+
+    unknown = await client.post("/operations/op-9/cancel", headers=AUTH)
+    cancelled = await client.post("/operations/op-1/cancel", headers=AUTH)
+    await wait_for(lambda: worker.status is WorkerStatus.IDLE)
+
+    assert unknown.status_code == 404
+    assert unknown.json()["error"] == "unknown_operation"
+    assert cancelled.status_code == 202
+    assert cancelled.json() == {"operation_id": "op-1", "status": "cancelling"}
+
+
+async def test_oversized_operation_requests_get_413(client: httpx.AsyncClient) -> None:
+    """The worker enforces the same body limit as the backend."""
+    response = await client.post("/operations", content=b"x" * (2 * 1024 * 1024), headers=AUTH)
+
+    assert response.status_code == 413
+
+
+async def test_lifespan_shutdown_stops_and_unregisters_the_worker() -> None:
+    """Leaving the app's lifespan runs Worker.stop(): the worker unregisters."""
+    backend = FakeBackend()
+    worker = make_worker(backend)
+    app = create_worker_app(worker, auth=AuthSettings(worker_token=Secret(TOKEN)))
+    await worker.register_until_success()
+
+    async with app.router.lifespan_context(app):
+        assert backend.known == {"training-test-5003"}
+
+    assert backend.known == set()
+    assert worker.status is WorkerStatus.STOPPING
+
+
+def test_server_is_built_from_the_worker_settings() -> None:
+    """uvicorn binds KTRDR_WORKER_HOST:KTRDR_WORKER_PORT, and its exit signal reaches the worker."""
+    worker = make_worker(FakeBackend(), settings=attrs.evolve(SETTINGS, host="0.0.0.0", port=5123))
+
+    server = build_worker_server(
+        worker,
+        auth=AuthSettings(worker_token=Secret(TOKEN)),
+        logging_settings=LoggingSettings(level=LogLevel.INFO),
+    )
+    server.handle_exit(signal.SIGTERM, None)
+
+    assert (server.config.host, server.config.port) == ("0.0.0.0", 5123)
+    assert server.config.lifespan == "on"
+    assert server.config.access_log is False
+    assert server.should_exit is True
+    assert worker.status is WorkerStatus.STOPPING
+
+
+@pytest.mark.parametrize(("timeout_s", "expected"), [(25, 5), (2, 1), (0.5, 1)])
+def test_requests_in_flight_get_a_fifth_of_the_shutdown_budget(
+    timeout_s: float, expected: int
+) -> None:
+    """uvicorn's graceful wait for requests is a fifth of KTRDR_WORKER_SHUTDOWN_TIMEOUT (>= 1 s)."""
+    settings = attrs.evolve(SETTINGS, shutdown_timeout=datetime.timedelta(seconds=timeout_s))
+
+    assert graceful_requests_timeout(make_worker(FakeBackend(), settings=settings)) == expected

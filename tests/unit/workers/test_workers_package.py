@@ -1,0 +1,30 @@
+"""The public surface of ktrdr.workers (a change here is a deliberate API change)."""
+
+from __future__ import annotations
+
+import ktrdr.workers
+
+
+def test_public_names_are_pinned() -> None:
+    """ktrdr.workers exports exactly these names, and each one exists."""
+    assert sorted(ktrdr.workers.__all__) == [
+        "BackendClient",
+        "BackendError",
+        "BackendRejected",
+        "BackendUnavailable",
+        "Backoff",
+        "OperationRunner",
+        "RunContext",
+        "RunOutcome",
+        "StopReason",
+        "UnknownOperation",
+        "UnknownWorker",
+        "Worker",
+        "WorkerBusy",
+        "WorkerRefusal",
+        "WorkerStopping",
+        "WrongOperationType",
+        "config_fingerprint",
+        "registration_backoff",
+    ]
+    assert all(hasattr(ktrdr.workers, name) for name in ktrdr.workers.__all__)
