@@ -8,11 +8,11 @@ import ktrdr.web
 def test_public_names_are_pinned() -> None:
     """ktrdr.web exports exactly these names, and each one exists."""
     assert sorted(ktrdr.web.__all__) == [
-        "EXIT_SIGNALS",
         "ApiError",
         "BearerAuth",
         "BodyLimitMiddleware",
         "BodyTooLarge",
+        "EXIT_SIGNALS",
         "ExitSignals",
         "GracefulServer",
         "describe_validation_errors",
