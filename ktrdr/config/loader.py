@@ -35,8 +35,8 @@ S = TypeVar("S")
 
 DEFAULT_ENV_FILE = ".env.local"
 _MAX_VALUE_FILE_BYTES = 64 * 1024
-#: Longest value shown in a problem line; longer values are cut (they are still refused).
-_MAX_SHOWN_CHARS = 80
+#: Longest value shown in a problem line; longer values are cut (and still refused).
+_MAX_SHOWN_CHARS = 120
 
 __all__ = [
     "DEFAULT_ENV_FILE",

@@ -245,10 +245,10 @@ def test_every_problem_of_a_class_is_collected() -> None:
 
 
 def test_long_values_are_cut_in_reports() -> None:
-    """A huge value is shown cut to 80 characters with its length."""
+    """A huge value is shown cut to 120 characters with its length."""
     result = EnvLoader({"KTRDR_API_HOST": "h" * 500 + " x"}, env_file=None).load_result(APISettings)
     assert str(result.problems[0]) == (
-        f"KTRDR_API_HOST={'h' * 80!r}... (502 characters): "
+        f"KTRDR_API_HOST={'h' * 120!r}... (502 characters): "
         "expected a host name or IP address, e.g. 0.0.0.0 or db.internal"
     )
 

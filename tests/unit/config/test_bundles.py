@@ -1,0 +1,57 @@
+"""Bundles: which settings classes each component loads."""
+
+from __future__ import annotations
+
+from config_helpers import load
+
+from ktrdr.config import (
+    APISettings,
+    AuthSettings,
+    CheckpointSettings,
+    DatabaseSettings,
+    EnvironmentSettings,
+    LoggingSettings,
+    OperationsSettings,
+    OrphanDetectorSettings,
+    WorkerSettings,
+)
+from ktrdr.config.bundles import component_of, settings_classes, settings_of
+
+
+def test_worker_component_classes() -> None:
+    """A worker loads environment, worker, checkpoint, logging and auth, and nothing else."""
+    assert dict(settings_classes("worker")) == {
+        "environment": EnvironmentSettings,
+        "worker": WorkerSettings,
+        "checkpoint": CheckpointSettings,
+        "logging": LoggingSettings,
+        "auth": AuthSettings,
+    }
+
+
+def test_backend_component_classes() -> None:
+    """The backend loads everything but checkpoints (the worker liveness comes with worker)."""
+    assert dict(settings_classes("backend")) == {
+        "environment": EnvironmentSettings,
+        "api": APISettings,
+        "database": DatabaseSettings,
+        "worker": WorkerSettings,
+        "orphan": OrphanDetectorSettings,
+        "operations": OperationsSettings,
+        "logging": LoggingSettings,
+        "auth": AuthSettings,
+    }
+
+
+def test_all_component_has_every_class() -> None:
+    """'all' loads every settings class once."""
+    assert set(settings_classes("all").values()) == set(settings_classes("backend").values()) | {
+        CheckpointSettings
+    }
+
+
+def test_settings_of_and_component_of() -> None:
+    """A bundle tells its component and hands out its settings objects by name."""
+    config = load("worker", {})
+    assert component_of(config) == "worker"
+    assert settings_of(config)["checkpoint"] is config.checkpoint

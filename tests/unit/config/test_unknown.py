@@ -1,0 +1,55 @@
+"""Unknown KTRDR_* variables: which names are known, and the "did you mean" suggestions."""
+
+from __future__ import annotations
+
+import pytest
+
+from ktrdr.config.unknown import known_variables, suggest, unknown_message, unknown_variables
+
+
+def test_known_names_include_new_old_and_file_forms() -> None:
+    """Current names, deprecated names, NAME_FILE forms and test-only names are known."""
+    known = known_variables()
+    assert {"KTRDR_WORKER_PORT", "WORKER_PORT", "KTRDR_WORKER_PORT_FILE"} <= known
+    assert "KTRDR_TEST_POSTGRES_URL" in known
+
+
+def test_only_ktrdr_prefixed_unknown_names_are_reported() -> None:
+    """Other variables (PATH, WORKER_PORTT) are not ktrdr's business; output is sorted."""
+    names = ["PATH", "KTRDR_ZZZ", "KTRDR_WORKER_PORT", "KTRDR_AAA", "WORKER_PORTT"]
+    assert unknown_variables(names) == ["KTRDR_AAA", "KTRDR_ZZZ"]
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("KTRDR_WORKER_PROT", ["KTRDR_WORKER_PORT"]),
+        ("KTRDR_WORKR_PORT", ["KTRDR_WORKER_PORT"]),
+        ("KTRDR_WORKERS_PORT", ["KTRDR_WORKER_PORT"]),
+        ("KTRDR_ORPHAN_TIMOUT", ["KTRDR_ORPHAN_TIMEOUT"]),
+        ("KTRDR_LOG_LEVL", ["KTRDR_LOG_LEVEL"]),
+        ("KTRDR_ENVIROMENT", ["KTRDR_ENV"]),
+        ("KTRDR_DB_PASSWD_FILE", ["KTRDR_DB_PASSWORD_FILE"]),
+        ("KTRDR_HEARTBEAT_INTERVAL", ["KTRDR_WORKER_HEARTBEAT_INTERVAL"]),
+        ("KTRDR_PORT", ["KTRDR_API_PORT", "KTRDR_DB_PORT", "KTRDR_WORKER_PORT"]),
+        ("KTRDR_TOTALLY_UNRELATED", []),
+        ("KTRDR_API_URL", []),
+        ("KTRDR_X", []),
+    ],
+)
+def test_suggestions(name: str, expected: list[str]) -> None:
+    """Near misses get their closest name; a bare field name gets every concern's; noise none."""
+    assert suggest(name) == expected
+
+
+def test_messages() -> None:
+    """One match reads 'did you mean X?'; several list them; none points at the docs."""
+    assert unknown_message("KTRDR_WORKER_PROT") == (
+        "not a ktrdr setting; did you mean KTRDR_WORKER_PORT?"
+    )
+    assert unknown_message("KTRDR_HOST") == (
+        "not a ktrdr setting; did you mean one of KTRDR_API_HOST, KTRDR_DB_HOST, KTRDR_WORKER_HOST?"
+    )
+    assert unknown_message("KTRDR_X") == (
+        "not a ktrdr setting; see docs/configuration.md for every setting"
+    )
