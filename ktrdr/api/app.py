@@ -18,7 +18,7 @@ import ktrdr
 from ktrdr.api.liveness import LivenessPolicy, sweep
 from ktrdr.api.periodic import run_periodically
 from ktrdr.api.registry import WorkerRegistry
-from ktrdr.api.workers_api import workers_router
+from ktrdr.api.workers_api import workers_routers
 from ktrdr.config import BackendConfig
 from ktrdr.protocol import MAX_BODY_BYTES
 from ktrdr.web import BearerAuth, BodyLimitMiddleware, install_error_handlers
@@ -75,11 +75,13 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=MAX_BODY_BYTES)
     install_error_handlers(app)
 
+    for router in workers_routers(registry=registry, clock=clock, policy=policy, auth=auth):
+        app.include_router(router)
+
     @app.get("/health", tags=["health"], summary="Liveness of the backend itself")
     async def health() -> dict[str, object]:
         return {"status": "ok", "version": ktrdr.__version__, "workers": len(registry)}
 
-    app.include_router(workers_router(registry=registry, clock=clock, policy=policy, auth=auth))
     return app
 
 

@@ -56,8 +56,12 @@ class WorkerRecord:
         return now - self.last_heartbeat_at
 
     def view(self, *, drift: bool = False) -> WorkerView:
-        """The wire form (``GET /api/v1/workers``)."""
-        return WorkerView(
+        """The wire form (``GET /api/v1/workers``).
+
+        Built without re-validation: every value came from a validated request or
+        from the backend's own clock (heartbeats are the hot path).
+        """
+        return WorkerView.model_construct(
             worker_id=self.worker_id,
             worker_type=self.worker_type,
             endpoint_url=self.endpoint_url,

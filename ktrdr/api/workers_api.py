@@ -81,19 +81,47 @@ def _json(view: WorkerView, status_code: int = 200) -> Response:
     return Response(view.model_dump_json(), status_code=status_code, media_type="application/json")
 
 
-def workers_router(
+def workers_routers(
     *,
     registry: WorkerRegistry,
     clock: Callable[[], datetime.datetime],
     policy: LivenessPolicy,
     auth: BearerAuth,
-) -> APIRouter:
-    """The ``/api/v1/workers`` routes over ``registry``."""
+) -> tuple[APIRouter, APIRouter]:
+    """The ``/api/v1/workers`` routes over ``registry``: (writes, reads).
+
+    Include both directly in the app: FastAPI matches nested routers level by level,
+    and the heartbeat route (by far the most frequent request) is matched first.
+    """
     router = APIRouter(tags=["workers"])
-    writes = APIRouter(route_class=auth.route_class())
+    writes = APIRouter(route_class=auth.route_class(), tags=["workers"])
 
     def drift_of(record: WorkerRecord) -> bool:
         return record.worker_id in drifting_workers(registry.records())
+
+    @writes.post(
+        WORKERS_PATH + "/{worker_id}/heartbeat",
+        response_model=WorkerView,
+        responses={**_WRITE_ERRORS, **_UNKNOWN},
+        summary="Record a heartbeat: status, current operation and its progress",
+    )
+    async def heartbeat(worker_id: str, body: HeartbeatRequest) -> Response:
+        if body.status is WorkerStatus.UNAVAILABLE:
+            detail = [
+                {
+                    "loc": ["body", "status"],
+                    "msg": "the backend decides 'unavailable'; send idle, busy or stopping",
+                    "type": "enum",
+                }
+            ]
+            raise ApiError(422, "invalid_request", detail)
+        if body.progress is not None:
+            _check_depth(body.progress.details, "progress.details")
+        try:
+            record = registry.heartbeat(worker_id, body, now=clock())
+        except UnknownWorker as exc:
+            raise _unknown(exc) from None
+        return _json(record.view())
 
     @writes.post(
         REGISTER_PATH,
@@ -123,30 +151,6 @@ def workers_router(
                 record.worker_type.value,
             )
         return _json(record.view(drift=drift), 201 if created else 200)
-
-    @writes.post(
-        WORKERS_PATH + "/{worker_id}/heartbeat",
-        response_model=WorkerView,
-        responses={**_WRITE_ERRORS, **_UNKNOWN},
-        summary="Record a heartbeat: status, current operation and its progress",
-    )
-    async def heartbeat(worker_id: str, body: HeartbeatRequest) -> Response:
-        if body.status is WorkerStatus.UNAVAILABLE:
-            detail = [
-                {
-                    "loc": ["body", "status"],
-                    "msg": "the backend decides 'unavailable'; send idle, busy or stopping",
-                    "type": "enum",
-                }
-            ]
-            raise ApiError(422, "invalid_request", detail)
-        if body.progress is not None:
-            _check_depth(body.progress.details, "progress.details")
-        try:
-            record = registry.heartbeat(worker_id, body, now=clock())
-        except UnknownWorker as exc:
-            raise _unknown(exc) from None
-        return _json(record.view())
 
     @writes.delete(
         WORKERS_PATH + "/{worker_id}",
@@ -184,8 +188,7 @@ def workers_router(
             raise _unknown(exc) from None
         return _json(record.view(drift=drift_of(record)))
 
-    router.include_router(writes)
-    return router
+    return writes, router
 
 
-__all__ = ["MAX_JSON_DEPTH", "json_depth_exceeds", "workers_router"]
+__all__ = ["MAX_JSON_DEPTH", "json_depth_exceeds", "workers_routers"]

@@ -1,0 +1,257 @@
+"""Benchmark: backend heartbeat throughput and latency with 1,000 registered workers.
+
+Run with ``.venv/bin/python benchmarks/bench_heartbeat.py``. In the same run it
+measures a baseline: a bare Starlette app on uvicorn whose heartbeat route does the
+same dict update (parse the JSON body, check the worker id, update status, current
+operation and time, answer with the record as JSON). Targets: the backend's
+requests/s >= 0.5 x the baseline's, and its p99 latency under 50 ms.
+
+Setup: each server is a separate process on a free loopback port (started with the
+same uvicorn defaults: h11, asyncio loop, no access log). 1,000 workers are
+registered first (through the real API for the backend, pre-filled for the
+baseline). The load generator runs in this process: ``--connections`` keep-alive
+HTTP/1.1 connections, each sending ``POST /api/v1/workers/<id>/heartbeat`` back to
+back (ids round-robin over the 1,000, with the worker token), for a warm-up second
+and then ``--seconds`` measured seconds, after which it stops by itself. Baseline
+and backend rounds alternate (``--rounds``) so machine noise hits both; requests/s is
+the median round, latency percentiles are over every measured request, from write to
+complete response.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+WORKERS = 1000
+TOKEN = "bench-heartbeat-token"
+TARGET_RATIO = 0.5
+TARGET_P99_MS = 50.0
+
+BARE_APP = """
+import json, sys, datetime
+import uvicorn
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+workers = {
+    f"bench-{i:04d}": {"worker_id": f"bench-{i:04d}", "status": "idle",
+                       "current_operation_id": None, "last_heartbeat_at": None}
+    for i in range(int(sys.argv[2]))
+}
+
+async def heartbeat(request):
+    body = json.loads(await request.body())
+    record = workers.get(request.path_params["worker_id"])
+    if record is None or "status" not in body:
+        return JSONResponse({"error": "unknown_worker"}, status_code=404)
+    record.update(
+        status=body["status"],
+        current_operation_id=body.get("current_operation_id"),
+        last_heartbeat_at=datetime.datetime.now(datetime.timezone.utc).isoformat(),
+    )
+    return JSONResponse(record)
+
+app = Starlette(routes=[Route("/api/v1/workers/{worker_id}/heartbeat", heartbeat,
+                              methods=["POST"])])
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_ready(port: int, path: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"server exited with {process.returncode}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("POST" if "heartbeat" in path else "GET", path, body=b"{}")
+            conn.getresponse().read()
+            conn.close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise SystemExit("server not ready in time")
+
+
+def register_all(port: int) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    for i in range(WORKERS):
+        body = json.dumps(
+            {
+                "worker_id": f"bench-{i:04d}",
+                "worker_type": "training" if i % 2 else "backtest",
+                "endpoint_url": f"http://10.0.{i // 250}.{i % 250}:5003",
+                "heartbeat_interval_s": 10,
+                "config_fingerprint": "0123456789abcdef",
+            }
+        )
+        conn.request(
+            "POST",
+            "/api/v1/workers/register",
+            body=body,
+            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+        )
+        response = conn.getresponse()
+        response.read()
+        if response.status not in (200, 201):
+            raise SystemExit(f"registration failed: {response.status}")
+    conn.close()
+
+
+def heartbeat_request(worker_id: str, port: int) -> bytes:
+    body = json.dumps({"status": "busy", "current_operation_id": "op-1"}).encode()
+    head = (
+        f"POST /api/v1/workers/{worker_id}/heartbeat HTTP/1.1\r\n"
+        f"Host: 127.0.0.1:{port}\r\n"
+        f"Authorization: Bearer {TOKEN}\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def read_response(reader: asyncio.StreamReader) -> int:
+    status_line = await reader.readline()
+    status = int(status_line.split()[1])
+    length = 0
+    while True:
+        line = await reader.readline()
+        if line in (b"\r\n", b""):
+            break
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    await reader.readexactly(length)
+    return status
+
+
+async def load(port: int, connections: int, seconds: float) -> tuple[int, list[float], int]:
+    """Drive heartbeats; returns (measured requests, latencies s, errors)."""
+    requests = [heartbeat_request(f"bench-{i:04d}", port) for i in range(WORKERS)]
+    latencies: list[float] = []
+    errors = 0
+    start = time.perf_counter()
+    measure_from = start + 1.0
+    stop_at = measure_from + seconds
+
+    async def client(offset: int) -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        index = offset
+        while True:
+            sent = time.perf_counter()
+            if sent >= stop_at:
+                break
+            writer.write(requests[index % WORKERS])
+            index += connections
+            status = await read_response(reader)
+            done = time.perf_counter()
+            if sent >= measure_from:
+                latencies.append(done - sent)
+                if status != 200:
+                    errors += 1
+        writer.close()
+        await writer.wait_closed()
+
+    await asyncio.gather(*(client(i) for i in range(connections)))
+    return len(latencies), latencies, errors
+
+
+def start(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        args, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def summarise(rounds: list[tuple[int, list[float], int]], seconds: float) -> dict[str, float]:
+    """Median requests/s over the rounds; latency percentiles over every request."""
+    latencies = sorted(latency for _, round_latencies, _ in rounds for latency in round_latencies)
+    return {
+        "rps": statistics.median(count / seconds for count, _, _ in rounds),
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": latencies[int(0.99 * (len(latencies) - 1))] * 1000,
+        "errors": sum(errors for _, _, errors in rounds),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per round")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds of each (5)")
+    parser.add_argument("--connections", type=int, default=16, help="keep-alive connections")
+    args = parser.parse_args()
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+
+    with tempfile.TemporaryDirectory(prefix="ktrdr-bench-") as tmp:
+        workdir = Path(tmp)
+        bare_port, backend_port = free_port(), free_port()
+        backend_env = {
+            **env,
+            "KTRDR_API_HOST": "127.0.0.1",
+            "KTRDR_API_PORT": str(backend_port),
+            "KTRDR_AUTH_WORKER_TOKEN": TOKEN,
+            "KTRDR_LOG_LEVEL": "WARNING",
+        }
+        bare = start([sys.executable, "-c", BARE_APP, str(bare_port), str(WORKERS)], env, workdir)
+        backend = start([sys.executable, "-m", "ktrdr.api.main"], backend_env, workdir)
+        try:
+            wait_ready(bare_port, "/api/v1/workers/bench-0000/heartbeat", bare)
+            wait_ready(backend_port, "/health", backend)
+            register_all(backend_port)
+            bare_rounds, ours_rounds = [], []
+            for _ in range(args.rounds):  # alternate, so both see the same machine load
+                bare_rounds.append(asyncio.run(load(bare_port, args.connections, args.seconds)))
+                ours_rounds.append(asyncio.run(load(backend_port, args.connections, args.seconds)))
+        finally:
+            stop(bare)
+            stop(backend)
+    baseline = summarise(bare_rounds, args.seconds)
+    ours = summarise(ours_rounds, args.seconds)
+
+    ratio = ours["rps"] / baseline["rps"]
+    print(
+        f"{WORKERS} registered workers, {args.connections} connections, {args.rounds} rounds x "
+        f"{args.seconds:g} s each, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs"
+    )
+    for name, figures in (("baseline (bare Starlette)", baseline), ("ktrdr backend", ours)):
+        print(
+            f"{name:26s} {figures['rps']:8.0f} req/s  p50 {figures['p50_ms']:6.2f} ms"
+            f"  p99 {figures['p99_ms']:6.2f} ms  non-200: {figures['errors']:.0f}"
+        )
+    ratio_verdict = "met" if ratio >= TARGET_RATIO else "MISSED"
+    p99_verdict = "met" if ours["p99_ms"] < TARGET_P99_MS else "MISSED"
+    print(f"throughput ratio {ratio:.2f} (target >= {TARGET_RATIO}: {ratio_verdict})")
+    print(f"backend p99 {ours['p99_ms']:.2f} ms (target < {TARGET_P99_MS:g} ms: {p99_verdict})")
+
+
+if __name__ == "__main__":
+    main()

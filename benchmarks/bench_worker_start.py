@@ -1,0 +1,208 @@
+"""Benchmark: worker cold start, from process spawn to "visible in the backend's list".
+
+Run with ``.venv/bin/python benchmarks/bench_worker_start.py``. In the same run it
+measures a baseline: a bare uvicorn + Starlette app with one route, from process
+spawn to its first HTTP response. The target is the worker's median <= 2 x the
+baseline's median.
+
+Setup: one backend (``python -m ktrdr.api.main``) is started first and stays warm.
+Each worker run spawns ``python -m ktrdr.workers.training_worker`` on a free loopback
+port and polls ``GET /api/v1/workers/<id>`` on the backend over a keep-alive
+connection until it answers 200, so the figure includes interpreter start, imports,
+configuration validation, the server bind and the registration round trip. Baseline
+and worker runs alternate so both see the same machine state; the first run of each
+is a discarded warm-up (file cache). Every child is stopped before the next run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+TARGET_RATIO = 2.0
+POLL_S = 0.005
+TIMEOUT_S = 60.0
+
+BARE_APP = """
+import sys
+import uvicorn
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+async def hello(request):
+    return PlainTextResponse("ok")
+
+app = Starlette(routes=[Route("/", hello)])
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONUNBUFFERED": "1",
+        "KTRDR_ACKNOWLEDGE_INSECURE_DEFAULTS": "true",
+    }
+    env.update(extra)
+    return env
+
+
+def spawn(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        args,
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def poll_status(port: int, path: str, wanted: int) -> Callable[[], bool]:
+    """A probe: True once ``GET path`` on ``port`` answers ``wanted``."""
+    connection: list[http.client.HTTPConnection] = []
+
+    def probe() -> bool:
+        try:
+            if not connection:
+                connection.append(http.client.HTTPConnection("127.0.0.1", port, timeout=5))
+            conn = connection[0]
+            conn.request("GET", path)
+            response = conn.getresponse()
+            response.read()
+            return response.status == wanted
+        except OSError:
+            if connection:
+                connection.pop().close()
+            return False
+
+    return probe
+
+
+def time_until(process: subprocess.Popen[bytes], probe: Callable[[], bool], t0: float) -> float:
+    deadline = t0 + TIMEOUT_S
+    while not probe():
+        if process.poll() is not None:
+            raise SystemExit(f"child exited with {process.returncode} before it was ready")
+        if time.perf_counter() > deadline:
+            raise SystemExit("child not ready in time")
+        time.sleep(POLL_S)
+    return time.perf_counter() - t0
+
+
+def run_bare(workdir: Path) -> float:
+    port = free_port()
+    t0 = time.perf_counter()
+    process = spawn([sys.executable, "-c", BARE_APP, str(port)], base_env(), workdir)
+    try:
+        return time_until(process, poll_status(port, "/", 200), t0)
+    finally:
+        stop(process)
+
+
+def run_worker(workdir: Path, backend_port: int, index: int) -> float:
+    port = free_port()
+    worker_id = f"bench-training-{index}"
+    env = base_env(
+        KTRDR_WORKER_ID=worker_id,
+        KTRDR_WORKER_HOST="127.0.0.1",
+        KTRDR_WORKER_PORT=str(port),
+        KTRDR_WORKER_PUBLIC_URL=f"http://127.0.0.1:{port}",
+        KTRDR_WORKER_BACKEND_URL=f"http://127.0.0.1:{backend_port}",
+    )
+    probe = poll_status(backend_port, f"/api/v1/workers/{worker_id}", 200)
+    t0 = time.perf_counter()
+    process = spawn([sys.executable, "-m", "ktrdr.workers.training_worker"], env, workdir)
+    try:
+        return time_until(process, probe, t0)
+    finally:
+        stop(process)
+
+
+def run_imports(workdir: Path) -> float:
+    """Reference: spawn -> exit of an interpreter that only imports the worker entrypoint."""
+    t0 = time.perf_counter()
+    code = "import ktrdr.workers.training_worker"
+    subprocess.run([sys.executable, "-c", code], env=base_env(), cwd=workdir, check=True)
+    return time.perf_counter() - t0
+
+
+def describe(values: list[float]) -> str:
+    ordered = sorted(values)
+    p90 = ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
+    return (
+        f"median {statistics.median(values) * 1000:7.1f} ms | min {ordered[0] * 1000:7.1f} ms"
+        f" | p90 {p90 * 1000:7.1f} ms"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=15, help="measured runs of each (default 15)")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="ktrdr-bench-") as tmp:
+        workdir = Path(tmp)
+        backend_port = free_port()
+        backend = spawn(
+            [sys.executable, "-m", "ktrdr.api.main"],
+            base_env(KTRDR_API_PORT=str(backend_port), KTRDR_API_HOST="127.0.0.1"),
+            workdir,
+        )
+        try:
+            time_until(backend, poll_status(backend_port, "/health", 200), time.perf_counter())
+            run_bare(workdir)  # warm-up
+            run_worker(workdir, backend_port, 0)
+            bare: list[float] = []
+            worker: list[float] = []
+            imports: list[float] = []
+            for index in range(1, args.runs + 1):
+                bare.append(run_bare(workdir))
+                worker.append(run_worker(workdir, backend_port, index))
+                imports.append(run_imports(workdir))
+        finally:
+            stop(backend)
+
+    ratio = statistics.median(worker) / statistics.median(bare)
+    verdict = "met" if ratio <= TARGET_RATIO else "MISSED"
+    print(
+        f"runs: {args.runs} each, interleaved, Python {sys.version.split()[0]}, "
+        f"{os.cpu_count()} CPUs"
+    )
+    print(f"baseline (bare uvicorn+Starlette, spawn -> first response): {describe(bare)}")
+    print(f"worker (spawn -> listed by the backend):                   {describe(worker)}")
+    print(
+        f"reference: spawn -> exit of 'import ktrdr.workers.training_worker': {describe(imports)}"
+    )
+    print(f"ratio of medians: {ratio:.2f} (target <= {TARGET_RATIO}: {verdict})")
+
+
+if __name__ == "__main__":
+    main()
