@@ -101,7 +101,7 @@ def show(
             )
             for row in rows
         }
-        click.echo(json.dumps(payload, indent=2, ensure_ascii=False))
+        click.echo(json.dumps(payload, indent=2))  # ASCII: safe on any terminal encoding
         return
     table = Table(title=f"ktrdr configuration: {component}", title_justify="left")
     table.add_column("Variable", no_wrap=True)
@@ -109,10 +109,10 @@ def show(
     if sources:
         table.add_column("Source")
     for row in rows:
-        value = row.value if row.value else "(unset)"
+        value = _printable(row.value) if row.value else "(unset)"
         cells = [Text(row.variable), Text(value)]  # Text: values are never markup
         if sources:
-            cells.append(Text(row.source.describe()))
+            cells.append(Text(_printable(row.source.describe())))
         table.add_row(*cells)
     _console().print(table)
 
@@ -177,6 +177,13 @@ def _fail(message: str) -> Any:
     """Print ``message`` to stderr and exit 1 (no traceback)."""
     click.echo(f"ktrdr: {message}", err=True)
     raise SystemExit(EXIT_CONFIG_ERROR)
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters and lone surrogates escaped (no terminal tricks)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 def _console() -> Console:

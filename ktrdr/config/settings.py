@@ -18,7 +18,7 @@ from ktrdr.config import checks
 from ktrdr.config.fields import setting
 from ktrdr.config.types import DbEngine, Environment, LogFormat, LogLevel, Secret, WorkerType
 
-#: The one authoritative worker port default (the old system disagreed: 5002 vs 5004).
+#: The one authoritative worker port default (the previous release had two that disagreed).
 DEFAULT_WORKER_PORT = 5003
 DEV_WORKER_TOKEN = "local-dev-worker-token"  # noqa: S105 - flagged insecure below
 DEV_DB_PASSWORD = "localdev"  # noqa: S105 - flagged insecure below
