@@ -229,7 +229,8 @@ class Worker:
             self._lifecycle = asyncio.create_task(self._lifecycle_loop(), name="worker-lifecycle")
 
     async def _lifecycle_loop(self) -> None:
-        await self.register_until_success()
+        if not await self.register_until_success():
+            return  # stopping before the backend ever answered
         interval = self.heartbeat_interval_s
         next_due = self._clock() + interval
         while True:

@@ -38,8 +38,9 @@ def test_workers_re_register_after_a_backend_restart(fleet: Fleet) -> None:
     """After a backend restart, workers re-register within two heartbeat intervals.
 
     The worker re-registers on the first heartbeat that gets 404 (unit-tested exactly in
-    tests/unit/workers/test_base.py); here the bound is two 1 s intervals plus 2 s of
-    slack for process scheduling, counted from the moment the new backend answers.
+    tests/unit/workers/test_base.py); here the bound is two 1 s intervals plus 5 s of
+    slack for process scheduling on a loaded machine, counted from the moment the new
+    backend answers.
     """
     interval_s = 1.0
     backend_port = free_port()
@@ -66,7 +67,7 @@ def test_workers_re_register_after_a_backend_restart(fleet: Fleet) -> None:
 
     wait_until(
         all_listed,
-        timeout_s=2 * interval_s + 2.0,
+        timeout_s=2 * interval_s + 5.0,
         message=lambda: f"not re-registered: {fleet.workers(restarted)}",
     )
     assert "re-registering" in workers[0].process.stderr()

@@ -176,6 +176,22 @@ async def test_lifecycle_registers_then_heartbeats_every_interval() -> None:
     assert backend.known == set()
 
 
+async def test_lifecycle_ends_without_heartbeats_if_stopped_before_registering() -> None:
+    """A worker told to stop while the backend is unreachable never starts heartbeating."""
+    backend = FakeBackend()
+    backend.refuse_connections = 1000
+    fake = FakeTime()
+    worker = make_worker(backend, fake_time=fake)
+
+    await worker.start()
+    await wait_for(lambda: len(fake.sleeps) >= 2)
+    worker.request_shutdown()
+    await wait_for(lambda: worker._lifecycle is not None and worker._lifecycle.done())
+
+    assert backend.heartbeats == 0
+    assert worker.registered is False
+
+
 async def test_stop_without_any_registration_does_not_call_the_backend() -> None:
     """A worker that never started (bind failed) has nothing to unregister."""
     backend = FakeBackend()
