@@ -10,6 +10,7 @@ is ``expected ...``, and carries that expectation as ``expected`` for the docs.
 from __future__ import annotations
 
 import datetime
+import re
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -27,6 +28,9 @@ class Check(Protocol):
         ...
 
     def __call__(self, value: Any) -> None: ...
+
+
+_WHITESPACE = re.compile(r"\s")
 
 
 def _refuse(expected: str) -> ValueError:
@@ -91,7 +95,7 @@ class HttpUrl:
             valid = valid and (parts.port is None or parts.port > 0)
         except ValueError:
             valid = False
-        if not valid or any(c.isspace() for c in text):
+        if not valid or _WHITESPACE.search(text):
             raise _refuse(self.expected)
 
 
@@ -105,7 +109,7 @@ class HostName:
 
     def __call__(self, value: Any) -> None:
         text = str(value)
-        if not text or any(c.isspace() for c in text):
+        if not text or _WHITESPACE.search(text):
             raise _refuse(self.expected)
 
 

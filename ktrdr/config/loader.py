@@ -311,31 +311,24 @@ class EnvLoader:
         self, item: Declared, deprecations: list[DeprecatedUse]
     ) -> tuple[str, Source] | Problem:
         """Find the winning raw value of one setting across all layers."""
-        in_env = [n for n in item.names if n in self._env_names]
-        in_dotenv = [n for n in item.names if n not in self._env_names and n in self._dotenv]
-        candidates: list[tuple[str, Source]] = [
-            (
-                self._env.raw(n),
-                Source(SourceKind.ENV if n == item.env else SourceKind.DEPRECATED, n),
-            )
-            for n in in_env
-        ]
+        candidates: list[tuple[str, Source]] = []
+        for name in item.names:
+            if name in self._env_names:
+                kind = SourceKind.ENV if name == item.env else SourceKind.DEPRECATED
+                candidates.append((self._env.raw(name), Source(kind, name)))
         if item.file_var in self._names:
             file_path = self._env.raw(item.file_var)
             from_file = self._read_value_file(item.file_var, file_path)
             if isinstance(from_file, Problem):
                 return from_file
-            candidates.append(
-                (from_file, Source(SourceKind.SECRET_FILE, item.file_var, path=file_path))
-            )
-        path = str(self.env_file)
-        candidates.extend(
-            (
-                self._env.raw(n),
-                Source(SourceKind.DOTENV, n, path=path, deprecated=n != item.env),
-            )
-            for n in in_dotenv
-        )
+            source = Source(SourceKind.SECRET_FILE, item.file_var, path=file_path)
+            candidates.append((from_file, source))
+        if self._dotenv:
+            path = str(self.env_file)
+            for name in item.names:
+                if name in self._dotenv and name not in self._env_names:
+                    source = Source(SourceKind.DOTENV, name, path=path, deprecated=name != item.env)
+                    candidates.append((self._env.raw(name), source))
         winner_raw, winner = candidates[0]
         for raw, source in candidates:
             if source.variable == item.env or source.kind is SourceKind.SECRET_FILE:
