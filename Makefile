@@ -35,9 +35,14 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-## Every installed Python 3.10-3.13 plus lint and typecheck.
+## Every installed Python 3.10-3.13 plus lint and typecheck. Interpreters installed
+## under pyenv are put on PATH so tox finds python3.10 ... python3.13 by name.
+PYENV_ROOT ?= $(shell pyenv root 2>/dev/null)
+empty :=
+space := $(empty) $(empty)
+PYENV_BINS := $(subst $(space),:,$(strip $(wildcard $(PYENV_ROOT)/versions/3.1[0-3].*/bin)))
 tox: venv
-	$(BIN)/tox run
+	PATH="$(PYENV_BINS):$$PATH" $(BIN)/tox run
 
 ## The README's run command: a backend and a training and a backtest worker with demo jobs.
 run: venv
