@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from rich.console import Console
@@ -173,7 +173,7 @@ def _load(component: Component, worker_type: str | None, env_file: Path) -> AnyC
     return loaded
 
 
-def _fail(message: str) -> Any:
+def _fail(message: str) -> NoReturn:
     """Print ``message`` to stderr and exit 1 (no traceback)."""
     click.echo(f"ktrdr: {message}", err=True)
     raise SystemExit(EXIT_CONFIG_ERROR)

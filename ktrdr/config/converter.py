@@ -39,6 +39,9 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, No
 _MAX_DURATION_S = 100 * 365 * 86400.0
 _MAX_INT_DIGITS = 18
 
+#: The converter type the loader holds (so that only this module imports cattrs).
+Converter = cattrs.BaseConverter
+
 EXPECT_BOOL = "a boolean, one of: " + ", ".join(TRUE_SPELLINGS + FALSE_SPELLINGS)
 EXPECT_INT = "a whole number"
 EXPECT_DURATION = "a duration such as 90 (seconds), 90s, 5m or 1h"
@@ -152,7 +155,7 @@ def expectation(type_: Any) -> str:
     return _SCALARS[type_][1]
 
 
-def make_converter() -> cattrs.BaseConverter:
+def make_converter() -> Converter:
     """Build a private converter with the project's string hooks.
 
     A ``BaseConverter`` is enough: it structures scalars only, never whole classes
@@ -178,7 +181,7 @@ def _string_hook(parse: Callable[[str], Any]) -> Callable[[str, Any], Any]:
     return hook
 
 
-def structure(converter: cattrs.BaseConverter, raw: str, type_: Any) -> Any:
+def structure(converter: Converter, raw: str, type_: Any) -> Any:
     """Structure one raw string; raises ``ValueError("expected ...")`` on failure.
 
     A type without a hook raises cattrs' ``StructureHandlerNotFoundError``: that is a

@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import attrs
-import cattrs
 from dotenv import dotenv_values
 from environs import Env
 
-from ktrdr.config.converter import expectation, make_converter, structure
+from ktrdr.config.converter import Converter, expectation, make_converter, structure
 from ktrdr.config.fields import (
     FILE_SUFFIX,
     Declared,
@@ -202,7 +201,7 @@ class EnvLoader:
         environ: Mapping[str, str],
         *,
         env_file: str | Path | None = DEFAULT_ENV_FILE,
-        converter: cattrs.BaseConverter | None = None,
+        converter: Converter | None = None,
     ) -> None:
         self._env = _MappingEnv(environ)
         self._converter = converter
@@ -227,7 +226,7 @@ class EnvLoader:
         return ()
 
     @property
-    def converter(self) -> cattrs.BaseConverter:
+    def converter(self) -> Converter:
         """The converter, built on first use (an empty environment never needs one)."""
         if self._converter is None:
             self._converter = make_converter()

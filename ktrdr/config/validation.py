@@ -45,6 +45,7 @@ from ktrdr.config.loader import (
     EnvLoader,
     Problem,
     Source,
+    SourceKind,
 )
 from ktrdr.config.settings import (
     DatabaseSettings,
@@ -190,6 +191,23 @@ def _variable(sources: Mapping[str, Source], env: str) -> str:
     return env
 
 
+def _rule_problem(
+    sources: Mapping[str, Source], env: str, shown_value: str, expected: str
+) -> Problem:
+    """A cross-field problem under the variable the user set for ``env``.
+
+    A value read from a ``_FILE`` is attributed to the file, so the report never
+    pretends the ``_FILE`` variable itself holds the value.
+    """
+    source = sources.get(env)
+    if source is not None and source.kind is SourceKind.SECRET_FILE:
+        assert source.variable is not None  # set for every file source
+        return Problem(
+            source.variable, source.path, f"the file's content ({shown_value}): {expected}"
+        )
+    return Problem(_variable(sources, env), shown_value, expected)
+
+
 def _cross_field_problems(
     loaded: Mapping[str, Any], sources: Mapping[str, Source]
 ) -> list[Problem]:
@@ -201,8 +219,9 @@ def _cross_field_problems(
         heartbeat = worker.heartbeat_interval
         if orphan.timeout <= 2 * heartbeat:
             problems.append(
-                Problem(
-                    _variable(sources, "KTRDR_ORPHAN_TIMEOUT"),
+                _rule_problem(
+                    sources,
+                    "KTRDR_ORPHAN_TIMEOUT",
                     format_value(orphan.timeout),
                     "expected more than twice KTRDR_WORKER_HEARTBEAT_INTERVAL "
                     f"({format_value(heartbeat)}), so a live worker is never "
@@ -213,8 +232,9 @@ def _cross_field_problems(
         unavailable_after = worker.stale_after * worker.heartbeat_interval
         if worker.removal_threshold < unavailable_after:
             problems.append(
-                Problem(
-                    _variable(sources, "KTRDR_WORKER_REMOVAL_THRESHOLD"),
+                _rule_problem(
+                    sources,
+                    "KTRDR_WORKER_REMOVAL_THRESHOLD",
                     format_value(worker.removal_threshold),
                     "expected at least KTRDR_WORKER_STALE_AFTER x "
                     f"KTRDR_WORKER_HEARTBEAT_INTERVAL ({format_value(unavailable_after)}): "

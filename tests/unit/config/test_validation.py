@@ -219,3 +219,14 @@ def test_production_configuration_passes_cleanly() -> None:
     """A complete production configuration loads with no warnings and no deprecations."""
     config = load("all", PRODUCTION)
     assert (config.report.warnings, config.report.deprecations) == ((), ())
+
+
+def test_rule_broken_by_a_file_value_names_the_file(tmp_path: Path) -> None:
+    """A cross-field problem about a value read from NAME_FILE names the variable and file."""
+    timeout = tmp_path / "timeout"
+    timeout.write_text("5s\n")
+    assert problems_of("backend", {"KTRDR_ORPHAN_TIMEOUT_FILE": str(timeout)}) == [
+        f"KTRDR_ORPHAN_TIMEOUT_FILE={str(timeout)!r}: the file's content (5s): expected more "
+        "than twice KTRDR_WORKER_HEARTBEAT_INTERVAL (10s), so a live worker is never "
+        "mistaken for a dead one"
+    ]
