@@ -57,6 +57,11 @@ from ktrdr.config.types import DbEngine, Environment, WorkerType
 from ktrdr.config.unknown import unknown_message, unknown_variables
 from ktrdr.errors import ConfigurationError
 
+HEARTBEAT = "KTRDR_WORKER_HEARTBEAT_INTERVAL"
+STALE_AFTER = "KTRDR_WORKER_STALE_AFTER"
+REMOVAL = "KTRDR_WORKER_REMOVAL_THRESHOLD"
+ORPHAN_TIMEOUT = "KTRDR_ORPHAN_TIMEOUT"
+
 
 class Severity(str, enum.Enum):
     """What a finding does to startup."""
@@ -208,39 +213,65 @@ def _rule_problem(
     return Problem(_variable(sources, env), shown_value, expected)
 
 
+def _is_set(sources: Mapping[str, Source], env: str) -> bool:
+    source = sources.get(env)
+    return source is not None and source.kind is not SourceKind.DEFAULT
+
+
 def _cross_field_problems(
     loaded: Mapping[str, Any], sources: Mapping[str, Source]
 ) -> list[Problem]:
-    """Rules between settings; each runs when the settings it needs loaded."""
+    """Rules between settings; each runs when the settings it needs loaded.
+
+    A broken rule is reported under a variable the user set: the one the rule is
+    about, unless that one is still at its default and another side of the rule was set.
+    """
     problems: list[Problem] = []
     worker: WorkerSettings | None = loaded.get("worker")
     orphan: OrphanDetectorSettings | None = loaded.get("orphan")
     if worker is not None and orphan is not None:
-        heartbeat = worker.heartbeat_interval
-        if orphan.timeout <= 2 * heartbeat:
-            problems.append(
-                _rule_problem(
+        heartbeat, timeout = worker.heartbeat_interval, orphan.timeout
+        why = "so a live worker is never mistaken for a dead one"
+        if timeout <= 2 * heartbeat:
+            if _is_set(sources, HEARTBEAT) and not _is_set(sources, ORPHAN_TIMEOUT):
+                problem = _rule_problem(
                     sources,
-                    "KTRDR_ORPHAN_TIMEOUT",
-                    format_value(orphan.timeout),
-                    "expected more than twice KTRDR_WORKER_HEARTBEAT_INTERVAL "
-                    f"({format_value(heartbeat)}), so a live worker is never "
-                    "mistaken for a dead one",
+                    HEARTBEAT,
+                    format_value(heartbeat),
+                    f"expected less than half of {ORPHAN_TIMEOUT} ({format_value(timeout)}), {why}",
                 )
-            )
+            else:
+                problem = _rule_problem(
+                    sources,
+                    ORPHAN_TIMEOUT,
+                    format_value(timeout),
+                    f"expected more than twice {HEARTBEAT} ({format_value(heartbeat)}), {why}",
+                )
+            problems.append(problem)
     if worker is not None and "api" in loaded:  # the backend applies the liveness rules
         unavailable_after = worker.stale_after * worker.heartbeat_interval
-        if worker.removal_threshold < unavailable_after:
-            problems.append(
-                _rule_problem(
+        removal = worker.removal_threshold
+        why = "a worker must become unavailable before it is removed"
+        if removal < unavailable_after:
+            blamed = [v for v in (HEARTBEAT, STALE_AFTER) if _is_set(sources, v)]
+            if blamed and not _is_set(sources, REMOVAL):
+                shown = worker.heartbeat_interval if blamed[0] == HEARTBEAT else worker.stale_after
+                problem = _rule_problem(
                     sources,
-                    "KTRDR_WORKER_REMOVAL_THRESHOLD",
-                    format_value(worker.removal_threshold),
-                    "expected at least KTRDR_WORKER_STALE_AFTER x "
-                    f"KTRDR_WORKER_HEARTBEAT_INTERVAL ({format_value(unavailable_after)}): "
-                    "a worker must become unavailable before it is removed",
+                    blamed[0],
+                    format_value(shown),
+                    f"expected {STALE_AFTER} x {HEARTBEAT} ({format_value(unavailable_after)}) "
+                    f"to be at most {REMOVAL} ({format_value(removal)}): {why}",
                 )
-            )
+            else:
+                problem = _rule_problem(
+                    sources,
+                    REMOVAL,
+                    format_value(removal),
+                    f"expected at least {STALE_AFTER} x {HEARTBEAT} "
+                    f"({format_value(unavailable_after)}): {why}",
+                )
+            problems.append(problem)
     return problems
 
 

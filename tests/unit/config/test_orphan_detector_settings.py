@@ -66,3 +66,11 @@ def test_frozen() -> None:
     """Assigning to a field raises."""
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         OrphanDetectorSettings().timeout = datetime.timedelta(0)  # type: ignore[misc]
+
+
+def test_rule_names_the_heartbeat_when_only_the_heartbeat_was_set() -> None:
+    """A heartbeat too slow for the default orphan timeout is reported under the heartbeat."""
+    assert problems_of("backend", {"KTRDR_WORKER_HEARTBEAT_INTERVAL": "30s"}) == [
+        "KTRDR_WORKER_HEARTBEAT_INTERVAL='30s': expected less than half of "
+        "KTRDR_ORPHAN_TIMEOUT (60s), so a live worker is never mistaken for a dead one"
+    ]

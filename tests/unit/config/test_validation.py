@@ -230,3 +230,12 @@ def test_rule_broken_by_a_file_value_names_the_file(tmp_path: Path) -> None:
         "than twice KTRDR_WORKER_HEARTBEAT_INTERVAL (10s), so a live worker is never "
         "mistaken for a dead one"
     ]
+
+
+def test_removal_rule_names_the_liveness_variable_that_was_set() -> None:
+    """With the removal threshold at its default, the rule blames what the user changed."""
+    assert problems_of("backend", {"KTRDR_WORKER_STALE_AFTER": "100"}) == [
+        "KTRDR_WORKER_STALE_AFTER='100': expected KTRDR_WORKER_STALE_AFTER x "
+        "KTRDR_WORKER_HEARTBEAT_INTERVAL (1000s) to be at most KTRDR_WORKER_REMOVAL_THRESHOLD "
+        "(300s): a worker must become unavailable before it is removed"
+    ]
