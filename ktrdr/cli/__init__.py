@@ -6,18 +6,9 @@ them. The CLI and the entrypoints are the only code that reads ``os.environ``.
 
 from __future__ import annotations
 
-import importlib
-
 import click
 
-#: Modules that each define ``register(group)``; kept in one list so the surface is explicit.
-_COMMAND_MODULES = (
-    "ktrdr.cli.config_cmd",
-    "ktrdr.cli.run_cmd",
-    "ktrdr.cli.health_cmd",
-    "ktrdr.cli.fleet_cmd",
-    "ktrdr.cli.up_cmd",
-)
+from ktrdr.cli import config_cmd, fleet_cmd, health_cmd, run_cmd, up_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -26,20 +17,12 @@ def cli() -> None:
     """ktrdr: configure and run the research worker fleet."""
 
 
-def _register_all() -> None:
-    for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue  # a command module not written yet
-        module.register(cli)
+for _module in (config_cmd, run_cmd, health_cmd, fleet_cmd, up_cmd):
+    _module.register(cli)
 
 
 def main() -> None:
     """Console-script entry point."""
-    _register_all()
     cli(prog_name="ktrdr")
 
 
