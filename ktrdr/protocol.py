@@ -18,6 +18,8 @@ API_PREFIX = "/api/v1"
 WORKERS_PATH = f"{API_PREFIX}/workers"
 REGISTER_PATH = f"{WORKERS_PATH}/register"
 OPERATIONS_PATH = f"{API_PREFIX}/operations"
+#: On a worker: ``POST`` starts (or resumes) an operation, ``/{id}/cancel`` stops it.
+WORKER_OPERATIONS_PATH = "/operations"
 MAX_BODY_BYTES = 1024 * 1024
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"

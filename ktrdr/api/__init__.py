@@ -1,15 +1,27 @@
-"""The backend: worker registry and its HTTP API (operations, orphans and the store join it).
+"""The backend: worker registry, operations (store, service, dispatch), orphans, retention.
 
-``create_app`` is the one way to build the app; ``ktrdr.api.main`` is the entrypoint.
+``create_app`` is the one way to build the app; ``ktrdr.api.main`` is the entrypoint
+and shows how the collaborators below are assembled from the settings.
 """
 
 from ktrdr.api.app import create_app, utc_now
+from ktrdr.api.dispatcher import Dispatcher
 from ktrdr.api.liveness import LivenessPolicy, LivenessVerdict, assess, sweep
+from ktrdr.api.operations import OperationsService, RetentionCleaner, TooManyOperations
+from ktrdr.api.orphans import OrphanDetector
 from ktrdr.api.registry import UnknownWorker, WorkerRecord, WorkerRegistry, drifting_workers
+from ktrdr.api.store import OperationStore, StoreError
 
 __all__ = [
+    "Dispatcher",
     "LivenessPolicy",
     "LivenessVerdict",
+    "OperationStore",
+    "OperationsService",
+    "OrphanDetector",
+    "RetentionCleaner",
+    "StoreError",
+    "TooManyOperations",
     "UnknownWorker",
     "WorkerRecord",
     "WorkerRegistry",

@@ -1,8 +1,10 @@
 """The backend's app factory: settings, clock and collaborators in, FastAPI app out.
 
 Nothing is read from the environment or created at import time: ``main()`` builds
-the configuration and the registry and passes them here; tests pass their own
-(a fake clock, a pre-filled registry). The lifespan runs the liveness sweep.
+the configuration, the store and every collaborator and passes them here; tests pass
+their own (a fake clock, a store in a temporary directory, a dispatcher over
+``httpx.MockTransport``). The lifespan runs the background loops (liveness sweep,
+dispatch, orphan detection, retention) and stops them on shutdown.
 """
 
 from __future__ import annotations
@@ -10,18 +12,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-from collections.abc import AsyncIterator, Callable
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
 
 from fastapi import FastAPI
 
 import ktrdr
+from ktrdr.api.dispatcher import Dispatcher
+from ktrdr.api.housekeeping import run_until_stopped
 from ktrdr.api.liveness import LivenessPolicy, sweep
-from ktrdr.api.periodic import run_periodically
+from ktrdr.api.operations import OperationsService, RetentionCleaner
+from ktrdr.api.operations_api import operations_routers
+from ktrdr.api.orphans import OrphanDetector
 from ktrdr.api.registry import WorkerRegistry
+from ktrdr.api.reports import OperationReports
 from ktrdr.api.workers_api import workers_routers
 from ktrdr.config import BackendConfig
 from ktrdr.protocol import MAX_BODY_BYTES
 from ktrdr.web import BearerAuth, BodyLimitMiddleware, install_error_handlers
+
+logger = logging.getLogger(__name__)
 
 #: Bounds of the liveness sweep period (derived from the heartbeat interval).
 MIN_SWEEP_INTERVAL = datetime.timedelta(milliseconds=50)
@@ -48,24 +59,43 @@ def create_app(
     *,
     clock: Callable[[], datetime.datetime],
     registry: WorkerRegistry,
+    service: OperationsService,
+    dispatcher: Dispatcher,
+    orphan_detector: OrphanDetector,
+    retention: RetentionCleaner,
 ) -> FastAPI:
-    """Build the backend app over ``registry``; ``clock`` returns aware UTC datetimes."""
+    """Build the backend app; ``clock`` returns aware UTC datetimes.
+
+    The app's lifespan owns the background loops and closes ``dispatcher`` (and its
+    HTTP client) on shutdown; the caller owns the store behind ``service``.
+    """
     policy = LivenessPolicy.from_settings(config.worker)
     auth = BearerAuth(config.auth.worker_token)
     interval = sweep_interval(config)
+    reports = OperationReports(service=service, registry=registry, dispatcher=dispatcher)
 
     async def liveness_round() -> None:
         sweep(registry, clock(), policy)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(run_periodically("liveness", interval, liveness_round))
+        stop = asyncio.Event()
+        loops: dict[str, Coroutine[Any, Any, int]] = {
+            "liveness": run_until_stopped(
+                "liveness sweep", liveness_round, interval=interval, stop_event=stop
+            ),
+            "dispatch": dispatcher.run_forever(stop),
+            "orphans": orphan_detector.run_forever(stop),
+            "retention": retention.run_forever(stop),
+        }
+        tasks = [asyncio.create_task(loop, name=f"ktrdr-{name}") for name, loop in loops.items()]
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await dispatcher.aclose()
+            logger.info("background loops stopped")
 
     app = FastAPI(
         title="ktrdr backend",
@@ -75,7 +105,14 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=MAX_BODY_BYTES)
     install_error_handlers(app)
 
-    for router in workers_routers(registry=registry, clock=clock, policy=policy, auth=auth):
+    # Flat, heartbeat first: FastAPI matches included routers level by level.
+    for router in workers_routers(
+        registry=registry, clock=clock, policy=policy, auth=auth, events=reports
+    ):
+        app.include_router(router)
+    for router in operations_routers(
+        service=service, dispatcher=dispatcher, reports=reports, auth=auth
+    ):
         app.include_router(router)
 
     @app.get("/health", tags=["health"], summary="Liveness of the backend itself")

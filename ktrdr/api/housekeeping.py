@@ -1,4 +1,4 @@
-"""The loop behind the backend's periodic jobs (orphan detection, retention).
+"""The loop behind the backend's periodic jobs (liveness, dispatch, orphans, retention).
 
 A job runs, then the loop waits ``interval`` or until the stop event is set, whichever
 comes first, so the app lifespan stops it promptly by setting the event. The wait is
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -41,15 +42,21 @@ async def run_until_stopped(
     stop_event: asyncio.Event,
     wait: Wait = wait_or_stop,
 ) -> int:
-    """Run the blocking ``job`` in a thread now and every ``interval`` until stopped.
+    """Run ``job`` now and every ``interval`` until stopped.
 
+    A plain function is blocking work (the store) and runs in a thread; a coroutine
+    function runs on the event loop (work on loop-only state, such as the registry).
     Returns the number of rounds run (for tests and the shutdown log line).
     """
     seconds = interval.total_seconds()
+    on_loop = inspect.iscoroutinefunction(job)
     rounds = 0
     while not stop_event.is_set():
         try:
-            await asyncio.to_thread(job)
+            if on_loop:
+                await job()
+            else:
+                await asyncio.to_thread(job)
         except Exception:
             logger.exception("%s failed; next attempt in %gs", name, seconds)
         rounds += 1

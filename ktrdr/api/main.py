@@ -1,7 +1,8 @@
 """Backend entrypoint: ``python -m ktrdr.api.main`` (and ``ktrdr backend``).
 
 Validates the configuration first (deprecation warnings on stderr, exit 1 with the
-report on a bad configuration, no traceback), then serves the app on
+report on a bad configuration, no traceback), opens the operations store (exit 1
+with a message naming the variables to check if it cannot), then serves the app on
 ``KTRDR_API_HOST:KTRDR_API_PORT``. Only :func:`main` reads ``os.environ``.
 """
 
@@ -9,16 +10,24 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TextIO
 
+import httpx
 import uvicorn
 
 from ktrdr.api.app import create_app, utc_now
+from ktrdr.api.dispatcher import Dispatcher
+from ktrdr.api.operations import OperationsService, RetentionCleaner
+from ktrdr.api.orphans import OrphanDetector
 from ktrdr.api.registry import WorkerRegistry
-from ktrdr.config import DEFAULT_ENV_FILE, BackendConfig, LogLevel
+from ktrdr.api.store import OperationStore, StoreError
+from ktrdr.config import DEFAULT_ENV_FILE, BackendConfig, DatabaseSettings, LogLevel
+from ktrdr.errors import ConfigurationError
 from ktrdr.logs import configure_logging
-from ktrdr.startup import load_or_exit
+from ktrdr.startup import EXIT_CONFIG_ERROR, load_or_exit
 from ktrdr.web import ExitSignals, GracefulServer
 
 logger = logging.getLogger("ktrdr.api")
@@ -27,9 +36,46 @@ logger = logging.getLogger("ktrdr.api")
 GRACEFUL_REQUESTS_TIMEOUT_S = 5
 
 
-def build_server(config: BackendConfig) -> GracefulServer:
-    """The backend's uvicorn server, bound to exactly the configured host and port."""
-    app = create_app(config, clock=utc_now, registry=WorkerRegistry())
+def open_store_or_exit(
+    settings: DatabaseSettings, *, stderr: TextIO | None = None
+) -> OperationStore:
+    """Open (and create or migrate the schema of) the store; exit 1 with the reason if not.
+
+    The message names the variables to check and never the password; no traceback.
+    """
+    try:
+        return OperationStore.open(settings)
+    except (StoreError, ConfigurationError) as exc:
+        stream = stderr if stderr is not None else sys.stderr
+        stream.write(f"ktrdr: {exc}\n")
+        stream.flush()
+        raise SystemExit(EXIT_CONFIG_ERROR) from None
+
+
+def build_server(config: BackendConfig, *, store: OperationStore) -> GracefulServer:
+    """The backend's uvicorn server, bound to exactly the configured host and port.
+
+    Every collaborator is built here from its settings: the operations service
+    (``KTRDR_OPS_*``), the dispatcher, the orphan detector (``KTRDR_ORPHAN_*``) and
+    the retention cleaner.
+    """
+    registry = WorkerRegistry()
+    service = OperationsService(store=store, settings=config.operations, clock=utc_now)
+    app = create_app(
+        config,
+        clock=utc_now,
+        registry=registry,
+        service=service,
+        dispatcher=Dispatcher(
+            service=service,
+            registry=registry,
+            http=httpx.AsyncClient(),
+            token=config.auth.worker_token,
+            clock=utc_now,
+        ),
+        orphan_detector=OrphanDetector(store=store, settings=config.orphan, clock=utc_now),
+        retention=RetentionCleaner(service=service),
+    )
     host, port = config.api.host, config.api.port
 
     async def announce() -> None:
@@ -52,9 +98,13 @@ def run(environ: Mapping[str, str], *, env_file: str | Path | None = DEFAULT_ENV
     with ExitSignals() as signals:
         config = load_or_exit("backend", environ, env_file=env_file)
         configure_logging(config.logging)
-        server = build_server(config)
-        signals.attach(server)
-        server.run()
+        store = open_store_or_exit(config.database)
+        try:
+            server = build_server(config, store=store)
+            signals.attach(server)
+            server.run()
+        finally:
+            store.close()
     return 0
 
 

@@ -227,6 +227,19 @@ class OperationsService:
         record = self._store.mark_running(operation_id, worker_id=worker_id, now=self._clock())
         return self._remember(record)
 
+    def release(self, operation_id: str, *, worker_id: str) -> OperationView:
+        """The dispatch to ``worker_id`` failed: running → pending, in its old queue place."""
+        record = self._store.release(operation_id, worker_id=worker_id)
+        return self._remember(record)
+
+    def busy_workers(self) -> set[str]:
+        """Ids of the workers the store says are running an operation.
+
+        The dispatcher's guard against giving one worker two operations: it holds even
+        when a stale heartbeat has just told the registry the worker is idle.
+        """
+        return {r.worker_id for r in self._store.running() if r.worker_id is not None}
+
     def report_progress(
         self, operation_id: str, *, worker_id: str, progress: Progress | None
     ) -> OperationView:

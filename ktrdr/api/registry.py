@@ -147,6 +147,40 @@ class WorkerRegistry:
         self._workers[worker_id] = record
         return record
 
+    def assign(self, worker_id: str, operation_id: str) -> None:
+        """The dispatcher gave ``operation_id`` to this worker: busy with it from now.
+
+        Saves waiting for the worker's next heartbeat to say so (a no-op for an id
+        that is no longer registered).
+        """
+        record = self._workers.get(worker_id)
+        if record is not None:
+            self._workers[worker_id] = attrs.evolve(
+                record,
+                status=WorkerStatus.BUSY,
+                current_operation_id=operation_id,
+                progress=None,
+            )
+
+    def operation_ended(self, worker_id: str, operation_id: str) -> bool:
+        """The worker reported ``operation_id`` finished: busy → idle, if that was its work.
+
+        Lets the dispatcher hand it the next operation without waiting for a heartbeat.
+        A worker that is stopping or unavailable stays so. Returns True when the record
+        changed to idle.
+        """
+        record = self._workers.get(worker_id)
+        if (
+            record is None
+            or record.status is not WorkerStatus.BUSY
+            or record.current_operation_id != operation_id
+        ):
+            return False
+        self._workers[worker_id] = attrs.evolve(
+            record, status=WorkerStatus.IDLE, current_operation_id=None, progress=None
+        )
+        return True
+
     def unregister(self, worker_id: str) -> WorkerRecord:
         """Remove a worker (it is shutting down); raises ``UnknownWorker``."""
         record = self._workers.pop(worker_id, None)

@@ -554,6 +554,26 @@ class OperationStore:
             },
         )
 
+    def release(self, operation_id: str, *, worker_id: str) -> OperationRecord:
+        """running on ``worker_id`` → pending again: the worker never got the operation.
+
+        The dispatcher marks an operation running before it calls the worker; when the
+        call fails (worker unreachable, busy, stopping) this puts the operation back in
+        the queue, in its old place (creation order) and with its ``resume`` flag kept.
+        """
+        return self._transition(
+            operation_id,
+            action="release",
+            allowed=(OperationStatus.RUNNING,),
+            values={
+                "status": OperationStatus.PENDING.value,
+                "worker_id": None,
+                "started_at": None,
+                "last_reported_at": None,
+            },
+            worker_id=worker_id,
+        )
+
     def fail_if_unreported(
         self,
         operation_id: str,

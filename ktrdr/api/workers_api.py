@@ -3,6 +3,8 @@
 Writes need ``Authorization: Bearer <KTRDR_AUTH_WORKER_TOKEN>``, checked before the
 body is read. Every failure is a 4xx JSON ``ErrorBody``; a refused request leaves
 the registry untouched. Reads sweep liveness first, so a listed status is current.
+What a registration or heartbeat means for operations (progress, dispatch) is left
+to the injected :class:`WorkerEvents`.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import datetime
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import APIRouter, Response
 
@@ -41,6 +43,20 @@ _WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
 _UNKNOWN: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "unknown worker id"}
 }
+
+
+class WorkerEvents(Protocol):
+    """Told about every accepted registration and heartbeat, after the registry changed."""
+
+    async def registered(self, record: WorkerRecord) -> None:
+        """``record`` was just registered (or registered again)."""
+        ...
+
+    async def heartbeat(
+        self, previous: WorkerRecord, record: WorkerRecord, request: HeartbeatRequest
+    ) -> None:
+        """``request`` turned ``previous`` into ``record``."""
+        ...
 
 
 def json_depth_exceeds(value: Any, limit: int) -> bool:
@@ -87,6 +103,7 @@ def workers_routers(
     clock: Callable[[], datetime.datetime],
     policy: LivenessPolicy,
     auth: BearerAuth,
+    events: WorkerEvents,
 ) -> tuple[APIRouter, APIRouter]:
     """The ``/api/v1/workers`` routes over ``registry``: (writes, reads).
 
@@ -118,9 +135,11 @@ def workers_routers(
         if body.progress is not None:
             _check_depth(body.progress.details, "progress.details")
         try:
-            record = registry.heartbeat(worker_id, body, now=clock())
+            previous = registry.get(worker_id)
         except UnknownWorker as exc:
             raise _unknown(exc) from None
+        record = registry.heartbeat(worker_id, body, now=clock())
+        await events.heartbeat(previous, record, body)
         return _json(record.view())
 
     @writes.post(
@@ -133,6 +152,7 @@ def workers_routers(
     async def register(body: RegisterRequest) -> Response:
         _check_depth(body.capabilities, "capabilities")
         record, created = registry.register(body, now=clock())
+        await events.registered(record)
         drift = drift_of(record)
         verb = "registered" if created else "re-registered"
         logger.info(
@@ -191,4 +211,4 @@ def workers_routers(
     return writes, router
 
 
-__all__ = ["MAX_JSON_DEPTH", "json_depth_exceeds", "workers_routers"]
+__all__ = ["MAX_JSON_DEPTH", "WorkerEvents", "json_depth_exceeds", "workers_routers"]

@@ -7,13 +7,16 @@ import time
 
 from ktrdr.config import WorkerConfig, WorkerType
 from ktrdr.workers.backtest import BacktestRunner
+from ktrdr.workers.checkpoints import CheckpointStore
 from ktrdr.workers.entrypoint import run_worker
 from ktrdr.workers.runner import OperationRunner
 
 
-def make_runner(config: WorkerConfig) -> OperationRunner:
-    """The backtest runner, with the checkpoint settings it must honour."""
-    return BacktestRunner(checkpoint=config.checkpoint, clock=time.monotonic)
+def make_runner(config: WorkerConfig, checkpoints: CheckpointStore) -> OperationRunner:
+    """The backtest runner, saving and loading through the runtime's checkpoint store."""
+    return BacktestRunner(
+        checkpoint=config.checkpoint, clock=time.monotonic, checkpoints=checkpoints
+    )
 
 
 def main() -> None:

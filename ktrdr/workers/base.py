@@ -130,6 +130,8 @@ class Worker:
         self._registered = False
         self._registration_attempted = False
         self._lifecycle: asyncio.Task[None] | None = None
+        #: Tasks that wait for an operation's outcome and report it (stop() awaits them).
+        self._reporters: set[asyncio.Task[None]] = set()
         self._check_identity()
 
     # -- identity -------------------------------------------------------------
@@ -313,18 +315,26 @@ class Worker:
         self.request_shutdown()
         deadline = self._deadline()
         running = self._running
-        if running is not None and running.reporter is not None:
+        reporters = [task for task in self._reporters if not task.done()]
+        if reporters:
             wait_s = deadline - self._unregister_reserve() - self._clock()
-            try:
-                await asyncio.wait_for(asyncio.shield(running.reporter), timeout=max(0.0, wait_s))
-            except asyncio.TimeoutError:
-                logger.error(
-                    "operation %s did not stop within KTRDR_WORKER_SHUTDOWN_TIMEOUT (%s); "
-                    "exiting without reporting it",
-                    running.operation_id,
-                    self.settings.shutdown_timeout,
-                )
-                running.reporter.cancel()
+            _, late = await asyncio.wait(reporters, timeout=max(0.0, wait_s))
+            if late:
+                if running is not None and running.reporter in late:
+                    logger.error(
+                        "operation %s did not stop within KTRDR_WORKER_SHUTDOWN_TIMEOUT (%s); "
+                        "exiting without reporting it",
+                        running.operation_id,
+                        self.settings.shutdown_timeout,
+                    )
+                else:
+                    logger.error(
+                        "an operation's report did not go through within "
+                        "KTRDR_WORKER_SHUTDOWN_TIMEOUT (%s); exiting without it",
+                        self.settings.shutdown_timeout,
+                    )
+                for task in late:
+                    task.cancel()
         if self._lifecycle is not None:
             self._lifecycle.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -377,6 +387,8 @@ class Worker:
         )
         thread.start()
         running.reporter = asyncio.create_task(self._report_when_done(running))
+        self._reporters.add(running.reporter)
+        running.reporter.add_done_callback(self._reporters.discard)
         logger.info(
             "operation %s started (%s%s)",
             request.operation_id,
@@ -413,23 +425,30 @@ class Worker:
     async def _report_when_done(self, running: _Running) -> None:
         try:
             outcome = await running.done
-            report = self._report_for(outcome)
-            logger.info(
-                "operation %s ended: %s%s",
-                running.operation_id,
-                report.status.value,
-                f" ({report.error})" if report.error else "",
-            )
-            budget = None
-            if self._stopping:
-                budget = self._deadline() - self._unregister_reserve() - self._clock()
-            try:
-                await self._backend.report_operation(running.operation_id, report, budget_s=budget)
-            except BackendError as exc:
-                logger.error("could not report operation %s: %s", running.operation_id, exc)
         finally:
+            # Free as soon as the outcome is known: the next operation need not wait
+            # for the report's round trip (or its retries while the backend is away).
             if self._running is running:
                 self._running = None
+        report = self._report_for(outcome)
+        logger.info(
+            "operation %s ended: %s%s",
+            running.operation_id,
+            report.status.value,
+            f" ({report.error})" if report.error else "",
+        )
+        budget = None
+        if self._stopping:
+            budget = self._deadline() - self._unregister_reserve() - self._clock()
+        try:
+            await self._backend.report_operation(running.operation_id, report, budget_s=budget)
+        except BackendRejected as exc:
+            if exc.status_code != 409:
+                logger.error("could not report operation %s: %s", running.operation_id, exc)
+            else:  # cancelled or failed meanwhile: the backend's outcome stands
+                logger.info("report of operation %s not needed: %s", running.operation_id, exc)
+        except BackendError as exc:
+            logger.error("could not report operation %s: %s", running.operation_id, exc)
 
     def _report_for(self, outcome: RunOutcome) -> OperationReport:
         """The wire report of ``outcome``; an unserialisable result becomes a failure."""

@@ -4,16 +4,22 @@
 :func:`run_worker`. Order matters: the exit-signal handlers go in first (a SIGTERM
 during startup still ends in a clean exit), then the configuration is validated
 (exit 1 with the report, never a traceback, and never at import time), then logging
-is configured and the server runs on the port the settings name.
+is configured, the checkpoint directory is checked (an unwritable
+``KTRDR_CHECKPOINT_DIR`` is exit 1 now, not a failed checkpoint hours later) and
+purged of files older than ``KTRDR_CHECKPOINT_MAX_AGE_DAYS`` (again every
+:data:`CHECKPOINT_PURGE_INTERVAL` while serving), and the server runs on the port
+the settings name.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime
 import logging
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 import httpx
@@ -25,19 +31,71 @@ from ktrdr.startup import EXIT_CONFIG_ERROR, load_or_exit
 from ktrdr.web import ExitSignals
 from ktrdr.workers.backend_client import BackendClient
 from ktrdr.workers.base import Worker
+from ktrdr.workers.checkpoints import CheckpointStore
 from ktrdr.workers.runner import OperationRunner
 from ktrdr.workers.server import build_worker_server
 
 logger = logging.getLogger("ktrdr.workers")
 
-#: Builds the runner of one worker type from the validated configuration.
-RunnerFactory = Callable[[WorkerConfig], OperationRunner]
+#: Builds the runner of one worker type from the validated configuration, sharing
+#: the runtime's checkpoint store.
+RunnerFactory = Callable[[WorkerConfig, CheckpointStore], OperationRunner]
+#: How often a serving worker deletes checkpoints older than KTRDR_CHECKPOINT_MAX_AGE_DAYS.
+CHECKPOINT_PURGE_INTERVAL = datetime.timedelta(hours=1)
+
+
+def utc_now() -> datetime.datetime:
+    """The wall clock checkpoint ages are measured with: aware UTC."""
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def purge_checkpoints(checkpoints: CheckpointStore, now: datetime.datetime) -> int:
+    """Delete expired checkpoint files; log and return how many (never raises OSError)."""
+    try:
+        removed = checkpoints.purge_expired(now)
+    except OSError as exc:
+        logger.warning("could not purge old checkpoints in %s: %s", checkpoints.root, exc)
+        return 0
+    if removed:
+        logger.info(
+            "removed %d checkpoint file(s) older than KTRDR_CHECKPOINT_MAX_AGE_DAYS=%d from %s",
+            len(removed),
+            checkpoints.settings.max_age_days,
+            checkpoints.root,
+        )
+    return len(removed)
+
+
+def prepare_checkpoints(checkpoints: CheckpointStore, now: datetime.datetime) -> None:
+    """Startup: the directory must be writable (else ``ConfigurationError``); purge it."""
+    checkpoints.ensure_writable()
+    purge_checkpoints(checkpoints, now)
+
+
+async def purge_checkpoints_forever(
+    checkpoints: CheckpointStore,
+    *,
+    clock: Callable[[], datetime.datetime] = utc_now,
+    interval: datetime.timedelta = CHECKPOINT_PURGE_INTERVAL,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> None:
+    """Purge every ``interval`` (in a thread) until cancelled."""
+    while True:
+        await sleep(interval.total_seconds())
+        await asyncio.to_thread(purge_checkpoints, checkpoints, clock())
 
 
 async def serve_worker(
-    config: WorkerConfig, runner: OperationRunner, *, signals: ExitSignals
+    config: WorkerConfig,
+    runner: OperationRunner,
+    *,
+    signals: ExitSignals,
+    checkpoints: CheckpointStore | None = None,
 ) -> None:
-    """Build the backend client, the worker and its server; serve until shutdown."""
+    """Build the backend client, the worker and its server; serve until shutdown.
+
+    With ``checkpoints``, expired checkpoint files are purged periodically meanwhile.
+    """
     settings = config.worker
     async with httpx.AsyncClient() as http:
         backend = BackendClient(
@@ -56,7 +114,16 @@ async def serve_worker(
         )
         server = build_worker_server(worker, auth=config.auth, logging_settings=config.logging)
         signals.attach(server)
-        await server.serve()
+        purging = None
+        if checkpoints is not None:
+            purging = asyncio.create_task(purge_checkpoints_forever(checkpoints))
+        try:
+            await server.serve()
+        finally:
+            if purging is not None:
+                purging.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await purging
 
 
 def run_worker(
@@ -80,12 +147,24 @@ def run_worker(
             settings.public_url,
             settings.backend_url,
         )
+        checkpoints = CheckpointStore(settings=config.checkpoint)
         try:
-            asyncio.run(serve_worker(config, make_runner(config), signals=signals))
+            prepare_checkpoints(checkpoints, utc_now())
+            runner = make_runner(config, checkpoints)
+            asyncio.run(serve_worker(config, runner, signals=signals, checkpoints=checkpoints))
         except ConfigurationError as exc:
             sys.stderr.write(f"ktrdr: {exc}\n")
             return EXIT_CONFIG_ERROR
     return 0
 
 
-__all__ = ["RunnerFactory", "run_worker", "serve_worker"]
+__all__ = [
+    "CHECKPOINT_PURGE_INTERVAL",
+    "RunnerFactory",
+    "prepare_checkpoints",
+    "purge_checkpoints",
+    "purge_checkpoints_forever",
+    "run_worker",
+    "serve_worker",
+    "utc_now",
+]

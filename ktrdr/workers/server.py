@@ -19,7 +19,12 @@ from fastapi import APIRouter, FastAPI
 
 import ktrdr
 from ktrdr.config import AuthSettings, LoggingSettings, LogLevel
-from ktrdr.protocol import MAX_BODY_BYTES, ErrorBody, StartOperationRequest
+from ktrdr.protocol import (
+    MAX_BODY_BYTES,
+    WORKER_OPERATIONS_PATH,
+    ErrorBody,
+    StartOperationRequest,
+)
 from ktrdr.web import (
     ApiError,
     BearerAuth,
@@ -37,7 +42,7 @@ from ktrdr.workers.base import (
 
 logger = logging.getLogger(__name__)
 
-OPERATIONS_ROUTE = "/operations"
+OPERATIONS_ROUTE = WORKER_OPERATIONS_PATH
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "missing or wrong worker token"},

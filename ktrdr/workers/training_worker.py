@@ -6,14 +6,17 @@ import os
 import time
 
 from ktrdr.config import WorkerConfig, WorkerType
+from ktrdr.workers.checkpoints import CheckpointStore
 from ktrdr.workers.entrypoint import run_worker
 from ktrdr.workers.runner import OperationRunner
 from ktrdr.workers.training import TrainingRunner
 
 
-def make_runner(config: WorkerConfig) -> OperationRunner:
-    """The training runner, with the checkpoint settings it must honour."""
-    return TrainingRunner(checkpoint=config.checkpoint, clock=time.monotonic)
+def make_runner(config: WorkerConfig, checkpoints: CheckpointStore) -> OperationRunner:
+    """The training runner, saving and loading through the runtime's checkpoint store."""
+    return TrainingRunner(
+        checkpoint=config.checkpoint, clock=time.monotonic, checkpoints=checkpoints
+    )
 
 
 def main() -> None:

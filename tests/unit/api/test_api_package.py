@@ -8,8 +8,15 @@ import ktrdr.api
 def test_public_names_are_pinned() -> None:
     """ktrdr.api exports exactly these names, and each one exists."""
     assert sorted(ktrdr.api.__all__) == [
+        "Dispatcher",
         "LivenessPolicy",
         "LivenessVerdict",
+        "OperationStore",
+        "OperationsService",
+        "OrphanDetector",
+        "RetentionCleaner",
+        "StoreError",
+        "TooManyOperations",
         "UnknownWorker",
         "WorkerRecord",
         "WorkerRegistry",

@@ -1,17 +1,19 @@
-"""The backend app factory: injected collaborators, the liveness loop in the lifespan."""
+"""The backend app factory: injected collaborators, background loops in the lifespan."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime
+from pathlib import Path
 
 import anyio
 import pytest
+from support.backend import make_backend, open_store
 
-from ktrdr.api import WorkerRegistry, create_app, utc_now
+from ktrdr.api import WorkerRegistry, utc_now
 from ktrdr.api.app import MAX_SWEEP_INTERVAL, MIN_SWEEP_INTERVAL, sweep_interval
 from ktrdr.config import BackendConfig, validate_all
-from ktrdr.protocol import OperationType, RegisterRequest
+from ktrdr.protocol import OperationStatus, OperationType, RegisterRequest
 
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
 
@@ -43,16 +45,15 @@ def test_sweep_interval_is_half_the_heartbeat_within_bounds(
 
 
 @pytest.mark.anyio
-async def test_lifespan_sweeps_dead_workers_without_any_request() -> None:
+async def test_lifespan_sweeps_dead_workers_without_any_request(tmp_path: Path) -> None:
     """While the app runs, its background sweep removes a silent worker on its own."""
-    now = [T0]
     registry = WorkerRegistry()
     config = _config(
         KTRDR_WORKER_HEARTBEAT_INTERVAL="0.1s",
         KTRDR_WORKER_STALE_AFTER="1",
         KTRDR_WORKER_REMOVAL_THRESHOLD="1s",
     )
-    app = create_app(config, clock=lambda: now[0], registry=registry)
+    backend = make_backend(open_store(tmp_path), config, registry=registry)
     registry.register(
         RegisterRequest(
             worker_id="w",
@@ -61,11 +62,11 @@ async def test_lifespan_sweeps_dead_workers_without_any_request() -> None:
             heartbeat_interval_s=0.1,
             config_fingerprint="fp",
         ),
-        now=T0,
+        now=backend.clock(),
     )
-    now[0] = T0 + datetime.timedelta(seconds=2)
+    backend.clock.advance(2)
 
-    async with app.router.lifespan_context(app):
+    async with backend.app.router.lifespan_context(backend.app):
         with anyio.fail_after(10):
             while "w" in registry:
                 await anyio.sleep(0.01)
@@ -74,20 +75,61 @@ async def test_lifespan_sweeps_dead_workers_without_any_request() -> None:
 
 
 @pytest.mark.anyio
-async def test_lifespan_stops_its_background_task_on_shutdown() -> None:
-    """Leaving the lifespan cancels the sweep loop (no task left running)."""
-    app = create_app(_config(), clock=utc_now, registry=WorkerRegistry())
+async def test_lifespan_dispatches_a_created_operation_to_an_idle_worker(tmp_path: Path) -> None:
+    """With the app running, a created operation reaches the idle worker without any tick."""
+    config = _config(KTRDR_AUTH_WORKER_TOKEN="t" * 16)
+    backend = make_backend(open_store(tmp_path), config)
+    backend.register("w1")
 
-    def sweepers() -> list[asyncio.Task[object]]:
-        return [
-            t
-            for t in asyncio.all_tasks()
-            if not t.done() and "run_periodically" in repr(t.get_coro())
-        ]
+    async with backend.app.router.lifespan_context(backend.app), backend.client() as client:
+        created = (await client.post("/api/v1/operations", json={"type": "training"})).json()
+        with anyio.fail_after(10):
+            while not backend.workers.starts:
+                await anyio.sleep(0.01)
+        running = (await client.get(f"/api/v1/operations/{created['id']}")).json()
 
-    async with app.router.lifespan_context(app):
-        during = sweepers()
-    after = sweepers()
+    assert backend.workers.started() == [("w1", created["id"])]
+    assert (running["status"], running["worker_id"]) == ("running", "w1")
 
-    assert len(during) == 1
-    assert after == []
+
+@pytest.mark.anyio
+async def test_lifespan_runs_orphan_detection_and_retention(tmp_path: Path) -> None:
+    """The orphan detector and the retention cleaner run as soon as the app starts."""
+    config = _config(KTRDR_ORPHAN_TIMEOUT="60s", KTRDR_OPS_RETENTION_DAYS="1")
+    backend = make_backend(open_store(tmp_path), config)
+    orphan = backend.service.create("training", {})
+    backend.service.start(orphan.id, worker_id="w-dead")
+    old = backend.service.create("backtest", {})
+    backend.service.start(old.id, worker_id="w-1")
+    backend.service.finish(old.id, status=OperationStatus.COMPLETED, worker_id="w-1", result={})
+    backend.clock.advance(2 * 24 * 3600)
+
+    async with backend.app.router.lifespan_context(backend.app):
+        with anyio.fail_after(10):
+            while backend.store.get(orphan.id).status is OperationStatus.RUNNING:
+                await anyio.sleep(0.01)
+            while backend.store.count_live() + len(backend.store.list().items) > 1:
+                await anyio.sleep(0.01)
+
+    failed = backend.store.get(orphan.id)
+    assert failed.status is OperationStatus.FAILED
+    assert "worker w-dead" in (failed.error or "")
+    assert [r.id for r in backend.store.list().items] == [orphan.id]
+
+
+@pytest.mark.anyio
+async def test_lifespan_stops_its_background_tasks_on_shutdown(tmp_path: Path) -> None:
+    """Leaving the lifespan stops all four loops and closes the dispatcher's client."""
+    backend = make_backend(open_store(tmp_path), _config())
+    names = {"ktrdr-liveness", "ktrdr-dispatch", "ktrdr-orphans", "ktrdr-retention"}
+
+    def loops() -> set[str]:
+        return {t.get_name() for t in asyncio.all_tasks() if not t.done()} & names
+
+    async with backend.app.router.lifespan_context(backend.app):
+        during = loops()
+    after = loops()
+
+    assert during == names
+    assert after == set()
+    assert backend.http.is_closed

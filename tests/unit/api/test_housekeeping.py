@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import threading
 
 import pytest
 
@@ -72,3 +73,34 @@ def test_failing_round_is_logged_and_the_loop_goes_on(caplog: pytest.LogCaptureF
     assert waits == [120.0, 120.0, 120.0]
     assert "nightly job failed; next attempt in 120s" in caplog.text
     assert "database is locked" in caplog.text
+
+
+def test_a_coroutine_job_runs_on_the_event_loop_thread() -> None:
+    """An async job is awaited on the loop (no thread hop); a plain one runs in a thread."""
+    seen: dict[str, int] = {}
+
+    async def on_loop() -> None:
+        seen["async"] = threading.get_ident()
+
+    def blocking() -> None:
+        seen["sync"] = threading.get_ident()
+
+    async def stop_at_once(stop: asyncio.Event, seconds: float) -> bool:
+        stop.set()
+        return True
+
+    async def scenario() -> int:
+        for job in (on_loop, blocking):
+            await run_until_stopped(
+                "job",
+                job,
+                interval=datetime.timedelta(seconds=1),
+                stop_event=asyncio.Event(),
+                wait=stop_at_once,
+            )
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(scenario())
+
+    assert seen["async"] == loop_thread
+    assert seen["sync"] != loop_thread

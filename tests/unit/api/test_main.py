@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
-from ktrdr.api.main import GRACEFUL_REQUESTS_TIMEOUT_S, build_server, run
-from ktrdr.config import validate_all
+import pytest
+from support.backend import open_store
+from support.processes import free_port
+
+from ktrdr.api.main import GRACEFUL_REQUESTS_TIMEOUT_S, build_server, open_store_or_exit, run
+from ktrdr.config import DatabaseSettings, DbEngine, Secret, validate_all
 from ktrdr.web import GracefulServer
 
 
@@ -21,16 +25,65 @@ def test_bad_configuration_exits_1_with_the_report(capsys: pytest.CaptureFixture
     assert "Traceback" not in stderr
 
 
-def test_server_listens_on_exactly_the_configured_host_and_port() -> None:
+def test_server_listens_on_exactly_the_configured_host_and_port(tmp_path: Path) -> None:
     """The uvicorn server is built from KTRDR_API_HOST and KTRDR_API_PORT, nothing else."""
     config = validate_all(
         "backend", {"KTRDR_API_HOST": "127.0.0.2", "KTRDR_API_PORT": "8123"}, env_file=None
     )
+    store = open_store(tmp_path)
 
-    server = build_server(config)
+    server = build_server(config, store=store)
+    store.close()
 
     assert isinstance(server, GracefulServer)
     assert (server.config.host, server.config.port) == ("127.0.0.2", 8123)
     assert server.config.lifespan == "on"
     assert server.config.log_config is None
     assert server.config.timeout_graceful_shutdown == GRACEFUL_REQUESTS_TIMEOUT_S
+
+
+def test_sqlite_store_is_created_at_ktrdr_db_path(tmp_path: Path) -> None:
+    """Zero configuration: the SQLite file (and its directory) appear at KTRDR_DB_PATH."""
+    path = tmp_path / "nested" / "ktrdr.db"
+
+    store = open_store_or_exit(DatabaseSettings(path=path))
+    store.close()
+
+    assert path.is_file()
+
+
+def test_an_unusable_sqlite_path_exits_1_naming_ktrdr_db_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A database directory that cannot be created: exit 1, KTRDR_DB_PATH named, no traceback."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+
+    with pytest.raises(SystemExit) as exited:
+        open_store_or_exit(DatabaseSettings(path=blocker / "db" / "ktrdr.db"))
+
+    stderr = capsys.readouterr().err
+    assert exited.value.code == 1
+    assert "KTRDR_DB_PATH" in stderr
+    assert "Traceback" not in stderr
+
+
+def test_an_unreachable_postgresql_exits_1_naming_the_variables_not_the_password(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """PostgreSQL down: exit 1 with the KTRDR_DB_* names to check, the password masked."""
+    settings = DatabaseSettings(
+        engine=DbEngine.POSTGRESQL,
+        host="127.0.0.1",
+        port=free_port(),
+        password=Secret("hunter2-secret"),
+    )
+
+    with pytest.raises(SystemExit) as exited:
+        open_store_or_exit(settings)
+
+    stderr = capsys.readouterr().err
+    assert exited.value.code == 1
+    assert "KTRDR_DB_HOST" in stderr
+    assert "KTRDR_DB_PASSWORD" in stderr
+    assert "hunter2-secret" not in stderr

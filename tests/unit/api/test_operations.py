@@ -296,6 +296,35 @@ def test_reports_from_another_worker_are_refused(store: OperationStore, clock: F
         service.finish(view.id, status=OperationStatus.COMPLETED, worker_id="w-2")
 
 
+def test_release_requeues_and_is_visible_at_once(store: OperationStore, clock: FakeClock) -> None:
+    """A failed dispatch puts the operation back to pending; a cached read shows it."""
+    service = make_service(store, clock, cache_ttl=datetime.timedelta(seconds=60))
+    view = service.create("training", {})
+    service.start(view.id, worker_id="w-1")
+    assert service.get(view.id).status is OperationStatus.RUNNING
+
+    released = service.release(view.id, worker_id="w-1")
+
+    assert released.status is OperationStatus.PENDING
+    assert released.worker_id is None
+    assert service.get(view.id).status is OperationStatus.PENDING
+    assert [v.id for v in service.pending()] == [view.id]
+
+
+def test_busy_workers_are_those_running_an_operation(
+    store: OperationStore, clock: FakeClock
+) -> None:
+    """busy_workers names every worker with a running operation, and only those."""
+    service = make_service(store, clock)
+    first, second, third = (service.create("training", {}) for _ in range(3))
+    service.start(first.id, worker_id="w-1")
+    service.start(second.id, worker_id="w-2")
+    service.finish(second.id, status=OperationStatus.COMPLETED, worker_id="w-2", result={})
+
+    assert service.busy_workers() == {"w-1"}
+    assert service.get(third.id).status is OperationStatus.PENDING
+
+
 # --- retention ------------------------------------------------------------------------
 
 

@@ -178,3 +178,35 @@ def test_unavailable_workers_do_not_count_for_drift() -> None:
     registry.mark_unavailable(["t1"])
 
     assert drifting_workers(registry.records()) == frozenset()
+
+
+def test_assign_marks_the_worker_busy_with_the_operation() -> None:
+    """A dispatch makes the worker busy at once; unknown ids are ignored."""
+    registry = WorkerRegistry()
+    registry.register(_register("w1"), now=T0)
+
+    registry.assign("w1", "op-1")
+    registry.assign("gone", "op-2")
+
+    record = registry.get("w1")
+    assert (record.status, record.current_operation_id) == (WorkerStatus.BUSY, "op-1")
+    assert "gone" not in registry
+
+
+def test_operation_ended_frees_only_the_worker_that_ran_it() -> None:
+    """A report of op-1 makes its busy worker idle; other operations or states stay."""
+    registry = WorkerRegistry()
+    registry.register(_register("w1", current_operation_id="op-1"), now=T0)
+    registry.register(_register("w2", current_operation_id="op-2"), now=T0)
+    registry.heartbeat(
+        "w2", HeartbeatRequest(status=WorkerStatus.STOPPING, current_operation_id="op-2"), now=T0
+    )
+
+    assert registry.operation_ended("w1", "op-other") is False
+    assert registry.operation_ended("w1", "op-1") is True
+    assert registry.operation_ended("w2", "op-2") is False
+    assert registry.operation_ended("unknown", "op-1") is False
+
+    first, second = registry.get("w1"), registry.get("w2")
+    assert (first.status, first.current_operation_id) == (WorkerStatus.IDLE, None)
+    assert (second.status, second.current_operation_id) == (WorkerStatus.STOPPING, "op-2")

@@ -292,6 +292,33 @@ def test_requeue_of_a_completed_operation_is_refused(store: OperationStore) -> N
         store.requeue(record.id)
 
 
+def test_release_puts_a_running_operation_back_in_the_queue(store: OperationStore) -> None:
+    """A failed dispatch: running → pending, worker cleared, queue place and resume kept."""
+    older = running(store, worker="w-1", seconds=0)
+    store.finish(older.id, status=OperationStatus.CANCELLED, now=at(2), error="stop")
+    store.requeue(older.id)
+    store.mark_running(older.id, worker_id="w-1", now=at(3))
+    younger = new(store, seconds=1)
+    released = store.release(older.id, worker_id="w-1")
+    assert released.status is OperationStatus.PENDING
+    assert (released.worker_id, released.started_at, released.last_reported_at) == (None,) * 3
+    assert released.resume is True
+    assert [r.id for r in store.pending()] == [older.id, younger.id]
+
+
+def test_release_by_another_worker_or_when_not_running_is_refused(
+    store: OperationStore,
+) -> None:
+    """Only the worker it was dispatched to can release a running operation."""
+    record = running(store, worker="w-1")
+    with pytest.raises(InvalidTransition, match="runs on worker w-1, not w-2"):
+        store.release(record.id, worker_id="w-2")
+    store.finish(record.id, status=OperationStatus.CANCELLED, now=at(2), error="x")
+    with pytest.raises(InvalidTransition, match="cannot release"):
+        store.release(record.id, worker_id="w-1")
+    assert store.get(record.id).status is OperationStatus.CANCELLED
+
+
 def test_fail_if_unreported(store: OperationStore) -> None:
     """Fails a running operation last reported before the cutoff, and nothing else."""
     stale = running(store, worker="w-old")

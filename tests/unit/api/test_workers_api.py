@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import datetime
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -12,51 +11,40 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.backend import AUTH, TOKEN, backend_config, make_backend, open_store
 
-from ktrdr.api import WorkerRegistry, create_app
+from ktrdr.api.store import OperationStore
 from ktrdr.api.workers_api import MAX_JSON_DEPTH, json_depth_exceeds
-from ktrdr.config import BackendConfig, validate_all
+from ktrdr.config import BackendConfig
 from ktrdr.protocol import MAX_BODY_BYTES
 
 pytestmark = pytest.mark.anyio
 
-TOKEN = "unit-test-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
 REGISTER = "/api/v1/workers/register"
-
-
-class FakeClock:
-    """A settable aware-UTC clock."""
-
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime.datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += datetime.timedelta(seconds=seconds)
-
-
-def backend_config(**environ: str) -> BackendConfig:
-    base = {"KTRDR_AUTH_WORKER_TOKEN": TOKEN}
-    return validate_all("backend", {**base, **environ}, env_file=None)
 
 
 class Api:
     """An app over a registry and a fake clock, plus a client for it."""
 
-    def __init__(self, config: BackendConfig | None = None) -> None:
-        self.clock = FakeClock()
-        self.registry = WorkerRegistry()
-        self.app = create_app(config or backend_config(), clock=self.clock, registry=self.registry)
+    def __init__(self, store: OperationStore, config: BackendConfig | None = None) -> None:
+        self.backend = make_backend(store, config or backend_config())
+        self.clock = self.backend.clock
+        self.registry = self.backend.registry
+        self.app = self.backend.app
 
     def client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(transport=httpx.ASGITransport(self.app), base_url="http://backend")
+        return self.backend.client()
 
     def snapshot(self) -> list[Any]:
         return [r.view().model_dump(mode="json") for r in self.registry.records()]
+
+
+@pytest.fixture(scope="module")
+def shared_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperationStore]:
+    """One operations store for the module (these tests are about workers)."""
+    store = open_store(tmp_path_factory.mktemp("operations"))
+    yield store
+    store.close()
 
 
 def registration(worker_id: str = "training-a-5003", **overrides: Any) -> dict[str, Any]:
@@ -73,9 +61,9 @@ def registration(worker_id: str = "training-a-5003", **overrides: Any) -> dict[s
 
 
 @pytest.fixture
-def api() -> Api:
+def api(shared_store: OperationStore) -> Api:
     """A fresh backend app with an empty registry."""
-    return Api()
+    return Api(shared_store)
 
 
 @pytest.fixture
@@ -332,9 +320,12 @@ async def test_oversized_bodies_get_413(api: Api, client: httpx.AsyncClient) -> 
     assert len(api.registry) == 0
 
 
-async def test_a_silent_worker_becomes_unavailable_then_disappears() -> None:
+async def test_a_silent_worker_becomes_unavailable_then_disappears(
+    shared_store: OperationStore,
+) -> None:
     """With stale_after=3 and a 10 s interval: unavailable after 30 s, removed after 60 s."""
-    api = Api(backend_config(KTRDR_WORKER_STALE_AFTER="3", KTRDR_WORKER_REMOVAL_THRESHOLD="60s"))
+    config = backend_config(KTRDR_WORKER_STALE_AFTER="3", KTRDR_WORKER_REMOVAL_THRESHOLD="60s")
+    api = Api(shared_store, config)
     async with api.client() as client:
         await client.post(REGISTER, json=registration(), headers=AUTH)
         api.clock.advance(30)
@@ -439,10 +430,10 @@ _headers = st.sampled_from([AUTH, {}, {"Authorization": "Bearer nope"}])
 )
 @given(body=_bodies, headers=_headers)
 async def test_arbitrary_registration_bodies_never_500(
-    body: bytes, headers: dict[str, str]
+    shared_store: OperationStore, body: bytes, headers: dict[str, str]
 ) -> None:
     """Any body: 201/200 with a valid registration, else 4xx JSON and an unchanged registry."""
-    api = Api()
+    api = Api(shared_store)
     async with api.client() as client:
         response = await client.post(
             REGISTER, content=body, headers={**headers, "Content-Type": "application/json"}
@@ -465,10 +456,10 @@ async def test_arbitrary_registration_bodies_never_500(
     headers=_headers,
 )
 async def test_arbitrary_heartbeats_never_500_or_touch_other_workers(
-    worker_id: str, body: bytes, headers: dict[str, str]
+    shared_store: OperationStore, worker_id: str, body: bytes, headers: dict[str, str]
 ) -> None:
     """Random ids and bodies on the heartbeat route: 4xx JSON unless valid, never a 500."""
-    api = Api()
+    api = Api(shared_store)
     async with api.client() as client:
         await client.post(REGISTER, json=registration("known"), headers=AUTH)
         before = api.snapshot()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
 import logging
 
 import attrs
@@ -216,7 +217,7 @@ async def test_an_operation_runs_reports_progress_and_its_outcome() -> None:
     await wait_for(runner.started.is_set)
     beat = worker.heartbeat_request()
     runner.release.set()
-    await wait_for(lambda: worker.status is WorkerStatus.IDLE)
+    await wait_for(lambda: backend.reports())
 
     assert beat.status is WorkerStatus.BUSY
     assert beat.current_operation_id == "op-1"
@@ -357,3 +358,82 @@ async def test_an_unreportable_result_becomes_a_failure_and_long_errors_are_cut(
     assert first["status"] == "failed"
     assert "could not be reported" in first["error"]
     assert len(second["error"]) == MAX_REPORT_ERROR
+
+
+class HeldReports(FakeBackend):
+    """A FakeBackend that holds every report until ``release`` is set, then answers it."""
+
+    def __init__(self, report_status: int = 200) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.report_status = report_status
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:  # type: ignore[override]
+        if not request.url.path.endswith("/report"):
+            return super().__call__(request)
+        self.calls.append(("POST", request.url.path, json.loads(request.content)))
+        await self.release.wait()
+        self.calls.append(("ANSWERED", request.url.path + " (answered)", None))
+        body = {"error": "invalid_transition", "detail": "it is cancelled"}
+        return httpx.Response(self.report_status, json=body)
+
+
+async def test_the_worker_is_free_as_soon_as_the_outcome_is_known() -> None:
+    """The next operation can start while the last one's report is still on its way."""
+    backend = HeldReports()
+    runner = ScriptedRunner()
+    runner.release.set()
+    worker = make_worker(backend, runner=runner)
+
+    await worker.start_operation(start_request("op-1"))
+    await wait_for(lambda: backend.reports())
+    status_while_reporting = worker.status
+    await worker.start_operation(start_request("op-2"))
+    backend.release.set()
+    await wait_for(lambda: len(backend.reports()) == 2)
+
+    assert status_while_reporting is WorkerStatus.IDLE
+    assert [r["status"] for r in backend.reports()] == ["completed", "completed"]
+
+
+async def test_a_409_on_a_report_is_final_and_not_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The backend refusing a report (already cancelled) is logged at INFO, sent once."""
+    backend = HeldReports(report_status=409)
+    backend.release.set()
+    runner = ScriptedRunner()
+    runner.release.set()
+    worker = make_worker(backend, runner=runner)
+
+    with caplog.at_level(logging.INFO, logger="ktrdr.workers.base"):
+        await worker.start_operation(start_request())
+        await wait_for(
+            lambda: "ANSWERED /api/v1/operations/op-1/report (answered)" in backend.paths()
+        )
+        await worker.stop()
+
+    assert len(backend.reports()) == 1
+    assert "report of operation op-1 not needed" in caplog.text
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_stop_waits_for_a_report_still_in_flight() -> None:
+    """An operation that ended just before SIGTERM is reported before unregistering."""
+    backend = HeldReports()
+    runner = ScriptedRunner()
+    runner.release.set()
+    worker = make_worker(backend, runner=runner)
+    await worker.register_until_success()
+    await worker.start_operation(start_request())
+    await wait_for(lambda: backend.reports())
+
+    stopping = asyncio.create_task(worker.stop())
+    await wait_for(lambda: worker.status is WorkerStatus.STOPPING)
+    backend.release.set()
+    await asyncio.wait_for(stopping, timeout=10)
+
+    paths = backend.paths()
+    assert paths.index("ANSWERED /api/v1/operations/op-1/report (answered)") < paths.index(
+        "DELETE /api/v1/workers/training-test-5003"
+    )

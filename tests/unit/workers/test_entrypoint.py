@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import datetime
+import logging
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from ktrdr.config import WorkerType, validate_all
+from ktrdr.config import CheckpointSettings, WorkerType, validate_all
 from ktrdr.workers import backtest_worker, training_worker
 from ktrdr.workers.backtest import BacktestRunner
-from ktrdr.workers.entrypoint import run_worker
+from ktrdr.workers.checkpoints import CheckpointStore
+from ktrdr.workers.entrypoint import (
+    CHECKPOINT_PURGE_INTERVAL,
+    prepare_checkpoints,
+    purge_checkpoints_forever,
+    run_worker,
+)
 from ktrdr.workers.training import TrainingRunner
+
+NOW = datetime.datetime(2026, 4, 1, tzinfo=datetime.timezone.utc)
 
 
 def _never(config: object) -> object:
@@ -67,7 +80,85 @@ def test_each_entrypoint_builds_its_runner_from_the_checkpoint_settings(
         worker_type=worker_type,
     )
 
-    runner = module.make_runner(config)  # type: ignore[attr-defined]
+    checkpoints = CheckpointStore(settings=config.checkpoint)
+
+    runner = module.make_runner(config, checkpoints)  # type: ignore[attr-defined]
 
     assert isinstance(runner, runner_class)
     assert runner.operation_type.value == worker_type.value
+    assert runner.checkpoints is checkpoints
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """run_worker configures the root logger; put it back for the tests that follow."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_an_unwritable_checkpoint_dir_exits_1_naming_the_variable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """KTRDR_CHECKPOINT_DIR under a regular file: exit 1 at startup, no runner, no traceback."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+
+    code = run_worker(
+        WorkerType.TRAINING,
+        {"KTRDR_CHECKPOINT_DIR": str(blocker / "checkpoints")},
+        make_runner=_never,  # type: ignore[arg-type]
+        env_file=None,
+    )
+
+    stderr = capsys.readouterr().err
+    assert code == 1
+    assert f"KTRDR_CHECKPOINT_DIR={str(blocker / 'checkpoints')!r}" in stderr
+    assert "not writable" in stderr
+    assert "Traceback" not in stderr
+
+
+def _old_file(directory: Path, name: str, age: datetime.timedelta) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.write_bytes(b"x")
+    stamp = (NOW - age).timestamp()
+    os.utime(path, (stamp, stamp))
+    return path
+
+
+def test_startup_checks_the_directory_and_purges_files_past_max_age_days(tmp_path: Path) -> None:
+    """At start: the directory is created, files older than MAX_AGE_DAYS are removed."""
+    store = CheckpointStore(settings=CheckpointSettings(dir=tmp_path / "ckpt", max_age_days=3))
+    old = _old_file(tmp_path / "ckpt" / "op-old", "checkpoint.npz", datetime.timedelta(days=4))
+    fresh = _old_file(tmp_path / "ckpt" / "op-new", "checkpoint.npz", datetime.timedelta(days=2))
+
+    prepare_checkpoints(store, NOW)
+
+    assert not old.exists()
+    assert not old.parent.exists()
+    assert fresh.exists()
+
+
+@pytest.mark.anyio
+async def test_checkpoints_are_purged_every_interval_while_serving(tmp_path: Path) -> None:
+    """The serving worker purges expired checkpoints again every CHECKPOINT_PURGE_INTERVAL."""
+    store = CheckpointStore(settings=CheckpointSettings(dir=tmp_path, max_age_days=1))
+    sleeps: list[float] = []
+    expired: list[bool] = []
+
+    async def sleep(seconds: float) -> None:
+        expired.append(not any(tmp_path.iterdir()))
+        sleeps.append(seconds)
+        if len(sleeps) == 3:
+            raise asyncio.CancelledError
+        _old_file(tmp_path / f"op-{len(sleeps)}", "checkpoint.npz", datetime.timedelta(days=2))
+
+    with pytest.raises(asyncio.CancelledError):
+        await purge_checkpoints_forever(store, clock=lambda: NOW, sleep=sleep)
+
+    assert sleeps == [CHECKPOINT_PURGE_INTERVAL.total_seconds()] * 3
+    assert expired == [True, True, True]  # each file planted was gone by the next round

@@ -1,0 +1,357 @@
+"""The dispatcher: hands pending operations to idle workers of their type, and stops them.
+
+One round (:meth:`Dispatcher.dispatch_once`) takes the idle, available workers from the
+registry, leaves out every worker the store says is still running an operation (a
+stale "idle" heartbeat cannot get a worker two operations), and pairs the oldest
+pending operations of each type with them. Each pairing is first written to the store
+(pending → running on that worker, one atomic transition: a cancel or another round
+cannot take the same operation), then sent to the worker as an authenticated
+``POST /operations``. If the worker was never reached, or answers busy or stopping,
+the operation goes back to pending in its old place and the worker rests until its
+next heartbeat; if the worker refuses the operation itself (422), it fails with the
+worker's reason. Nothing is lost: an operation is pending, running on a worker that
+accepted it (or at least may have), or finished with a reason.
+
+Rounds run when woken (an operation created or resumed, a worker registered, became
+idle or reported) and on a short tick. The dispatcher speaks HTTP to workers through
+an injected ``httpx.AsyncClient`` (tests use ``httpx.MockTransport``) and owns it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import enum
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from urllib.parse import quote
+
+import attrs
+import httpx
+
+from ktrdr.api.housekeeping import run_until_stopped
+from ktrdr.api.operations import OperationsService
+from ktrdr.api.registry import WorkerRecord, WorkerRegistry
+from ktrdr.api.store import InvalidTransition, OperationNotFound
+from ktrdr.config import Secret
+from ktrdr.protocol import (
+    WORKER_OPERATIONS_PATH,
+    OperationStatus,
+    OperationType,
+    OperationView,
+    StartOperationRequest,
+    WorkerStatus,
+)
+
+__all__ = [
+    "DEFAULT_REQUEST_TIMEOUT",
+    "DEFAULT_TICK",
+    "Dispatch",
+    "DispatchOutcome",
+    "Dispatcher",
+]
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime.datetime]
+
+#: A round runs at least this often, woken or not (catches anything a wake missed).
+DEFAULT_TICK = datetime.timedelta(seconds=1)
+#: Budget of one call to a worker (start or cancel).
+DEFAULT_REQUEST_TIMEOUT = datetime.timedelta(seconds=5)
+#: Longest error text kept from a worker's refusal.
+_MAX_REASON = 500
+
+
+class DispatchOutcome(str, enum.Enum):
+    """What became of one pairing of an operation with a worker."""
+
+    STARTED = "started"  # the worker accepted it
+    RELEASED = "released"  # never reached the worker, or refused for now: pending again
+    FAILED = "failed"  # the worker refused this operation itself: failed with its reason
+    UNCONFIRMED = "unconfirmed"  # sent, no answer: left running (heartbeats or orphans decide)
+
+
+@attrs.frozen(kw_only=True)
+class Dispatch:
+    """One operation sent (or not) to one worker in a round."""
+
+    operation_id: str
+    worker_id: str
+    outcome: DispatchOutcome
+    detail: str = ""
+
+
+def _reason(response: httpx.Response) -> str:
+    """The worker's ``{"error", "detail"}`` as one line (or just the status)."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and body.get("error"):
+        detail = body.get("detail")
+        text = f"HTTP {response.status_code} {body['error']}"
+        return (f"{text}: {detail}" if detail else text)[:_MAX_REASON]
+    return f"HTTP {response.status_code}"
+
+
+class Dispatcher:
+    """Pairs pending operations with idle workers; forwards cancellations to workers.
+
+    Runs on the event loop (the registry is loop-only); store calls go to threads.
+    ``clock`` returns aware UTC datetimes. :meth:`run_forever` is started by the app's
+    lifespan, which calls :meth:`aclose` on shutdown.
+    """
+
+    def __init__(
+        self,
+        *,
+        service: OperationsService,
+        registry: WorkerRegistry,
+        http: httpx.AsyncClient,
+        token: Secret,
+        clock: Clock,
+        tick: datetime.timedelta = DEFAULT_TICK,
+        request_timeout: datetime.timedelta = DEFAULT_REQUEST_TIMEOUT,
+    ) -> None:
+        self._service = service
+        self._registry = registry
+        self._http = http
+        self._headers = {
+            "Authorization": f"Bearer {token.reveal()}",
+            "Content-Type": "application/json",
+        }
+        self._clock = clock
+        self._tick = tick
+        self._timeout_s = request_timeout.total_seconds()
+        self._wake = asyncio.Event()
+        #: Workers that just failed a start, and when they may be tried again.
+        self._resting: dict[str, datetime.datetime] = {}
+
+    # --- the loop ---------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Run a round as soon as possible (call from the event loop)."""
+        self._wake.set()
+
+    async def run_forever(self, stop_event: asyncio.Event) -> int:
+        """Dispatch now, then whenever woken or every tick, until ``stop_event`` is set."""
+        return await run_until_stopped(
+            "dispatch",
+            self.dispatch_once,
+            interval=self._tick,
+            stop_event=stop_event,
+            wait=self._wait_for_work,
+        )
+
+    async def _wait_for_work(self, stop_event: asyncio.Event, seconds: float) -> bool:
+        """Wait for a wake-up, a stop or the tick; True when stopping."""
+        waiters = {
+            asyncio.ensure_future(stop_event.wait()),
+            asyncio.ensure_future(self._wake.wait()),
+        }
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
+        return stop_event.is_set()
+
+    async def aclose(self) -> None:
+        """Release the HTTP client (the app's lifespan shutdown)."""
+        await self._http.aclose()
+
+    # --- one round --------------------------------------------------------------------
+
+    async def dispatch_once(self) -> list[Dispatch]:
+        """Pair pending operations with idle workers and start them; what happened to each."""
+        self._wake.clear()
+        now = self._clock()
+        self._resting = {w: until for w, until in self._resting.items() if until > now}
+        candidates: dict[OperationType, list[str]] = defaultdict(list)
+        workers: dict[str, WorkerRecord] = {}
+        for record in self._registry.records():
+            if record.status is WorkerStatus.IDLE and record.worker_id not in self._resting:
+                candidates[record.worker_type].append(record.worker_id)
+                workers[record.worker_id] = record
+        if not candidates:
+            return []
+        claims, raced = await asyncio.to_thread(self._claim, dict(candidates))
+        if raced:
+            self.wake()  # an operation vanished under us: the next one may be waiting
+        for view, worker_id in claims:
+            self._registry.assign(worker_id, view.id)
+        results = await asyncio.gather(
+            *(self._start(view, workers[worker_id]) for view, worker_id in claims)
+        )
+        return list(results)
+
+    def _claim(
+        self, candidates: dict[OperationType, list[str]]
+    ) -> tuple[list[tuple[OperationView, str]], bool]:
+        """In a thread: mark the oldest pending operations running on free workers.
+
+        Returns the (operation, worker id) pairs and whether an operation was cancelled
+        or deleted between listing and claiming it.
+        """
+        busy = self._service.busy_workers()
+        claims: list[tuple[OperationView, str]] = []
+        raced = False
+        for kind, worker_ids in candidates.items():
+            free = [w for w in worker_ids if w not in busy]
+            if not free:
+                continue
+            for pending in self._service.pending(operation_type=kind, limit=len(free)):
+                try:
+                    started = self._service.start(pending.id, worker_id=free[0])
+                except (InvalidTransition, OperationNotFound):
+                    raced = True
+                    continue
+                claims.append((started, free.pop(0)))
+        return claims, raced
+
+    async def _start(self, view: OperationView, worker: WorkerRecord) -> Dispatch:
+        """Send one claimed operation to its worker and settle the outcome."""
+        request = StartOperationRequest(
+            operation_id=view.id,
+            operation_type=view.type,
+            parameters=dict(view.parameters),
+            resume=view.resume,
+        )
+        url = worker.endpoint_url.rstrip("/") + WORKER_OPERATIONS_PATH
+        try:
+            response = await self._http.post(
+                url,
+                content=request.model_dump_json().encode(),
+                headers=self._headers,
+                timeout=self._timeout_s,
+            )
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            return await self._release(view, worker, f"unreachable ({type(exc).__name__})")
+        except httpx.HTTPError as exc:
+            # The request may have reached the worker: leave the operation running on
+            # it. Its heartbeats confirm it; if it never runs, the orphan detector fails it.
+            detail = f"no answer ({type(exc).__name__})"
+            logger.warning(
+                "operation %s: worker %s gave %s to the start request; left running on it",
+                view.id,
+                worker.worker_id,
+                detail,
+            )
+            self._rest(worker)
+            return Dispatch(
+                operation_id=view.id,
+                worker_id=worker.worker_id,
+                outcome=DispatchOutcome.UNCONFIRMED,
+                detail=detail,
+            )
+        if response.is_success:
+            logger.info(
+                "operation %s (%s%s) started on worker %s",
+                view.id,
+                view.type.value,
+                ", resuming" if view.resume else "",
+                worker.worker_id,
+            )
+            return Dispatch(
+                operation_id=view.id, worker_id=worker.worker_id, outcome=DispatchOutcome.STARTED
+            )
+        reason = _reason(response)
+        if response.status_code in (400, 413, 422):
+            return await self._fail(view, worker, reason)
+        if response.status_code == 401:
+            logger.error(
+                "worker %s refused the backend's token; KTRDR_AUTH_WORKER_TOKEN must be the "
+                "same on the backend and every worker",
+                worker.worker_id,
+            )
+        return await self._release(view, worker, reason)
+
+    def _rest(self, worker: WorkerRecord) -> None:
+        """Skip ``worker`` until about its next heartbeat (no retry storm on one worker)."""
+        pause = max(worker.heartbeat_interval, self._tick)
+        self._resting[worker.worker_id] = self._clock() + pause
+
+    async def _release(self, view: OperationView, worker: WorkerRecord, reason: str) -> Dispatch:
+        self._rest(worker)
+        try:
+            await asyncio.to_thread(self._service.release, view.id, worker_id=worker.worker_id)
+        except (InvalidTransition, OperationNotFound) as exc:
+            logger.info("operation %s not re-queued: %s", view.id, exc)
+        else:
+            logger.warning(
+                "operation %s could not start on worker %s (%s); back in the queue",
+                view.id,
+                worker.worker_id,
+                reason,
+            )
+            self.wake()  # another idle worker may take it now
+        return Dispatch(
+            operation_id=view.id,
+            worker_id=worker.worker_id,
+            outcome=DispatchOutcome.RELEASED,
+            detail=reason,
+        )
+
+    async def _fail(self, view: OperationView, worker: WorkerRecord, reason: str) -> Dispatch:
+        error = f"worker {worker.worker_id} refused the operation: {reason}"
+        try:
+            await asyncio.to_thread(
+                self._service.finish,
+                view.id,
+                status=OperationStatus.FAILED,
+                worker_id=worker.worker_id,
+                error=error,
+            )
+        except (InvalidTransition, OperationNotFound) as exc:
+            logger.info("operation %s not failed: %s", view.id, exc)
+        else:
+            logger.error("operation %s failed: %s", view.id, error)
+        self._registry.operation_ended(worker.worker_id, view.id)
+        return Dispatch(
+            operation_id=view.id,
+            worker_id=worker.worker_id,
+            outcome=DispatchOutcome.FAILED,
+            detail=reason,
+        )
+
+    # --- cancellation -----------------------------------------------------------------
+
+    async def cancel_on_worker(self, operation_id: str, worker_id: str) -> bool:
+        """Ask ``worker_id`` to stop ``operation_id`` (already cancelled in the store).
+
+        True when the worker accepted; False when it is gone, does not run the
+        operation, or did not answer (each logged; nothing to retry: a worker that
+        still runs it reports at the end, and that report is refused).
+        """
+        try:
+            worker = self._registry.get(worker_id)
+        except LookupError:
+            logger.info("operation %s cancelled; its worker %s is gone", operation_id, worker_id)
+            return False
+        url = (
+            worker.endpoint_url.rstrip("/")
+            + f"{WORKER_OPERATIONS_PATH}/{quote(operation_id, safe='')}/cancel"
+        )
+        try:
+            response = await self._http.post(url, headers=self._headers, timeout=self._timeout_s)
+        except httpx.HTTPError as exc:
+            logger.warning(
+                "operation %s cancelled, but worker %s could not be told (%s)",
+                operation_id,
+                worker_id,
+                type(exc).__name__,
+            )
+            return False
+        if response.is_success:
+            logger.info("operation %s: worker %s is stopping it", operation_id, worker_id)
+            return True
+        logger.info(
+            "operation %s cancelled; worker %s answered %s",
+            operation_id,
+            worker_id,
+            _reason(response),
+        )
+        return False

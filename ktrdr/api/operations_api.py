@@ -1,0 +1,208 @@
+"""The operations API: create, list, get, cancel, resume; and the workers' outcome reports.
+
+``POST /api/v1/operations/{id}/report`` is for workers and needs the worker token
+(checked before the body is read); the rest is the operator's API. Store calls run in
+threads, so a slow database never blocks heartbeats. Every failure is a 4xx JSON
+``ErrorBody``: bad type or parameters 422 with one item per field, unknown id 404, a
+transition the operation's status forbids 409, too many live operations 429.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, BackgroundTasks, Query, Response
+from pydantic import BaseModel, ValidationError
+
+from ktrdr.api.dispatcher import Dispatcher
+from ktrdr.api.operations import OperationsService, TooManyOperations
+from ktrdr.api.reports import OperationReports
+from ktrdr.api.store import MAX_PAGE, InvalidTransition, OperationNotFound
+from ktrdr.api.workers_api import MAX_JSON_DEPTH, json_depth_exceeds
+from ktrdr.protocol import (
+    OPERATIONS_PATH,
+    CreateOperationRequest,
+    ErrorBody,
+    OperationList,
+    OperationReport,
+    OperationStatus,
+    OperationType,
+    OperationView,
+)
+from ktrdr.web import ApiError, BearerAuth, describe_validation_errors
+
+__all__ = ["MAX_OFFSET", "operations_routers"]
+
+#: Largest ``offset`` accepted by the listing (far beyond any real table).
+MAX_OFFSET = 1_000_000_000
+
+_ONE = OPERATIONS_PATH + "/{operation_id}"
+_INVALID: dict[int | str, dict[str, Any]] = {
+    422: {"model": ErrorBody, "description": "invalid request (one item per field)"}
+}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "unknown operation id"}
+}
+_CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorBody, "description": "not allowed in the operation's current status"}
+}
+
+
+def _json(view: BaseModel, status_code: int = 200) -> Response:
+    return Response(view.model_dump_json(), status_code=status_code, media_type="application/json")
+
+
+def _field_error(loc: list[str | int], message: str, kind: str) -> ApiError:
+    return ApiError(422, "invalid_request", [{"loc": loc, "msg": message, "type": kind}])
+
+
+def _check_depth(value: Any, loc: list[str | int]) -> None:
+    if json_depth_exceeds(value, MAX_JSON_DEPTH):
+        raise _field_error(loc, f"nested deeper than {MAX_JSON_DEPTH} levels", "too_deep")
+
+
+def _parameter_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    """The model's field errors, located in the request body (``body.parameters.<f>``)."""
+    items = describe_validation_errors(exc.errors())
+    for item in items:
+        item["loc"] = ["body", "parameters", *item["loc"]]
+        item["msg"] = item["msg"].removeprefix("Value error, ")
+    return items
+
+
+def _not_found(exc: OperationNotFound) -> ApiError:
+    return ApiError(404, "unknown_operation", str(exc))
+
+
+def _conflict(exc: InvalidTransition) -> ApiError:
+    return ApiError(409, "invalid_transition", str(exc))
+
+
+def operations_routers(
+    *,
+    service: OperationsService,
+    dispatcher: Dispatcher,
+    reports: OperationReports,
+    auth: BearerAuth,
+) -> tuple[APIRouter, APIRouter]:
+    """The ``/api/v1/operations`` routes: (worker writes, operator routes).
+
+    Include both directly in the app (not nested), like the worker routes.
+    """
+    router = APIRouter(tags=["operations"])
+    writes = APIRouter(route_class=auth.route_class(), tags=["operations"])
+
+    @router.post(
+        OPERATIONS_PATH,
+        status_code=201,
+        response_model=OperationView,
+        responses={
+            **_INVALID,
+            413: {"model": ErrorBody, "description": "request body too large"},
+            429: {"model": ErrorBody, "description": "KTRDR_OPS_MAX_OPERATIONS reached"},
+        },
+        summary="Create an operation (pending until a worker of its type takes it)",
+    )
+    async def create_operation(body: CreateOperationRequest) -> Response:
+        _check_depth(body.parameters, ["body", "parameters"])
+        try:
+            view = await asyncio.to_thread(service.create, body.type, body.parameters)
+        except ValidationError as exc:
+            raise ApiError(422, "invalid_request", _parameter_errors(exc)) from None
+        except TooManyOperations as exc:
+            raise ApiError(429, "too_many_operations", str(exc)) from None
+        dispatcher.wake()
+        return _json(view, 201)
+
+    @router.get(
+        OPERATIONS_PATH,
+        response_model=OperationList,
+        responses=_INVALID,
+        summary="Operations, newest first, filtered by status and type, one page",
+    )
+    async def list_operations(
+        status: Annotated[OperationStatus | None, Query()] = None,
+        operation_type: Annotated[OperationType | None, Query(alias="type")] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    ) -> Response:
+        page = await asyncio.to_thread(
+            service.list, status=status, operation_type=operation_type, limit=limit, offset=offset
+        )
+        return _json(page)
+
+    @router.get(
+        _ONE,
+        response_model=OperationView,
+        responses=_NOT_FOUND,
+        summary="One operation: status, progress, result or error, worker",
+    )
+    async def get_operation(operation_id: str) -> Response:
+        try:
+            view = await asyncio.to_thread(service.get, operation_id)
+        except OperationNotFound as exc:
+            raise _not_found(exc) from None
+        return _json(view)
+
+    @router.post(
+        _ONE + "/cancel",
+        response_model=OperationView,
+        responses={**_NOT_FOUND, **_CONFLICT},
+        summary="Cancel a pending or running operation (its worker saves a checkpoint)",
+    )
+    async def cancel_operation(operation_id: str, background: BackgroundTasks) -> Response:
+        try:
+            view = await asyncio.to_thread(service.cancel, operation_id)
+        except OperationNotFound as exc:
+            raise _not_found(exc) from None
+        except InvalidTransition as exc:
+            raise _conflict(exc) from None
+        if view.worker_id is not None:
+            background.add_task(dispatcher.cancel_on_worker, view.id, view.worker_id)
+        return _json(view)
+
+    @router.post(
+        _ONE + "/resume",
+        response_model=OperationView,
+        responses={**_NOT_FOUND, **_CONFLICT},
+        summary="Queue a failed or cancelled operation to continue from its checkpoint",
+    )
+    async def resume_operation(operation_id: str) -> Response:
+        try:
+            view = await asyncio.to_thread(service.resume, operation_id)
+        except OperationNotFound as exc:
+            raise _not_found(exc) from None
+        except InvalidTransition as exc:
+            raise _conflict(exc) from None
+        dispatcher.wake()
+        return _json(view)
+
+    @writes.post(
+        _ONE + "/report",
+        response_model=OperationView,
+        responses={
+            401: {"model": ErrorBody, "description": "missing or wrong worker token"},
+            **_INVALID,
+            **_NOT_FOUND,
+            **_CONFLICT,
+        },
+        summary="A worker reports how an operation ended (only the worker running it)",
+    )
+    async def report_operation(operation_id: str, body: OperationReport) -> Response:
+        if not body.status.finished:
+            message = "a report needs a final status: completed, failed or cancelled"
+            raise _field_error(["body", "status"], message, "enum")
+        if body.result is not None:
+            _check_depth(body.result, ["body", "result"])
+        try:
+            view = await reports.report(operation_id, body)
+        except OperationNotFound as exc:
+            raise _not_found(exc) from None
+        except InvalidTransition as exc:
+            raise _conflict(exc) from None
+        except ValueError as exc:  # e.g. NaN in the result: the store keeps plain JSON only
+            raise _field_error(["body", "result"], str(exc), "value_error") from None
+        return _json(view)
+
+    return writes, router

@@ -1,0 +1,183 @@
+"""An in-process backend for unit tests: every collaborator real, workers faked.
+
+``make_backend`` builds the app the way ``ktrdr.api.main`` does (registry, operations
+service over a SQLite store, dispatcher, orphan detector, retention cleaner) with a
+settable clock, and the dispatcher's HTTP client talking to :class:`FakeWorkers`, an
+``httpx.MockTransport`` handler that plays every worker (by endpoint host).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+from typing import Any
+
+import attrs
+import httpx
+from fastapi import FastAPI
+
+from ktrdr.api import WorkerRegistry, create_app
+from ktrdr.api.dispatcher import Dispatcher
+from ktrdr.api.operations import OperationsService, RetentionCleaner
+from ktrdr.api.orphans import OrphanDetector
+from ktrdr.api.store import OperationStore
+from ktrdr.config import BackendConfig, validate_all
+from ktrdr.protocol import OperationType, RegisterRequest
+
+TOKEN = "unit-test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+
+
+class FakeClock:
+    """A settable aware-UTC clock."""
+
+    def __init__(self, now: datetime.datetime = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime.datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += datetime.timedelta(seconds=seconds)
+
+
+class FakeWorkers:
+    """Every worker, as one MockTransport handler keyed by the endpoint's host.
+
+    ``answers[host]`` is the status code (default 202) or an exception to raise for
+    that worker's start requests; cancels always get 202 unless ``answers`` says so.
+    """
+
+    def __init__(self) -> None:
+        self.answers: dict[str, int | Exception] = {}
+        #: Every request, delivered or not: (method, host, path).
+        self.attempts: list[tuple[str, str, str]] = []
+        self.starts: list[tuple[str, dict[str, Any]]] = []
+        self.cancels: list[tuple[str, str]] = []
+        self.tokens: list[str | None] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        host = request.url.host
+        path = request.url.path
+        self.attempts.append((request.method, host, path))
+        self.tokens.append(request.headers.get("authorization"))
+        answer = self.answers.get(host, 202)
+        if isinstance(answer, Exception):
+            raise answer
+        if path == "/operations":
+            self.starts.append((host, json.loads(request.content)))
+        elif path.endswith("/cancel"):
+            self.cancels.append((host, path.split("/")[-2]))
+        if answer >= 400:
+            return httpx.Response(answer, json={"error": "refused", "detail": f"{host} says no"})
+        return httpx.Response(answer, json={"status": "ok"})
+
+    def started(self) -> list[tuple[str, str]]:
+        """(worker host, operation id) of every start request, in order."""
+        return [(host, body["operation_id"]) for host, body in self.starts]
+
+
+def backend_config(**environ: str) -> BackendConfig:
+    """A backend configuration with the unit-test token (and any overrides)."""
+    base = {"KTRDR_AUTH_WORKER_TOKEN": TOKEN}
+    return validate_all("backend", {**base, **environ}, env_file=None)
+
+
+def open_store(directory: Path) -> OperationStore:
+    """A fresh SQLite store in ``directory``."""
+    return OperationStore.open_url(f"sqlite+pysqlite:///{directory / 'ops.db'}")
+
+
+@attrs.define(kw_only=True)
+class Backend:
+    """The app and its collaborators, for a test to drive and inspect."""
+
+    config: BackendConfig
+    clock: FakeClock
+    store: OperationStore
+    registry: WorkerRegistry
+    service: OperationsService
+    dispatcher: Dispatcher
+    orphans: OrphanDetector
+    retention: RetentionCleaner
+    workers: FakeWorkers
+    #: The dispatcher's client (the app's lifespan closes it).
+    http: httpx.AsyncClient
+    app: FastAPI
+
+    def client(self) -> httpx.AsyncClient:
+        """An HTTP client for the app (no lifespan: tests run rounds by hand)."""
+        transport = httpx.ASGITransport(self.app)
+        return httpx.AsyncClient(transport=transport, base_url="http://backend")
+
+    def register(self, worker_id: str, worker_type: OperationType = OperationType.TRAINING) -> None:
+        """Register an idle worker reachable at ``http://<worker_id>:5003``."""
+        request = RegisterRequest(
+            worker_id=worker_id,
+            worker_type=worker_type,
+            endpoint_url=f"http://{worker_id}:5003",
+            heartbeat_interval_s=1,
+            config_fingerprint="fp",
+        )
+        self.registry.register(request, now=self.clock())
+
+
+def make_backend(
+    store: OperationStore,
+    config: BackendConfig | None = None,
+    *,
+    registry: WorkerRegistry | None = None,
+) -> Backend:
+    """The backend as ``main`` assembles it, over ``store``, a fake clock and fake workers."""
+    config = config or backend_config()
+    clock = FakeClock()
+    registry = registry if registry is not None else WorkerRegistry()
+    workers = FakeWorkers()
+    http = httpx.AsyncClient(transport=httpx.MockTransport(workers))
+    service = OperationsService(store=store, settings=config.operations, clock=clock)
+    dispatcher = Dispatcher(
+        service=service,
+        registry=registry,
+        http=http,
+        token=config.auth.worker_token,
+        clock=clock,
+    )
+    orphans = OrphanDetector(store=store, settings=config.orphan, clock=clock)
+    retention = RetentionCleaner(service=service)
+    app = create_app(
+        config,
+        clock=clock,
+        registry=registry,
+        service=service,
+        dispatcher=dispatcher,
+        orphan_detector=orphans,
+        retention=retention,
+    )
+    return Backend(
+        config=config,
+        clock=clock,
+        store=store,
+        registry=registry,
+        service=service,
+        dispatcher=dispatcher,
+        orphans=orphans,
+        retention=retention,
+        workers=workers,
+        http=http,
+        app=app,
+    )
+
+
+__all__ = [
+    "AUTH",
+    "T0",
+    "TOKEN",
+    "Backend",
+    "FakeClock",
+    "FakeWorkers",
+    "backend_config",
+    "make_backend",
+    "open_store",
+]

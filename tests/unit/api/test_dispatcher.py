@@ -1,0 +1,243 @@
+"""The dispatcher: right type, idle workers only, claim before sending, requeue, no doubles."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+from support.backend import TOKEN, Backend, make_backend, open_store
+
+from ktrdr.api.dispatcher import Dispatcher, DispatchOutcome
+from ktrdr.config import Secret
+from ktrdr.protocol import HeartbeatRequest, OperationStatus, OperationType, WorkerStatus
+
+pytestmark = pytest.mark.anyio
+
+TRAINING = OperationType.TRAINING
+BACKTEST = OperationType.BACKTEST
+
+
+@pytest.fixture
+async def backend(tmp_path: Path) -> AsyncIterator[Backend]:
+    """A backend over a fresh SQLite store, with fake workers and a fake clock."""
+    store = open_store(tmp_path)
+    backend = make_backend(store)
+    yield backend
+    await backend.dispatcher.aclose()
+    store.close()
+
+
+def status_of(backend: Backend, operation_id: str) -> OperationStatus:
+    return backend.store.get(operation_id).status
+
+
+async def test_each_operation_goes_to_an_idle_worker_of_its_type(backend: Backend) -> None:
+    """A training and a backtest operation go to the training and the backtest worker."""
+    backend.register("bt-1", BACKTEST)
+    backend.register("tr-1", TRAINING)
+    training = backend.service.create("training", {"epochs": 3})
+    backtest = backend.service.create("backtest", {})
+
+    dispatched = await backend.dispatcher.dispatch_once()
+
+    assert {(d.worker_id, d.operation_id, d.outcome) for d in dispatched} == {
+        ("tr-1", training.id, DispatchOutcome.STARTED),
+        ("bt-1", backtest.id, DispatchOutcome.STARTED),
+    }
+    assert sorted(backend.workers.started()) == [("bt-1", backtest.id), ("tr-1", training.id)]
+    body = dict(backend.workers.starts)["tr-1"]
+    assert body == {
+        "operation_id": training.id,
+        "operation_type": "training",
+        "parameters": training.parameters,
+        "resume": False,
+    }
+    assert set(backend.workers.tokens) == {f"Bearer {TOKEN}"}
+    assert backend.store.get(training.id).worker_id == "tr-1"
+    assert backend.registry.get("tr-1").status is WorkerStatus.BUSY
+    assert backend.registry.get("tr-1").current_operation_id == training.id
+
+
+async def test_only_idle_workers_get_work(backend: Backend) -> None:
+    """Busy, stopping and unavailable workers are passed over; pending work waits."""
+    for worker_id, status in (
+        ("busy", WorkerStatus.BUSY),
+        ("stopping", WorkerStatus.STOPPING),
+        ("gone", WorkerStatus.IDLE),
+    ):
+        backend.register(worker_id)
+        backend.registry.heartbeat(worker_id, HeartbeatRequest(status=status), now=backend.clock())
+    backend.registry.mark_unavailable(["gone"])
+    operation = backend.service.create("training", {})
+
+    assert await backend.dispatcher.dispatch_once() == []
+
+    assert backend.workers.starts == []
+    assert status_of(backend, operation.id) is OperationStatus.PENDING
+
+
+async def test_oldest_pending_operation_goes_first(backend: Backend) -> None:
+    """With one worker, the operation created first is started first."""
+    backend.register("tr-1")
+    first = backend.service.create("training", {"seed": 1})
+    backend.clock.advance(1)
+    second = backend.service.create("training", {"seed": 2})
+
+    await backend.dispatcher.dispatch_once()
+
+    assert backend.workers.started() == [("tr-1", first.id)]
+    assert status_of(backend, second.id) is OperationStatus.PENDING
+
+
+async def test_a_worker_never_gets_two_operations(backend: Backend) -> None:
+    """A stale 'idle' heartbeat cannot get a worker running one operation a second one."""
+    backend.register("tr-1")
+    first = backend.service.create("training", {})
+    backend.clock.advance(1)
+    second = backend.service.create("training", {})
+    await backend.dispatcher.dispatch_once()
+    # A heartbeat sent before the worker received the start request arrives late.
+    idle = HeartbeatRequest(status=WorkerStatus.IDLE)
+    backend.registry.heartbeat("tr-1", idle, now=backend.clock())
+
+    assert await backend.dispatcher.dispatch_once() == []
+
+    assert backend.workers.started() == [("tr-1", first.id)]
+    assert status_of(backend, second.id) is OperationStatus.PENDING
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [409, 503, 401, httpx.ConnectError("refused")],
+    ids=["busy", "stopping", "bad-token", "unreachable"],
+)
+async def test_a_failed_start_puts_the_operation_back_in_the_queue(
+    backend: Backend, answer: int | Exception
+) -> None:
+    """Busy, stopping, wrong token or unreachable: pending again, and the worker rests."""
+    backend.register("tr-1")
+    backend.workers.answers["tr-1"] = answer
+    operation = backend.service.create("training", {})
+
+    [dispatch] = await backend.dispatcher.dispatch_once()
+    record = backend.store.get(operation.id)
+    idle = HeartbeatRequest(status=WorkerStatus.IDLE)
+    backend.registry.heartbeat("tr-1", idle, now=backend.clock())
+    resting = await backend.dispatcher.dispatch_once()
+    backend.clock.advance(1.5)  # past the worker's 1 s heartbeat interval
+    backend.workers.answers.pop("tr-1")
+    [again] = await backend.dispatcher.dispatch_once()
+
+    assert dispatch.outcome is DispatchOutcome.RELEASED
+    assert (record.status, record.worker_id, record.started_at) == (
+        OperationStatus.PENDING,
+        None,
+        None,
+    )
+    assert resting == []  # no retry storm: the worker rests for about one heartbeat
+    assert (again.operation_id, again.outcome) == (operation.id, DispatchOutcome.STARTED)
+
+
+async def test_a_released_operation_goes_to_another_idle_worker(backend: Backend) -> None:
+    """When one worker cannot take it, the next round gives it to another one."""
+    backend.register("tr-1")
+    backend.register("tr-2")
+    backend.workers.answers["tr-1"] = httpx.ConnectError("refused")
+    operation = backend.service.create("training", {})
+
+    await backend.dispatcher.dispatch_once()
+    await backend.dispatcher.dispatch_once()
+
+    assert backend.workers.started() == [("tr-2", operation.id)]
+    assert backend.store.get(operation.id).worker_id == "tr-2"
+
+
+async def test_an_operation_the_worker_refuses_fails_with_its_reason(backend: Backend) -> None:
+    """A 422 from the worker is about the operation itself: failed, not retried forever."""
+    backend.register("tr-1")
+    backend.workers.answers["tr-1"] = 422
+    operation = backend.service.create("training", {})
+
+    [dispatch] = await backend.dispatcher.dispatch_once()
+
+    record = backend.store.get(operation.id)
+    assert dispatch.outcome is DispatchOutcome.FAILED
+    assert record.status is OperationStatus.FAILED
+    assert record.error == "worker tr-1 refused the operation: HTTP 422 refused: tr-1 says no"
+    assert backend.registry.get("tr-1").status is WorkerStatus.IDLE
+
+
+async def test_a_start_without_an_answer_stays_running_on_the_worker(backend: Backend) -> None:
+    """A read timeout may mean the worker started it: left running, never sent twice."""
+    backend.register("tr-1")
+    backend.register("tr-2")
+    backend.workers.answers["tr-1"] = httpx.ReadTimeout("slow")
+    operation = backend.service.create("training", {})
+
+    [dispatch] = await backend.dispatcher.dispatch_once()
+    await backend.dispatcher.dispatch_once()
+
+    assert dispatch.outcome is DispatchOutcome.UNCONFIRMED
+    assert backend.store.get(operation.id).worker_id == "tr-1"
+    assert status_of(backend, operation.id) is OperationStatus.RUNNING
+    assert backend.workers.attempts == [("POST", "tr-1", "/operations")]
+
+
+async def test_a_resumed_operation_is_sent_with_the_resume_flag(backend: Backend) -> None:
+    """resume=True reaches the worker, which then loads the checkpoint."""
+    backend.register("tr-1")
+    operation = backend.service.create("training", {})
+    backend.service.cancel(operation.id)
+    backend.service.resume(operation.id)
+
+    await backend.dispatcher.dispatch_once()
+
+    assert backend.workers.starts[0][1]["resume"] is True
+
+
+async def test_cancel_on_worker_asks_the_worker_that_runs_it(backend: Backend) -> None:
+    """The cancel request goes to the operation's worker; an unknown worker is no error."""
+    backend.register("tr-1")
+    operation = backend.service.create("training", {})
+    await backend.dispatcher.dispatch_once()
+
+    told = await backend.dispatcher.cancel_on_worker(operation.id, "tr-1")
+    gone = await backend.dispatcher.cancel_on_worker(operation.id, "never-registered")
+    backend.workers.answers["tr-1"] = httpx.ConnectError("refused")
+    unreachable = await backend.dispatcher.cancel_on_worker(operation.id, "tr-1")
+
+    assert (told, gone, unreachable) == (True, False, False)
+    assert backend.workers.cancels == [("tr-1", operation.id)]
+
+
+async def test_the_loop_dispatches_when_woken_without_waiting_for_the_tick(
+    backend: Backend,
+) -> None:
+    """run_forever: a wake-up starts a round at once (the tick here is an hour)."""
+    dispatcher = Dispatcher(
+        service=backend.service,
+        registry=backend.registry,
+        http=backend.http,
+        token=Secret(TOKEN),
+        clock=backend.clock,
+        tick=datetime.timedelta(hours=1),
+    )
+    backend.register("tr-1")
+    stop = asyncio.Event()
+    loop = asyncio.create_task(dispatcher.run_forever(stop))
+    operation = backend.service.create("training", {})
+
+    dispatcher.wake()
+    with anyio.fail_after(10):
+        while not backend.workers.starts:
+            await asyncio.sleep(0.005)
+    stop.set()
+    rounds = await loop
+
+    assert backend.workers.started() == [("tr-1", operation.id)]
+    assert rounds >= 1

@@ -1,0 +1,546 @@
+"""The operations API over HTTP (in process): bodies, field errors, 404/409/429, reports."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from support.backend import AUTH, Backend, backend_config, make_backend, open_store
+
+from ktrdr.api.store import OperationStore
+from ktrdr.protocol import OperationStatus, WorkerStatus
+
+pytestmark = pytest.mark.anyio
+
+OPS = "/api/v1/operations"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> OperationStore:
+    """A fresh SQLite store (the store's own tests cover PostgreSQL too)."""
+    return open_store(tmp_path)
+
+
+@pytest.fixture
+def backend(store: OperationStore) -> Backend:
+    """A backend with the default settings and one idle training worker, tr-1."""
+    backend = make_backend(store)
+    backend.register("tr-1")
+    return backend
+
+
+@pytest.fixture
+async def client(backend: Backend) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client talking to ``backend`` in process."""
+    async with backend.client() as http:
+        yield http
+    await backend.dispatcher.aclose()
+
+
+async def create(client: httpx.AsyncClient, kind: str = "training", **params: Any) -> Any:
+    response = await client.post(OPS, json={"type": kind, "parameters": params})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def running_on_tr1(backend: Backend, client: httpx.AsyncClient) -> Any:
+    """A training operation the dispatcher has started on tr-1."""
+    created = await create(client, epochs=5)
+    await backend.dispatcher.dispatch_once()
+    return created
+
+
+# --- create -------------------------------------------------------------------------
+
+
+async def test_create_answers_201_with_the_pending_operation(client: httpx.AsyncClient) -> None:
+    """POST: 201, pending, the type, and every parameter with its default filled in."""
+    response = await client.post(OPS, json={"type": "backtest", "parameters": {"seed": 7}})
+
+    body = response.json()
+    assert response.status_code == 201
+    assert (body["status"], body["type"], body["worker_id"], body["resume"]) == (
+        "pending",
+        "backtest",
+        None,
+        False,
+    )
+    assert body["parameters"]["seed"] == 7
+    assert body["parameters"]["fast_window"] == 10
+    assert body["progress"] is None
+    assert body["created_at"] == "2026-01-01T00:00:00Z"
+
+
+async def test_unknown_type_is_422_naming_the_field(client: httpx.AsyncClient) -> None:
+    """An unknown operation type is a 422 whose detail points at body.type."""
+    response = await client.post(OPS, json={"type": "mining", "parameters": {}})
+
+    body = response.json()
+    assert response.status_code == 422
+    assert body["error"] == "invalid_request"
+    assert [item["loc"] for item in body["detail"]] == [["body", "type"]]
+    assert "training" in body["detail"][0]["msg"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "parameters", "locs"),
+    [
+        ("training", {"epochs": "many"}, [["body", "parameters", "epochs"]]),
+        (
+            "training",
+            {"epochs": 0, "seed": -1},
+            [["body", "parameters", "seed"], ["body", "parameters", "epochs"]],
+        ),
+        ("training", {"epoch": 3}, [["body", "parameters", "epoch"]]),
+        ("backtest", {"fast_window": 40, "slow_window": 20}, [["body", "parameters"]]),
+        ("backtest", {"commission": "NaN"}, [["body", "parameters", "commission"]]),
+    ],
+    ids=["wrong-type", "out-of-range", "unknown-name", "cross-field", "nan"],
+)
+async def test_bad_parameters_are_422_with_one_item_per_field(
+    client: httpx.AsyncClient, kind: str, parameters: dict[str, Any], locs: list[list[str]]
+) -> None:
+    """Wrong types, ranges, unknown names and cross-field rules each name the field."""
+    response = await client.post(OPS, json={"type": kind, "parameters": parameters})
+
+    assert response.status_code == 422, response.text
+    assert sorted(item["loc"] for item in response.json()["detail"]) == sorted(locs)
+
+
+async def test_cross_field_error_says_which_fields(client: httpx.AsyncClient) -> None:
+    """fast_window >= slow_window: the message names both windows."""
+    response = await client.post(
+        OPS, json={"type": "backtest", "parameters": {"fast_window": 40, "slow_window": 20}}
+    )
+
+    assert response.json()["detail"][0]["msg"] == (
+        "fast_window (40) must be smaller than slow_window (20)"
+    )
+
+
+async def test_missing_type_and_non_object_parameters_are_422(client: httpx.AsyncClient) -> None:
+    """A body without a type, or with parameters that are not an object, is refused."""
+    missing = await client.post(OPS, json={"parameters": {}})
+    listed = await client.post(OPS, json={"type": "training", "parameters": [1, 2]})
+
+    assert (missing.status_code, listed.status_code) == (422, 422)
+    assert missing.json()["detail"][0]["loc"] == ["body", "type"]
+    assert listed.json()["detail"][0]["loc"] == ["body", "parameters"]
+
+
+async def test_creating_beyond_max_operations_is_429_naming_the_variable(
+    store: OperationStore,
+) -> None:
+    """KTRDR_OPS_MAX_OPERATIONS=2: the third live operation is refused with 429."""
+    backend = make_backend(store, backend_config(KTRDR_OPS_MAX_OPERATIONS="2"))
+    async with backend.client() as client:
+        await create(client)
+        await create(client)
+        refused = await client.post(OPS, json={"type": "training"})
+        listed = (await client.get(OPS)).json()
+
+    assert refused.status_code == 429
+    assert refused.json()["error"] == "too_many_operations"
+    assert "KTRDR_OPS_MAX_OPERATIONS=2" in refused.json()["detail"]
+    assert listed["total"] == 2
+
+
+# --- read ---------------------------------------------------------------------------
+
+
+async def test_get_returns_the_operation_and_404s_for_an_unknown_id(
+    client: httpx.AsyncClient,
+) -> None:
+    """GET by id: the same view as created; an unknown id is a JSON 404."""
+    created = await create(client)
+
+    found = await client.get(f"{OPS}/{created['id']}")
+    missing = await client.get(f"{OPS}/no-such-operation")
+
+    assert found.json() == created
+    assert missing.status_code == 404
+    assert missing.json() == {
+        "error": "unknown_operation",
+        "detail": "no operation with id 'no-such-operation'",
+    }
+
+
+async def test_list_filters_by_status_and_type_and_pages_newest_first(
+    backend: Backend, client: httpx.AsyncClient
+) -> None:
+    """?status, ?type, ?limit and ?offset select a page; total counts every match."""
+    ids = []
+    for kind in ("training", "backtest", "training", "backtest", "backtest"):
+        ids.append((await create(client, kind))["id"])
+        backend.clock.advance(1)
+    backend.service.cancel(ids[0])
+
+    backtests = (await client.get(OPS, params={"type": "backtest"})).json()
+    page = (await client.get(OPS, params={"limit": 2, "offset": 1})).json()
+    cancelled = (await client.get(OPS, params={"status": "cancelled"})).json()
+
+    assert [item["id"] for item in backtests["items"]] == [ids[4], ids[3], ids[1]]
+    assert backtests["total"] == 3
+    assert [item["id"] for item in page["items"]] == [ids[3], ids[2]]
+    assert (page["total"], page["limit"], page["offset"]) == (5, 2, 1)
+    assert [item["id"] for item in cancelled["items"]] == [ids[0]]
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"limit": 0}, "limit"),
+        ({"limit": 1001}, "limit"),
+        ({"offset": -1}, "offset"),
+        ({"offset": 10**30}, "offset"),
+        ({"status": "sleeping"}, "status"),
+        ({"type": "mining"}, "type"),
+        ({"limit": "ten"}, "limit"),
+    ],
+)
+async def test_bad_list_queries_are_422_naming_the_parameter(
+    client: httpx.AsyncClient, params: dict[str, Any], field: str
+) -> None:
+    """Out-of-range paging and unknown filters are refused, never a 500."""
+    response = await client.get(OPS, params=params)
+
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["query", field]
+
+
+# --- cancel and resume --------------------------------------------------------------
+
+
+async def test_cancel_of_a_pending_operation(client: httpx.AsyncClient) -> None:
+    """A pending operation is cancelled at once; no worker is told anything."""
+    created = await create(client)
+
+    response = await client.post(f"{OPS}/{created['id']}/cancel")
+
+    assert response.status_code == 200
+    assert (response.json()["status"], response.json()["error"]) == (
+        "cancelled",
+        "cancelled before it started",
+    )
+
+
+async def test_cancel_of_a_running_operation_tells_its_worker(
+    backend: Backend, client: httpx.AsyncClient
+) -> None:
+    """A running operation is marked cancelled, then its worker is asked to stop."""
+    created = await running_on_tr1(backend, client)
+
+    response = await client.post(f"{OPS}/{created['id']}/cancel")
+
+    assert response.json()["status"] == "cancelled"
+    assert backend.workers.cancels == [("tr-1", created["id"])]
+
+
+async def test_cancel_of_a_finished_operation_is_409(
+    backend: Backend, client: httpx.AsyncClient
+) -> None:
+    """Cancelling an operation that already ended is a conflict, and changes nothing."""
+    created = await create(client)
+    await client.post(f"{OPS}/{created['id']}/cancel")
+
+    again = await client.post(f"{OPS}/{created['id']}/cancel")
+
+    assert again.status_code == 409
+    assert again.json()["error"] == "invalid_transition"
+    assert "it is cancelled" in again.json()["detail"]
+    assert backend.store.get(created["id"]).error == "cancelled before it started"
+
+
+@pytest.mark.parametrize("action", ["cancel", "resume"])
+async def test_cancel_and_resume_of_an_unknown_id_are_404(
+    client: httpx.AsyncClient, action: str
+) -> None:
+    """Both actions on an id that does not exist answer 404."""
+    response = await client.post(f"{OPS}/nope/{action}")
+
+    assert response.status_code == 404
+    assert response.json()["error"] == "unknown_operation"
+
+
+async def test_resume_requeues_with_the_resume_flag_and_dispatches_it(
+    backend: Backend, client: httpx.AsyncClient
+) -> None:
+    """Resume of a cancelled operation: pending with resume=true, sent with resume=true."""
+    created = await running_on_tr1(backend, client)
+    await client.post(f"{OPS}/{created['id']}/cancel")
+    report = {"worker_id": "tr-1", "status": "cancelled", "checkpoint_saved": True}
+    await client.post(f"{OPS}/{created['id']}/report", json=report, headers=AUTH)
+
+    resumed = await client.post(f"{OPS}/{created['id']}/resume")
+    await backend.dispatcher.dispatch_once()
+
+    assert resumed.status_code == 200
+    assert (resumed.json()["status"], resumed.json()["resume"]) == ("pending", True)
+    assert [body["resume"] for _, body in backend.workers.starts] == [False, True]
+    assert backend.store.get(created["id"]).status is OperationStatus.RUNNING
+
+
+async def test_resume_of_a_pending_or_completed_operation_is_409(
+    backend: Backend, client: httpx.AsyncClient
+) -> None:
+    """Only failed or cancelled operations can be resumed."""
+    pending = await create(client, "backtest")
+    done = await running_on_tr1(backend, client)
+    report = {"worker_id": "tr-1", "status": "completed", "result": {"accuracy": 0.5}}
+    await client.post(f"{OPS}/{done['id']}/report", json=report, headers=AUTH)
+
+    responses = [await client.post(f"{OPS}/{op['id']}/resume") for op in (pending, done)]
+
+    assert [r.status_code for r in responses] == [409, 409]
+    assert "only failed or cancelled operations can be" in responses[1].json()["detail"]
+
+
+# --- worker reports -----------------------------------------------------------------
+
+
+async def test_the_running_worker_reports_completion_with_its_result(
+    backend: Backend, client: httpx.AsyncClient
+) -> None:
+    """A report from the worker that runs it stores the result and frees the worker."""
+    created = await running_on_tr1(backend, client)
+    report = {"worker_id": "tr-1", "status": "completed", "result": {"accuracy": 0.61}}
+
+    response = await client.post(f"{OPS}/{created['id']}/report", json=report, headers=AUTH)
+    shown = (await client.get(f"{OPS}/{created['id']}")).json()
+
+    assert response.status_code == 200
+    assert (shown["status"], shown["result"], shown["worker_id"]) == (
+        "completed",
+        {"accuracy": 0.61},
+        "tr-1",
+    )
+    assert backend.registry.get("tr-1").status is WorkerStatus.IDLE
+
+
+async def test_a_report_needs_the_worker_token(backend: Backend, client: httpx.AsyncClient) -> None:
+    """Without the bearer token a report is 401 and the operation keeps running."""
+    created = await running_on_tr1(backend, client)
+    report = {"worker_id": "tr-1", "status": "completed", "result": {}}
+
+    missing = await client.post(f"{OPS}/{created['id']}/report", json=report)
+    wrong = await client.post(
+        f"{OPS}/{created['id']}/report", json=report, headers={"Authorization": "Bearer x"}
+    )
+
+    assert (missing.status_code, wrong.status_code) == (401, 401)
+    assert backend.store.get(created["id"]).status is OperationStatus.RUNNING
+
+
+async def test_a_report_from_another_worker_is_409(
+    backend: Backend, client: httpx.AsyncClient
+) -> None:
+    """Only the worker the operation runs on may report it."""
+    created = await running_on_tr1(backend, client)
+    report = {"worker_id": "tr-2", "status": "failed", "error": "not mine"}
+
+    response = await client.post(f"{OPS}/{created['id']}/report", json=report, headers=AUTH)
+
+    assert response.status_code == 409
+    assert "runs on worker tr-1, not tr-2" in response.json()["detail"]
+    assert backend.store.get(created["id"]).status is OperationStatus.RUNNING
+
+
+async def test_a_late_report_of_a_cancelled_operation_is_409_and_frees_the_worker(
+    backend: Backend, client: httpx.AsyncClient
+) -> None:
+    """Cancelled first, reported later: the cancel stands, the worker is idle again."""
+    created = await running_on_tr1(backend, client)
+    await client.post(f"{OPS}/{created['id']}/cancel")
+    report = {"worker_id": "tr-1", "status": "completed", "result": {"accuracy": 1}}
+
+    response = await client.post(f"{OPS}/{created['id']}/report", json=report, headers=AUTH)
+
+    assert response.status_code == 409
+    assert backend.store.get(created["id"]).status is OperationStatus.CANCELLED
+    assert backend.registry.get("tr-1").status is WorkerStatus.IDLE
+
+
+async def test_a_shutdown_report_says_checkpoint_saved(
+    backend: Backend, client: httpx.AsyncClient
+) -> None:
+    """A cancelled report with a checkpoint keeps the runner's words (or adds them)."""
+    created = await running_on_tr1(backend, client)
+    report = {
+        "worker_id": "tr-1",
+        "status": "cancelled",
+        "error": "stopped at epoch 3/5 (shutdown)",
+        "checkpoint_saved": True,
+    }
+
+    await client.post(f"{OPS}/{created['id']}/report", json=report, headers=AUTH)
+
+    assert backend.store.get(created["id"]).error == (
+        "stopped at epoch 3/5 (shutdown); checkpoint saved"
+    )
+
+
+@pytest.mark.parametrize(
+    ("report", "field"),
+    [
+        ({"worker_id": "tr-1", "status": "running"}, "status"),
+        ({"worker_id": "tr-1", "status": "completed", "result": {"x": float("nan")}}, "result"),
+        ({"worker_id": "tr-1", "status": "done"}, "status"),
+        ({"status": "completed"}, "worker_id"),
+    ],
+    ids=["not-final", "nan", "unknown-status", "no-worker"],
+)
+async def test_bad_reports_are_422_and_change_nothing(
+    backend: Backend, client: httpx.AsyncClient, report: dict[str, Any], field: str
+) -> None:
+    """A non-final status, NaN, an unknown status or a missing worker: 422 naming it."""
+    created = await running_on_tr1(backend, client)
+
+    response = await client.post(
+        f"{OPS}/{created['id']}/report",
+        content=json.dumps(report),
+        headers={**AUTH, "Content-Type": "application/json"},
+    )
+
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["body", field]
+    assert backend.store.get(created["id"]).status is OperationStatus.RUNNING
+
+
+async def test_a_report_of_an_unknown_operation_is_404(client: httpx.AsyncClient) -> None:
+    """Reporting an id the backend does not know (deleted, never created) is 404."""
+    report = {"worker_id": "tr-1", "status": "completed", "result": {}}
+
+    response = await client.post(f"{OPS}/gone/report", json=report, headers=AUTH)
+
+    assert response.status_code == 404
+
+
+# --- heartbeats -----------------------------------------------------------------------
+
+
+async def test_heartbeat_progress_reaches_the_operation(
+    backend: Backend, client: httpx.AsyncClient
+) -> None:
+    """A heartbeat naming the operation stores its progress and stamps last_reported_at."""
+    created = await running_on_tr1(backend, client)
+    backend.clock.advance(3)
+    beat = {
+        "status": "busy",
+        "current_operation_id": created["id"],
+        "progress": {"percent": 40, "message": "epoch 2", "details": {"epoch": 2, "loss": 0.6}},
+    }
+
+    response = await client.post("/api/v1/workers/tr-1/heartbeat", json=beat, headers=AUTH)
+    shown = (await client.get(f"{OPS}/{created['id']}")).json()
+
+    assert response.status_code == 200
+    assert shown["progress"] == beat["progress"]
+    assert shown["last_reported_at"] == "2026-01-01T00:00:03Z"
+
+
+async def test_a_heartbeat_without_progress_still_stamps_the_operation(
+    backend: Backend, client: httpx.AsyncClient
+) -> None:
+    """The orphan detector relies on every heartbeat naming the operation, progress or not."""
+    created = await running_on_tr1(backend, client)
+    backend.clock.advance(5)
+    beat = {"status": "busy", "current_operation_id": created["id"]}
+
+    await client.post("/api/v1/workers/tr-1/heartbeat", json=beat, headers=AUTH)
+
+    record = backend.store.get(created["id"])
+    assert record.last_reported_at == backend.clock()
+    assert record.progress is None
+
+
+async def test_unstorable_progress_still_stamps_the_operation(
+    backend: Backend, client: httpx.AsyncClient
+) -> None:
+    """NaN in progress details cannot be stored; the heartbeat is still 200 and counted."""
+    created = await running_on_tr1(backend, client)
+    backend.clock.advance(5)
+    beat = {
+        "status": "busy",
+        "current_operation_id": created["id"],
+        "progress": {"percent": 10, "details": {"loss": float("nan")}},
+    }
+
+    response = await client.post(
+        "/api/v1/workers/tr-1/heartbeat",
+        content=json.dumps(beat),
+        headers={**AUTH, "Content-Type": "application/json"},
+    )
+
+    assert response.status_code == 200
+    assert backend.store.get(created["id"]).last_reported_at == backend.clock()
+
+
+async def test_heartbeats_about_operations_that_moved_on_are_harmless(
+    backend: Backend, client: httpx.AsyncClient
+) -> None:
+    """A heartbeat naming a cancelled or unknown operation is 200 and changes nothing."""
+    created = await running_on_tr1(backend, client)
+    await client.post(f"{OPS}/{created['id']}/cancel")
+
+    responses = [
+        await client.post(
+            "/api/v1/workers/tr-1/heartbeat",
+            json={"status": "busy", "current_operation_id": operation_id},
+            headers=AUTH,
+        )
+        for operation_id in (created["id"], "never-existed")
+    ]
+
+    assert [r.status_code for r in responses] == [200, 200]
+    assert backend.store.get(created["id"]).status is OperationStatus.CANCELLED
+
+
+async def test_openapi_documents_the_operations_api(client: httpx.AsyncClient) -> None:
+    """The schema lists every operations route."""
+    paths = set((await client.get("/openapi.json")).json()["paths"])
+
+    assert {
+        OPS,
+        OPS + "/{operation_id}",
+        OPS + "/{operation_id}/cancel",
+        OPS + "/{operation_id}/resume",
+        OPS + "/{operation_id}/report",
+    } <= paths
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=12,
+)
+_parameters = st.dictionaries(
+    st.sampled_from(["epochs", "bars", "seed", "csv_path", "fast_window", "x"]),
+    _json_values,
+    max_size=5,
+)
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(kind=st.sampled_from(["training", "backtest", "other", 3]), parameters=_parameters)
+async def test_arbitrary_creations_are_201_or_422_never_500(
+    client: httpx.AsyncClient, kind: Any, parameters: dict[str, Any]
+) -> None:
+    """Any type and parameters: 201 when valid, else a 422 JSON error naming fields."""
+    response = await client.post(
+        OPS,
+        content=json.dumps({"type": kind, "parameters": parameters}),
+        headers={"Content-Type": "application/json"},
+    )
+
+    assert response.status_code in {201, 422}, response.text
+    if response.status_code == 422:
+        assert response.json()["error"] == "invalid_request"
+        assert all(item["loc"][0] == "body" for item in response.json()["detail"])
