@@ -48,8 +48,8 @@ _PER_CHILD = (
     "WORKER_TYPE",
 )
 DEMO_OPERATIONS: tuple[tuple[str, dict[str, Any]], ...] = (
-    ("training", {"epochs": 40, "bars": 3000, "seed": 7}),
-    ("backtest", {"bars": 20000, "seed": 7}),
+    ("training", {"epochs": 300, "bars": 5000, "seed": 7}),
+    ("backtest", {"bars": 200000, "seed": 7, "fast_window": 20, "slow_window": 120}),
 )
 
 
@@ -218,9 +218,8 @@ class Fleet:
                         continue
                     op = client.operation(op_id)
                     progress = op.get("progress") or {}
-                    bar.update(
-                        task, completed=float(progress.get("percent", 0)), detail=op["status"]
-                    )
+                    percent = 100.0 if op["status"] == "completed" else progress.get("percent", 0)
+                    bar.update(task, completed=float(percent), detail=op["status"])
                     if op["status"] in ("completed", "failed", "cancelled"):
                         finished[op_id] = op
                 return len(finished) == len(tasks)
