@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -79,3 +80,98 @@ def test_bad_param_syntax_is_a_usage_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "expected KEY=VALUE, got 'epochs'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_submit_watch_show_and_list_a_backtest(
+    running: tuple[Fleet, Server], tmp_path: Path
+) -> None:
+    """A backtest submitted with --watch ends completed; show and list report it."""
+    fleet, backend = running
+    backtest = fleet.start_worker("backtest", backend_port=backend.port)
+    wait_until(lambda: len(fleet.workers(backend) or []) == 2, message="backtest worker")
+    submitted = ktrdr(
+        "ops",
+        "submit",
+        "backtest",
+        "--param",
+        "bars=5000",
+        "--param",
+        "seed=3",
+        "--watch",
+        "--backend-url",
+        backend.url,
+        cwd=tmp_path,
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    operation_id = submitted.stdout.strip().splitlines()[0]
+    assert "total_return" in submitted.stderr  # the watch ends with the result table
+
+    shown = ktrdr("ops", "show", operation_id, "--json", "--backend-url", backend.url, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    operation = json.loads(shown.stdout)
+    assert operation["status"] == "completed"
+    assert operation["parameters"]["bars"] == 5000
+    assert set(operation["result"]) >= {"total_return", "sharpe", "max_drawdown", "win_rate"}
+
+    listed = ktrdr(
+        "ops", "list", "--type", "backtest", "--json", "--backend-url", backend.url, cwd=tmp_path
+    )
+    assert operation_id in [item["id"] for item in json.loads(listed.stdout)["items"]]
+    backtest.process.signal(signal.SIGTERM)
+    assert backtest.process.wait_exit() == 0
+
+
+def test_wrong_param_type_is_one_clear_line(running: tuple[Fleet, Server], tmp_path: Path) -> None:
+    """A parameter of the wrong type: the backend's field error on one line, exit 1."""
+    _, backend = running
+    result = ktrdr(
+        "ops",
+        "submit",
+        "training",
+        "--param",
+        "epochs=many",
+        "--backend-url",
+        backend.url,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "epochs" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_operation_id_is_one_line(running: tuple[Fleet, Server], tmp_path: Path) -> None:
+    """show, cancel and resume of an unknown id: one line naming it, exit 1."""
+    _, backend = running
+    for command in ("show", "cancel", "resume", "watch"):
+        result = ktrdr("ops", command, "no-such-op", "--backend-url", backend.url, cwd=tmp_path)
+        assert result.returncode == 1, command
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, (command, lines)
+        assert "no-such-op" in lines[0], command
+
+
+def test_cancel_of_a_finished_operation_is_refused(
+    running: tuple[Fleet, Server], tmp_path: Path
+) -> None:
+    """Cancelling an operation that already ended is a clear refusal, not a change."""
+    _, backend = running
+    submitted = ktrdr(
+        "ops",
+        "submit",
+        "training",
+        "--param",
+        "epochs=3",
+        "--param",
+        "bars=500",
+        "--watch",
+        "--backend-url",
+        backend.url,
+        cwd=tmp_path,
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    operation_id = submitted.stdout.strip().splitlines()[0]
+    result = ktrdr("ops", "cancel", operation_id, "--backend-url", backend.url, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "completed" in result.stderr

@@ -64,6 +64,19 @@ def test_up_registers_both_workers_and_sigterm_leaves_no_child(tmp_path: Path) -
         assert logs == ["backend.log", "backtest-1.log", "training-1.log"]
 
 
+def test_demo_operations_complete_and_nothing_is_left_running(tmp_path: Path) -> None:
+    """``--demo`` runs a training and a backtest operation to completion, then stops cleanly."""
+    with ProcessGroup(tmp_path) as group:
+        data_dir, up = _up(group, tmp_path, "--demo", "--exit-after-demo")
+        assert up.wait_exit(timeout_s=120) == 0, up.output()
+        output = up.stdout()
+        assert "demo     training  completed" in output
+        assert "demo     backtest  completed" in output
+        assert "accuracy=" in output
+        assert "sharpe=" in output
+        assert _ktrdr_children(str(data_dir)) == []
+
+
 def test_child_with_bad_configuration_stops_the_fleet(tmp_path: Path) -> None:
     """A worker that rejects its configuration: its report is printed, the rest stop, exit 1."""
     with ProcessGroup(tmp_path) as group:
