@@ -237,6 +237,7 @@ def test_a_sigkilled_worker_is_orphaned_then_resumed_elsewhere_to_the_same_resul
     assert f"worker {first_id} last reported it at" in orphaned["error"]
     assert "KTRDR_ORPHAN_TIMEOUT=1.5s" in orphaned["error"]
     assert 0 < saved_epoch < LONG_TRAINING["epochs"]
+    assert saved_epoch % 50 == 0  # KTRDR_CHECKPOINT_EPOCH_INTERVAL=50 reached the runner
 
     second, second_id = ops.start_worker("training")
     resumed = ops.post(operation_id, "resume")

@@ -323,6 +323,21 @@ async def test_the_running_worker_reports_completion_with_its_result(
     assert backend.registry.get("tr-1").status is WorkerStatus.IDLE
 
 
+async def test_a_queued_operation_goes_to_the_worker_as_soon_as_it_reports(
+    backend: Backend, client: httpx.AsyncClient
+) -> None:
+    """After a report the worker is idle at once: the next operation needs no heartbeat."""
+    first = await running_on_tr1(backend, client)
+    backend.clock.advance(1)
+    queued = await create(client, epochs=2)
+    report = {"worker_id": "tr-1", "status": "completed", "result": {"accuracy": 0.5}}
+
+    await client.post(f"{OPS}/{first['id']}/report", json=report, headers=AUTH)
+    await backend.dispatcher.dispatch_once()
+
+    assert backend.workers.started() == [("tr-1", first["id"]), ("tr-1", queued["id"])]
+
+
 async def test_a_report_needs_the_worker_token(backend: Backend, client: httpx.AsyncClient) -> None:
     """Without the bearer token a report is 401 and the operation keeps running."""
     created = await running_on_tr1(backend, client)
