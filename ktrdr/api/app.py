@@ -4,7 +4,7 @@ Nothing is read from the environment or created at import time: ``main()`` build
 the configuration, the store and every collaborator and passes them here; tests pass
 their own (a fake clock, a store in a temporary directory, a dispatcher over
 ``httpx.MockTransport``). The lifespan runs the background loops (liveness sweep,
-dispatch, orphan detection, retention) and stops them on shutdown.
+dispatch, heartbeat stamps, orphan detection, retention) and stops them on shutdown.
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ def create_app(
     registry: WorkerRegistry,
     service: OperationsService,
     dispatcher: Dispatcher,
+    reports: OperationReports,
     orphan_detector: OrphanDetector,
     retention: RetentionCleaner,
 ) -> FastAPI:
@@ -72,7 +73,6 @@ def create_app(
     policy = LivenessPolicy.from_settings(config.worker)
     auth = BearerAuth(config.auth.worker_token)
     interval = sweep_interval(config)
-    reports = OperationReports(service=service, registry=registry, dispatcher=dispatcher)
 
     async def liveness_round() -> None:
         sweep(registry, clock(), policy)
@@ -80,11 +80,12 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stop = asyncio.Event()
-        loops: dict[str, Coroutine[Any, Any, int]] = {
+        loops: dict[str, Coroutine[Any, Any, object]] = {
             "liveness": run_until_stopped(
                 "liveness sweep", liveness_round, interval=interval, stop_event=stop
             ),
             "dispatch": dispatcher.run_forever(stop),
+            "heartbeats": reports.run_forever(stop),
             "orphans": orphan_detector.run_forever(stop),
             "retention": retention.run_forever(stop),
         }

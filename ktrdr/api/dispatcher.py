@@ -30,7 +30,7 @@ from urllib.parse import quote
 import attrs
 import httpx
 
-from ktrdr.api.housekeeping import run_until_stopped
+from ktrdr.api.housekeeping import run_until_stopped, wait_or_wake
 from ktrdr.api.operations import OperationsService
 from ktrdr.api.registry import WorkerRecord, WorkerRegistry
 from ktrdr.api.store import InvalidTransition, OperationNotFound
@@ -142,22 +142,8 @@ class Dispatcher:
             self.dispatch_once,
             interval=self._tick,
             stop_event=stop_event,
-            wait=self._wait_for_work,
+            wait=wait_or_wake(self._wake),
         )
-
-    async def _wait_for_work(self, stop_event: asyncio.Event, seconds: float) -> bool:
-        """Wait for a wake-up, a stop or the tick; True when stopping."""
-        waiters = {
-            asyncio.ensure_future(stop_event.wait()),
-            asyncio.ensure_future(self._wake.wait()),
-        }
-        try:
-            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
-            await asyncio.gather(*waiters, return_exceptions=True)
-        return stop_event.is_set()
 
     async def aclose(self) -> None:
         """Release the HTTP client (the app's lifespan shutdown)."""

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-__all__ = ["Wait", "run_until_stopped", "wait_or_stop"]
+__all__ = ["Wait", "run_until_stopped", "wait_or_stop", "wait_or_wake"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,29 @@ async def wait_or_stop(stop_event: asyncio.Event, seconds: float) -> bool:
     except asyncio.TimeoutError:
         return False
     return True
+
+
+def wait_or_wake(wake: asyncio.Event) -> Wait:
+    """A :data:`Wait` that also ends early (returning False) once ``wake`` is set.
+
+    For loops that should run a round as soon as there is work, and on a tick anyway.
+    The caller clears ``wake`` when its round starts.
+    """
+
+    async def wait(stop_event: asyncio.Event, seconds: float) -> bool:
+        waiters = {
+            asyncio.ensure_future(stop_event.wait()),
+            asyncio.ensure_future(wake.wait()),
+        }
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
+        return stop_event.is_set()
+
+    return wait
 
 
 async def run_until_stopped(

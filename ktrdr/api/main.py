@@ -23,6 +23,7 @@ from ktrdr.api.dispatcher import Dispatcher
 from ktrdr.api.operations import OperationsService, RetentionCleaner
 from ktrdr.api.orphans import OrphanDetector
 from ktrdr.api.registry import WorkerRegistry
+from ktrdr.api.reports import OperationReports
 from ktrdr.api.store import OperationStore, StoreError
 from ktrdr.config import DEFAULT_ENV_FILE, BackendConfig, DatabaseSettings, LogLevel
 from ktrdr.errors import ConfigurationError
@@ -56,23 +57,25 @@ def build_server(config: BackendConfig, *, store: OperationStore) -> GracefulSer
     """The backend's uvicorn server, bound to exactly the configured host and port.
 
     Every collaborator is built here from its settings: the operations service
-    (``KTRDR_OPS_*``), the dispatcher, the orphan detector (``KTRDR_ORPHAN_*``) and
-    the retention cleaner.
+    (``KTRDR_OPS_*``), the dispatcher, the heartbeat stamp writer, the orphan detector
+    (``KTRDR_ORPHAN_*``) and the retention cleaner.
     """
     registry = WorkerRegistry()
     service = OperationsService(store=store, settings=config.operations, clock=utc_now)
+    dispatcher = Dispatcher(
+        service=service,
+        registry=registry,
+        http=httpx.AsyncClient(),
+        token=config.auth.worker_token,
+        clock=utc_now,
+    )
     app = create_app(
         config,
         clock=utc_now,
         registry=registry,
         service=service,
-        dispatcher=Dispatcher(
-            service=service,
-            registry=registry,
-            http=httpx.AsyncClient(),
-            token=config.auth.worker_token,
-            clock=utc_now,
-        ),
+        dispatcher=dispatcher,
+        reports=OperationReports(service=service, registry=registry, dispatcher=dispatcher),
         orphan_detector=OrphanDetector(store=store, settings=config.orphan, clock=utc_now),
         retention=RetentionCleaner(service=service),
     )

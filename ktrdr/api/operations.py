@@ -22,7 +22,7 @@ import asyncio
 import builtins
 import datetime
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import attrs
@@ -34,6 +34,7 @@ from ktrdr.api.store import (
     OperationNotFound,
     OperationRecord,
     OperationStore,
+    ProgressStamp,
 )
 from ktrdr.config import OperationsSettings
 from ktrdr.errors import KtrdrError
@@ -255,6 +256,19 @@ class OperationsService:
             worker_id=worker_id,
         )
         return self._remember(record)
+
+    def record_heartbeats(self, stamps: Collection[ProgressStamp]) -> None:
+        """Many heartbeats' progress and times in one transaction (the backend's batch).
+
+        Operations that are no longer running on the stamping worker are left alone.
+        Their cached views are dropped, so the next read shows the new progress.
+        """
+        if not stamps:
+            return
+        self._store.stamp_many(stamps)
+        with self._lock:
+            for stamp in stamps:
+                self._cache.pop(stamp.operation_id, None)
 
     def finish(
         self,

@@ -3,34 +3,52 @@
 The worker API calls :meth:`OperationReports.registered` and
 :meth:`OperationReports.heartbeat` after updating the registry; the operations API
 calls :meth:`OperationReports.report` for ``POST /api/v1/operations/{id}/report``.
+
 Every heartbeat that names an operation stamps it in the store (the orphan detector
-relies on that, progress or not). A heartbeat or report about an operation that has
-moved on (cancelled by a user, failed as an orphan, deleted) changes nothing: the
-worker's news came too late, and the first outcome stands. Whenever a worker may have
-become free, the dispatcher is woken.
+relies on that, progress or not). Heartbeats are the hot path, so they are not
+written one transaction each: the heartbeat only notes its stamp (the time it
+arrived and its progress, the latest per operation), and :meth:`run_forever` writes
+whatever has accumulated in one transaction, at most every :data:`FLUSH_SPACING`
+(group commit: a bounded write load however many workers heartbeat). A stamp or report
+about an operation that has moved on (cancelled by a user, failed as an orphan,
+deleted) changes nothing: the worker's news came too late, and the first outcome
+stands. Whenever a worker may have become free, the dispatcher is woken.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from ktrdr.api.dispatcher import Dispatcher
+from ktrdr.api.housekeeping import run_until_stopped, wait_or_stop, wait_or_wake
 from ktrdr.api.operations import OperationsService
 from ktrdr.api.registry import WorkerRecord, WorkerRegistry
-from ktrdr.api.store import InvalidTransition, OperationNotFound
+from ktrdr.api.store import ProgressStamp
 from ktrdr.protocol import HeartbeatRequest, OperationReport, OperationView, WorkerStatus
 
-__all__ = ["CHECKPOINT_SAVED", "OperationReports"]
+__all__ = ["CHECKPOINT_SAVED", "FLUSH_SPACING", "FLUSH_TICK", "OperationReports"]
 
 logger = logging.getLogger(__name__)
 
 #: Words a cancelled operation's error carries when its worker saved a checkpoint.
 CHECKPOINT_SAVED = "checkpoint saved"
+#: The stamp writer also runs this often when nothing woke it (a safety net).
+FLUSH_TICK = datetime.timedelta(seconds=1)
+#: Least time between two stamp writes: bounds the store's write load under any number
+#: of heartbeats (progress is at most this much later; the orphan timeout is seconds).
+FLUSH_SPACING = datetime.timedelta(milliseconds=100)
 
 
 class OperationReports:
-    """Applies workers' heartbeats and reports to the store, the registry and dispatch."""
+    """Applies workers' heartbeats and reports to the store, the registry and dispatch.
+
+    Runs on the event loop; store writes go to threads. The app's lifespan runs
+    :meth:`run_forever`; tests call :meth:`flush` to write the noted stamps now.
+    """
 
     def __init__(
         self,
@@ -38,10 +56,17 @@ class OperationReports:
         service: OperationsService,
         registry: WorkerRegistry,
         dispatcher: Dispatcher,
+        spacing: datetime.timedelta = FLUSH_SPACING,
     ) -> None:
         self._service = service
         self._registry = registry
         self._dispatcher = dispatcher
+        self._spacing_s = spacing.total_seconds()
+        #: Heartbeat stamps not written yet, the latest per operation id.
+        self._stamps: dict[str, ProgressStamp] = {}
+        self._noted = asyncio.Event()
+
+    # --- worker API hooks -------------------------------------------------------------
 
     async def registered(self, record: WorkerRecord) -> None:
         """A worker (re-)registered: if it is idle, it may take work now."""
@@ -51,28 +76,72 @@ class OperationReports:
     async def heartbeat(
         self, previous: WorkerRecord, record: WorkerRecord, request: HeartbeatRequest
     ) -> None:
-        """Stamp the named operation (with its progress); wake dispatch if newly idle."""
+        """Note the stamp of the named operation; wake dispatch if the worker became idle."""
         operation_id = request.current_operation_id
         if operation_id is not None:
-            await asyncio.to_thread(self._stamp, record.worker_id, request)
+            progress: Mapping[str, Any] | None = None
+            if request.progress is not None:
+                progress = request.progress.model_dump(mode="json")
+            earlier = self._stamps.get(operation_id)
+            if progress is None and earlier is not None and earlier.worker_id == record.worker_id:
+                progress = earlier.progress  # a bare heartbeat must not drop unwritten progress
+            self._stamps[operation_id] = ProgressStamp(
+                operation_id=operation_id,
+                worker_id=record.worker_id,
+                at=record.last_heartbeat_at,
+                progress=progress,
+            )
+            self._noted.set()
         if record.status is WorkerStatus.IDLE and previous.status is not WorkerStatus.IDLE:
             self._dispatcher.wake()
 
-    def _stamp(self, worker_id: str, request: HeartbeatRequest) -> None:
-        """In a thread: record the heartbeat's progress (or at least the time) in the store."""
-        assert request.current_operation_id is not None
+    # --- writing the stamps -----------------------------------------------------------
+
+    @property
+    def unwritten(self) -> int:
+        """How many operations have noted stamps waiting to be written."""
+        return len(self._stamps)
+
+    async def flush(self) -> int:
+        """Write every noted stamp now, in one transaction; how many were written.
+
+        If the write fails, the stamps are kept (unless newer ones arrived meanwhile)
+        for the next round, and the error propagates to the caller's loop, which logs it.
+        """
+        self._noted.clear()
+        batch, self._stamps = self._stamps, {}
+        if not batch:
+            return 0
         try:
-            try:
-                self._service.report_progress(
-                    request.current_operation_id, worker_id=worker_id, progress=request.progress
-                )
-            except ValueError as exc:  # progress the store cannot keep (NaN): the time still counts
-                logger.warning("progress from worker %s not stored: %s", worker_id, exc)
-                self._service.report_progress(
-                    request.current_operation_id, worker_id=worker_id, progress=None
-                )
-        except (InvalidTransition, OperationNotFound) as exc:
-            logger.debug("heartbeat of worker %s not applied: %s", worker_id, exc)
+            await asyncio.to_thread(self._service.record_heartbeats, list(batch.values()))
+        except BaseException:
+            for operation_id, stamp in batch.items():
+                self._stamps.setdefault(operation_id, stamp)
+            raise
+        return len(batch)
+
+    async def run_forever(self, stop_event: asyncio.Event) -> None:
+        """Write stamps when there are some (at most every ``spacing``) until stopped;
+        then write the rest.
+        """
+        noted = wait_or_wake(self._noted)
+
+        async def wait(stop: asyncio.Event, seconds: float) -> bool:
+            return await wait_or_stop(stop, self._spacing_s) or await noted(stop, seconds)
+
+        await run_until_stopped(
+            "heartbeat progress writer",
+            self.flush,
+            interval=FLUSH_TICK,
+            stop_event=stop_event,
+            wait=wait,
+        )
+        try:
+            await self.flush()
+        except Exception:
+            logger.exception("last heartbeat stamps not written")
+
+    # --- outcomes ---------------------------------------------------------------------
 
     async def report(self, operation_id: str, report: OperationReport) -> OperationView:
         """Store how the operation ended, if its worker still owns it.
@@ -83,6 +152,9 @@ class OperationReports:
         error = report.error
         if report.checkpoint_saved and (error is None or CHECKPOINT_SAVED not in error):
             error = f"{error}; {CHECKPOINT_SAVED}" if error else CHECKPOINT_SAVED
+        noted = self._stamps.get(operation_id)
+        if noted is not None and noted.worker_id == report.worker_id:
+            del self._stamps[operation_id]  # the outcome supersedes its progress
         try:
             view = await asyncio.to_thread(
                 self._service.finish,

@@ -17,7 +17,7 @@ import datetime
 import json
 import logging
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ __all__ = [
     "OperationPage",
     "OperationRecord",
     "OperationStore",
+    "ProgressStamp",
     "StoreError",
     "database_url",
     "make_engine",
@@ -128,6 +129,18 @@ class OperationRecord:
     finished_at: datetime.datetime | None
     #: Last time a worker reported this operation (start, progress, heartbeat).
     last_reported_at: datetime.datetime | None
+
+
+@attrs.frozen(kw_only=True)
+class ProgressStamp:
+    """One heartbeat's news about a running operation, for :meth:`OperationStore.stamp_many`."""
+
+    operation_id: str
+    worker_id: str
+    #: When the worker reported it (becomes ``last_reported_at``).
+    at: datetime.datetime
+    #: The progress to record, or None to only record the time.
+    progress: Mapping[str, Any] | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -499,6 +512,47 @@ class OperationStore:
             values=values,
             worker_id=worker_id,
         )
+
+    def stamp_many(self, stamps: Iterable[ProgressStamp]) -> None:
+        """Record many heartbeats in one transaction (the backend batches them).
+
+        Like :meth:`update_progress` for each stamp, except that a stamp whose
+        operation is no longer running on its worker is skipped silently (the news came
+        too late), and progress that is not plain JSON (NaN) is dropped with a warning
+        while the time is still recorded. One bad stamp never loses the others.
+        """
+        table = self._table
+        timed: list[dict[str, Any]] = []
+        with_progress: list[dict[str, Any]] = []
+        for stamp in stamps:
+            values = {
+                "b_id": stamp.operation_id,
+                "b_worker": stamp.worker_id,
+                "b_at": _aware("at", stamp.at),
+            }
+            if stamp.progress is not None:
+                try:
+                    values["b_progress"] = _json("progress", dict(stamp.progress))
+                except ValueError as exc:
+                    logger.warning(
+                        "progress of operation %s not stored: %s", stamp.operation_id, exc
+                    )
+                else:
+                    with_progress.append(values)
+                    continue
+            timed.append(values)
+        running = sa.update(table).where(
+            table.c.id == sa.bindparam("b_id"),
+            table.c.status == OperationStatus.RUNNING.value,
+            table.c.worker_id == sa.bindparam("b_worker"),
+        )
+        at = sa.bindparam("b_at", type_=table.c.last_reported_at.type)
+        with self._engine.begin() as conn:
+            if timed:
+                conn.execute(running.values(last_reported_at=at), timed)
+            if with_progress:
+                progress = sa.bindparam("b_progress", type_=table.c.progress.type)
+                conn.execute(running.values(last_reported_at=at, progress=progress), with_progress)
 
     def finish(
         self,

@@ -21,6 +21,7 @@ from ktrdr.api import WorkerRegistry, create_app
 from ktrdr.api.dispatcher import Dispatcher
 from ktrdr.api.operations import OperationsService, RetentionCleaner
 from ktrdr.api.orphans import OrphanDetector
+from ktrdr.api.reports import OperationReports
 from ktrdr.api.store import OperationStore
 from ktrdr.config import BackendConfig, validate_all
 from ktrdr.protocol import OperationType, RegisterRequest
@@ -100,6 +101,7 @@ class Backend:
     registry: WorkerRegistry
     service: OperationsService
     dispatcher: Dispatcher
+    reports: OperationReports
     orphans: OrphanDetector
     retention: RetentionCleaner
     workers: FakeWorkers
@@ -144,6 +146,7 @@ def make_backend(
         token=config.auth.worker_token,
         clock=clock,
     )
+    reports = OperationReports(service=service, registry=registry, dispatcher=dispatcher)
     orphans = OrphanDetector(store=store, settings=config.orphan, clock=clock)
     retention = RetentionCleaner(service=service)
     app = create_app(
@@ -152,6 +155,7 @@ def make_backend(
         registry=registry,
         service=service,
         dispatcher=dispatcher,
+        reports=reports,
         orphan_detector=orphans,
         retention=retention,
     )
@@ -162,6 +166,7 @@ def make_backend(
         registry=registry,
         service=service,
         dispatcher=dispatcher,
+        reports=reports,
         orphans=orphans,
         retention=retention,
         workers=workers,

@@ -119,9 +119,15 @@ async def test_lifespan_runs_orphan_detection_and_retention(tmp_path: Path) -> N
 
 @pytest.mark.anyio
 async def test_lifespan_stops_its_background_tasks_on_shutdown(tmp_path: Path) -> None:
-    """Leaving the lifespan stops all four loops and closes the dispatcher's client."""
+    """Leaving the lifespan stops all five loops and closes the dispatcher's client."""
     backend = make_backend(open_store(tmp_path), _config())
-    names = {"ktrdr-liveness", "ktrdr-dispatch", "ktrdr-orphans", "ktrdr-retention"}
+    names = {
+        "ktrdr-liveness",
+        "ktrdr-dispatch",
+        "ktrdr-heartbeats",
+        "ktrdr-orphans",
+        "ktrdr-retention",
+    }
 
     def loops() -> set[str]:
         return {t.get_name() for t in asyncio.all_tasks() if not t.done()} & names
@@ -133,3 +139,29 @@ async def test_lifespan_stops_its_background_tasks_on_shutdown(tmp_path: Path) -
     assert during == names
     assert after == set()
     assert backend.http.is_closed
+
+
+@pytest.mark.anyio
+async def test_lifespan_writes_heartbeat_stamps_on_its_own(tmp_path: Path) -> None:
+    """While the app runs, a heartbeat's progress reaches the store without a manual flush."""
+    backend = make_backend(open_store(tmp_path), _config(KTRDR_AUTH_WORKER_TOKEN="t" * 16))
+    backend.register("w1")
+    operation = backend.service.create("training", {})
+    backend.service.start(operation.id, worker_id="w1")
+    beat = {"status": "busy", "current_operation_id": operation.id, "progress": {"percent": 5}}
+
+    async with backend.app.router.lifespan_context(backend.app), backend.client() as client:
+        await client.post(
+            "/api/v1/workers/w1/heartbeat",
+            json=beat,
+            headers={"Authorization": f"Bearer {'t' * 16}"},
+        )
+        with anyio.fail_after(10):
+            while backend.store.get(operation.id).progress is None:
+                await anyio.sleep(0.01)
+
+    assert backend.store.get(operation.id).progress == {
+        "percent": 5.0,
+        "message": "",
+        "details": {},
+    }

@@ -452,9 +452,10 @@ async def test_heartbeat_progress_reaches_the_operation(
     }
 
     response = await client.post("/api/v1/workers/tr-1/heartbeat", json=beat, headers=AUTH)
+    written = await backend.reports.flush()
     shown = (await client.get(f"{OPS}/{created['id']}")).json()
 
-    assert response.status_code == 200
+    assert (response.status_code, written) == (200, 1)
     assert shown["progress"] == beat["progress"]
     assert shown["last_reported_at"] == "2026-01-01T00:00:03Z"
 
@@ -468,10 +469,49 @@ async def test_a_heartbeat_without_progress_still_stamps_the_operation(
     beat = {"status": "busy", "current_operation_id": created["id"]}
 
     await client.post("/api/v1/workers/tr-1/heartbeat", json=beat, headers=AUTH)
+    await backend.reports.flush()
 
     record = backend.store.get(created["id"])
     assert record.last_reported_at == backend.clock()
     assert record.progress is None
+
+
+async def test_heartbeats_are_written_in_one_batch_keeping_the_latest(
+    backend: Backend, client: httpx.AsyncClient
+) -> None:
+    """Several heartbeats before a write: one row update, the latest time, the last progress."""
+    created = await running_on_tr1(backend, client)
+    beats = [
+        {"status": "busy", "current_operation_id": created["id"], "progress": {"percent": 10}},
+        {"status": "busy", "current_operation_id": created["id"], "progress": {"percent": 20}},
+        {"status": "busy", "current_operation_id": created["id"]},
+    ]
+    for beat in beats:
+        backend.clock.advance(1)
+        await client.post("/api/v1/workers/tr-1/heartbeat", json=beat, headers=AUTH)
+
+    noted = backend.reports.unwritten
+    written = await backend.reports.flush()
+
+    record = backend.store.get(created["id"])
+    assert (noted, written) == (1, 1)
+    assert record.last_reported_at == backend.clock()
+    assert record.progress == {"percent": 20.0, "message": "", "details": {}}
+
+
+async def test_a_report_supersedes_unwritten_progress(
+    backend: Backend, client: httpx.AsyncClient
+) -> None:
+    """Progress noted just before the outcome is not written over the finished operation."""
+    created = await running_on_tr1(backend, client)
+    beat = {"status": "busy", "current_operation_id": created["id"], "progress": {"percent": 99}}
+    await client.post("/api/v1/workers/tr-1/heartbeat", json=beat, headers=AUTH)
+    report = {"worker_id": "tr-1", "status": "completed", "result": {}}
+
+    await client.post(f"{OPS}/{created['id']}/report", json=report, headers=AUTH)
+
+    assert backend.reports.unwritten == 0
+    assert backend.store.get(created["id"]).status is OperationStatus.COMPLETED
 
 
 async def test_unstorable_progress_still_stamps_the_operation(
@@ -492,6 +532,8 @@ async def test_unstorable_progress_still_stamps_the_operation(
         headers={**AUTH, "Content-Type": "application/json"},
     )
 
+    await backend.reports.flush()
+
     assert response.status_code == 200
     assert backend.store.get(created["id"]).last_reported_at == backend.clock()
 
@@ -511,6 +553,7 @@ async def test_heartbeats_about_operations_that_moved_on_are_harmless(
         )
         for operation_id in (created["id"], "never-existed")
     ]
+    await backend.reports.flush()
 
     assert [r.status_code for r in responses] == [200, 200]
     assert backend.store.get(created["id"]).status is OperationStatus.CANCELLED

@@ -20,6 +20,7 @@ from ktrdr.api.store import (
     OperationNotFound,
     OperationRecord,
     OperationStore,
+    ProgressStamp,
     StoreError,
     database_url,
 )
@@ -205,6 +206,50 @@ def test_update_progress_stamps_last_reported_at(store: OperationStore) -> None:
     stamped = store.update_progress(record.id, now=at(20))
     assert stamped.progress == progress
     assert stamped.last_reported_at == at(20)
+
+
+def test_stamp_many_records_heartbeats_in_one_go(store: OperationStore) -> None:
+    """Batched heartbeats: time and progress per operation, the others untouched."""
+    first = running(store, worker="w-1")
+    second = running(store, worker="w-2")
+    untouched = running(store, worker="w-3")
+    store.stamp_many(
+        [
+            ProgressStamp(operation_id=first.id, worker_id="w-1", at=at(10), progress={"p": 1}),
+            ProgressStamp(operation_id=second.id, worker_id="w-2", at=at(11)),
+        ]
+    )
+    one, two, three = (store.get(r.id) for r in (first, second, untouched))
+    assert (one.last_reported_at, one.progress) == (at(10), {"p": 1})
+    assert (two.last_reported_at, two.progress) == (at(11), None)
+    assert three.last_reported_at == at(1)
+
+
+def test_stamp_many_skips_stale_news_and_keeps_the_rest(store: OperationStore) -> None:
+    """Finished, foreign, unknown and NaN stamps never spoil the batch."""
+    done = running(store, worker="w-1")
+    store.finish(done.id, status=OperationStatus.COMPLETED, now=at(5), result={})
+    mine = running(store, worker="w-2")
+    nan = running(store, worker="w-3")
+    store.stamp_many(
+        [
+            ProgressStamp(operation_id=done.id, worker_id="w-1", at=at(10), progress={"p": 1}),
+            ProgressStamp(operation_id=mine.id, worker_id="w-other", at=at(10)),
+            ProgressStamp(operation_id="unknown", worker_id="w-2", at=at(10)),
+            ProgressStamp(
+                operation_id=nan.id, worker_id="w-3", at=at(12), progress={"x": float("nan")}
+            ),
+        ]
+    )
+    finished = store.get(done.id)
+    assert (finished.status, finished.progress, finished.last_reported_at) == (
+        OperationStatus.COMPLETED,
+        None,
+        at(5),
+    )
+    assert store.get(mine.id).last_reported_at == at(1)
+    assert (store.get(nan.id).last_reported_at, store.get(nan.id).progress) == (at(12), None)
+    store.stamp_many([])
 
 
 def test_progress_of_a_pending_operation_is_refused(store: OperationStore) -> None:
