@@ -10,12 +10,14 @@ from ktrdr.api.liveness import LivenessPolicy, LivenessVerdict, assess, sweep
 from ktrdr.api.operations import OperationsService, RetentionCleaner, TooManyOperations
 from ktrdr.api.orphans import OrphanDetector
 from ktrdr.api.registry import UnknownWorker, WorkerRecord, WorkerRegistry, drifting_workers
+from ktrdr.api.reports import OperationReports
 from ktrdr.api.store import OperationStore, StoreError
 
 __all__ = [
     "Dispatcher",
     "LivenessPolicy",
     "LivenessVerdict",
+    "OperationReports",
     "OperationStore",
     "OperationsService",
     "OrphanDetector",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -12,6 +13,7 @@ from support.backend import make_backend, open_store
 
 from ktrdr.api import WorkerRegistry, utc_now
 from ktrdr.api.app import MAX_SWEEP_INTERVAL, MIN_SWEEP_INTERVAL, sweep_interval
+from ktrdr.api.store import OperationStore
 from ktrdr.config import BackendConfig, validate_all
 from ktrdr.protocol import OperationStatus, OperationType, RegisterRequest
 
@@ -20,6 +22,14 @@ T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
 
 def _config(**environ: str) -> BackendConfig:
     return validate_all("backend", environ, env_file=None)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[OperationStore]:
+    """A fresh SQLite store, closed after the test."""
+    store = open_store(tmp_path)
+    yield store
+    store.close()
 
 
 def test_utc_now_is_aware_utc() -> None:
@@ -45,7 +55,7 @@ def test_sweep_interval_is_half_the_heartbeat_within_bounds(
 
 
 @pytest.mark.anyio
-async def test_lifespan_sweeps_dead_workers_without_any_request(tmp_path: Path) -> None:
+async def test_lifespan_sweeps_dead_workers_without_any_request(store: OperationStore) -> None:
     """While the app runs, its background sweep removes a silent worker on its own."""
     registry = WorkerRegistry()
     config = _config(
@@ -53,7 +63,7 @@ async def test_lifespan_sweeps_dead_workers_without_any_request(tmp_path: Path) 
         KTRDR_WORKER_STALE_AFTER="1",
         KTRDR_WORKER_REMOVAL_THRESHOLD="1s",
     )
-    backend = make_backend(open_store(tmp_path), config, registry=registry)
+    backend = make_backend(store, config, registry=registry)
     registry.register(
         RegisterRequest(
             worker_id="w",
@@ -75,10 +85,12 @@ async def test_lifespan_sweeps_dead_workers_without_any_request(tmp_path: Path) 
 
 
 @pytest.mark.anyio
-async def test_lifespan_dispatches_a_created_operation_to_an_idle_worker(tmp_path: Path) -> None:
+async def test_lifespan_dispatches_a_created_operation_to_an_idle_worker(
+    store: OperationStore,
+) -> None:
     """With the app running, a created operation reaches the idle worker without any tick."""
     config = _config(KTRDR_AUTH_WORKER_TOKEN="t" * 16)
-    backend = make_backend(open_store(tmp_path), config)
+    backend = make_backend(store, config)
     backend.register("w1")
 
     async with backend.app.router.lifespan_context(backend.app), backend.client() as client:
@@ -93,10 +105,10 @@ async def test_lifespan_dispatches_a_created_operation_to_an_idle_worker(tmp_pat
 
 
 @pytest.mark.anyio
-async def test_lifespan_runs_orphan_detection_and_retention(tmp_path: Path) -> None:
+async def test_lifespan_runs_orphan_detection_and_retention(store: OperationStore) -> None:
     """The orphan detector and the retention cleaner run as soon as the app starts."""
     config = _config(KTRDR_ORPHAN_TIMEOUT="60s", KTRDR_OPS_RETENTION_DAYS="1")
-    backend = make_backend(open_store(tmp_path), config)
+    backend = make_backend(store, config)
     orphan = backend.service.create("training", {})
     backend.service.start(orphan.id, worker_id="w-dead")
     old = backend.service.create("backtest", {})
@@ -118,9 +130,9 @@ async def test_lifespan_runs_orphan_detection_and_retention(tmp_path: Path) -> N
 
 
 @pytest.mark.anyio
-async def test_lifespan_stops_its_background_tasks_on_shutdown(tmp_path: Path) -> None:
+async def test_lifespan_stops_its_background_tasks_on_shutdown(store: OperationStore) -> None:
     """Leaving the lifespan stops all five loops and closes the dispatcher's client."""
-    backend = make_backend(open_store(tmp_path), _config())
+    backend = make_backend(store, _config())
     names = {
         "ktrdr-liveness",
         "ktrdr-dispatch",
@@ -142,9 +154,9 @@ async def test_lifespan_stops_its_background_tasks_on_shutdown(tmp_path: Path) -
 
 
 @pytest.mark.anyio
-async def test_lifespan_writes_heartbeat_stamps_on_its_own(tmp_path: Path) -> None:
+async def test_lifespan_writes_heartbeat_stamps_on_its_own(store: OperationStore) -> None:
     """While the app runs, a heartbeat's progress reaches the store without a manual flush."""
-    backend = make_backend(open_store(tmp_path), _config(KTRDR_AUTH_WORKER_TOKEN="t" * 16))
+    backend = make_backend(store, _config(KTRDR_AUTH_WORKER_TOKEN="t" * 16))
     backend.register("w1")
     operation = backend.service.create("training", {})
     backend.service.start(operation.id, worker_id="w1")

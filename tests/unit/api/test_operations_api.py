@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,11 @@ OPS = "/api/v1/operations"
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> OperationStore:
+def store(tmp_path: Path) -> Iterator[OperationStore]:
     """A fresh SQLite store (the store's own tests cover PostgreSQL too)."""
-    return open_store(tmp_path)
+    store = open_store(tmp_path)
+    yield store
+    store.close()
 
 
 @pytest.fixture
