@@ -246,8 +246,9 @@ class OperationsService:
     ) -> OperationView:
         """A heartbeat names the operation (with its progress, if any).
 
-        Stamps ``last_reported_at``, which the orphan detector watches; call it for every
-        heartbeat that carries ``current_operation_id``, even without progress.
+        Stamps ``last_reported_at``, which the orphan detector watches, for every
+        heartbeat that carries ``current_operation_id``, even without progress. The
+        backend's heartbeat route uses the batched :meth:`record_heartbeats` instead.
         """
         record = self._store.update_progress(
             operation_id,

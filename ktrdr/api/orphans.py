@@ -1,8 +1,8 @@
 """The orphan detector: fails running operations that no worker reports any more.
 
 Decision: the detector needs no list of live workers. Every heartbeat that names an
-operation stamps its ``last_reported_at`` (see
-:meth:`~ktrdr.api.operations.OperationsService.report_progress`), so an operation
+operation stamps its ``last_reported_at`` (written in batches by
+:class:`~ktrdr.api.reports.OperationReports`), so an operation
 whose stamp is older than ``timeout`` is one that no live worker has reported for that
 long: its worker died, restarted without it, or lost it. Such an operation is marked
 failed with a reason naming the worker and when it was last seen, and can be resumed

@@ -384,3 +384,24 @@ def test_backend_start_with_an_unreachable_database_exits_1(ops: Ops) -> None:
     assert "KTRDR_DB_HOST" in stderr
     assert "hunter2-not-shown" not in stderr
     assert "Traceback" not in stderr
+
+
+def test_a_worker_with_an_unwritable_checkpoint_dir_exits_1_at_startup(
+    ops: Ops, tmp_path: Path
+) -> None:
+    """KTRDR_CHECKPOINT_DIR that cannot be created: exit 1 naming it, before serving."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    env = worker_env(
+        free_port(), ops.backend_port, KTRDR_CHECKPOINT_DIR=str(blocker / "checkpoints")
+    )
+    worker = ops.fleet.start_worker("training", backend_port=ops.backend_port, env=env, wait=False)
+
+    code = worker.process.wait_exit()
+
+    stderr = worker.process.stderr()
+    assert code == 1, worker.process.output()
+    assert "KTRDR_CHECKPOINT_DIR=" in stderr
+    assert "not writable" in stderr
+    assert "Traceback" not in stderr
+    assert "listening on" not in stderr
