@@ -22,7 +22,9 @@ OPERATIONS_PATH = f"{API_PREFIX}/operations"
 WORKER_OPERATIONS_PATH = "/operations"
 MAX_BODY_BYTES = 1024 * 1024
 
-_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+#: Worker and operation ids: safe in a URL path, a log line and a directory name.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+_ID = ID_PATTERN
 
 
 class WorkerStatus(str, enum.Enum):

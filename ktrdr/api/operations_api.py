@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, Query, Response
+from fastapi import APIRouter, BackgroundTasks, Path, Query, Response
 from pydantic import BaseModel, ValidationError
 
 from ktrdr.api.dispatcher import Dispatcher
@@ -21,6 +21,7 @@ from ktrdr.api.reports import OperationReports
 from ktrdr.api.store import MAX_PAGE, InvalidTransition, OperationNotFound
 from ktrdr.api.workers_api import MAX_JSON_DEPTH, json_depth_exceeds
 from ktrdr.protocol import (
+    ID_PATTERN,
     OPERATIONS_PATH,
     CreateOperationRequest,
     ErrorBody,
@@ -38,6 +39,8 @@ __all__ = ["MAX_OFFSET", "operations_routers"]
 MAX_OFFSET = 1_000_000_000
 
 _ONE = OPERATIONS_PATH + "/{operation_id}"
+#: An id that cannot exist (wrong characters, too long) is refused before any lookup.
+OperationId = Annotated[str, Path(pattern=ID_PATTERN)]
 _INVALID: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorBody, "description": "invalid request (one item per field)"}
 }
@@ -138,7 +141,7 @@ def operations_routers(
         responses=_NOT_FOUND,
         summary="One operation: status, progress, result or error, worker",
     )
-    async def get_operation(operation_id: str) -> Response:
+    async def get_operation(operation_id: OperationId) -> Response:
         try:
             view = await asyncio.to_thread(service.get, operation_id)
         except OperationNotFound as exc:
@@ -151,7 +154,7 @@ def operations_routers(
         responses={**_NOT_FOUND, **_CONFLICT},
         summary="Cancel a pending or running operation (its worker saves a checkpoint)",
     )
-    async def cancel_operation(operation_id: str, background: BackgroundTasks) -> Response:
+    async def cancel_operation(operation_id: OperationId, background: BackgroundTasks) -> Response:
         try:
             view = await asyncio.to_thread(service.cancel, operation_id)
         except OperationNotFound as exc:
@@ -168,7 +171,7 @@ def operations_routers(
         responses={**_NOT_FOUND, **_CONFLICT},
         summary="Queue a failed or cancelled operation to continue from its checkpoint",
     )
-    async def resume_operation(operation_id: str) -> Response:
+    async def resume_operation(operation_id: OperationId) -> Response:
         try:
             view = await asyncio.to_thread(service.resume, operation_id)
         except OperationNotFound as exc:
@@ -189,7 +192,7 @@ def operations_routers(
         },
         summary="A worker reports how an operation ended (only the worker running it)",
     )
-    async def report_operation(operation_id: str, body: OperationReport) -> Response:
+    async def report_operation(operation_id: OperationId, body: OperationReport) -> Response:
         if not body.status.finished:
             message = "a report needs a final status: completed, failed or cancelled"
             raise _field_error(["body", "status"], message, "enum")

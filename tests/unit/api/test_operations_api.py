@@ -173,6 +173,20 @@ async def test_get_returns_the_operation_and_404s_for_an_unknown_id(
     }
 
 
+@pytest.mark.parametrize(
+    ("method", "suffix"), [("GET", ""), ("POST", "/cancel"), ("POST", "/resume")]
+)
+@pytest.mark.parametrize("bad_id", ["nul%00byte", "x" * 200, "-leading-dash", "sp ace"])
+async def test_ids_that_cannot_exist_are_422_without_a_lookup(
+    client: httpx.AsyncClient, method: str, suffix: str, bad_id: str
+) -> None:
+    """Malformed ids (a NUL byte would crash PostgreSQL) are refused at the door."""
+    response = await client.request(method, f"{OPS}/{bad_id}{suffix}")
+
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["path", "operation_id"]
+
+
 async def test_list_filters_by_status_and_type_and_pages_newest_first(
     backend: Backend, client: httpx.AsyncClient
 ) -> None:
