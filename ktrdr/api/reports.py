@@ -149,7 +149,8 @@ class OperationReports:
         Raises :class:`InvalidTransition` (it already ended, or runs on another
         worker) or :class:`OperationNotFound`. Either way the worker is done with it.
         """
-        error = report.error
+        # PostgreSQL text cannot hold NUL; a worker may quote input that contains one.
+        error = None if report.error is None else report.error.replace("\x00", "\\x00")
         if report.checkpoint_saved and (error is None or CHECKPOINT_SAVED not in error):
             error = f"{error}; {CHECKPOINT_SAVED}" if error else CHECKPOINT_SAVED
         noted = self._stamps.get(operation_id)

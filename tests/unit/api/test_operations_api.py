@@ -416,6 +416,19 @@ async def test_a_shutdown_report_says_checkpoint_saved(
     )
 
 
+async def test_a_nul_byte_in_a_reported_error_is_stored_escaped(
+    backend: Backend, client: httpx.AsyncClient
+) -> None:
+    """An error quoting input with a NUL byte is kept readable (PostgreSQL refuses NUL)."""
+    created = await running_on_tr1(backend, client)
+    report = {"worker_id": "tr-1", "status": "failed", "error": "bad value 'a\x00b'"}
+
+    response = await client.post(f"{OPS}/{created['id']}/report", json=report, headers=AUTH)
+
+    assert response.status_code == 200
+    assert backend.store.get(created["id"]).error == "bad value 'a\\x00b'"
+
+
 @pytest.mark.parametrize(
     ("report", "field"),
     [
