@@ -11,8 +11,7 @@ FAILED outcome; nothing raised inside escapes :meth:`BacktestRunner.run`.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -20,26 +19,23 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import ValidationError
 
-from ktrdr.config import CheckpointSettings
 from ktrdr.protocol import (
     BacktestParameters,
-    OperationStatus,
     OperationType,
     Progress,
     describe_validation_error,
 )
 from ktrdr.workers.bars import BarsError, load_bars, moving_average
-from ktrdr.workers.checkpoints import Checkpoint, CheckpointError, CheckpointStore
+from ktrdr.workers.checkpointed import CheckpointedRunner, RunFailed
+from ktrdr.workers.checkpoints import Checkpoint
 from ktrdr.workers.metrics import max_drawdown, sharpe_ratio, total_return, win_rate
-from ktrdr.workers.runner import RunContext, RunOutcome, StopReason
+from ktrdr.workers.runner import RunContext, RunOutcome
 
 __all__ = ["BacktestRunner"]
 
-logger = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float64]
 
-_KIND = "backtest"
 #: Progress reports per run (plus one at the end).
 _PROGRESS_STEPS = 100
 
@@ -113,46 +109,10 @@ class _State:
         self.entry_value = 0.0
 
 
-class _Failed(Exception):
-    """Ends a run as FAILED with a message for the user."""
-
-
-class BacktestRunner:
-    """Runs backtest operations on this worker, with checkpoints and resume.
-
-    ``clock`` is a monotonic clock in seconds (checkpoint time interval). Pass
-    ``checkpoints`` to share a :class:`CheckpointStore` with the runtime; by default
-    one is built from ``checkpoint``.
-    """
+class BacktestRunner(CheckpointedRunner):
+    """Runs backtest operations on this worker, with checkpoints and resume."""
 
     operation_type = OperationType.BACKTEST
-
-    def __init__(
-        self,
-        *,
-        checkpoint: CheckpointSettings,
-        clock: Callable[[], float],
-        checkpoints: CheckpointStore | None = None,
-    ) -> None:
-        self._checkpoint = checkpoint
-        self._clock = clock
-        self._checkpoints = checkpoints or CheckpointStore(settings=checkpoint)
-
-    @property
-    def checkpoints(self) -> CheckpointStore:
-        """The checkpoint store (the runtime purges expired files through it)."""
-        return self._checkpoints
-
-    def run(self, context: RunContext) -> RunOutcome:
-        """Backtest; stop with a checkpoint when asked; FAILED (never raise) on any error."""
-        try:
-            return self._run(context)
-        except _Failed as exc:
-            return RunOutcome(status=OperationStatus.FAILED, error=str(exc))
-        except Exception as exc:
-            logger.exception("backtest operation %s crashed", context.operation_id)
-            error = f"backtest failed unexpectedly: {type(exc).__name__}: {exc}"
-            return RunOutcome(status=OperationStatus.FAILED, error=error)
 
     def _run(self, context: RunContext) -> RunOutcome:
         params = _parameters(context.parameters)
@@ -164,7 +124,7 @@ class BacktestRunner:
                 min_bars=params.slow_window + 1,
             )
         except BarsError as exc:
-            raise _Failed(str(exc)) from None
+            raise RunFailed(str(exc)) from None
         fingerprint = {"parameters": params.model_dump(mode="json"), "bars": bars.fingerprint()}
         state = self._starting_state(context, params, fingerprint, len(bars))
         policy = self._checkpoints.bar_policy(clock=self._clock, start_step=state.index)
@@ -179,7 +139,14 @@ class BacktestRunner:
         while state.index < count:
             reason = context.stop_requested()
             if reason is not None:
-                return self._stop(context.operation_id, state, count, fingerprint, reason)
+                return self._stopped(
+                    context.operation_id,
+                    step=state.index,
+                    arrays=state.arrays(),
+                    fingerprint=fingerprint,
+                    where=f"bar {state.index}/{count}",
+                    reason=reason,
+                )
             index = state.index
             price = close[index]
             if index >= params.slow_window - 1:
@@ -193,7 +160,7 @@ class BacktestRunner:
             if state.index % every == 0 and state.index < count:
                 context.report_progress(_progress(state, count, f"bar {state.index}"))
             if state.index < count and policy.due(state.index):
-                self._save(context.operation_id, state, fingerprint)
+                self._checkpoint_now(context.operation_id, state, fingerprint)
                 policy.saved(state.index)
 
         if state.shares > 0.0:
@@ -201,8 +168,7 @@ class BacktestRunner:
             state.equity[-1] = state.cash
         context.report_progress(_progress(state, count, "done"))
         result = _result(state, params, count)
-        self._checkpoints.delete(context.operation_id)
-        return RunOutcome(status=OperationStatus.COMPLETED, result=result)
+        return self._completed(context.operation_id, result)
 
     def _starting_state(
         self,
@@ -211,51 +177,25 @@ class BacktestRunner:
         fingerprint: dict[str, Any],
         bar_count: int,
     ) -> _State:
-        if not context.resume:
-            self._checkpoints.delete(context.operation_id)  # a stale one from an earlier run
+        checkpoint = self._resume_from(context, fingerprint)
+        if checkpoint is None:
             return _State.initial(capital=params.initial_capital, bar_count=bar_count)
-        try:
-            checkpoint = self._checkpoints.load(context.operation_id, kind=_KIND)
-        except CheckpointError as exc:
-            raise _Failed(f"cannot resume: {exc}") from None
-        if checkpoint.meta != fingerprint:
-            path = self._checkpoints.path_for(context.operation_id)
-            message = f"cannot resume: checkpoint {path} was written for other parameters or bars"
-            raise _Failed(message)
         try:
             return _State.from_checkpoint(checkpoint, bar_count)
         except (KeyError, ValueError, TypeError) as exc:
-            message = f"cannot resume: the checkpoint's backtest state is unusable ({exc})"
-            raise _Failed(message) from None
+            raise self._unusable(exc) from None
 
-    def _save(self, operation_id: str, state: _State, fingerprint: dict[str, Any]) -> None:
-        try:
-            self._checkpoints.save(
-                operation_id, kind=_KIND, step=state.index, meta=fingerprint, arrays=state.arrays()
-            )
-        except OSError as exc:
-            path = self._checkpoints.path_for(operation_id)
-            message = f"cannot write checkpoint {path}: {exc.strerror or exc}"
-            raise _Failed(message) from None
-
-    def _stop(
-        self,
-        operation_id: str,
-        state: _State,
-        count: int,
-        fingerprint: dict[str, Any],
-        reason: StopReason,
-    ) -> RunOutcome:
-        self._save(operation_id, state, fingerprint)
-        error = f"checkpoint saved at bar {state.index}/{count} ({reason.value})"
-        return RunOutcome(status=OperationStatus.CANCELLED, error=error, checkpoint_saved=True)
+    def _checkpoint_now(
+        self, operation_id: str, state: _State, fingerprint: dict[str, Any]
+    ) -> None:
+        self._save(operation_id, state.index, state.arrays(), fingerprint)
 
 
 def _parameters(raw: Mapping[str, Any]) -> BacktestParameters:
     try:
         return BacktestParameters.model_validate(dict(raw))
     except ValidationError as exc:
-        raise _Failed(f"invalid backtest parameters: {describe_validation_error(exc)}") from None
+        raise RunFailed(f"invalid backtest parameters: {describe_validation_error(exc)}") from None
 
 
 def _progress(state: _State, count: int, message: str) -> Progress:

@@ -10,9 +10,8 @@ inside escapes :meth:`TrainingRunner.run`.
 
 from __future__ import annotations
 
-import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -20,21 +19,19 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import ValidationError
 
-from ktrdr.config import CheckpointSettings
 from ktrdr.protocol import (
-    OperationStatus,
     OperationType,
     Progress,
     TrainingParameters,
     describe_validation_error,
 )
 from ktrdr.workers.bars import Bars, BarsError, load_bars, moving_average
-from ktrdr.workers.checkpoints import Checkpoint, CheckpointError, CheckpointStore
-from ktrdr.workers.runner import RunContext, RunOutcome, StopReason
+from ktrdr.workers.checkpointed import CheckpointedRunner, RunFailed
+from ktrdr.workers.checkpoints import Checkpoint
+from ktrdr.workers.runner import RunContext, RunOutcome
 
 __all__ = ["FEATURE_NAMES", "TrainingRunner", "features_and_targets", "predict_up_probability"]
 
-logger = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -44,7 +41,6 @@ LOOKBACK = 20
 MIN_BARS = 100
 MOMENTUM = 0.9
 VALIDATION_SHARE = 0.2
-_KIND = "training"
 _EPS = 1e-12
 
 
@@ -215,46 +211,10 @@ class _State:
         return loss, accuracy
 
 
-class _Failed(Exception):
-    """Ends a run as FAILED with a message for the user."""
-
-
-class TrainingRunner:
-    """Runs training operations on this worker, with checkpoints and resume.
-
-    ``clock`` is a monotonic clock in seconds (checkpoint time interval). Pass
-    ``checkpoints`` to share a :class:`CheckpointStore` with the runtime; by default
-    one is built from ``checkpoint``.
-    """
+class TrainingRunner(CheckpointedRunner):
+    """Runs training operations on this worker, with checkpoints and resume."""
 
     operation_type = OperationType.TRAINING
-
-    def __init__(
-        self,
-        *,
-        checkpoint: CheckpointSettings,
-        clock: Callable[[], float],
-        checkpoints: CheckpointStore | None = None,
-    ) -> None:
-        self._checkpoint = checkpoint
-        self._clock = clock
-        self._checkpoints = checkpoints or CheckpointStore(settings=checkpoint)
-
-    @property
-    def checkpoints(self) -> CheckpointStore:
-        """The checkpoint store (the runtime purges expired files through it)."""
-        return self._checkpoints
-
-    def run(self, context: RunContext) -> RunOutcome:
-        """Train; stop with a checkpoint when asked; FAILED (never raise) on any error."""
-        try:
-            return self._run(context)
-        except _Failed as exc:
-            return RunOutcome(status=OperationStatus.FAILED, error=str(exc))
-        except Exception as exc:
-            logger.exception("training operation %s crashed", context.operation_id)
-            error = f"training failed unexpectedly: {type(exc).__name__}: {exc}"
-            return RunOutcome(status=OperationStatus.FAILED, error=error)
 
     def _run(self, context: RunContext) -> RunOutcome:
         params = _parameters(context.parameters)
@@ -263,7 +223,7 @@ class TrainingRunner:
                 csv_path=params.csv_path, count=params.bars, seed=params.seed, min_bars=MIN_BARS
             )
         except BarsError as exc:
-            raise _Failed(str(exc)) from None
+            raise RunFailed(str(exc)) from None
         data = _Data.from_bars(bars)
         fingerprint = {"parameters": params.model_dump(mode="json"), "bars": bars.fingerprint()}
         state = self._starting_state(context, params, fingerprint)
@@ -274,70 +234,50 @@ class TrainingRunner:
         while state.epoch < params.epochs:
             reason = context.stop_requested()
             if reason is not None:
-                return self._stop(context.operation_id, state, params, fingerprint, reason)
+                return self._stopped(
+                    context.operation_id,
+                    step=state.epoch,
+                    arrays=state.arrays(),
+                    fingerprint=fingerprint,
+                    where=f"epoch {state.epoch}/{params.epochs}",
+                    reason=reason,
+                )
             loss, _ = state.step(data, params.learning_rate)
             if not math.isfinite(loss):
                 message = f"training diverged at epoch {state.epoch}; lower learning_rate"
-                raise _Failed(message)
+                raise RunFailed(message)
             context.report_progress(_progress(state, params, f"epoch {state.epoch}"))
             if state.epoch < params.epochs and policy.due(state.epoch):
-                self._save(context.operation_id, state, fingerprint)
+                self._checkpoint_now(context.operation_id, state, fingerprint)
                 policy.saved(state.epoch)
 
         result = _result(state, data, params, len(bars))
-        self._checkpoints.delete(context.operation_id)
-        return RunOutcome(status=OperationStatus.COMPLETED, result=result)
+        return self._completed(context.operation_id, result)
 
     def _starting_state(
         self, context: RunContext, params: TrainingParameters, fingerprint: dict[str, Any]
     ) -> _State:
-        if not context.resume:
-            self._checkpoints.delete(context.operation_id)  # a stale one from an earlier run
+        checkpoint = self._resume_from(context, fingerprint)
+        if checkpoint is None:
             return _State.initial(
                 n_features=len(FEATURE_NAMES), hidden_units=params.hidden_units, seed=params.seed
             )
         try:
-            checkpoint = self._checkpoints.load(context.operation_id, kind=_KIND)
-        except CheckpointError as exc:
-            raise _Failed(f"cannot resume: {exc}") from None
-        if checkpoint.meta != fingerprint:
-            path = self._checkpoints.path_for(context.operation_id)
-            message = f"cannot resume: checkpoint {path} was written for other parameters or bars"
-            raise _Failed(message)
-        try:
             return _State.from_checkpoint(checkpoint)
         except (KeyError, ValueError, TypeError) as exc:
-            message = f"cannot resume: the checkpoint's training state is unusable ({exc})"
-            raise _Failed(message) from None
+            raise self._unusable(exc) from None
 
-    def _save(self, operation_id: str, state: _State, fingerprint: dict[str, Any]) -> None:
-        try:
-            self._checkpoints.save(
-                operation_id, kind=_KIND, step=state.epoch, meta=fingerprint, arrays=state.arrays()
-            )
-        except OSError as exc:
-            path = self._checkpoints.path_for(operation_id)
-            message = f"cannot write checkpoint {path}: {exc.strerror or exc}"
-            raise _Failed(message) from None
-
-    def _stop(
-        self,
-        operation_id: str,
-        state: _State,
-        params: TrainingParameters,
-        fingerprint: dict[str, Any],
-        reason: StopReason,
-    ) -> RunOutcome:
-        self._save(operation_id, state, fingerprint)
-        error = f"checkpoint saved at epoch {state.epoch}/{params.epochs} ({reason.value})"
-        return RunOutcome(status=OperationStatus.CANCELLED, error=error, checkpoint_saved=True)
+    def _checkpoint_now(
+        self, operation_id: str, state: _State, fingerprint: dict[str, Any]
+    ) -> None:
+        self._save(operation_id, state.epoch, state.arrays(), fingerprint)
 
 
 def _parameters(raw: Mapping[str, Any]) -> TrainingParameters:
     try:
         return TrainingParameters.model_validate(dict(raw))
     except ValidationError as exc:
-        raise _Failed(f"invalid training parameters: {describe_validation_error(exc)}") from None
+        raise RunFailed(f"invalid training parameters: {describe_validation_error(exc)}") from None
 
 
 def _progress(state: _State, params: TrainingParameters, message: str) -> Progress:
