@@ -111,6 +111,9 @@ class Fleet:
         env = dict(self._base_env)
         env.setdefault("KTRDR_DB_PATH", str(self._data_dir / "ktrdr.db"))
         env.setdefault("KTRDR_CHECKPOINT_DIR", str(self._data_dir / "checkpoints"))
+        # One BLAS thread per child: several children share this machine's cores.
+        env.setdefault("OMP_NUM_THREADS", "1")
+        env.setdefault("OPENBLAS_NUM_THREADS", "1")
         env.update(overrides)
         return env
 

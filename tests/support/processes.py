@@ -121,6 +121,8 @@ def base_env(**overrides: str) -> dict[str, str]:
         "PYTHONUNBUFFERED": "1",
         "PYTHONDONTWRITEBYTECODE": "1",
         "KTRDR_ACKNOWLEDGE_INSECURE_DEFAULTS": "true",
+        "OMP_NUM_THREADS": "1",  # as in the image: no BLAS threads fighting over 2 cores
+        "OPENBLAS_NUM_THREADS": "1",
     }
     env.update(overrides)
     return env
