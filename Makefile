@@ -52,7 +52,10 @@ docs: venv
 	$(BIN)/ktrdr config docs
 
 bench: venv
-	$(BIN)/python benchmarks/run.py
+	@status=0; for script in benchmarks/bench_*.py; do \
+		echo "== $$script"; \
+		$(BIN)/python $$script || status=1; \
+	done; exit $$status
 
 clean:
 	rm -rf $(VENV) .tox .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage

@@ -25,8 +25,6 @@ import datetime
 import http.client
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,32 +37,19 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from common import base_env, describe, free_port, spawn, stop, wait_until
 
 TOKEN = "bench-dispatch-token"
 TARGET_MEDIAN_MS = 100.0
 TIMEOUT_S = 30.0
 POLL_S = 0.002
 PARAMETERS = {"bars": 100, "epochs": 1, "seed": 1}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def base_env(**extra: str) -> dict[str, str]:
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "PYTHONUNBUFFERED": "1",
-        "KTRDR_ACKNOWLEDGE_INSECURE_DEFAULTS": "true",
-        "KTRDR_AUTH_WORKER_TOKEN": TOKEN,
-        "KTRDR_WORKER_HEARTBEAT_INTERVAL": "1s",
-        "KTRDR_LOG_FORMAT": "json",
-    }
-    env.update(extra)
-    return env
+#: What every child gets on top of ``base_env``: the token, 1 s heartbeats, JSON logs.
+CHILD_ENV = {
+    "KTRDR_AUTH_WORKER_TOKEN": TOKEN,
+    "KTRDR_WORKER_HEARTBEAT_INTERVAL": "1s",
+    "KTRDR_LOG_FORMAT": "json",
+}
 
 
 class Client:
@@ -93,33 +78,30 @@ class Client:
 
 
 def wait(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + TIMEOUT_S
-    while not condition():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(POLL_S)
+    wait_until(condition, what, timeout_s=TIMEOUT_S, poll_s=POLL_S)
 
 
 class Fleet:
     """A backend and one training worker as child processes."""
 
     def __init__(self, workdir: Path, database_env: dict[str, str]) -> None:
-        self.workdir = workdir
         self.backend_port = free_port()
         self.worker_port = free_port()
         self.worker_id = f"bench-dispatch-{uuid.uuid4().hex[:8]}"
         self.log = workdir / f"{self.worker_id}.log"
         self.processes: list[subprocess.Popen[bytes]] = []
         backend_env = base_env(
+            **CHILD_ENV,
             KTRDR_API_HOST="127.0.0.1",
             KTRDR_API_PORT=str(self.backend_port),
             KTRDR_DB_PATH=str(workdir / f"{self.worker_id}.db"),
             **database_env,
         )
-        self.spawn([sys.executable, "-m", "ktrdr.api.main"], backend_env, None)
+        self.processes.append(spawn([sys.executable, "-m", "ktrdr.api.main"], backend_env, workdir))
         self.backend = Client(self.backend_port)
         wait(lambda: self.backend.request("GET", "/health")[0] == 200, "the backend")
         worker_env = base_env(
+            **CHILD_ENV,
             KTRDR_WORKER_ID=self.worker_id,
             KTRDR_WORKER_HOST="127.0.0.1",
             KTRDR_WORKER_PORT=str(self.worker_port),
@@ -127,25 +109,14 @@ class Fleet:
             KTRDR_WORKER_BACKEND_URL=f"http://127.0.0.1:{self.backend_port}",
             KTRDR_CHECKPOINT_DIR=str(workdir / "checkpoints"),
         )
-        self.spawn([sys.executable, "-m", "ktrdr.workers.training_worker"], worker_env, self.log)
+        worker_args = [sys.executable, "-m", "ktrdr.workers.training_worker"]
+        self.processes.append(spawn(worker_args, worker_env, workdir, log=self.log))
         self.worker = Client(self.worker_port)
         self.wait_idle()
 
-    def spawn(self, args: list[str], env: dict[str, str], log: Path | None) -> None:
-        with (log or Path(os.devnull)).open("ab") as out:
-            process = subprocess.Popen(
-                args, env=env, cwd=self.workdir, stdout=out, stderr=out, stdin=subprocess.DEVNULL
-            )
-        self.processes.append(process)
-
     def stop(self) -> None:
         for process in reversed(self.processes):
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process)
 
     def wait_idle(self) -> None:
         """Until the worker is idle on its own account and in the backend's registry."""
@@ -235,15 +206,6 @@ def postgres_database(url: str) -> Iterator[dict[str, str]]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
-
-
-def describe(values: list[float]) -> str:
-    ordered = sorted(values)
-    p90 = ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
-    return (
-        f"median {statistics.median(values) * 1000:6.1f} ms | min {ordered[0] * 1000:6.1f} ms"
-        f" | p90 {p90 * 1000:6.1f} ms | max {ordered[-1] * 1000:6.1f} ms"
-    )
 
 
 def measure(workdir: Path, database_env: dict[str, str], runs: int) -> dict[str, list[float]]:

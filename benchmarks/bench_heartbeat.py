@@ -25,14 +25,14 @@ import asyncio
 import http.client
 import json
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+from common import free_port, spawn, stop, wait_until
 
 WORKERS = 1000
 TOKEN = "bench-heartbeat-token"
@@ -70,27 +70,20 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def answers(port: int, path: str) -> Callable[[], bool]:
+    """A probe: True once ``path`` on ``port`` gives any HTTP answer."""
 
-
-def wait_ready(port: int, path: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"server exited with {process.returncode}")
+    def probe() -> bool:
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
             conn.request("POST" if "heartbeat" in path else "GET", path, body=b"{}")
             conn.getresponse().read()
             conn.close()
-            return
         except OSError:
-            time.sleep(0.02)
-    raise SystemExit("server not ready in time")
+            return False
+        return True
+
+    return probe
 
 
 def register_all(port: int) -> None:
@@ -177,21 +170,6 @@ async def load(port: int, connections: int, seconds: float) -> tuple[int, list[f
     return len(latencies), latencies, errors
 
 
-def start(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        args, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 def summarise(rounds: list[tuple[int, list[float], int]], seconds: float) -> dict[str, float]:
     """Median requests/s over the rounds; latency percentiles over every request."""
     latencies = sorted(latency for _, round_latencies, _ in rounds for latency in round_latencies)
@@ -221,11 +199,13 @@ def main() -> None:
             "KTRDR_AUTH_WORKER_TOKEN": TOKEN,
             "KTRDR_LOG_LEVEL": "WARNING",
         }
-        bare = start([sys.executable, "-c", BARE_APP, str(bare_port), str(WORKERS)], env, workdir)
-        backend = start([sys.executable, "-m", "ktrdr.api.main"], backend_env, workdir)
+        bare = spawn([sys.executable, "-c", BARE_APP, str(bare_port), str(WORKERS)], env, workdir)
+        backend = spawn([sys.executable, "-m", "ktrdr.api.main"], backend_env, workdir)
         try:
-            wait_ready(bare_port, "/api/v1/workers/bench-0000/heartbeat", bare)
-            wait_ready(backend_port, "/health", backend)
+            bare_ready = answers(bare_port, "/api/v1/workers/bench-0000/heartbeat")
+            wait_until(bare_ready, "the baseline server", timeout_s=60, poll_s=0.02, process=bare)
+            backend_ready = answers(backend_port, "/health")
+            wait_until(backend_ready, "the backend", timeout_s=60, poll_s=0.02, process=backend)
             register_all(backend_port)
             bare_rounds, ours_rounds = [], []
             for _ in range(args.rounds):  # alternate, so both see the same machine load

@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,6 +26,8 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from common import base_env, describe, free_port, spawn, stop, wait_until
 
 TARGET_RATIO = 2.0
 POLL_S = 0.005
@@ -46,43 +46,6 @@ async def hello(request):
 app = Starlette(routes=[Route("/", hello)])
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def base_env(**extra: str) -> dict[str, str]:
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "PYTHONUNBUFFERED": "1",
-        "KTRDR_ACKNOWLEDGE_INSECURE_DEFAULTS": "true",
-    }
-    env.update(extra)
-    return env
-
-
-def spawn(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        args,
-        env=env,
-        cwd=cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL,
-    )
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def poll_status(port: int, path: str, wanted: int) -> Callable[[], bool]:
@@ -107,13 +70,8 @@ def poll_status(port: int, path: str, wanted: int) -> Callable[[], bool]:
 
 
 def time_until(process: subprocess.Popen[bytes], probe: Callable[[], bool], t0: float) -> float:
-    deadline = t0 + TIMEOUT_S
-    while not probe():
-        if process.poll() is not None:
-            raise SystemExit(f"child exited with {process.returncode} before it was ready")
-        if time.perf_counter() > deadline:
-            raise SystemExit("child not ready in time")
-        time.sleep(POLL_S)
+    """Seconds from ``t0`` until ``probe`` passes; SystemExit if the child exits first."""
+    wait_until(probe, "the child", timeout_s=TIMEOUT_S, poll_s=POLL_S, process=process)
     return time.perf_counter() - t0
 
 
@@ -154,15 +112,6 @@ def run_imports(workdir: Path) -> float:
     return time.perf_counter() - t0
 
 
-def describe(values: list[float]) -> str:
-    ordered = sorted(values)
-    p90 = ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
-    return (
-        f"median {statistics.median(values) * 1000:7.1f} ms | min {ordered[0] * 1000:7.1f} ms"
-        f" | p90 {p90 * 1000:7.1f} ms"
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15, help="measured runs of each (default 15)")
@@ -196,11 +145,13 @@ def main() -> None:
         f"runs: {args.runs} each, interleaved, Python {sys.version.split()[0]}, "
         f"{os.cpu_count()} CPUs"
     )
-    print(f"baseline (bare uvicorn+Starlette, spawn -> first response): {describe(bare)}")
-    print(f"worker (spawn -> listed by the backend):                   {describe(worker)}")
-    print(
-        f"reference: spawn -> exit of 'import ktrdr.workers.training_worker': {describe(imports)}"
+    # Seven-wide columns and no max: the layout of the figures in benchmarks/README.md.
+    bare_ms, worker_ms, imports_ms = (
+        describe(values, width=7, with_max=False) for values in (bare, worker, imports)
     )
+    print(f"baseline (bare uvicorn+Starlette, spawn -> first response): {bare_ms}")
+    print(f"worker (spawn -> listed by the backend):                   {worker_ms}")
+    print(f"reference: spawn -> exit of 'import ktrdr.workers.training_worker': {imports_ms}")
     print(f"ratio of medians: {ratio:.2f} (target <= {TARGET_RATIO}: {verdict})")
 
 
