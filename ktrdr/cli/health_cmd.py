@@ -7,7 +7,7 @@ the probed port and the listening port cannot drift apart.
 from __future__ import annotations
 
 import os
-from typing import Literal
+from collections.abc import Mapping
 
 import click
 import httpx
@@ -17,13 +17,18 @@ from ktrdr.config import ConfigurationError, validate_all
 EXIT_UNHEALTHY = 1
 
 
-def _auto_component() -> Literal["worker", "backend"]:
-    """A container with a worker type set is a worker; anything else is the backend."""
-    return (
-        "worker"
-        if os.environ.get("KTRDR_WORKER_TYPE") or os.environ.get("WORKER_TYPE")
-        else "backend"
-    )
+def _probe_port(component: str, environ: Mapping[str, str]) -> int:
+    """The port the local server listens on, from the same settings the server reads.
+
+    ``auto``: a process whose worker type is set (``KTRDR_WORKER_TYPE`` or its old
+    name, through the loader like every setting) is a worker; anything else is the
+    backend.
+    """
+    if component in ("auto", "worker"):
+        worker = validate_all("worker", environ).worker
+        if component == "worker" or worker.type is not None:
+            return worker.port
+    return validate_all("backend", environ).api.port
 
 
 @click.command("health")
@@ -37,12 +42,8 @@ def _auto_component() -> Literal["worker", "backend"]:
 @click.option("--timeout", type=click.FloatRange(min=0.1, max=60), default=3.0, show_default=True)
 def health(component: str, timeout: float) -> None:
     """Exit 0 when the local backend or worker answers GET /health, 1 otherwise."""
-    chosen = _auto_component() if component == "auto" else component
     try:
-        if chosen == "worker":
-            port = validate_all("worker", os.environ).worker.port
-        else:
-            port = validate_all("backend", os.environ).api.port
+        port = _probe_port(component, os.environ)
     except ConfigurationError as exc:
         click.echo(f"ktrdr health: {exc}", err=True)
         raise SystemExit(EXIT_UNHEALTHY) from None
