@@ -45,8 +45,9 @@ tox: venv
 	PATH="$(PYENV_BINS):$$PATH" $(BIN)/tox run
 
 ## The README's run command: a backend and a training and a backtest worker with demo jobs.
+UP_ARGS ?=
 run: venv
-	$(BIN)/ktrdr up --demo
+	$(BIN)/ktrdr up --demo $(UP_ARGS)
 
 docs: venv
 	$(BIN)/ktrdr config docs
