@@ -29,7 +29,7 @@ from ktrdr.config import DEFAULT_ENV_FILE, BackendConfig, DatabaseSettings, LogL
 from ktrdr.errors import ConfigurationError
 from ktrdr.logs import configure_logging
 from ktrdr.startup import EXIT_CONFIG_ERROR, load_or_exit
-from ktrdr.web import ExitSignals, GracefulServer
+from ktrdr.web import ExitSignals, GracefulServer, ensure_bindable
 
 logger = logging.getLogger("ktrdr.api")
 
@@ -101,6 +101,11 @@ def run(environ: Mapping[str, str], *, env_file: str | Path | None = DEFAULT_ENV
     with ExitSignals() as signals:
         config = load_or_exit("backend", environ, env_file=env_file)
         configure_logging(config.logging)
+        try:
+            ensure_bindable(config.api.host, config.api.port, variable="KTRDR_API_PORT")
+        except ConfigurationError as exc:
+            sys.stderr.write(f"ktrdr: {exc}\n")
+            return EXIT_CONFIG_ERROR
         store = open_store_or_exit(config.database)
         try:
             server = build_server(config, store=store)

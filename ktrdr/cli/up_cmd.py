@@ -26,6 +26,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from ktrdr.config import APISettings, ConfigurationError, EnvLoader
 from ktrdr.fleet_client import BackendError, BackendUnreachable, FleetClient
 from ktrdr.supervisor import Child, ChildSpec, Supervisor
+from ktrdr.web import ensure_bindable
 
 EXIT_FAILED = 1
 _POLL_S = 0.2
@@ -63,16 +64,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def ensure_port_free(port: int, what: str) -> None:
-    """Refuse a configured port that is already taken, with one clear line."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            message = f"{what} port {port} is already in use; pick another (or 0 for a free one)"
-            raise UpError(message) from None
 
 
 class _StopFlag:
@@ -331,14 +322,19 @@ def up(
 
 def _choose_api_port(option: int | None, environ: Mapping[str, str]) -> int:
     """The ``--api-port`` option, else KTRDR_API_PORT, else the default; 0 → a free port."""
+    variable = "--api-port"
     if option is None:
+        variable = "KTRDR_API_PORT"
         try:
             option = EnvLoader(environ).load(APISettings).port
         except ConfigurationError as exc:
             raise UpError(str(exc)) from None
     if option == 0:
         return free_port()
-    ensure_port_free(option, "backend")
+    try:
+        ensure_bindable("127.0.0.1", option, variable=variable)
+    except ConfigurationError as exc:
+        raise UpError(exc.problems[0]) from None
     return option
 
 

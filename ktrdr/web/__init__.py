@@ -15,6 +15,7 @@ from ktrdr.web.http_errors import (
     error_response,
     install_error_handlers,
 )
+from ktrdr.web.ports import ensure_bindable
 
 __all__ = [
     "EXIT_SIGNALS",
@@ -25,6 +26,7 @@ __all__ = [
     "ExitSignals",
     "GracefulServer",
     "describe_validation_errors",
+    "ensure_bindable",
     "error_code",
     "error_response",
     "install_error_handlers",

@@ -28,7 +28,7 @@ from ktrdr.config import DEFAULT_ENV_FILE, WorkerConfig, WorkerType
 from ktrdr.errors import ConfigurationError
 from ktrdr.logs import configure_logging
 from ktrdr.startup import EXIT_CONFIG_ERROR, load_or_exit
-from ktrdr.web import ExitSignals
+from ktrdr.web import ExitSignals, ensure_bindable
 from ktrdr.workers.backend_client import BackendClient
 from ktrdr.workers.base import Worker
 from ktrdr.workers.checkpoints import CheckpointStore
@@ -149,6 +149,7 @@ def run_worker(
         )
         checkpoints = CheckpointStore(settings=config.checkpoint)
         try:
+            ensure_bindable(settings.host, settings.port, variable="KTRDR_WORKER_PORT")
             prepare_checkpoints(checkpoints, utc_now())
             runner = make_runner(config, checkpoints)
             asyncio.run(serve_worker(config, runner, signals=signals, checkpoints=checkpoints))

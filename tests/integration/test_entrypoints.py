@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import signal
+import socket
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support.fleet import TOKEN, Fleet, Server, backend_env, worker_env
-from support.processes import ProcessGroup, free_port
+from support.processes import ProcessGroup, base_env, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -101,3 +103,30 @@ def test_ktrdr_backend_and_worker_commands_run_a_fleet(group: ProcessGroup, tmp_
     assert (worker_code, backend_code) == (0, 0)
     for process in (worker.process, backend.process):
         assert TOKEN not in process.stdout() + process.stderr()
+
+
+@pytest.mark.parametrize("component", ["backend", "training"])
+def test_port_in_use_is_exit_1_naming_the_variable(component: str, tmp_path: Path) -> None:
+    """A taken port: exit 1 and one report line naming the port variable, no traceback."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        if component == "backend":
+            variable, module = "KTRDR_API_PORT", "ktrdr.api.main"
+            env = base_env(KTRDR_API_HOST="127.0.0.1", KTRDR_API_PORT=str(port))
+        else:
+            variable, module = "KTRDR_WORKER_PORT", "ktrdr.workers.training_worker"
+            env = base_env(KTRDR_WORKER_HOST="127.0.0.1", KTRDR_WORKER_PORT=str(port))
+        result = subprocess.run(
+            [sys.executable, "-m", module],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert f"{variable}={port}: cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -111,7 +111,8 @@ def test_api_port_in_use_is_one_line_and_exit_1(tmp_path: Path) -> None:
         assert up.wait_exit() == 1
         lines = up.stderr().strip().splitlines()
         expected = (
-            f"ktrdr up: backend port {port} is already in use; pick another (or 0 for a free one)"
+            f"ktrdr up: --api-port={port}: cannot listen on 127.0.0.1:{port} (Address already"
+            " in use); stop the process using it or choose another port"
         )
         assert lines == [expected]
         assert _ktrdr_children(str(data_dir)) == []

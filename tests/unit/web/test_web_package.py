@@ -16,6 +16,7 @@ def test_public_names_are_pinned() -> None:
         "ExitSignals",
         "GracefulServer",
         "describe_validation_errors",
+        "ensure_bindable",
         "error_code",
         "error_response",
         "install_error_handlers",
