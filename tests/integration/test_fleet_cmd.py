@@ -5,28 +5,19 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support.fleet import Fleet, Server
-from support.processes import ProcessGroup, base_env, free_port, wait_until
+from support.processes import ProcessGroup, base_env, free_port, run_ktrdr, wait_until
 
 pytestmark = pytest.mark.slow
 
 
 def ktrdr(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run the ``ktrdr`` command with a clean environment; capture its output."""
-    return subprocess.run(
-        [sys.executable, "-m", "ktrdr.cli", *args],
-        env=base_env(COLUMNS="200"),
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    """Run the ``ktrdr`` command with a clean, wide-terminal environment."""
+    return run_ktrdr(*args, env=base_env(COLUMNS="200"), cwd=cwd)
 
 
 @pytest.fixture(scope="module")

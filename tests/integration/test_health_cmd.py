@@ -3,28 +3,19 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support.fleet import Fleet, Server, backend_env, worker_env
-from support.processes import ProcessGroup, free_port
+from support.processes import ProcessGroup, free_port, run_ktrdr
 
 pytestmark = pytest.mark.slow
 
 
 def health(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """Run ``ktrdr health`` with exactly ``env``."""
-    return subprocess.run(
-        [sys.executable, "-m", "ktrdr.cli", "health", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_ktrdr("health", *args, env=env, cwd=cwd)
 
 
 @pytest.fixture(scope="module")

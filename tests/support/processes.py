@@ -128,6 +128,21 @@ def base_env(**overrides: str) -> dict[str, str]:
     return env
 
 
+def run_ktrdr(
+    *args: str, env: Mapping[str, str], cwd: Path, timeout_s: float = 60.0
+) -> subprocess.CompletedProcess[str]:
+    """Run the ``ktrdr`` command (``python -m ktrdr.cli``) to completion; capture output."""
+    return subprocess.run(
+        [sys.executable, "-m", "ktrdr.cli", *args],
+        env=dict(env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
 class Spawned:
     """A child process whose stdout and stderr go to files in its directory."""
 
@@ -272,5 +287,6 @@ __all__ = [
     "get_json",
     "port_is_free",
     "port_lock",
+    "run_ktrdr",
     "wait_until",
 ]
