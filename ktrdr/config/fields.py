@@ -11,7 +11,7 @@ import datetime
 import enum
 import functools
 from collections.abc import Callable
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import attrs
 
@@ -100,13 +100,6 @@ def setting(
         validator=_CheckValidator(check, secret) if check is not None else None,
         repr=not secret,
     )
-
-
-class SettingsClass(Protocol):
-    """A frozen attrs settings class with an environment prefix."""
-
-    PREFIX: ClassVar[str]
-    __attrs_attrs__: ClassVar[tuple[attrs.Attribute[Any], ...]]
 
 
 @attrs.frozen
