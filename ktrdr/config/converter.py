@@ -20,7 +20,15 @@ from typing import Any
 
 import cattrs
 
-from ktrdr.config.types import DbEngine, Environment, LogFormat, LogLevel, Secret, WorkerType
+from ktrdr.config.types import (
+    ByteSize,
+    DbEngine,
+    Environment,
+    LogFormat,
+    LogLevel,
+    Secret,
+    WorkerType,
+)
 
 TRUE_SPELLINGS = ("true", "1", "yes", "on")
 FALSE_SPELLINGS = ("false", "0", "no", "off")
@@ -38,6 +46,10 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, No
 #: Longest duration accepted (100 years); beyond it, timedelta arithmetic can overflow.
 _MAX_DURATION_S = 100 * 365 * 86400.0
 _MAX_INT_DIGITS = 18
+_BYTE_SIZE = re.compile(r"(?P<number>\d+)\s*(?P<unit>[kmgt]?)(?:i?b)?")
+_BYTE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+#: Largest byte size accepted (1 PiB): beyond any machine, and far from int overflow in C.
+_MAX_BYTES = 1024**5
 
 #: The converter type the loader holds (so that only this module imports cattrs).
 Converter = cattrs.BaseConverter
@@ -46,6 +58,7 @@ EXPECT_BOOL = "a boolean, one of: " + ", ".join(TRUE_SPELLINGS + FALSE_SPELLINGS
 EXPECT_INT = "a whole number"
 EXPECT_DURATION = "a duration such as 90 (seconds), 90s, 5m or 1h"
 EXPECT_PATH = "a filesystem path"
+EXPECT_BYTES = "a size in bytes such as 512M, 2G or 1048576 (K, M, G, T are powers of 1024)"
 EXPECT_STR = "text"
 EXPECT_SECRET = "a non-empty secret"  # noqa: S105 - a message, not a password
 
@@ -87,6 +100,18 @@ def parse_duration(raw: str) -> datetime.timedelta:
     if not math.isfinite(seconds) or seconds > _MAX_DURATION_S:
         raise _refuse("a duration of at most 100 years")
     return datetime.timedelta(seconds=seconds)
+
+
+def parse_byte_size(raw: str) -> ByteSize:
+    """``512M``, ``2G``, ``64K`` or plain bytes; any case, ``MB`` and ``MiB`` read as ``M``."""
+    text = raw.strip().lower()
+    match = _BYTE_SIZE.fullmatch(text) if text.isascii() else None
+    if match is None or len(match["number"]) > _MAX_INT_DIGITS:
+        raise _refuse(EXPECT_BYTES)
+    value = int(match["number"]) * _BYTE_UNITS[match["unit"]]
+    if value <= 0 or value > _MAX_BYTES:
+        raise _refuse("a size of at least 1 byte and at most 1024T")
+    return ByteSize(value)
 
 
 def parse_path(raw: str) -> Path:
@@ -132,6 +157,7 @@ _SCALARS: dict[type[Any], tuple[Callable[[str], Any], str]] = {
     str: (parse_str, EXPECT_STR),
     datetime.timedelta: (parse_duration, EXPECT_DURATION),
     Path: (parse_path, EXPECT_PATH),
+    ByteSize: (parse_byte_size, EXPECT_BYTES),
     Secret: (parse_secret, EXPECT_SECRET),
 }
 

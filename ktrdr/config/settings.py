@@ -16,7 +16,15 @@ import attrs
 
 from ktrdr.config import checks
 from ktrdr.config.fields import setting
-from ktrdr.config.types import DbEngine, Environment, LogFormat, LogLevel, Secret, WorkerType
+from ktrdr.config.types import (
+    ByteSize,
+    DbEngine,
+    Environment,
+    LogFormat,
+    LogLevel,
+    Secret,
+    WorkerType,
+)
 
 #: The one authoritative worker port default (the previous release had two that disagreed).
 DEFAULT_WORKER_PORT = 5003
@@ -114,6 +122,16 @@ class WorkerSettings:
         _seconds(25),
         help="grace period after SIGTERM before the worker exits",
         check=checks.POSITIVE_DURATION,
+    )
+    stop_grace: datetime.timedelta = setting(
+        _seconds(10),
+        help="time a job has to stop after a cancel or SIGTERM before its process is killed",
+        check=checks.POSITIVE_DURATION,
+    )
+    max_memory: ByteSize | None = setting(
+        None,
+        help="memory cap of each job's process (512M, 2G, bytes); a job over it fails",
+        default_doc="(unlimited)",
     )
     stale_after: int = setting(
         3,

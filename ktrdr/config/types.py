@@ -48,6 +48,25 @@ class LogLevel(str, enum.Enum):
     CRITICAL = "CRITICAL"
 
 
+class ByteSize(int):
+    """A number of bytes, shown the way an operator writes it (``512M``, ``2G``, ``1500``).
+
+    Binary units (K = 1024). Only the display is special: arithmetic gives plain ints.
+    """
+
+    _UNITS = (("T", 1024**4), ("G", 1024**3), ("M", 1024**2), ("K", 1024))
+
+    def __str__(self) -> str:
+        value = int(self)
+        for suffix, factor in self._UNITS:
+            if value >= factor and value % factor == 0:
+                return f"{value // factor}{suffix}"
+        return str(value)
+
+    def __repr__(self) -> str:
+        return f"ByteSize({str(self)!r})"
+
+
 class Secret:
     """A string that never shows itself in a repr, str, format, log line or report.
 

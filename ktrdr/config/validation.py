@@ -61,6 +61,8 @@ HEARTBEAT = "KTRDR_WORKER_HEARTBEAT_INTERVAL"
 STALE_AFTER = "KTRDR_WORKER_STALE_AFTER"
 REMOVAL = "KTRDR_WORKER_REMOVAL_THRESHOLD"
 ORPHAN_TIMEOUT = "KTRDR_ORPHAN_TIMEOUT"
+STOP_GRACE = "KTRDR_WORKER_STOP_GRACE"
+SHUTDOWN_TIMEOUT = "KTRDR_WORKER_SHUTDOWN_TIMEOUT"
 
 
 class Severity(str, enum.Enum):
@@ -248,6 +250,24 @@ def _cross_field_problems(
                     f"expected more than twice {HEARTBEAT} ({format_value(heartbeat)}), {why}",
                 )
             problems.append(problem)
+    if worker is not None and worker.stop_grace >= worker.shutdown_timeout:
+        why = "a job that ignores SIGTERM must be killed before the worker gives up on it"
+        if _is_set(sources, SHUTDOWN_TIMEOUT) and not _is_set(sources, STOP_GRACE):
+            problem = _rule_problem(
+                sources,
+                SHUTDOWN_TIMEOUT,
+                format_value(worker.shutdown_timeout),
+                f"expected more than {STOP_GRACE} ({format_value(worker.stop_grace)}): {why}",
+            )
+        else:
+            problem = _rule_problem(
+                sources,
+                STOP_GRACE,
+                format_value(worker.stop_grace),
+                f"expected less than {SHUTDOWN_TIMEOUT} "
+                f"({format_value(worker.shutdown_timeout)}): {why}",
+            )
+        problems.append(problem)
     if worker is not None and "api" in loaded:  # the backend applies the liveness rules
         unavailable_after = worker.stale_after * worker.heartbeat_interval
         removal = worker.removal_threshold
