@@ -3,7 +3,7 @@
 Entrypoints call :func:`validate_all` once with ``os.environ`` and pass the settings
 objects into constructors. Nothing here reads ``os.environ`` on its own or caches
 settings at module level. This package imports nothing else from ktrdr except
-``ktrdr.errors``.
+``ktrdr.errors`` and ``ktrdr.vocabulary``.
 """
 
 from ktrdr.config.bundles import (
@@ -17,6 +17,7 @@ from ktrdr.config.bundles import (
 from ktrdr.config.deprecation import DeprecationReporter, deprecated_names
 from ktrdr.config.effective import EffectiveValue, effective_values
 from ktrdr.config.loader import DEFAULT_ENV_FILE, EnvLoader, Source, SourceKind
+from ktrdr.config.names import all_env_names, env_name
 from ktrdr.config.settings import (
     ALL_SETTINGS,
     DEFAULT_WORKER_PORT,
@@ -65,7 +66,9 @@ __all__ = [
     "WorkerConfig",
     "WorkerSettings",
     "WorkerType",
+    "all_env_names",
     "deprecated_names",
     "effective_values",
+    "env_name",
     "validate_all",
 ]

@@ -42,8 +42,10 @@ CONFIG_ALL = [
     "WorkerConfig",
     "WorkerSettings",
     "WorkerType",
+    "all_env_names",
     "deprecated_names",
     "effective_values",
+    "env_name",
     "validate_all",
 ]
 
