@@ -1,6 +1,8 @@
 """The messages on the wire between workers and the backend, and their paths.
 
 Both ``ktrdr.workers`` and ``ktrdr.api`` import this module and never each other.
+The words it shares with the configuration (types, statuses, the id rule) are defined
+in ``ktrdr.vocabulary`` and re-exported here for the code that speaks the wire.
 Models are pydantic (FastAPI validates request bodies with them and publishes them
 in the OpenAPI schema); unknown fields are refused so typos fail loudly.
 """
@@ -8,11 +10,18 @@ in the OpenAPI schema); unknown fields are refused so typos fail loudly.
 from __future__ import annotations
 
 import datetime
-import enum
 from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ktrdr.vocabulary import (
+    FINISHED_STATUSES,
+    ID_PATTERN,
+    OperationStatus,
+    OperationType,
+    WorkerStatus,
+)
 
 API_PREFIX = "/api/v1"
 WORKERS_PATH = f"{API_PREFIX}/workers"
@@ -22,48 +31,7 @@ OPERATIONS_PATH = f"{API_PREFIX}/operations"
 WORKER_OPERATIONS_PATH = "/operations"
 MAX_BODY_BYTES = 1024 * 1024
 
-#: Worker and operation ids: safe in a URL path, a log line and a directory name.
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 _ID = ID_PATTERN
-
-
-class WorkerStatus(str, enum.Enum):
-    """A worker's state as the backend sees it (``unavailable``: heartbeats missed)."""
-
-    IDLE = "idle"
-    BUSY = "busy"
-    STOPPING = "stopping"
-    UNAVAILABLE = "unavailable"
-
-
-class OperationStatus(str, enum.Enum):
-    """Lifecycle of an operation; the last three are terminal."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def finished(self) -> bool:
-        return self in (
-            OperationStatus.COMPLETED,
-            OperationStatus.FAILED,
-            OperationStatus.CANCELLED,
-        )
-
-
-_FINISHED = frozenset(
-    {OperationStatus.COMPLETED, OperationStatus.FAILED, OperationStatus.CANCELLED}
-)
-
-
-class OperationType(str, enum.Enum):
-    """What an operation does; each runs on the worker type of the same name."""
-
-    TRAINING = "training"
-    BACKTEST = "backtest"
 
 
 class _Message(BaseModel):
@@ -270,3 +238,33 @@ class OperationList(_Message):
     total: int
     limit: int
     offset: int
+
+
+__all__ = [
+    "API_PREFIX",
+    "FINISHED_STATUSES",
+    "ID_PATTERN",
+    "MAX_BODY_BYTES",
+    "OPERATIONS_PATH",
+    "REGISTER_PATH",
+    "WORKERS_PATH",
+    "WORKER_OPERATIONS_PATH",
+    "BacktestParameters",
+    "CreateOperationRequest",
+    "ErrorBody",
+    "HeartbeatRequest",
+    "OperationList",
+    "OperationParameters",
+    "OperationReport",
+    "OperationStatus",
+    "OperationType",
+    "OperationView",
+    "Progress",
+    "RegisterRequest",
+    "StartOperationRequest",
+    "TrainingParameters",
+    "WorkerStatus",
+    "WorkerView",
+    "describe_validation_error",
+    "parse_parameters",
+]

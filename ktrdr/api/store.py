@@ -28,6 +28,7 @@ from sqlalchemy.engine import Connection, Dialect, Engine, RowMapping
 from ktrdr.config import DatabaseSettings, DbEngine
 from ktrdr.errors import ConfigurationError, KtrdrError
 from ktrdr.protocol import OperationStatus, OperationType
+from ktrdr.vocabulary import FINISHED_STATUSES, LIVE_STATUSES
 
 __all__ = [
     "FINISHED_STATUSES",
@@ -48,12 +49,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 UTC = datetime.timezone.utc
-LIVE_STATUSES = (OperationStatus.PENDING, OperationStatus.RUNNING)
-FINISHED_STATUSES = (
-    OperationStatus.COMPLETED,
-    OperationStatus.FAILED,
-    OperationStatus.CANCELLED,
-)
 TABLE_NAME = "operations"
 MAX_PAGE = 1000
 #: Key of the PostgreSQL advisory lock that serialises creations (the live-count bound).

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from ktrdr.config.types import Secret
+from ktrdr.vocabulary import ID_RULE, id_problem
 
 
 class Check(Protocol):
@@ -127,9 +128,24 @@ class NonEmpty:
             raise _refuse(self.expected)
 
 
+@attrs.frozen
+class Identifier:
+    """A worker or operation id (``ktrdr.vocabulary``'s id rule, the one the wire checks)."""
+
+    @property
+    def expected(self) -> str:
+        return ID_RULE
+
+    def __call__(self, value: Any) -> None:
+        problem = id_problem(str(value))
+        if problem is not None:
+            raise ValueError(problem)
+
+
 PORT = IntRange(1, 65535)
 POSITIVE_DURATION = DurationRange(datetime.timedelta(milliseconds=1))
 NON_NEGATIVE_DURATION = DurationRange(datetime.timedelta(0))
 HTTP_URL = HttpUrl()
 HOST = HostName()
 NON_EMPTY = NonEmpty()
+IDENTIFIER = Identifier()

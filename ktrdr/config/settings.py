@@ -91,7 +91,7 @@ class WorkerSettings:
         deprecated=("WORKER_ID",),
         factory=_default_worker_id,
         default_doc="<type>-<hostname>-<port>",
-        check=checks.NON_EMPTY,
+        check=checks.IDENTIFIER,
     )
     public_url: str = setting(
         help="URL where the backend reaches this worker",

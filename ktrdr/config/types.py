@@ -1,12 +1,16 @@
 """Value types of settings: enums with the accepted spellings, and a secret wrapper.
 
 These types are what settings fields hold; turning strings into them is the
-converter's job (``ktrdr.config.converter``), not theirs.
+converter's job (``ktrdr.config.converter``), not theirs. ``WorkerType`` is defined
+in ``ktrdr.vocabulary`` (the wire's ``OperationType`` is the same enum) and
+re-exported here with the other value types.
 """
 
 from __future__ import annotations
 
 import enum
+
+from ktrdr.vocabulary import WorkerType
 
 
 class Environment(str, enum.Enum):
@@ -15,13 +19,6 @@ class Environment(str, enum.Enum):
     DEVELOPMENT = "development"
     PRODUCTION = "production"
     TEST = "test"
-
-
-class WorkerType(str, enum.Enum):
-    """The kinds of worker the fleet runs."""
-
-    TRAINING = "training"
-    BACKTEST = "backtest"
 
 
 class DbEngine(str, enum.Enum):
@@ -97,3 +94,6 @@ class Secret:
 
     def __repr__(self) -> str:
         return "Secret('********')"
+
+
+__all__ = ["DbEngine", "Environment", "LogFormat", "LogLevel", "Secret", "WorkerType"]

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner, Result
+from support.processes import base_env, run_ktrdr
 
 from ktrdr.cli.config_cmd import register
 from ktrdr.config.docs import render_markdown
@@ -87,7 +88,7 @@ def test_show_table_with_sources_masks_secrets(tmp_path: Path) -> None:
 def test_show_escapes_control_characters(tmp_path: Path) -> None:
     """A value with terminal escape codes is printed escaped, not interpreted."""
     result = invoke(
-        ["show", "--component", "worker"], {**ACK, "KTRDR_WORKER_ID": "w\x1b[31mred"}, tmp_path
+        ["show", "--component", "worker"], {**ACK, "KTRDR_WORKER_HOST": "w\x1b[31mred"}, tmp_path
     )
     assert result.exit_code == 0, result.output
     assert "\x1b[31m" not in result.stdout
@@ -191,3 +192,13 @@ def test_console_script_reads_the_process_environment(tmp_path: Path) -> None:
         "ktrdr: Invalid configuration (1 problem):\n"
         "  - KTRDR_WORKER_PORT='0': expected a whole number between 1 and 65535\n"
     )
+
+
+def test_check_refuses_a_worker_id_the_backend_would_refuse(tmp_path: Path) -> None:
+    """`ktrdr config check` (the real command) fails on KTRDR_WORKER_ID='my worker', naming it."""
+    env = base_env(KTRDR_WORKER_ID="my worker")
+    result = run_ktrdr("config", "check", "--component", "worker", env=env, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "KTRDR_WORKER_ID='my worker': expected an id of 1 to 128 letters" in result.stderr
+    assert "(it contains ' ')" in result.stderr
+    assert "Traceback" not in result.stderr

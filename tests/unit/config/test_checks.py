@@ -11,11 +11,13 @@ from ktrdr.config import Secret
 from ktrdr.config.checks import (
     HOST,
     HTTP_URL,
+    IDENTIFIER,
     NON_EMPTY,
     PORT,
     DurationRange,
     IntRange,
 )
+from ktrdr.vocabulary import ID_RULE
 
 
 def test_int_range_bounds_are_inclusive() -> None:
@@ -71,3 +73,10 @@ def test_host_and_non_empty() -> None:
         assert refusal(HOST, bad).startswith("expected a host name or IP address")
     NON_EMPTY(Secret("x"))
     assert refusal(NON_EMPTY, Secret("  ")) == "expected a non-empty value"
+
+
+def test_identifier_is_the_vocabulary_id_rule() -> None:
+    """The id check states the shared rule and refuses what the wire refuses, saying why."""
+    assert IDENTIFIER.expected == ID_RULE
+    IDENTIFIER("training-host-5003")
+    assert refusal(IDENTIFIER, "a b") == f"expected {ID_RULE} (it contains ' ')"

@@ -70,9 +70,9 @@ def test_never_writes_the_process_environment(tmp_path: Path) -> None:
 def test_dotenv_values_are_literal(tmp_path: Path) -> None:
     """${VAR} in the dotenv file is not expanded (expansion would read os.environ)."""
     env_file = tmp_path / ".env.local"
-    env_file.write_text("KTRDR_WORKER_ID=${HOME}-worker\n")
+    env_file.write_text("KTRDR_WORKER_HOST=${HOME}-host\n")
     worker = EnvLoader({"HOME": "/h"}, env_file=env_file).load(WorkerSettings)
-    assert worker.id == "${HOME}-worker"
+    assert worker.host == "${HOME}-host"
 
 
 def test_process_environment_wins_over_dotenv(tmp_path: Path) -> None:

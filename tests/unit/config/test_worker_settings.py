@@ -174,6 +174,32 @@ def test_out_of_range_values_are_reported(variable: str, raw: str, expected: str
     assert problems_of("worker", {variable: raw}) == [f"{variable}={raw!r}: {expected}"]
 
 
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        ("my worker", "it contains ' '"),
+        ("-worker", "it starts with '-'"),
+        ("w/1", "it contains '/'"),
+    ],
+)
+def test_worker_id_follows_the_id_rule_of_the_wire(raw: str, why: str) -> None:
+    """KTRDR_WORKER_ID is checked against the backend's id rule at load, naming the variable."""
+    expected = (
+        "expected an id of 1 to 128 letters, digits, '.', '_', ':' or '-', "
+        f"starting with a letter or digit ({why})"
+    )
+    assert problems_of("worker", {"KTRDR_WORKER_ID": raw}) == [
+        f"KTRDR_WORKER_ID={raw!r}: {expected}"
+    ]
+
+
+def test_worker_id_accepts_what_the_wire_accepts() -> None:
+    """Dots, colons, underscores and dashes after a first letter or digit are a valid id."""
+    assert load("worker", {"KTRDR_WORKER_ID": "gpu_box-1.lan:5003"}).worker.id == (
+        "gpu_box-1.lan:5003"
+    )
+
+
 def test_direct_construction_runs_the_same_checks() -> None:
     """A WorkerSettings built in code is checked by the same declared check."""
     with pytest.raises(ValueError, match=r"WorkerSettings.port=0: expected a whole number"):
