@@ -34,7 +34,7 @@ from ktrdr.api.housekeeping import run_until_stopped, wait_or_wake
 from ktrdr.api.operations import OperationsService
 from ktrdr.api.registry import WorkerRecord, WorkerRegistry
 from ktrdr.api.store import InvalidTransition, OperationNotFound
-from ktrdr.config import Secret
+from ktrdr.config import AuthSettings, Secret, env_name
 from ktrdr.protocol import (
     WORKER_OPERATIONS_PATH,
     OperationStatus,
@@ -249,9 +249,10 @@ class Dispatcher:
             return await self._fail(view, worker, reason)
         if response.status_code == 401:
             logger.error(
-                "worker %s refused the backend's token; KTRDR_AUTH_WORKER_TOKEN must be the "
+                "worker %s refused the backend's token; %s must be the "
                 "same on the backend and every worker",
                 worker.worker_id,
+                env_name(attrs.fields(AuthSettings).worker_token),
             )
         return await self._release(view, worker, reason)
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TextIO
 
+import attrs
 import httpx
 import uvicorn
 
@@ -25,7 +26,14 @@ from ktrdr.api.orphans import OrphanDetector
 from ktrdr.api.registry import WorkerRegistry
 from ktrdr.api.reports import OperationReports
 from ktrdr.api.store import OperationStore, StoreError
-from ktrdr.config import DEFAULT_ENV_FILE, BackendConfig, DatabaseSettings, LogLevel
+from ktrdr.config import (
+    DEFAULT_ENV_FILE,
+    APISettings,
+    BackendConfig,
+    DatabaseSettings,
+    LogLevel,
+    env_name,
+)
 from ktrdr.errors import ConfigurationError
 from ktrdr.logs import configure_logging
 from ktrdr.startup import EXIT_CONFIG_ERROR, load_or_exit
@@ -101,8 +109,9 @@ def run(environ: Mapping[str, str], *, env_file: str | Path | None = DEFAULT_ENV
     with ExitSignals() as signals:
         config = load_or_exit("backend", environ, env_file=env_file)
         configure_logging(config.logging)
+        port_variable = env_name(attrs.fields(APISettings).port)
         try:
-            ensure_bindable(config.api.host, config.api.port, variable="KTRDR_API_PORT")
+            ensure_bindable(config.api.host, config.api.port, variable=port_variable)
         except ConfigurationError as exc:
             sys.stderr.write(f"ktrdr: {exc}\n")
             return EXIT_CONFIG_ERROR

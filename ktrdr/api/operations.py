@@ -36,7 +36,7 @@ from ktrdr.api.store import (
     OperationStore,
     ProgressStamp,
 )
-from ktrdr.config import OperationsSettings
+from ktrdr.config import OperationsSettings, env_name
 from ktrdr.errors import KtrdrError
 from ktrdr.protocol import (
     OperationList,
@@ -68,10 +68,11 @@ class TooManyOperations(KtrdrError):
     def __init__(self, *, live: int, limit: int) -> None:
         self.live = live
         self.limit = limit
+        variable = env_name(attrs.fields(OperationsSettings).max_operations)
         message = (
             f"cannot create an operation: {live} operations are already pending or running "
-            f"and KTRDR_OPS_MAX_OPERATIONS={limit}; wait for some to finish, cancel some, "
-            "or raise KTRDR_OPS_MAX_OPERATIONS"
+            f"and {variable}={limit}; wait for some to finish, cancel some, "
+            f"or raise {variable}"
         )
         super().__init__(message)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
+import attrs
 from fastapi import APIRouter, BackgroundTasks, Path, Query, Response
 from pydantic import BaseModel, ValidationError
 
@@ -20,6 +21,7 @@ from ktrdr.api.operations import OperationsService, TooManyOperations
 from ktrdr.api.reports import OperationReports
 from ktrdr.api.store import MAX_PAGE, InvalidTransition, OperationNotFound
 from ktrdr.api.workers_api import MAX_JSON_DEPTH, json_depth_exceeds
+from ktrdr.config import OperationsSettings, env_name
 from ktrdr.protocol import (
     ID_PATTERN,
     OPERATIONS_PATH,
@@ -95,6 +97,7 @@ def operations_routers(
     """
     router = APIRouter(tags=["operations"])
     writes = APIRouter(route_class=auth.route_class(), tags=["operations"])
+    max_operations_variable = env_name(attrs.fields(OperationsSettings).max_operations)
 
     @router.post(
         OPERATIONS_PATH,
@@ -103,7 +106,7 @@ def operations_routers(
         responses={
             **_INVALID,
             413: {"model": ErrorBody, "description": "request body too large"},
-            429: {"model": ErrorBody, "description": "KTRDR_OPS_MAX_OPERATIONS reached"},
+            429: {"model": ErrorBody, "description": f"{max_operations_variable} reached"},
         },
         summary="Create an operation (pending until a worker of its type takes it)",
     )

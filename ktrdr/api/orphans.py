@@ -19,9 +19,11 @@ import datetime
 import logging
 from collections.abc import Callable
 
+import attrs
+
 from ktrdr.api.housekeeping import Wait, run_until_stopped, wait_or_stop
 from ktrdr.api.store import OperationRecord, OperationStore
-from ktrdr.config import OrphanDetectorSettings
+from ktrdr.config import OrphanDetectorSettings, env_name
 
 __all__ = ["OrphanDetector", "orphan_reason"]
 
@@ -39,8 +41,9 @@ def orphan_reason(
     else:
         silence = (now - last).total_seconds()
         seen = f"last reported it at {last.isoformat()} ({silence:.0f}s ago)"
+    variable = env_name(attrs.fields(OrphanDetectorSettings).timeout)
     return (
-        f"orphaned: worker {worker} {seen}, longer than KTRDR_ORPHAN_TIMEOUT="
+        f"orphaned: worker {worker} {seen}, longer than {variable}="
         f"{timeout.total_seconds():g}s; the worker stopped or lost the operation "
         "(resume it to continue from its last checkpoint)"
     )

@@ -14,10 +14,12 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import attrs
 from fastapi import APIRouter, Response
 
 from ktrdr.api.liveness import LivenessPolicy, sweep
 from ktrdr.api.registry import UnknownWorker, WorkerRecord, WorkerRegistry, drifting_workers
+from ktrdr.config import CheckpointSettings, WorkerSettings, env_name
 from ktrdr.protocol import (
     REGISTER_PATH,
     WORKERS_PATH,
@@ -165,10 +167,12 @@ def workers_routers(
         if drift:
             logger.warning(
                 "worker %s runs a configuration (fingerprint %s) that differs from other "
-                "%s workers; compare their KTRDR_CHECKPOINT_* and heartbeat settings",
+                "%s workers; compare their %s* settings and %s",
                 record.worker_id,
                 record.config_fingerprint,
                 record.worker_type.value,
+                CheckpointSettings.PREFIX,
+                env_name(attrs.fields(WorkerSettings).heartbeat_interval),
             )
         return _json(record.view(drift=drift), 201 if created else 200)
 

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ktrdr.config import WorkerSettings
+from ktrdr.config import WorkerSettings, env_name
 from ktrdr.fleet_client import BackendError, BackendUnreachable, FleetClient
 
 EXIT_FAILED = 1
@@ -33,12 +33,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def backend_url_option(func: F) -> F:
     """``--backend-url``, falling back to KTRDR_WORKER_BACKEND_URL, then the default."""
+    variable = env_name(attrs.fields(WorkerSettings).backend_url)
     option = click.option(
         "--backend-url",
-        envvar="KTRDR_WORKER_BACKEND_URL",
+        envvar=variable,
         default=DEFAULT_BACKEND_URL,
         show_default=True,
-        help="backend to talk to (env: KTRDR_WORKER_BACKEND_URL)",
+        help=f"backend to talk to (env: {variable})",
     )
     return option(func)
 

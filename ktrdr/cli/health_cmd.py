@@ -9,10 +9,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+import attrs
 import click
 import httpx
 
-from ktrdr.config import ConfigurationError, validate_all
+from ktrdr.config import ConfigurationError, WorkerSettings, env_name, validate_all
 
 EXIT_UNHEALTHY = 1
 
@@ -37,7 +38,8 @@ def _probe_port(component: str, environ: Mapping[str, str]) -> int:
     type=click.Choice(["auto", "worker", "backend"]),
     default="auto",
     show_default=True,
-    help="which server to probe; auto: worker when KTRDR_WORKER_TYPE is set",
+    help="which server to probe; auto: worker when "
+    f"{env_name(attrs.fields(WorkerSettings).type)} is set",
 )
 @click.option("--timeout", type=click.FloatRange(min=0.1, max=60), default=3.0, show_default=True)
 def health(component: str, timeout: float) -> None:

@@ -18,36 +18,28 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import attrs
 import click
 import httpx
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ktrdr.config import APISettings, ConfigurationError, EnvLoader
+from ktrdr.config import (
+    APISettings,
+    CheckpointSettings,
+    ConfigurationError,
+    DatabaseSettings,
+    EnvLoader,
+    WorkerSettings,
+    all_env_names,
+    env_name,
+)
 from ktrdr.fleet_client import BackendError, BackendUnreachable, FleetClient
 from ktrdr.supervisor import Child, ChildSpec, Supervisor
 from ktrdr.web import ensure_bindable
 
 EXIT_FAILED = 1
 _POLL_S = 0.2
-#: Variables ``ktrdr up`` sets per child; inherited values would make children collide.
-_PER_CHILD = (
-    "KTRDR_API_HOST",
-    "KTRDR_API_PORT",
-    "KTRDR_WORKER_ID",
-    "WORKER_ID",
-    "KTRDR_WORKER_HOST",
-    "KTRDR_WORKER_PORT",
-    "WORKER_PORT",
-    "KTRDR_WORKER_PUBLIC_URL",
-    "WORKER_PUBLIC_BASE_URL",
-    "WORKER_ENDPOINT_URL",
-    "KTRDR_WORKER_PUBLIC_BASE_URL",
-    "KTRDR_WORKER_ENDPOINT_URL",
-    "KTRDR_WORKER_BACKEND_URL",
-    "KTRDR_WORKER_TYPE",
-    "WORKER_TYPE",
-)
 DEMO_OPERATIONS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("training", {"epochs": 300, "bars": 5000, "seed": 7}),
     ("backtest", {"bars": 200000, "seed": 7, "fast_window": 20, "slow_window": 120}),
@@ -56,6 +48,25 @@ DEMO_OPERATIONS: tuple[tuple[str, dict[str, Any]], ...] = (
 
 class UpError(Exception):
     """``ktrdr up`` cannot go on; the message is for the terminal."""
+
+
+def per_child_variables() -> frozenset[str]:
+    """Every name of the settings ``ktrdr up`` sets per child (current, deprecated, _FILE).
+
+    Inherited values of these would make the children collide, so none is passed on.
+    """
+    api, worker = attrs.fields(APISettings), attrs.fields(WorkerSettings)
+    per_child = (
+        api.host,
+        api.port,
+        worker.id,
+        worker.host,
+        worker.port,
+        worker.public_url,
+        worker.backend_url,
+        worker.type,
+    )
+    return frozenset(name for field in per_child for name in all_env_names(field))
 
 
 def free_port() -> int:
@@ -89,7 +100,8 @@ class Fleet:
         supervisor: Supervisor,
         stop: _StopFlag,
     ) -> None:
-        self._base_env = {k: v for k, v in environ.items() if k not in _PER_CHILD}
+        per_child = per_child_variables()
+        self._base_env = {k: v for k, v in environ.items() if k not in per_child}
         self._data_dir = data_dir
         self._api_port = api_port
         self._console = console
@@ -98,14 +110,19 @@ class Fleet:
         self.backend_url = f"http://127.0.0.1:{api_port}"
         self.workers: list[Child] = []
 
-    def _env(self, **overrides: str) -> dict[str, str]:
+    def _env(self, overrides: Mapping[attrs.Attribute[Any], str]) -> dict[str, str]:
+        """The base environment plus ``overrides`` (settings field → value) for one child."""
         env = dict(self._base_env)
-        env.setdefault("KTRDR_DB_PATH", str(self._data_dir / "ktrdr.db"))
-        env.setdefault("KTRDR_CHECKPOINT_DIR", str(self._data_dir / "checkpoints"))
+        env.setdefault(
+            env_name(attrs.fields(DatabaseSettings).path), str(self._data_dir / "ktrdr.db")
+        )
+        env.setdefault(
+            env_name(attrs.fields(CheckpointSettings).dir), str(self._data_dir / "checkpoints")
+        )
         # One BLAS thread per child: several children share this machine's cores.
         env.setdefault("OMP_NUM_THREADS", "1")
         env.setdefault("OPENBLAS_NUM_THREADS", "1")
-        env.update(overrides)
+        env.update({env_name(field): value for field, value in overrides.items()})
         return env
 
     def _check_children(self) -> None:
@@ -131,7 +148,8 @@ class Fleet:
         raise UpError(message)
 
     def start_backend(self, client: FleetClient, timeout_s: float) -> None:
-        env = self._env(KTRDR_API_HOST="127.0.0.1", KTRDR_API_PORT=str(self._api_port))
+        api = attrs.fields(APISettings)
+        env = self._env({api.host: "127.0.0.1", api.port: str(self._api_port)})
         self._supervisor.start(
             ChildSpec(
                 name="backend",
@@ -155,16 +173,19 @@ class Fleet:
         self, client: FleetClient, counts: Mapping[str, int], timeout_s: float
     ) -> None:
         expected: dict[str, str] = {}
+        worker = attrs.fields(WorkerSettings)
         for kind, count in counts.items():
             for index in range(1, count + 1):
                 port = free_port()
                 worker_id = f"{kind}-{index}"
                 env = self._env(
-                    KTRDR_WORKER_ID=worker_id,
-                    KTRDR_WORKER_HOST="127.0.0.1",
-                    KTRDR_WORKER_PORT=str(port),
-                    KTRDR_WORKER_PUBLIC_URL=f"http://127.0.0.1:{port}",
-                    KTRDR_WORKER_BACKEND_URL=self.backend_url,
+                    {
+                        worker.id: worker_id,
+                        worker.host: "127.0.0.1",
+                        worker.port: str(port),
+                        worker.public_url: f"http://127.0.0.1:{port}",
+                        worker.backend_url: self.backend_url,
+                    }
                 )
                 child = self._supervisor.start(
                     ChildSpec(
@@ -324,7 +345,7 @@ def _choose_api_port(option: int | None, environ: Mapping[str, str]) -> int:
     """The ``--api-port`` option, else KTRDR_API_PORT, else the default; 0 → a free port."""
     variable = "--api-port"
     if option is None:
-        variable = "KTRDR_API_PORT"
+        variable = env_name(attrs.fields(APISettings).port)
         try:
             option = EnvLoader(environ).load(APISettings).port
         except ConfigurationError as exc:

@@ -12,10 +12,11 @@ import hmac
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import attrs
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
-from ktrdr.config import Secret
+from ktrdr.config import AuthSettings, Secret, env_name
 from ktrdr.web.http_errors import ApiError
 
 _SCHEME = "bearer"
@@ -24,9 +25,10 @@ _SCHEME = "bearer"
 class BearerAuth:
     """Accepts requests carrying ``Authorization: Bearer <token>`` for one secret token."""
 
-    def __init__(self, token: Secret, *, variable: str = "KTRDR_AUTH_WORKER_TOKEN") -> None:
+    def __init__(self, token: Secret, *, variable: str | None = None) -> None:
+        """``variable`` names the setting holding the token in the 401 message."""
         self._expected = token.reveal().encode("utf-8")
-        self._variable = variable
+        self._variable = variable or env_name(attrs.fields(AuthSettings).worker_token)
 
     def is_authorized(self, authorization: str | None) -> bool:
         """True when ``authorization`` is ``Bearer <the token>`` (constant-time compare)."""
