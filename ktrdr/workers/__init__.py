@@ -1,8 +1,11 @@
-"""The worker runtime: registration, heartbeats, operations and graceful shutdown.
+"""The worker runtime: registration, heartbeats, job processes and graceful shutdown.
 
 Entrypoints live in ``training_worker`` / ``backtest_worker`` (``python -m``); the
-HTTP server in ``ktrdr.workers.server``. This package never imports ``ktrdr.api``:
-what both sides share is ``ktrdr.protocol``.
+HTTP server in ``ktrdr.workers.server``; the :class:`Worker` in
+``ktrdr.workers.worker``. Each operation runs in a job process of its own
+(``ktrdr.workers.job_process``). This package never imports ``ktrdr.api``,
+``ktrdr.jobs`` or numpy: what it shares with the backend is ``ktrdr.protocol``, and
+with its jobs ``ktrdr.job_messages``.
 """
 
 from ktrdr.workers.backend_client import (
@@ -13,7 +16,11 @@ from ktrdr.workers.backend_client import (
     UnknownWorker,
 )
 from ktrdr.workers.backoff import Backoff, registration_backoff
-from ktrdr.workers.base import (
+from ktrdr.workers.checkpoints import CheckpointStore
+from ktrdr.workers.fingerprint import config_fingerprint
+from ktrdr.workers.job_host import JobHost
+from ktrdr.workers.job_process import JobLauncher, RunningJob
+from ktrdr.workers.worker import (
     UnknownOperation,
     Worker,
     WorkerBusy,
@@ -21,8 +28,6 @@ from ktrdr.workers.base import (
     WorkerStopping,
     WrongOperationType,
 )
-from ktrdr.workers.fingerprint import config_fingerprint
-from ktrdr.workers.runner import OperationRunner, RunContext, RunOutcome, StopReason
 
 __all__ = [
     "BackendClient",
@@ -30,10 +35,10 @@ __all__ = [
     "BackendRejected",
     "BackendUnavailable",
     "Backoff",
-    "OperationRunner",
-    "RunContext",
-    "RunOutcome",
-    "StopReason",
+    "CheckpointStore",
+    "JobHost",
+    "JobLauncher",
+    "RunningJob",
     "UnknownOperation",
     "UnknownWorker",
     "Worker",

@@ -1,11 +1,12 @@
-"""Checkpoints: the state a runner needs to resume an operation, saved safely on disk.
+"""Checkpoints: the state a job needs to resume an operation, kept safely on disk.
 
-One file per operation, ``<dir>/<operation id>/checkpoint.npz``: numpy arrays plus a
-JSON metadata entry, loaded with ``allow_pickle=False`` (never pickle: a checkpoint
-file must not be able to run code). A save writes a temporary file in the same
+One file per operation, ``<dir>/<operation id>/checkpoint.zip``: a ZIP archive of a
+JSON header (format, version, operation, kind, step, the job's metadata) and the job's
+state as opaque bytes (``ktrdr.jobs`` encodes it; this module never interprets it, so
+the worker runtime needs no numpy). A save writes a temporary file in the same
 directory, fsyncs it and renames it over the old one, so a crash leaves either the old
-or the new checkpoint, never half of one. :class:`CheckpointPolicy` decides when a
-checkpoint is due (every N steps or after a time interval, whichever comes first).
+or the new checkpoint, never half of one. The job process sends its checkpoints to the
+worker, which stores them here; only the worker writes, deletes and expires them.
 This module knows nothing about HTTP or the backend.
 """
 
@@ -19,34 +20,30 @@ import re
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import attrs
-import numpy as np
-import numpy.typing as npt
-
 from ktrdr.config import CheckpointSettings
 from ktrdr.errors import ConfigurationError, KtrdrError
+from ktrdr.job_messages import CheckpointData
+from ktrdr.protocol import ID_PATTERN
 
 __all__ = [
     "CHECKPOINT_FILE",
-    "Checkpoint",
     "CheckpointCorrupt",
     "CheckpointError",
     "CheckpointMissing",
-    "CheckpointPolicy",
     "CheckpointStore",
 ]
 
-CHECKPOINT_FILE = "checkpoint.npz"
-_META_KEY = "__meta__"
+CHECKPOINT_FILE = "checkpoint.zip"
+_HEADER = "header.json"
+_STATE = "state.bin"
 _FORMAT = "ktrdr-checkpoint"
-_VERSION = 1
+_VERSION = 2
 _TEMP_PREFIX = ".checkpoint-"
-#: Operation ids become directory names: no separators, no leading dot.
-_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+#: Operation ids become directory names: the id rule allows no separators, no leading dot.
+_SAFE_ID = re.compile(ID_PATTERN)
 
 
 class CheckpointError(KtrdrError):
@@ -59,49 +56,6 @@ class CheckpointMissing(CheckpointError):
 
 class CheckpointCorrupt(CheckpointError):
     """The checkpoint file exists but cannot be read (truncated, garbage, wrong kind)."""
-
-
-@attrs.frozen(kw_only=True, eq=False)
-class Checkpoint:
-    """A loaded checkpoint: what the runner saved, plus the step it was saved at."""
-
-    kind: str
-    step: int
-    meta: Mapping[str, Any]
-    arrays: Mapping[str, npt.NDArray[Any]]
-
-
-class CheckpointPolicy:
-    """Says when a checkpoint is due: ``every`` steps or ``interval`` of clock time.
-
-    Whichever comes first, counted from the last save (or the start). ``clock`` is a
-    monotonic clock in seconds, injected so tests control time.
-    """
-
-    def __init__(
-        self,
-        *,
-        every: int,
-        interval: datetime.timedelta,
-        clock: Callable[[], float],
-        start_step: int = 0,
-    ) -> None:
-        self._every = every
-        self._interval_s = interval.total_seconds()
-        self._clock = clock
-        self._last_step = start_step
-        self._last_time = clock()
-
-    def due(self, step: int) -> bool:
-        """True when ``step`` is ``every`` steps past the last save, or time is up."""
-        if step - self._last_step >= self._every:
-            return True
-        return self._clock() - self._last_time >= self._interval_s
-
-    def saved(self, step: int) -> None:
-        """Record a save at ``step`` (restarts both counters)."""
-        self._last_step = step
-        self._last_time = self._clock()
 
 
 class CheckpointStore:
@@ -119,24 +73,6 @@ class CheckpointStore:
     def root(self) -> Path:
         """The directory holding one subdirectory per operation."""
         return self._settings.dir
-
-    def epoch_policy(self, *, clock: Callable[[], float], start_step: int = 0) -> CheckpointPolicy:
-        """The policy for training: ``epoch_interval`` epochs or ``time_interval``."""
-        return CheckpointPolicy(
-            every=self._settings.epoch_interval,
-            interval=self._settings.time_interval,
-            clock=clock,
-            start_step=start_step,
-        )
-
-    def bar_policy(self, *, clock: Callable[[], float], start_step: int = 0) -> CheckpointPolicy:
-        """The policy for backtests: ``bar_interval`` bars or ``time_interval``."""
-        return CheckpointPolicy(
-            every=self._settings.bar_interval,
-            interval=self._settings.time_interval,
-            clock=clock,
-            start_step=start_step,
-        )
 
     def ensure_writable(self) -> None:
         """Startup check: the directory exists (or can be made) and accepts files.
@@ -165,37 +101,20 @@ class CheckpointStore:
         """True when a checkpoint file is present for ``operation_id``."""
         return self.path_for(operation_id).is_file()
 
-    def save(
-        self,
-        operation_id: str,
-        *,
-        kind: str,
-        step: int,
-        meta: Mapping[str, Any],
-        arrays: Mapping[str, npt.NDArray[Any]],
-    ) -> Path:
+    def save(self, operation_id: str, *, kind: str, data: CheckpointData) -> Path:
         """Write the checkpoint atomically (temp file, fsync, rename); returns its path.
 
         Raises ``OSError`` when the disk refuses; no partial file is left behind.
         """
-        if _META_KEY in arrays:
-            message = f"array name {_META_KEY!r} is reserved for checkpoint metadata"
-            raise ValueError(message)
         header = {
             "format": _FORMAT,
             "version": _VERSION,
             "operation_id": operation_id,
             "kind": kind,
-            "step": step,
-            "meta": dict(meta),
+            "step": data.step,
+            "meta": dict(data.meta),
         }
         encoded = json.dumps(header, allow_nan=False, sort_keys=True).encode("utf-8")
-        payload: dict[str, Any] = {name: np.asarray(value) for name, value in arrays.items()}
-        for name, value in payload.items():
-            if value.dtype.hasobject:
-                message = f"array {name!r} holds Python objects; checkpoints store numbers only"
-                raise ValueError(message)
-        payload[_META_KEY] = np.frombuffer(encoded, dtype=np.uint8)
         directory = self._directory(operation_id)
         directory.mkdir(parents=True, exist_ok=True)
         target = directory / CHECKPOINT_FILE
@@ -205,9 +124,9 @@ class CheckpointStore:
         temp = Path(handle.name)
         try:
             with handle:
-                # Object arrays were refused above, so nothing here is pickled (numpy
-                # before 2.1 has no allow_pickle argument on savez).
-                np.savez(handle, **payload)
+                with zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED) as archive:
+                    archive.writestr(_HEADER, encoded)
+                    archive.writestr(_STATE, data.state)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(temp, target)
@@ -217,8 +136,8 @@ class CheckpointStore:
         _fsync_directory(directory)
         return target
 
-    def load(self, operation_id: str, *, kind: str) -> Checkpoint:
-        """Read the checkpoint of ``operation_id`` written by a ``kind`` runner.
+    def load(self, operation_id: str, *, kind: str) -> CheckpointData:
+        """Read the checkpoint of ``operation_id`` written by a ``kind`` job.
 
         Raises :class:`CheckpointMissing` or :class:`CheckpointCorrupt` with a message
         naming the file and what is wrong with it.
@@ -237,12 +156,13 @@ class CheckpointStore:
             message = f"checkpoint {path} cannot be read: {exc.strerror or exc}"
             raise CheckpointCorrupt(message) from None
         try:
-            arrays = _read_arrays(data)
-            header = json.loads(arrays.pop(_META_KEY).tobytes().decode("utf-8"))
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                header = json.loads(archive.read(_HEADER).decode("utf-8"))
+                state = archive.read(_STATE)
         except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as exc:
             message = f"checkpoint {path} is corrupt or not a ktrdr checkpoint ({exc})"
             raise CheckpointCorrupt(message) from None
-        return _checked(path, header, arrays, operation_id=operation_id, kind=kind)
+        return _checked(path, header, state, operation_id=operation_id, kind=kind)
 
     def delete(self, operation_id: str) -> None:
         """Remove the operation's checkpoint directory (no error when there is none)."""
@@ -280,19 +200,14 @@ class CheckpointStore:
         return self.root / operation_id
 
 
-def _read_arrays(data: bytes) -> dict[str, npt.NDArray[Any]]:
-    with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-        return {name: np.array(archive[name]) for name in archive.files}
-
-
 def _checked(
     path: Path,
     header: Any,
-    arrays: dict[str, npt.NDArray[Any]],
+    state: bytes,
     *,
     operation_id: str,
     kind: str,
-) -> Checkpoint:
+) -> CheckpointData:
     """Validate the metadata header; a mismatch is reported as corrupt."""
     problem = None
     if not isinstance(header, dict) or header.get("format") != _FORMAT:
@@ -300,15 +215,15 @@ def _checked(
     elif header.get("version") != _VERSION:
         problem = f"format version {header.get('version')!r} is not {_VERSION}"
     elif header.get("kind") != kind:
-        problem = f"it was written by a {header.get('kind')!r} runner, not {kind!r}"
+        problem = f"it was written by a {header.get('kind')!r} job, not {kind!r}"
     elif header.get("operation_id") != operation_id:
         problem = f"it belongs to operation {header.get('operation_id')!r}"
     elif not isinstance(header.get("step"), int) or not isinstance(header.get("meta"), dict):
-        problem = "its metadata lacks the step or the runner's state"
+        problem = "its metadata lacks the step or the job's inputs"
     if problem is not None:
         message = f"checkpoint {path} cannot be used: {problem}"
         raise CheckpointCorrupt(message)
-    return Checkpoint(kind=kind, step=header["step"], meta=header["meta"], arrays=arrays)
+    return CheckpointData(step=header["step"], meta=header["meta"], state=state)
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -1,14 +1,16 @@
 """What every worker entrypoint does: validate, log who we are, serve until told to stop.
 
 ``training_worker.py`` and ``backtest_worker.py`` are a few lines each around
-:func:`run_worker`. Order matters: the exit-signal handlers go in first (a SIGTERM
-during startup still ends in a clean exit), then the configuration is validated
-(exit 1 with the report, never a traceback, and never at import time), then logging
-is configured, the checkpoint directory is checked (an unwritable
-``KTRDR_CHECKPOINT_DIR`` is exit 1 now, not a failed checkpoint hours later) and
-purged of files older than ``KTRDR_CHECKPOINT_MAX_AGE_DAYS`` (again every
-:data:`CHECKPOINT_PURGE_INTERVAL` while serving), and the server runs on the port
-the settings name.
+:func:`run_worker`; the jobs themselves run in processes of their own, started from
+``job_entry`` (by default ktrdr's own jobs, named, never imported here).
+
+Order matters: the exit-signal handlers go in first (a SIGTERM during startup still
+ends in a clean exit), then the configuration is validated (exit 1 with the report,
+never a traceback, and never at import time), then logging is configured, the
+checkpoint directory is checked (an unwritable ``KTRDR_CHECKPOINT_DIR`` is exit 1
+now, not a failed checkpoint hours later) and purged of files older than
+``KTRDR_CHECKPOINT_MAX_AGE_DAYS`` (again every :data:`CHECKPOINT_PURGE_INTERVAL`
+while serving), and the server runs on the port the settings name.
 """
 
 from __future__ import annotations
@@ -26,20 +28,19 @@ import httpx
 
 from ktrdr.config import DEFAULT_ENV_FILE, WorkerConfig, WorkerType
 from ktrdr.errors import ConfigurationError
+from ktrdr.job_messages import JOB_ENTRY, JobEntry
 from ktrdr.logs import configure_logging
 from ktrdr.startup import EXIT_CONFIG_ERROR, load_or_exit
 from ktrdr.web import ExitSignals, ensure_bindable
 from ktrdr.workers.backend_client import BackendClient
-from ktrdr.workers.base import Worker
 from ktrdr.workers.checkpoints import CheckpointStore
-from ktrdr.workers.runner import OperationRunner
+from ktrdr.workers.job_host import JobHost
+from ktrdr.workers.job_process import JobLauncher
 from ktrdr.workers.server import build_worker_server
+from ktrdr.workers.worker import Worker
 
 logger = logging.getLogger("ktrdr.workers")
 
-#: Builds the runner of one worker type from the validated configuration, sharing
-#: the runtime's checkpoint store.
-RunnerFactory = Callable[[WorkerConfig, CheckpointStore], OperationRunner]
 #: How often a serving worker deletes checkpoints older than KTRDR_CHECKPOINT_MAX_AGE_DAYS.
 CHECKPOINT_PURGE_INTERVAL = datetime.timedelta(hours=1)
 
@@ -85,16 +86,28 @@ async def purge_checkpoints_forever(
         await asyncio.to_thread(purge_checkpoints, checkpoints, clock())
 
 
+def job_launcher(
+    config: WorkerConfig, checkpoints: CheckpointStore, *, entry: JobEntry = JOB_ENTRY
+) -> JobLauncher:
+    """The launcher of this worker's job processes, storing checkpoints in ``checkpoints``."""
+    host = JobHost(
+        checkpoints=checkpoints, worker=config.worker, checkpoint_settings=config.checkpoint
+    )
+    return JobLauncher(
+        entry=entry, host=host, stop_grace_s=config.worker.stop_grace.total_seconds()
+    )
+
+
 async def serve_worker(
     config: WorkerConfig,
-    runner: OperationRunner,
+    launcher: JobLauncher,
     *,
     signals: ExitSignals,
-    checkpoints: CheckpointStore | None = None,
+    purge: bool = True,
 ) -> None:
     """Build the backend client, the worker and its server; serve until shutdown.
 
-    With ``checkpoints``, expired checkpoint files are purged periodically meanwhile.
+    With ``purge``, expired checkpoint files are purged periodically meanwhile.
     """
     settings = config.worker
     async with httpx.AsyncClient() as http:
@@ -108,14 +121,15 @@ async def serve_worker(
         worker = Worker(
             settings=settings,
             checkpoint=config.checkpoint,
-            runner=runner,
+            launcher=launcher,
             backend=backend,
             clock=time.monotonic,
         )
         server = build_worker_server(worker, auth=config.auth, logging_settings=config.logging)
         signals.attach(server)
         purging = None
-        if checkpoints is not None:
+        if purge:
+            checkpoints = launcher.host.checkpoints
             purging = asyncio.create_task(purge_checkpoints_forever(checkpoints))
         try:
             await server.serve()
@@ -130,8 +144,8 @@ def run_worker(
     worker_type: WorkerType,
     environ: Mapping[str, str],
     *,
-    make_runner: RunnerFactory,
     env_file: str | Path | None = DEFAULT_ENV_FILE,
+    job_entry: JobEntry = JOB_ENTRY,
 ) -> int:
     """Run a ``worker_type`` worker configured by ``environ``; returns the exit code."""
     with ExitSignals() as signals:
@@ -151,8 +165,8 @@ def run_worker(
         try:
             ensure_bindable(settings.host, settings.port, variable="KTRDR_WORKER_PORT")
             prepare_checkpoints(checkpoints, utc_now())
-            runner = make_runner(config, checkpoints)
-            asyncio.run(serve_worker(config, runner, signals=signals, checkpoints=checkpoints))
+            launcher = job_launcher(config, checkpoints, entry=job_entry)
+            asyncio.run(serve_worker(config, launcher, signals=signals))
         except ConfigurationError as exc:
             sys.stderr.write(f"ktrdr: {exc}\n")
             return EXIT_CONFIG_ERROR
@@ -161,7 +175,7 @@ def run_worker(
 
 __all__ = [
     "CHECKPOINT_PURGE_INTERVAL",
-    "RunnerFactory",
+    "job_launcher",
     "prepare_checkpoints",
     "purge_checkpoints",
     "purge_checkpoints_forever",

@@ -32,7 +32,7 @@ from ktrdr.web import (
     GracefulServer,
     install_error_handlers,
 )
-from ktrdr.workers.base import (
+from ktrdr.workers.worker import (
     UnknownOperation,
     Worker,
     WorkerBusy,

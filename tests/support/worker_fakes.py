@@ -2,8 +2,8 @@
 
 ``FakeBackend`` is an ``httpx.MockTransport`` handler that behaves like the backend's
 worker API (it forgets workers on ``known.clear()``, as a restarted backend does);
-``FakeTime`` is a clock plus a sleep that only advances it; ``ScriptedRunner`` holds
-its operation until released or asked to stop.
+``FakeTime`` is a clock plus a sleep that only advances it. Operations run in real
+job processes scripted by ``support.scripted_jobs``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,10 +18,10 @@ from typing import Any
 import httpx
 
 from ktrdr.config import CheckpointSettings, Secret, WorkerSettings, WorkerType
-from ktrdr.protocol import OperationStatus, OperationType, Progress, StartOperationRequest
+from ktrdr.protocol import OperationType, StartOperationRequest
 from ktrdr.workers.backend_client import BackendClient
-from ktrdr.workers.base import Worker
-from ktrdr.workers.runner import RunContext, RunOutcome, StopReason
+from ktrdr.workers.worker import Worker
+from support.scripted_jobs import ScriptedJob
 
 SETTINGS = WorkerSettings(
     type=WorkerType.TRAINING,
@@ -94,44 +93,10 @@ class FakeTime:
         await asyncio.sleep(0)
 
 
-class ScriptedRunner:
-    """A runner that reports progress, then waits until released or asked to stop."""
-
-    operation_type = OperationType.TRAINING
-
-    def __init__(self, *, outcome: RunOutcome | None = None, ignore_stop: bool = False) -> None:
-        self.release = threading.Event()
-        self.started = threading.Event()
-        self.outcome = outcome or RunOutcome(status=OperationStatus.COMPLETED, result={"loss": 0.1})
-        self.ignore_stop = ignore_stop
-        self.seen_stop: StopReason | None = None
-        self.contexts: list[RunContext] = []
-
-    def run(self, context: RunContext) -> RunOutcome:
-        self.contexts.append(context)
-        context.report_progress(Progress(percent=25, message="epoch 1"))
-        self.started.set()
-        while not self.release.wait(0.005):
-            reason = context.stop_requested()
-            if reason is not None and not self.ignore_stop:
-                self.seen_stop = reason
-                status = (
-                    OperationStatus.CANCELLED
-                    if reason is StopReason.CANCELLED
-                    else OperationStatus.FAILED
-                )
-                return RunOutcome(
-                    status=status,
-                    error=f"stopped: {reason.value}",
-                    checkpoint_saved=reason is StopReason.SHUTDOWN,
-                )
-        return self.outcome
-
-
 def make_worker(
     backend: FakeBackend,
     *,
-    runner: Any = None,
+    job: ScriptedJob | None = None,
     settings: WorkerSettings = SETTINGS,
     fake_time: FakeTime | None = None,
 ) -> Worker:
@@ -149,7 +114,7 @@ def make_worker(
     return Worker(
         settings=settings,
         checkpoint=CheckpointSettings(),
-        runner=runner or ScriptedRunner(),
+        launcher=(job or ScriptedJob()).launcher(settings),
         backend=client,
         clock=clock,
         sleep=sleep,
@@ -180,7 +145,6 @@ __all__ = [
     "SETTINGS",
     "FakeBackend",
     "FakeTime",
-    "ScriptedRunner",
     "make_worker",
     "start_request",
     "wait_for",

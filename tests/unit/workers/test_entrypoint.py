@@ -1,4 +1,4 @@
-"""Worker entrypoints: validation first, the right runner per type, no port from argv."""
+"""Worker entrypoints: validation first, ktrdr's own jobs in job processes, no port from argv."""
 
 from __future__ import annotations
 
@@ -12,33 +12,27 @@ from pathlib import Path
 import pytest
 
 from ktrdr.config import CheckpointSettings, WorkerType, validate_all
-from ktrdr.workers import backtest_worker, training_worker
-from ktrdr.workers.backtest import BacktestRunner
+from ktrdr.job_messages import JOB_ENTRY
 from ktrdr.workers.checkpoints import CheckpointStore
 from ktrdr.workers.entrypoint import (
     CHECKPOINT_PURGE_INTERVAL,
+    job_launcher,
     prepare_checkpoints,
     purge_checkpoints_forever,
     run_worker,
 )
-from ktrdr.workers.training import TrainingRunner
 
 NOW = datetime.datetime(2026, 4, 1, tzinfo=datetime.timezone.utc)
-
-
-def _never(config: object) -> object:
-    raise AssertionError("no runner may be built for an invalid configuration")
 
 
 def test_bad_configuration_exits_1_before_building_anything(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """KTRDR_WORKER_PORT=abc: exit 1 with the report on stderr, no runner built."""
+    """KTRDR_WORKER_PORT=abc: exit 1 with the report on stderr, nothing started."""
     with pytest.raises(SystemExit) as exited:
         run_worker(
             WorkerType.TRAINING,
             {"KTRDR_WORKER_PORT": "abc"},
-            make_runner=_never,  # type: ignore[arg-type]
             env_file=None,
         )
 
@@ -54,7 +48,6 @@ def test_type_conflicting_with_the_entrypoint_exits_1(capsys: pytest.CaptureFixt
         run_worker(
             WorkerType.BACKTEST,
             {"KTRDR_WORKER_TYPE": "training"},
-            make_runner=_never,  # type: ignore[arg-type]
             env_file=None,
         )
 
@@ -62,31 +55,24 @@ def test_type_conflicting_with_the_entrypoint_exits_1(capsys: pytest.CaptureFixt
     assert "KTRDR_WORKER_TYPE='training'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(
-    ("module", "worker_type", "runner_class"),
-    [
-        (training_worker, WorkerType.TRAINING, TrainingRunner),
-        (backtest_worker, WorkerType.BACKTEST, BacktestRunner),
-    ],
-)
-def test_each_entrypoint_builds_its_runner_from_the_checkpoint_settings(
-    module: object, worker_type: WorkerType, runner_class: type, tmp_path: Path
+@pytest.mark.parametrize("worker_type", [WorkerType.TRAINING, WorkerType.BACKTEST])
+def test_the_launcher_runs_ktrdrs_jobs_with_the_worker_settings(
+    worker_type: WorkerType, tmp_path: Path
 ) -> None:
-    """training_worker builds a TrainingRunner, backtest_worker a BacktestRunner."""
+    """Jobs run ktrdr.jobs' entry; checkpoints go to the store; the grace is the setting."""
     config = validate_all(
         "worker",
-        {"KTRDR_CHECKPOINT_DIR": str(tmp_path / "ckpt")},
+        {"KTRDR_CHECKPOINT_DIR": str(tmp_path / "ckpt"), "KTRDR_WORKER_STOP_GRACE": "3s"},
         env_file=None,
         worker_type=worker_type,
     )
-
     checkpoints = CheckpointStore(settings=config.checkpoint)
 
-    runner = module.make_runner(config, checkpoints)  # type: ignore[attr-defined]
+    launcher = job_launcher(config, checkpoints)
 
-    assert isinstance(runner, runner_class)
-    assert runner.operation_type.value == worker_type.value
-    assert runner.checkpoints is checkpoints
+    assert JOB_ENTRY.module == "ktrdr.jobs.process"
+    assert launcher.host.checkpoints is checkpoints
+    assert launcher.stop_grace_s == 3.0
 
 
 @pytest.fixture
@@ -103,14 +89,13 @@ def restore_logging() -> Iterator[None]:
 def test_an_unwritable_checkpoint_dir_exits_1_naming_the_variable(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """KTRDR_CHECKPOINT_DIR under a regular file: exit 1 at startup, no runner, no traceback."""
+    """KTRDR_CHECKPOINT_DIR under a regular file: exit 1 at startup, no traceback."""
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
 
     code = run_worker(
         WorkerType.TRAINING,
         {"KTRDR_CHECKPOINT_DIR": str(blocker / "checkpoints")},
-        make_runner=_never,  # type: ignore[arg-type]
         env_file=None,
     )
 
@@ -133,8 +118,8 @@ def _old_file(directory: Path, name: str, age: datetime.timedelta) -> Path:
 def test_startup_checks_the_directory_and_purges_files_past_max_age_days(tmp_path: Path) -> None:
     """At start: the directory is created, files older than MAX_AGE_DAYS are removed."""
     store = CheckpointStore(settings=CheckpointSettings(dir=tmp_path / "ckpt", max_age_days=3))
-    old = _old_file(tmp_path / "ckpt" / "op-old", "checkpoint.npz", datetime.timedelta(days=4))
-    fresh = _old_file(tmp_path / "ckpt" / "op-new", "checkpoint.npz", datetime.timedelta(days=2))
+    old = _old_file(tmp_path / "ckpt" / "op-old", "checkpoint.zip", datetime.timedelta(days=4))
+    fresh = _old_file(tmp_path / "ckpt" / "op-new", "checkpoint.zip", datetime.timedelta(days=2))
 
     prepare_checkpoints(store, NOW)
 
@@ -155,7 +140,7 @@ async def test_checkpoints_are_purged_every_interval_while_serving(tmp_path: Pat
         sleeps.append(seconds)
         if len(sleeps) == 3:
             raise asyncio.CancelledError
-        _old_file(tmp_path / f"op-{len(sleeps)}", "checkpoint.npz", datetime.timedelta(days=2))
+        _old_file(tmp_path / f"op-{len(sleeps)}", "checkpoint.zip", datetime.timedelta(days=2))
 
     with pytest.raises(asyncio.CancelledError):
         await purge_checkpoints_forever(store, clock=lambda: NOW, sleep=sleep)

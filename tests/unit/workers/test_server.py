@@ -9,11 +9,12 @@ from collections.abc import AsyncIterator
 import attrs
 import httpx
 import pytest
-from support.worker_fakes import SETTINGS, FakeBackend, ScriptedRunner, make_worker, wait_for
+from support.scripted_jobs import ScriptedJob
+from support.worker_fakes import SETTINGS, FakeBackend, make_worker, wait_for
 
 from ktrdr.config import AuthSettings, LoggingSettings, LogLevel, Secret
 from ktrdr.protocol import WorkerStatus
-from ktrdr.workers.base import Worker
+from ktrdr.workers.worker import Worker
 from ktrdr.workers.server import build_worker_server, create_worker_app, graceful_requests_timeout
 
 pytestmark = pytest.mark.anyio
@@ -24,25 +25,25 @@ START = {"operation_id": "op-1", "operation_type": "training", "parameters": {"e
 
 
 @pytest.fixture
-def runner() -> ScriptedRunner:
-    """A runner that holds its operation until released."""
-    return ScriptedRunner()
+def job() -> ScriptedJob:
+    """A scripted job that holds its operation until released."""
+    return ScriptedJob()
 
 
 @pytest.fixture
-def worker(runner: ScriptedRunner) -> Worker:
+def worker(job: ScriptedJob) -> Worker:
     """A training worker over a fake backend."""
-    return make_worker(FakeBackend(), runner=runner)
+    return make_worker(FakeBackend(), job=job)
 
 
 @pytest.fixture
-async def client(worker: Worker, runner: ScriptedRunner) -> AsyncIterator[httpx.AsyncClient]:
-    """A client for the worker's app; releases the runner at the end."""
+async def client(worker: Worker, job: ScriptedJob) -> AsyncIterator[httpx.AsyncClient]:
+    """A client for the worker's app; releases the job at the end."""
     app = create_worker_app(worker, auth=AuthSettings(worker_token=Secret(TOKEN)))
     transport = httpx.ASGITransport(app)
     async with httpx.AsyncClient(transport=transport, base_url="http://worker") as http:
         yield http
-    runner.release.set()
+    job.release.set()
     await wait_for(lambda: worker.status is not WorkerStatus.BUSY)
 
 
@@ -109,11 +110,11 @@ async def test_bad_operation_requests_get_422(
 
 
 async def test_cancel_running_and_unknown_operations(
-    client: httpx.AsyncClient, worker: Worker, runner: ScriptedRunner
+    client: httpx.AsyncClient, worker: Worker, job: ScriptedJob
 ) -> None:
     """Cancelling the running operation is 202; an unknown one is 404."""
     await client.post("/operations", json=START, headers=AUTH)
-    await wait_for(runner.started.is_set)
+    await wait_for(job.started.is_set)
 
     unknown = await client.post("/operations/op-9/cancel", headers=AUTH)
     cancelled = await client.post("/operations/op-1/cancel", headers=AUTH)

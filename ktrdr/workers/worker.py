@@ -1,15 +1,15 @@
 """The worker runtime: one object that registers, heartbeats, runs operations, stops.
 
 :class:`Worker` owns the conversation with the backend and the lifecycle of one
-operation at a time; the computation itself belongs to an ``OperationRunner``
-(``ktrdr.workers.runner``), called in a daemon thread. The HTTP server
+operation at a time; the computation itself runs in a job process of its own,
+started by a :class:`~ktrdr.workers.job_process.JobLauncher`. The HTTP server
 (``ktrdr.workers.server``) calls :meth:`Worker.start` once it listens, forwards
 operation requests, calls :meth:`Worker.request_shutdown` from the server's own
 signal handling and :meth:`Worker.stop` from its lifespan shutdown.
 
-Everything is injected (settings, runner, backend client, clock, sleep), nothing
-reads the environment, and all state changes happen on the event loop except the
-runner's progress and the stop flags, which are single attribute writes.
+Everything is injected (settings, launcher, backend client, clock, sleep), nothing
+reads the environment, and all state changes happen on the event loop: signal
+handling only sets flags and schedules the job's stop on the loop.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import threading
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -28,6 +27,7 @@ from pydantic import ValidationError
 import ktrdr
 from ktrdr.config import CheckpointSettings, WorkerSettings
 from ktrdr.errors import ConfigurationError, KtrdrError
+from ktrdr.job_messages import JobOutcome, StopReason
 from ktrdr.protocol import (
     HeartbeatRequest,
     OperationReport,
@@ -46,7 +46,7 @@ from ktrdr.workers.backend_client import (
 )
 from ktrdr.workers.backoff import registration_backoff
 from ktrdr.workers.fingerprint import config_fingerprint
-from ktrdr.workers.runner import OperationRunner, RunContext, RunOutcome, StopReason
+from ktrdr.workers.job_process import JobLauncher, RunningJob
 
 logger = logging.getLogger(__name__)
 
@@ -78,19 +78,20 @@ class UnknownOperation(KtrdrError, LookupError):
 
 @attrs.define(kw_only=True, eq=False)
 class _Running:
-    """The operation in progress and the flags its runner thread reads."""
+    """The operation in progress: its job process and its latest progress."""
 
     operation_id: str
-    done: asyncio.Future[RunOutcome]
-    stop_reason: StopReason | None = None
+    loop: asyncio.AbstractEventLoop
+    job: RunningJob | None = None
     progress: Progress | None = None
     reporter: asyncio.Task[None] | None = None
 
     def set_progress(self, progress: Progress) -> None:
         self.progress = progress
 
-    def stop_requested(self) -> StopReason | None:
-        return self.stop_reason
+    def stop(self, reason: StopReason) -> None:
+        if self.job is not None:
+            self.job.request_stop(reason)
 
 
 class Worker:
@@ -101,7 +102,7 @@ class Worker:
         *,
         settings: WorkerSettings,
         checkpoint: CheckpointSettings,
-        runner: OperationRunner,
+        launcher: JobLauncher,
         backend: BackendClient,
         clock: Callable[[], float],
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -112,14 +113,8 @@ class Worker:
             raise ValueError(message)
         self.settings = settings
         self.worker_type = OperationType(settings.type.value)
-        if runner.operation_type is not self.worker_type:
-            message = (
-                f"a {self.worker_type.value} worker needs a {self.worker_type.value} runner, "
-                f"got one for {runner.operation_type.value}"
-            )
-            raise ValueError(message)
         self.fingerprint = config_fingerprint(settings, checkpoint)
-        self._runner = runner
+        self._launcher = launcher
         self._backend = backend
         self._clock = clock
         self._sleep = sleep
@@ -130,6 +125,7 @@ class Worker:
         self._registered = False
         self._registration_attempted = False
         self._lifecycle: asyncio.Task[None] | None = None
+        self._warm_up: asyncio.Task[None] | None = None
         #: Tasks that wait for an operation's outcome and report it (stop() awaits them).
         self._reporters: set[asyncio.Task[None]] = set()
         self._check_identity()
@@ -228,7 +224,15 @@ class Worker:
     async def start(self) -> None:
         """Begin registering and heartbeating in the background (the server listens)."""
         if self._lifecycle is None and not self._stopping:
+            self._warm_up = asyncio.create_task(self._warm_up_jobs(), name="job-warm-up")
             self._lifecycle = asyncio.create_task(self._lifecycle_loop(), name="worker-lifecycle")
+
+    async def _warm_up_jobs(self) -> None:
+        """Load the job modules in the job process server now, not at the first operation."""
+        try:
+            await asyncio.to_thread(self._launcher.warm_up)
+        except Exception:  # the first operation will try again (and report what fails)
+            logger.exception("could not prepare job processes ahead of the first operation")
 
     async def _lifecycle_loop(self) -> None:
         if not await self.register_until_success():
@@ -297,8 +301,9 @@ class Worker:
         self._stopping = True
         self._stop_started = self._clock()
         running = self._running
-        if running is not None and running.stop_reason is None:
-            running.stop_reason = StopReason.SHUTDOWN
+        if running is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing runs
+                running.loop.call_soon_threadsafe(running.stop, StopReason.SHUTDOWN)
 
     def _deadline(self) -> float:
         started = self._stop_started if self._stop_started is not None else self._clock()
@@ -335,10 +340,11 @@ class Worker:
                     )
                 for task in late:
                     task.cancel()
-        if self._lifecycle is not None:
-            self._lifecycle.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._lifecycle
+        for background in (self._lifecycle, self._warm_up):
+            if background is not None:
+                background.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await background
         if self._registration_attempted:
             remaining = max(0.05, deadline - self._clock())
             try:
@@ -356,7 +362,7 @@ class Worker:
     # -- operations -----------------------------------------------------------
 
     async def start_operation(self, request: StartOperationRequest) -> None:
-        """Run ``request`` in a runner thread; refuses when stopping, busy or mistyped."""
+        """Run ``request`` in a job process; refuses when stopping, busy or mistyped."""
         if self._stopping:
             message = f"worker {self.worker_id} is shutting down and takes no new operations"
             raise WorkerStopping(message)
@@ -369,24 +375,11 @@ class Worker:
                 f"{request.operation_type.value} operation"
             )
             raise WrongOperationType(message)
-        loop = asyncio.get_running_loop()
-        running = _Running(operation_id=request.operation_id, done=loop.create_future())
-        context = RunContext(
-            operation_id=request.operation_id,
-            parameters=dict(request.parameters),
-            resume=request.resume,
-            report_progress=running.set_progress,
-            stop_requested=running.stop_requested,
-        )
+        running = _Running(operation_id=request.operation_id, loop=asyncio.get_running_loop())
+        job = self._launcher.launch(request, on_progress=running.set_progress)
+        running.job = job
         self._running = running
-        thread = threading.Thread(
-            target=self._run_in_thread,
-            args=(context, loop, running.done),
-            name=f"operation-{request.operation_id}",
-            daemon=True,  # a runner that ignores stop requests must not block exit
-        )
-        thread.start()
-        running.reporter = asyncio.create_task(self._report_when_done(running))
+        running.reporter = asyncio.create_task(self._report_when_done(running, job))
         self._reporters.add(running.reporter)
         running.reporter.add_done_callback(self._reporters.discard)
         logger.info(
@@ -402,29 +395,12 @@ class Worker:
         if running is None or running.operation_id != operation_id:
             message = f"worker {self.worker_id} is not running operation {operation_id!r}"
             raise UnknownOperation(message)
-        if running.stop_reason is None:
-            running.stop_reason = StopReason.CANCELLED
+        running.stop(StopReason.CANCELLED)
         logger.info("operation %s: cancellation requested", operation_id)
 
-    def _run_in_thread(
-        self,
-        context: RunContext,
-        loop: asyncio.AbstractEventLoop,
-        done: asyncio.Future[RunOutcome],
-    ) -> None:
+    async def _report_when_done(self, running: _Running, job: RunningJob) -> None:
         try:
-            outcome = self._runner.run(context)
-        except Exception as exc:  # a runner bug must end as a FAILED report, not a hang
-            logger.exception("operation %s: the runner raised", context.operation_id)
-            outcome = RunOutcome(
-                status=OperationStatus.FAILED, error=f"runner error: {type(exc).__name__}: {exc}"
-            )
-        with contextlib.suppress(RuntimeError):  # the loop is gone: the process is exiting
-            loop.call_soon_threadsafe(_resolve, done, outcome)
-
-    async def _report_when_done(self, running: _Running) -> None:
-        try:
-            outcome = await running.done
+            outcome = await job.done
         finally:
             # Free as soon as the outcome is known: the next operation need not wait
             # for the report's round trip (or its retries while the backend is away).
@@ -450,7 +426,7 @@ class Worker:
         except BackendError as exc:
             logger.error("could not report operation %s: %s", running.operation_id, exc)
 
-    def _report_for(self, outcome: RunOutcome) -> OperationReport:
+    def _report_for(self, outcome: JobOutcome) -> OperationReport:
         """The wire report of ``outcome``; an unserialisable result becomes a failure."""
         error = outcome.error[:MAX_REPORT_ERROR] if outcome.error is not None else None
         result = _plain(outcome.result)
@@ -467,7 +443,7 @@ class Worker:
             return OperationReport(
                 worker_id=self.worker_id,
                 status=OperationStatus.FAILED,
-                error=f"the runner's result could not be reported: {exc}"[:MAX_REPORT_ERROR],
+                error=f"the job's result could not be reported: {exc}"[:MAX_REPORT_ERROR],
                 checkpoint_saved=outcome.checkpoint_saved,
             )
         return report
@@ -475,11 +451,6 @@ class Worker:
 
 def _plain(result: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return dict(result) if result is not None else None
-
-
-def _resolve(done: asyncio.Future[RunOutcome], outcome: RunOutcome) -> None:
-    if not done.done():
-        done.set_result(outcome)
 
 
 __all__ = [

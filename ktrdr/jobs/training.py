@@ -1,11 +1,11 @@
-"""The training runner: fits a small numpy MLP that predicts the next bar's direction.
+"""The training job: fits a small numpy MLP that predicts the next bar's direction.
 
 A real, deterministic job: features (returns, moving-average ratios, range, volume) from
 OHLCV bars, a one-hidden-layer tanh network with a sigmoid output, full-batch gradient
 descent with momentum. The same parameters and seed give bit-identical results, also
 across a stop and a resume, because the checkpoint holds the weights, the optimiser's
-velocities and the metrics so far. Bad input ends as a FAILED outcome; nothing raised
-inside escapes :meth:`TrainingRunner.run`.
+velocities and the metrics so far. Bad input raises ``JobFailed`` with the reason; the
+step loop (``ktrdr.jobs.step_loop``) turns it into a FAILED outcome.
 """
 
 from __future__ import annotations
@@ -19,18 +19,17 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import ValidationError
 
+from ktrdr.config import CheckpointSettings
+from ktrdr.jobs.bars import Bars, BarsError, load_bars, moving_average
+from ktrdr.jobs.step_loop import JobFailed
 from ktrdr.protocol import (
     OperationType,
     Progress,
     TrainingParameters,
     describe_validation_error,
 )
-from ktrdr.workers.bars import Bars, BarsError, load_bars, moving_average
-from ktrdr.workers.checkpointed import CheckpointedRunner, RunFailed
-from ktrdr.workers.checkpoints import Checkpoint
-from ktrdr.workers.runner import RunContext, RunOutcome
 
-__all__ = ["FEATURE_NAMES", "TrainingRunner", "features_and_targets", "predict_up_probability"]
+__all__ = ["FEATURE_NAMES", "TrainingJob", "features_and_targets", "predict_up_probability"]
 
 
 FloatArray = npt.NDArray[np.float64]
@@ -170,13 +169,13 @@ class _State:
         )
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: Checkpoint) -> _State:
-        arrays = {name: np.asarray(checkpoint.arrays[name], np.float64) for name in _STATE_ARRAYS}
-        if arrays["losses"].shape[0] != checkpoint.step:
-            message = f"it records {arrays['losses'].shape[0]} losses for epoch {checkpoint.step}"
+    def restore(cls, step: int, saved: Mapping[str, npt.NDArray[Any]]) -> _State:
+        arrays = {name: np.asarray(saved[name], np.float64) for name in _STATE_ARRAYS}
+        if arrays["losses"].shape[0] != step:
+            message = f"it records {arrays['losses'].shape[0]} losses for epoch {step}"
             raise ValueError(message)
         return cls(
-            epoch=checkpoint.step,
+            epoch=step,
             losses=[float(v) for v in arrays.pop("losses")],
             accuracies=[float(v) for v in arrays.pop("accuracies")],
             **arrays,
@@ -211,73 +210,76 @@ class _State:
         return loss, accuracy
 
 
-class TrainingRunner(CheckpointedRunner):
-    """Runs training operations on this worker, with checkpoints and resume."""
+class TrainingJob:
+    """Training operations: an epoch is one step, checkpointed every ``epoch_interval``."""
 
     operation_type = OperationType.TRAINING
+    unit = "epoch"
 
-    def _run(self, context: RunContext) -> RunOutcome:
-        params = _parameters(context.parameters)
+    def checkpoint_every(self, settings: CheckpointSettings) -> int:
+        """``KTRDR_CHECKPOINT_EPOCH_INTERVAL``."""
+        return settings.epoch_interval
+
+    def prepare(self, parameters: Mapping[str, Any]) -> _TrainingRun:
+        """Validate the parameters and load the bars; raises ``JobFailed``."""
+        params = _parameters(parameters)
         try:
             bars = load_bars(
                 csv_path=params.csv_path, count=params.bars, seed=params.seed, min_bars=MIN_BARS
             )
         except BarsError as exc:
-            raise RunFailed(str(exc)) from None
-        data = _Data.from_bars(bars)
-        fingerprint = {"parameters": params.model_dump(mode="json"), "bars": bars.fingerprint()}
-        state = self._starting_state(context, params, fingerprint)
-        policy = self._checkpoints.epoch_policy(clock=self._clock, start_step=state.epoch)
-        if context.resume:
-            context.report_progress(_progress(state, params, f"resumed at epoch {state.epoch}"))
+            raise JobFailed(str(exc)) from None
+        return _TrainingRun(params=params, bars=bars)
 
-        while state.epoch < params.epochs:
-            reason = context.stop_requested()
-            if reason is not None:
-                return self._stopped(
-                    context.operation_id,
-                    step=state.epoch,
-                    arrays=state.arrays(),
-                    fingerprint=fingerprint,
-                    where=f"epoch {state.epoch}/{params.epochs}",
-                    reason=reason,
-                )
-            loss, _ = state.step(data, params.learning_rate)
-            if not math.isfinite(loss):
-                message = f"training diverged at epoch {state.epoch}; lower learning_rate"
-                raise RunFailed(message)
-            context.report_progress(_progress(state, params, f"epoch {state.epoch}"))
-            if state.epoch < params.epochs and policy.due(state.epoch):
-                self._checkpoint_now(context.operation_id, state, fingerprint)
-                policy.saved(state.epoch)
 
-        result = _result(state, data, params, len(bars))
-        return self._completed(context.operation_id, result)
+class _TrainingRun:
+    """One training operation: its parameters and standardised samples."""
 
-    def _starting_state(
-        self, context: RunContext, params: TrainingParameters, fingerprint: dict[str, Any]
-    ) -> _State:
-        checkpoint = self._resume_from(context, fingerprint)
-        if checkpoint is None:
-            return _State.initial(
-                n_features=len(FEATURE_NAMES), hidden_units=params.hidden_units, seed=params.seed
-            )
-        try:
-            return _State.from_checkpoint(checkpoint)
-        except (KeyError, ValueError, TypeError) as exc:
-            raise self._unusable(exc) from None
+    def __init__(self, *, params: TrainingParameters, bars: Bars) -> None:
+        self.params = params
+        self.data = _Data.from_bars(bars)
+        self.bar_count = len(bars)
+        self.total = params.epochs
+        self.fingerprint: Mapping[str, Any] = {
+            "parameters": params.model_dump(mode="json"),
+            "bars": bars.fingerprint(),
+        }
 
-    def _checkpoint_now(
-        self, operation_id: str, state: _State, fingerprint: dict[str, Any]
-    ) -> None:
-        self._save(operation_id, state.epoch, state.arrays(), fingerprint)
+    def initial_state(self) -> _State:
+        return _State.initial(
+            n_features=len(FEATURE_NAMES),
+            hidden_units=self.params.hidden_units,
+            seed=self.params.seed,
+        )
+
+    def restore(self, step: int, arrays: Mapping[str, npt.NDArray[Any]]) -> _State:
+        return _State.restore(step, arrays)
+
+    def position(self, state: _State) -> int:
+        return state.epoch
+
+    def step(self, state: _State) -> bool:
+        loss, _ = state.step(self.data, self.params.learning_rate)
+        if not math.isfinite(loss):
+            message = f"training diverged at epoch {state.epoch}; lower learning_rate"
+            raise JobFailed(message)
+        return True
+
+    def arrays(self, state: _State) -> dict[str, npt.NDArray[Any]]:
+        return dict(state.arrays())
+
+    def progress(self, state: _State, message: str) -> Progress:
+        return _progress(state, self.params, message)
+
+    def result(self, state: _State) -> dict[str, Any]:
+        return _result(state, self.data, self.params, self.bar_count)
 
 
 def _parameters(raw: Mapping[str, Any]) -> TrainingParameters:
     try:
         return TrainingParameters.model_validate(dict(raw))
     except ValidationError as exc:
-        raise RunFailed(f"invalid training parameters: {describe_validation_error(exc)}") from None
+        raise JobFailed(f"invalid training parameters: {describe_validation_error(exc)}") from None
 
 
 def _progress(state: _State, params: TrainingParameters, message: str) -> Progress:

@@ -1,4 +1,4 @@
-"""The Worker runtime with a fake backend (MockTransport), fake time and fake runners."""
+"""The Worker runtime with a fake backend (MockTransport), fake time and scripted job processes."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import logging
 import attrs
 import httpx
 import pytest
+from support.scripted_jobs import ScriptedJob
 from support.worker_fakes import (
     SETTINGS,
     FakeBackend,
     FakeTime,
-    ScriptedRunner,
     make_worker,
     start_request,
     wait_for,
@@ -28,7 +28,8 @@ from ktrdr.protocol import (
     Progress,
     WorkerStatus,
 )
-from ktrdr.workers.base import (
+from ktrdr.job_messages import JobOutcome
+from ktrdr.workers.worker import (
     MAX_REPORT_ERROR,
     UnknownOperation,
     WorkerBusy,
@@ -36,26 +37,16 @@ from ktrdr.workers.base import (
     WrongOperationType,
 )
 from ktrdr.workers.fingerprint import config_fingerprint
-from ktrdr.workers.runner import RunContext, RunOutcome, StopReason
 
 pytestmark = pytest.mark.anyio
 
 # -- construction and identity -----------------------------------------------------------
 
 
-def test_worker_needs_a_type_and_a_matching_runner() -> None:
-    """Settings without a type, or a runner of another type, are programming errors."""
+def test_worker_needs_a_type() -> None:
+    """Settings without a type are a programming error (validate_all fills the type)."""
     with pytest.raises(ValueError, match="type is not set"):
         make_worker(FakeBackend(), settings=attrs.evolve(SETTINGS, type=None))
-    backtest = attrs.evolve(SETTINGS, type=WorkerType.BACKTEST)
-    with pytest.raises(ValueError, match="backtest worker needs a backtest runner"):
-        make_worker(FakeBackend(), settings=backtest)
-
-
-def test_an_id_the_backend_would_refuse_is_a_configuration_error() -> None:
-    """A worker id with spaces is reported against KTRDR_WORKER_ID at construction."""
-    with pytest.raises(ConfigurationError, match="KTRDR_WORKER_ID='bad id'"):
-        make_worker(FakeBackend(), settings=attrs.evolve(SETTINGS, id="bad id"))
 
 
 def test_registration_request_describes_this_worker() -> None:
@@ -210,19 +201,19 @@ async def test_stop_without_any_registration_does_not_call_the_backend() -> None
 async def test_an_operation_runs_reports_progress_and_its_outcome() -> None:
     """While running: busy with progress in heartbeats; at the end: report, then idle."""
     backend = FakeBackend()
-    runner = ScriptedRunner()
-    worker = make_worker(backend, runner=runner)
+    job = ScriptedJob()
+    worker = make_worker(backend, job=job)
 
     await worker.start_operation(start_request())
-    await wait_for(runner.started.is_set)
+    await wait_for(job.started.is_set)
     beat = worker.heartbeat_request()
-    runner.release.set()
+    job.release.set()
     await wait_for(lambda: backend.reports())
 
     assert beat.status is WorkerStatus.BUSY
     assert beat.current_operation_id == "op-1"
     assert beat.progress == Progress(percent=25, message="epoch 1")
-    assert runner.contexts[0].parameters == {"epochs": 3}
+    assert job.request()["parameters"] == {"epochs": 3}
     assert backend.reports() == [
         {
             "worker_id": "training-test-5003",
@@ -237,14 +228,14 @@ async def test_an_operation_runs_reports_progress_and_its_outcome() -> None:
 
 async def test_a_second_operation_is_refused_while_busy() -> None:
     """One operation at a time: a second start raises WorkerBusy naming the first."""
-    runner = ScriptedRunner()
-    worker = make_worker(FakeBackend(), runner=runner)
+    job = ScriptedJob()
+    worker = make_worker(FakeBackend(), job=job)
     await worker.start_operation(start_request("op-1"))
 
     with pytest.raises(WorkerBusy, match="op-1"):
         await worker.start_operation(start_request("op-2"))
 
-    runner.release.set()
+    job.release.set()
     await wait_for(lambda: worker.status is WorkerStatus.IDLE)
 
 
@@ -258,38 +249,38 @@ async def test_an_operation_of_the_other_type_is_refused() -> None:
     assert worker.status is WorkerStatus.IDLE
 
 
-async def test_cancel_stops_the_runner_and_reports_cancelled() -> None:
-    """cancel_operation passes StopReason.CANCELLED; unknown ids raise UnknownOperation."""
+async def test_cancel_stops_the_job_and_reports_cancelled() -> None:
+    """cancel_operation sends the job a cancelled stop; unknown ids raise UnknownOperation."""
     backend = FakeBackend()
-    runner = ScriptedRunner()
-    worker = make_worker(backend, runner=runner)
+    job = ScriptedJob()
+    worker = make_worker(backend, job=job)
     await worker.start_operation(start_request())
-    await wait_for(runner.started.is_set)
+    await wait_for(job.started.is_set)
 
     with pytest.raises(UnknownOperation):
         worker.cancel_operation("op-other")
     worker.cancel_operation("op-1")
     await wait_for(lambda: worker.status is WorkerStatus.IDLE)
 
-    assert runner.seen_stop is StopReason.CANCELLED
+    assert job.seen_stop == "cancelled"
     assert backend.reports()[0]["status"] == "cancelled"
 
 
 async def test_shutdown_stops_the_operation_reports_it_then_unregisters() -> None:
     """SIGTERM with an operation: stop with SHUTDOWN, report (checkpoint saved), unregister."""
     backend = FakeBackend()
-    runner = ScriptedRunner()
-    worker = make_worker(backend, runner=runner)
+    job = ScriptedJob()
+    worker = make_worker(backend, job=job)
     await worker.register_until_success()
     await worker.start_operation(start_request())
-    await wait_for(runner.started.is_set)
+    await wait_for(job.started.is_set)
 
     worker.request_shutdown()  # what the server's signal handling calls
     with pytest.raises(WorkerStopping):
         await worker.start_operation(start_request("op-2"))
     await worker.stop()  # what the lifespan shutdown calls
 
-    assert runner.seen_stop is StopReason.SHUTDOWN
+    assert job.seen_stop == "shutdown"
     report_index = backend.paths().index("POST /api/v1/operations/op-1/report")
     delete_index = backend.paths().index("DELETE /api/v1/workers/training-test-5003")
     assert report_index < delete_index
@@ -297,67 +288,101 @@ async def test_shutdown_stops_the_operation_reports_it_then_unregisters() -> Non
     assert backend.known == set()
 
 
-async def test_a_runner_ignoring_the_stop_request_cannot_hold_the_shutdown(
+async def test_a_job_ignoring_the_stop_request_cannot_hold_the_shutdown(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """stop() gives up on a stuck runner within the shutdown timeout and still unregisters."""
+    """With a stop grace beyond the shutdown budget, stop() still ends in time and unregisters."""
     backend = FakeBackend()
-    runner = ScriptedRunner(ignore_stop=True)
-    settings = attrs.evolve(SETTINGS, shutdown_timeout=datetime.timedelta(seconds=0.5))
-    worker = make_worker(backend, runner=runner, settings=settings)
+    job = ScriptedJob(behaviour="ignore_stop")
+    settings = attrs.evolve(
+        SETTINGS,
+        shutdown_timeout=datetime.timedelta(seconds=0.5),
+        stop_grace=datetime.timedelta(seconds=30),
+    )
+    worker = make_worker(backend, job=job, settings=settings)
     await worker.register_until_success()
     await worker.start_operation(start_request())
-    await wait_for(runner.started.is_set)
+    await wait_for(job.started.is_set)
 
     await asyncio.wait_for(worker.stop(), timeout=10)
-    runner.release.set()
+    job.release.set()
 
     assert "did not stop within KTRDR_WORKER_SHUTDOWN_TIMEOUT" in caplog.text
     assert backend.paths()[-1] == "DELETE /api/v1/workers/training-test-5003"
     assert backend.reports() == []
 
 
-async def test_a_crashing_runner_is_reported_as_failed() -> None:
-    """An exception inside run() becomes a FAILED report naming it."""
-
-    class Crashing:
-        operation_type = OperationType.TRAINING
-
-        def run(self, context: RunContext) -> RunOutcome:
-            raise ZeroDivisionError("boom")
-
+async def test_a_job_ignoring_a_cancel_is_killed_after_the_stop_grace() -> None:
+    """A job that does not stop within KTRDR_WORKER_STOP_GRACE is killed; the worker is free."""
     backend = FakeBackend()
-    worker = make_worker(backend, runner=Crashing())
+    job = ScriptedJob(behaviour="ignore_stop")
+    settings = attrs.evolve(SETTINGS, stop_grace=datetime.timedelta(seconds=0.3))
+    worker = make_worker(backend, job=job, settings=settings)
+    await worker.start_operation(start_request())
+    await wait_for(job.started.is_set)
 
+    worker.cancel_operation("op-1")
+    await wait_for(lambda: backend.reports())
+
+    report = backend.reports()[0]
+    assert report["status"] == "cancelled"
+    assert report["error"] == (
+        "the job did not stop within KTRDR_WORKER_STOP_GRACE=0.3s and was killed (cancelled)"
+    )
+    assert worker.status is WorkerStatus.IDLE
+    assert job.seen_stop is None  # it never got to stop by itself
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "error"),
+    [
+        ("raise", "the job process exited with code 1 before reporting an outcome"),
+        ("exit", "the job process exited with code 7 before reporting an outcome"),
+        ("segfault", "the job process died from SIGSEGV"),
+    ],
+)
+async def test_a_crashing_job_fails_its_operation_and_the_worker_goes_on(
+    behaviour: str, error: str
+) -> None:
+    """An exception, os._exit or a segfault in the job is a FAILED report; the next job runs."""
+    backend = FakeBackend()
+    worker = make_worker(backend, job=ScriptedJob(behaviour=behaviour))
+
+    await worker.start_operation(start_request())
+    await wait_for(lambda: backend.reports())
+    await wait_for(lambda: worker.status is WorkerStatus.IDLE)
+
+    report = backend.reports()[0]
+    assert report["status"] == "failed"
+    assert report["error"] == error
+
+
+async def test_a_result_json_cannot_carry_becomes_a_failure() -> None:
+    """A result the wire format cannot hold (an arbitrary object) is reported as FAILED."""
+    backend = FakeBackend()
+    odd = ScriptedJob(
+        outcome=JobOutcome(status=OperationStatus.COMPLETED, result={"model": object()})
+    )
+    odd.release.set()
+    worker = make_worker(backend, job=odd)
     await worker.start_operation(start_request())
     await wait_for(lambda: backend.reports())
 
     report = backend.reports()[0]
     assert report["status"] == "failed"
-    assert report["error"] == "runner error: ZeroDivisionError: boom"
+    assert "could not be reported" in report["error"]
 
 
-async def test_an_unreportable_result_becomes_a_failure_and_long_errors_are_cut() -> None:
-    """A result JSON cannot carry is reported as FAILED; errors are cut to the wire limit."""
+async def test_long_errors_are_cut_to_the_wire_limit() -> None:
+    """An error longer than the report allows is cut to MAX_REPORT_ERROR characters."""
     backend = FakeBackend()
-    odd = ScriptedRunner(
-        outcome=RunOutcome(status=OperationStatus.COMPLETED, result={"model": object()})
-    )
-    odd.release.set()
-    worker = make_worker(backend, runner=odd)
+    long = ScriptedJob(outcome=JobOutcome(status=OperationStatus.FAILED, error="x" * 9000))
+    long.release.set()
+    worker = make_worker(backend, job=long)
     await worker.start_operation(start_request())
     await wait_for(lambda: backend.reports())
-    long = ScriptedRunner(outcome=RunOutcome(status=OperationStatus.FAILED, error="x" * 9000))
-    long.release.set()
-    worker._runner = long
-    await wait_for(lambda: worker.status is WorkerStatus.IDLE)
-    await worker.start_operation(start_request("op-2"))
-    await wait_for(lambda: len(backend.reports()) == 2)
 
-    first, second = backend.reports()
-    assert first["status"] == "failed"
-    assert "could not be reported" in first["error"]
-    assert len(second["error"]) == MAX_REPORT_ERROR
+    assert len(backend.reports()[0]["error"]) == MAX_REPORT_ERROR
 
 
 class HeldReports(FakeBackend):
@@ -381,9 +406,9 @@ class HeldReports(FakeBackend):
 async def test_the_worker_is_free_as_soon_as_the_outcome_is_known() -> None:
     """The next operation can start while the last one's report is still on its way."""
     backend = HeldReports()
-    runner = ScriptedRunner()
-    runner.release.set()
-    worker = make_worker(backend, runner=runner)
+    job = ScriptedJob()
+    job.release.set()
+    worker = make_worker(backend, job=job)
 
     await worker.start_operation(start_request("op-1"))
     await wait_for(lambda: backend.reports())
@@ -402,11 +427,11 @@ async def test_a_409_on_a_report_is_final_and_not_an_error(
     """The backend refusing a report (already cancelled) is logged at INFO, sent once."""
     backend = HeldReports(report_status=409)
     backend.release.set()
-    runner = ScriptedRunner()
-    runner.release.set()
-    worker = make_worker(backend, runner=runner)
+    job = ScriptedJob()
+    job.release.set()
+    worker = make_worker(backend, job=job)
 
-    with caplog.at_level(logging.INFO, logger="ktrdr.workers.base"):
+    with caplog.at_level(logging.INFO, logger="ktrdr.workers.worker"):
         await worker.start_operation(start_request())
         await wait_for(
             lambda: "ANSWERED /api/v1/operations/op-1/report (answered)" in backend.paths()
@@ -421,9 +446,9 @@ async def test_a_409_on_a_report_is_final_and_not_an_error(
 async def test_stop_waits_for_a_report_still_in_flight() -> None:
     """An operation that ended just before SIGTERM is reported before unregistering."""
     backend = HeldReports()
-    runner = ScriptedRunner()
-    runner.release.set()
-    worker = make_worker(backend, runner=runner)
+    job = ScriptedJob()
+    job.release.set()
+    worker = make_worker(backend, job=job)
     await worker.register_until_success()
     await worker.start_operation(start_request())
     await wait_for(lambda: backend.reports())

@@ -1,0 +1,83 @@
+"""The job side of a job process: run one operation and tell the worker about it.
+
+:func:`run_job_process` is the target the worker runtime starts in a child process
+(``ktrdr.workers.job_process``). It caps its own memory (``KTRDR_WORKER_MAX_MEMORY``,
+as ``RLIMIT_DATA``: the private writable memory numpy allocates, so a job over the cap
+gets a ``MemoryError`` that the step loop turns into a clear failure), listens for a
+stop request on a thread, runs the step loop and sends its outcome. It leaves
+signals to the worker: Ctrl-C in a terminal reaches the whole process group, and the
+worker, not the job, decides how its operation stops. When the worker goes away (its
+end of the pipe closes), the job exits at once rather than compute for nobody.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import threading
+import time
+from multiprocessing.connection import Connection
+
+from ktrdr.job_messages import CheckpointData, JobRequest, StopReason, StopRequest
+from ktrdr.jobs.backtest import BacktestJob
+from ktrdr.jobs.step_loop import Job, run_steps
+from ktrdr.jobs.training import TrainingJob
+from ktrdr.protocol import OperationType, Progress
+
+__all__ = ["EXIT_WORKER_GONE", "JOBS", "PipeChannel", "run_job_process"]
+
+#: Exit status of a job process whose worker went away.
+EXIT_WORKER_GONE = 3
+
+#: The job of each operation type.
+JOBS: dict[OperationType, Job] = {
+    OperationType.TRAINING: TrainingJob(),
+    OperationType.BACKTEST: BacktestJob(),
+}
+
+
+class PipeChannel:
+    """The step loop's channel over the pipe to the worker."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._stop: StopReason | None = None
+
+    def listen(self) -> None:
+        """Receive stop requests on a daemon thread; exit when the worker is gone."""
+        threading.Thread(target=self._listen, name="job-stop-listener", daemon=True).start()
+
+    def _listen(self) -> None:
+        while True:
+            try:
+                message = self._conn.recv()
+            except (EOFError, OSError):
+                os._exit(EXIT_WORKER_GONE)
+            if isinstance(message, StopRequest) and self._stop is None:
+                self._stop = message.reason
+
+    def progress(self, progress: Progress) -> None:
+        """Send progress to the worker."""
+        self._conn.send(progress)
+
+    def checkpoint(self, data: CheckpointData) -> None:
+        """Send a checkpoint for the worker to store."""
+        self._conn.send(data)
+
+    def stop_requested(self) -> StopReason | None:
+        """The worker's stop reason, once one arrived (a plain attribute read)."""
+        return self._stop
+
+
+def run_job_process(conn: Connection, request: JobRequest) -> None:
+    """Run ``request`` in this (child) process and send the outcome over ``conn``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    channel = PipeChannel(conn)
+    channel.listen()
+    if request.max_memory is not None:
+        resource.setrlimit(resource.RLIMIT_DATA, (request.max_memory, request.max_memory))
+    outcome = run_steps(JOBS[request.operation_type], request, channel, clock=time.monotonic)
+    conn.send(outcome)
+    conn.close()

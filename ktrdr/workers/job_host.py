@@ -1,0 +1,139 @@
+"""The worker's side of one job: its checkpoint going in, checkpoints coming back, its end.
+
+A job process computes; the worker keeps the files. Before a job starts, the host
+loads the checkpoint to resume from (or removes a stale one for a fresh start); while
+it runs, the host stores every checkpoint the job sends; when it ends, the host turns
+what happened (an outcome, a stop the job ignored, a crash) into the one
+:class:`~ktrdr.job_messages.JobOutcome` the worker reports, and removes the checkpoint
+of a completed operation. All of it is blocking file I/O: the caller runs it off the
+event loop. Nothing here knows how the job process is started.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+
+from ktrdr.config import CheckpointSettings, WorkerSettings
+from ktrdr.config.fields import format_duration
+from ktrdr.job_messages import CheckpointData, JobOutcome, JobRequest, StopReason
+from ktrdr.protocol import OperationStatus, StartOperationRequest
+from ktrdr.workers.checkpoints import CheckpointError, CheckpointStore
+
+__all__ = ["JobEnd", "JobHost"]
+
+logger = logging.getLogger(__name__)
+
+
+class JobEnd:
+    """How a job process ended, as its supervisor saw it."""
+
+    def __init__(
+        self,
+        *,
+        outcome: JobOutcome | None,
+        exitcode: int | None,
+        killed_for: StopReason | None = None,
+        failure: str | None = None,
+    ) -> None:
+        #: What the job reported, if it got that far.
+        self.outcome = outcome
+        #: The process's exit code (negative: the signal that ended it).
+        self.exitcode = exitcode
+        #: Set when the worker killed the job because it ignored a stop request.
+        self.killed_for = killed_for
+        #: Set when the worker itself failed the job (a checkpoint it could not write).
+        self.failure = failure
+
+
+class JobHost:
+    """Checkpoints and outcomes of the jobs of one worker."""
+
+    def __init__(
+        self,
+        *,
+        checkpoints: CheckpointStore,
+        worker: WorkerSettings,
+        checkpoint_settings: CheckpointSettings,
+    ) -> None:
+        self.checkpoints = checkpoints
+        self._worker = worker
+        self._checkpoint_settings = checkpoint_settings
+
+    def prepare(self, start: StartOperationRequest) -> JobRequest | JobOutcome:
+        """The job's request, or the FAILED outcome when there is nothing to resume."""
+        operation_id = start.operation_id
+        kind = start.operation_type.value
+        checkpoint = None
+        if start.resume:
+            try:
+                checkpoint = self.checkpoints.load(operation_id, kind=kind)
+            except CheckpointError as exc:
+                return JobOutcome(status=OperationStatus.FAILED, error=f"cannot resume: {exc}")
+        else:
+            self.checkpoints.delete(operation_id)
+        cap = self._worker.max_memory
+        return JobRequest(
+            operation_id=operation_id,
+            operation_type=start.operation_type,
+            parameters=dict(start.parameters),
+            checkpoint_settings=self._checkpoint_settings,
+            resume=start.resume,
+            checkpoint=checkpoint,
+            checkpoint_path=str(self.checkpoints.path_for(operation_id)),
+            max_memory=int(cap) if cap is not None else None,
+            max_memory_text=str(cap) if cap is not None else "",
+        )
+
+    def save(self, request: JobRequest, data: CheckpointData) -> str | None:
+        """Store a checkpoint the job sent; the failure reason when the disk refuses."""
+        try:
+            self.checkpoints.save(
+                request.operation_id, kind=request.operation_type.value, data=data
+            )
+        except OSError as exc:
+            path = self.checkpoints.path_for(request.operation_id)
+            return f"cannot write checkpoint {path}: {exc.strerror or exc}"
+        return None
+
+    def finish(self, request: JobRequest, end: JobEnd) -> JobOutcome:
+        """The outcome to report; a completed operation's checkpoint is removed."""
+        outcome = self._outcome(request, end)
+        if outcome.status is OperationStatus.COMPLETED:
+            self.checkpoints.delete(request.operation_id)
+        return outcome
+
+    def _outcome(self, request: JobRequest, end: JobEnd) -> JobOutcome:
+        if end.failure is not None:
+            return JobOutcome(
+                status=OperationStatus.FAILED,
+                error=end.failure,
+                checkpoint_saved=self.checkpoints.exists(request.operation_id),
+            )
+        if end.killed_for is not None:
+            grace = format_duration(self._worker.stop_grace)
+            error = (
+                f"the job did not stop within KTRDR_WORKER_STOP_GRACE={grace} and was "
+                f"killed ({end.killed_for.value})"
+            )
+            return JobOutcome(
+                status=OperationStatus.CANCELLED,
+                error=error,
+                checkpoint_saved=self.checkpoints.exists(request.operation_id),
+            )
+        if end.outcome is not None:
+            return end.outcome
+        return JobOutcome(status=OperationStatus.FAILED, error=_death(end.exitcode))
+
+
+def _death(exitcode: int | None) -> str:
+    """One line on a job process that ended without an outcome."""
+    if exitcode is not None and exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        if name == "SIGKILL":
+            return "the job process was killed (SIGKILL) from outside the worker"
+        return f"the job process died from {name}"
+    return f"the job process exited with code {exitcode} before reporting an outcome"
