@@ -41,6 +41,8 @@ class ConfigReport:
     deprecations: tuple[DeprecatedUse, ...]
     #: Non-fatal findings to show the operator (insecure defaults, unknown names).
     warnings: tuple[str, ...]
+    #: Mentions, not findings: variables set for another ktrdr component.
+    notes: tuple[str, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -93,6 +95,17 @@ BUNDLES: Mapping[Component, type[AnyConfig]] = {
     "backend": BackendConfig,
     "all": FullConfig,
 }
+
+
+#: The worker settings the backend reads (liveness); the others are the workers' own.
+BACKEND_WORKER_FIELDS = frozenset({"heartbeat_interval", "stale_after", "removal_threshold"})
+
+
+def uses_field(component: Component, cls: type[Any], field: str) -> bool:
+    """Whether ``component`` reads ``cls.field`` (the backend loads worker settings whole)."""
+    if cls not in settings_classes(component).values():
+        return False
+    return component != "backend" or cls is not WorkerSettings or field in BACKEND_WORKER_FIELDS
 
 
 @functools.cache

@@ -5,7 +5,8 @@ Warnings are written to a text stream (stderr in entrypoints) rather than only
 ``warnings.warn``, because Python's default filters hide ``DeprecationWarning`` under
 most runners. A :class:`DeprecationReporter` writes each old name at most once; an
 entrypoint validates its configuration once, at startup, so each warning appears
-once per process.
+once per process. When a value mapping changed the value, the warning quotes both:
+``WORKER_TYPE=backtesting is deprecated: use KTRDR_WORKER_TYPE=backtest``.
 """
 
 from __future__ import annotations
@@ -35,14 +36,36 @@ def deprecated_names() -> dict[str, str]:
     }
 
 
+def value_mappings() -> list[tuple[str, str, str]]:
+    """``(names, mapping, new variable)`` for every declared value mapping, for the docs."""
+    rows = []
+    for cls in ALL_SETTINGS:
+        for item in declared(cls):
+            by_mapping: dict[str, list[str]] = {}
+            for name in item.names:
+                mapping = item.maps.get(name)
+                if mapping is not None:
+                    by_mapping.setdefault(mapping.described, []).append(name)
+            for described, names in by_mapping.items():
+                rows.append((", ".join(f"`{n}`" for n in names), described, item.env))
+    return rows
+
+
 def removal_notice(old: str) -> str:
     """When ``old`` stops working."""
     return f"{old} stops working in ktrdr {REMOVAL_VERSION} (not before {REMOVAL_DATE})"
 
 
 def message_for(use: DeprecatedUse) -> str:
-    """The one-line warning for one deprecated name found set."""
+    """The one-line warning for one deprecated name (or old value) found set."""
     removal = removal_notice(use.old)
+    if use.read_as is not None and use.ignored_for is None:
+        if use.old == use.new:
+            removal = (
+                f"The old value stops working in ktrdr {REMOVAL_VERSION} "
+                f"(not before {REMOVAL_DATE})"
+            )
+        return f"{use.old}={use.value} is deprecated: use {use.new}={use.read_as}. {removal}."
     if use.ignored_for is None:
         return f"{use.old} is deprecated; rename it to {use.new}. {removal}."
     if use.values_differ:
@@ -61,15 +84,16 @@ class DeprecationReporter:
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
-        self._reported: set[str] = set()
+        self._reported: set[tuple[str, str | None]] = set()
 
     def report(self, uses: Iterable[DeprecatedUse]) -> list[str]:
         """Write warnings for the uses not reported yet; return the lines written."""
         lines = []
         for use in uses:
-            if use.old in self._reported:
+            key = (use.old, use.value)
+            if key in self._reported:
                 continue
-            self._reported.add(use.old)
+            self._reported.add(key)
             line = WARNING_PREFIX + message_for(use)
             self._stream.write(line + "\n")
             lines.append(line)

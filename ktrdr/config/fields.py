@@ -10,12 +10,13 @@ from __future__ import annotations
 import datetime
 import enum
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import attrs
 
 from ktrdr.config.checks import Check
+from ktrdr.config.mappings import ValueMap
 from ktrdr.config.types import Secret
 
 T = TypeVar("T")
@@ -23,6 +24,38 @@ T = TypeVar("T")
 _SPEC_KEY = "ktrdr"
 FILE_SUFFIX = "_FILE"
 MASK = "********"
+PREFIX = "KTRDR_"
+
+
+@attrs.frozen
+class OldName:
+    """A deprecated name whose old values also need a mapping (see ``ktrdr.config.mappings``)."""
+
+    name: str
+    values: ValueMap
+
+
+def old(name: str, values: ValueMap) -> OldName:
+    """Declare a deprecated name together with what its old values mean now."""
+    return OldName(name, values)
+
+
+@attrs.frozen
+class Inference:
+    """When the field is not set but ``when`` is, the field takes ``value`` (``reason`` says why).
+
+    The system ktrdr replaces always used PostgreSQL, so a backend configured with a
+    database host and no engine meant PostgreSQL, and still does.
+    """
+
+    when: str
+    value: Any
+    reason: str
+
+
+def generation(name: str) -> int:
+    """Precedence rank of an old name: ``KTRDR_``-prefixed names (0) before unprefixed (1)."""
+    return 0 if name.startswith(PREFIX) else 1
 
 
 @attrs.frozen(kw_only=True)
@@ -39,6 +72,14 @@ class SettingSpec:
     default_doc: str | None = None
     #: Check of the structured value (see ``ktrdr.config.checks``).
     check: Check | None = None
+    #: Old name → what its old values mean now (a name absent here uses ``old_values``).
+    value_maps: tuple[tuple[str, ValueMap], ...] = ()
+    #: Old values still read, under any name (the current one included).
+    old_values: ValueMap | None = None
+    #: ``(field, value)``: the setting has an effect only while ``field`` has ``value``.
+    applies_when: tuple[str, Any] | None = None
+    #: The value this setting takes when another one is set and it is not.
+    inferred: Inference | None = None
 
 
 class InvalidSetting(ValueError):
@@ -69,28 +110,37 @@ def setting(
     default: Any = attrs.NOTHING,
     *,
     help: str,
-    deprecated: tuple[str, ...] = (),
+    deprecated: tuple[str | OldName, ...] = (),
     secret: bool = False,
     unit: str | None = None,
     insecure_default: bool = False,
     default_doc: str | None = None,
     check: Check | None = None,
     factory: Callable[[Any], Any] | None = None,
+    old_values: ValueMap | None = None,
+    applies_when: tuple[str, Any] | None = None,
+    inferred: Inference | None = None,
 ) -> Any:
     """Declare a settings field; returns an ``attrs.field`` carrying a :class:`SettingSpec`.
 
     ``factory`` computes the default from the instance (fields declared earlier), for
     values such as the worker id that derive from other settings; ``default_doc``
-    then says how it reads in the docs.
+    then says how it reads in the docs. ``deprecated`` lists old names, each a string
+    or an :func:`old` name with its value mapping; ``old_values`` maps old values
+    under every name. ``applies_when`` and ``inferred`` name another field of the class.
     """
     spec = SettingSpec(
         help=help,
-        deprecated=deprecated,
+        deprecated=tuple(o.name if isinstance(o, OldName) else o for o in deprecated),
         secret=secret,
         unit=unit,
         insecure_default=insecure_default,
         default_doc=default_doc,
         check=check,
+        value_maps=tuple((o.name, o.values) for o in deprecated if isinstance(o, OldName)),
+        old_values=old_values,
+        applies_when=applies_when,
+        inferred=inferred,
     )
     if factory is not None:
         default = attrs.Factory(factory, takes_self=True)
@@ -111,10 +161,13 @@ class Declared:
     spec: SettingSpec
     #: The environment variable: class prefix + field name, upper-cased, always.
     env: str
-    #: ``env`` followed by the deprecated names, in precedence order.
+    #: ``env`` followed by the deprecated names, in precedence order: by generation,
+    #: ``KTRDR_``-prefixed old names before unprefixed ones (declared order within one).
     names: tuple[str, ...]
     #: ``<env>_FILE``: a variable holding the path of a file holding the value.
     file_var: str
+    #: Name → the value mapping its values go through (only names that have one).
+    maps: Mapping[str, ValueMap] = attrs.field(factory=dict, eq=False)
 
     @property
     def name(self) -> str:
@@ -162,9 +215,11 @@ def declared(cls: type[Any]) -> tuple[Declared, ...]:
             message = f"{cls.__name__}.{attribute.name} is not declared with setting()"
             raise TypeError(message)
         env = prefix + attribute.name.upper()
-        items.append(
-            Declared(cls, attribute, spec, env, (env, *spec.deprecated), env + FILE_SUFFIX)
-        )
+        names = (env, *sorted(spec.deprecated, key=generation))
+        maps = dict(spec.value_maps)
+        if spec.old_values is not None:
+            maps = {name: maps.get(name, spec.old_values) for name in names}
+        items.append(Declared(cls, attribute, spec, env, names, env + FILE_SUFFIX, maps))
     return tuple(items)
 
 

@@ -28,6 +28,7 @@ from ktrdr.config.fields import (
     format_value,
     per_class,
 )
+from ktrdr.config.mappings import Ignored
 from ktrdr.errors import ConfigurationError
 
 S = TypeVar("S")
@@ -42,6 +43,7 @@ __all__ = [
     "FILE_SUFFIX",
     "DeprecatedUse",
     "EnvLoader",
+    "IgnoredValue",
     "LoadResult",
     "Problem",
     "Source",
@@ -57,6 +59,7 @@ class SourceKind(str, enum.Enum):
     SECRET_FILE = "file"  # noqa: S105 - a source kind, not a password
     DOTENV = "dotenv"
     ENTRYPOINT = "entrypoint"
+    INFERRED = "inferred"
     DEFAULT = "default"
 
 
@@ -66,7 +69,9 @@ class Source:
 
     ``path`` is the file read (dotenv file, or the file a ``_FILE`` variable names);
     ``deprecated`` marks an old name read from the dotenv file; ``detail`` is how a
-    derived default reads (``<type>-<hostname>-<port>``).
+    derived default reads (``<type>-<hostname>-<port>``), or why a value was inferred.
+    ``typed`` is the value as the user wrote it (None for secrets), kept so that
+    messages quote it; ``read_as`` is what a value mapping turned it into.
     """
 
     kind: SourceKind
@@ -74,6 +79,8 @@ class Source:
     path: str | None = attrs.field(default=None, kw_only=True)
     deprecated: bool = attrs.field(default=False, kw_only=True)
     detail: str | None = attrs.field(default=None, kw_only=True)
+    typed: str | None = attrs.field(default=None, kw_only=True, eq=False, repr=False)
+    read_as: str | None = attrs.field(default=None, kw_only=True)
 
     def describe(self) -> str:
         """A short human description, e.g. ``env WORKER_PORT (deprecated)``."""
@@ -81,9 +88,16 @@ class Source:
             return "default" if self.detail is None else f"default ({self.detail})"
         if self.kind is SourceKind.ENTRYPOINT:
             return "set by the entrypoint"
+        if self.kind is SourceKind.INFERRED:
+            return f"inferred from {self.variable} ({self.detail})"
         if self.kind is SourceKind.SECRET_FILE:
             return f"file {self.path} (from {self.variable})"
-        old = " (deprecated)" if self.deprecated or self.kind is SourceKind.DEPRECATED else ""
+        notes = []
+        if self.deprecated or self.kind is SourceKind.DEPRECATED:
+            notes.append("deprecated")
+        if self.read_as is not None:
+            notes.append(f"{self.typed} read as {self.read_as}")
+        old = f" ({'; '.join(notes)})" if notes else ""
         if self.kind is SourceKind.DOTENV:
             return f"dotenv {self.path}: {self.variable}{old}"
         return f"env {self.variable}{old}"
@@ -94,9 +108,11 @@ class Problem:
     """One reason the configuration cannot be used, in the user's terms."""
 
     variable: str
-    #: The offending value as shown (already masked for secrets); None: not shown.
+    #: The offending value as the user typed it (masked for secrets); None: not shown.
     shown_value: str | None
     expected: str
+    #: How the value reads once parsed (``30s`` for ``30``), shown after it when different.
+    normalised: str | None = attrs.field(default=None, kw_only=True)
 
     def __str__(self) -> str:
         if self.shown_value is None:
@@ -104,18 +120,39 @@ class Problem:
         shown = repr(self.shown_value[:_MAX_SHOWN_CHARS])
         if len(self.shown_value) > _MAX_SHOWN_CHARS:
             shown += f"... ({len(self.shown_value)} characters)"
+        if self.normalised is not None and self.normalised != self.shown_value.strip():
+            shown += f" ({self.normalised[:_MAX_SHOWN_CHARS]})"
         return f"{self.variable}={shown}: {self.expected}"
 
 
 @attrs.frozen
 class DeprecatedUse:
-    """A deprecated name found set, and what happened to its value."""
+    """A deprecated name (or an old value of a current name) found set, and what happened.
+
+    ``old == new`` when the name is current and only the value is old
+    (``KTRDR_WORKER_TYPE=backtesting``).
+    """
 
     old: str
     new: str
     #: The variable whose value was used instead (None: the old name's value was used).
     ignored_for: str | None = None
     values_differ: bool = False
+    #: The value typed, and what it reads as now, when a value mapping changed it.
+    value: str | None = attrs.field(default=None, kw_only=True)
+    read_as: str | None = attrs.field(default=None, kw_only=True)
+
+
+@attrs.frozen
+class IgnoredValue:
+    """A value that carries no setting (an old label, an old format string), reported."""
+
+    variable: str
+    #: As typed (masked for secrets).
+    value: str
+    #: The setting it was read for.
+    setting: str
+    reason: str
 
 
 @attrs.frozen
@@ -127,6 +164,7 @@ class LoadResult(Generic[S]):
     sources: Mapping[str, Source]
     problems: tuple[Problem, ...]
     deprecations: tuple[DeprecatedUse, ...]
+    ignored: tuple[IgnoredValue, ...] = ()
 
 
 class _MappingEnv(Env):
@@ -177,6 +215,17 @@ def _names_of(cls: type[Any]) -> frozenset[str]:
 
 
 @per_class
+def _inferring(cls: type[Any]) -> tuple[tuple[Declared, Declared], ...]:
+    """``(item, trigger)`` for each setting of ``cls`` that can be inferred from another."""
+    items = {item.name: item for item in declared(cls)}
+    return tuple(
+        (item, items[item.spec.inferred.when])
+        for item in items.values()
+        if item.spec.inferred is not None
+    )
+
+
+@per_class
 def _default_sources(cls: type[Any]) -> Mapping[str, Source]:
     """Field name → the source of its default (derived defaults say how they read)."""
     return {
@@ -190,10 +239,12 @@ def _default_sources(cls: type[Any]) -> Mapping[str, Source]:
 class EnvLoader:
     """Loads settings classes from ``environ`` plus an optional dotenv file.
 
-    Precedence, highest first: the new variable, its deprecated names (in declared
-    order), ``<NEW>_FILE`` (a file holding the value), the dotenv file (new name, then
-    deprecated names), the declared default. Only variables that are actually set
-    are read (through environs) and structured (through the converter).
+    Precedence, highest first: the new variable, its deprecated names (by generation:
+    ``KTRDR_``-prefixed before unprefixed), ``<NEW>_FILE`` (a file holding the value),
+    the dotenv file (same order), the declared default. Only variables that are
+    actually set are read (through environs) and structured (through the converter).
+    A value mapping declared for a name applies first; a value that carries no setting
+    (an old label) is reported and skipped, so the next name down decides.
     """
 
     def __init__(
@@ -269,16 +320,35 @@ class EnvLoader:
             sources[name] = Source(SourceKind.ENTRYPOINT)
         problems: list[Problem] = []
         deprecations: list[DeprecatedUse] = []
+        ignored: list[IgnoredValue] = []
         present = _names_of(cls) & self._names
         if present:
             for item in declared(cls):
                 if item.file_var in present or not present.isdisjoint(item.names):
-                    self._load_item(item, values, sources, problems, deprecations)
+                    self._load_item(item, values, sources, problems, deprecations, ignored)
+            for item, trigger in _inferring(cls):
+                self._infer(item, trigger, values, sources)
         settings: S | None = None
         if not problems:
             settings, construct_problem = self._construct(cls, values)
             problems.extend(construct_problem)
-        return LoadResult(settings, sources, tuple(problems), tuple(deprecations))
+        return LoadResult(settings, sources, tuple(problems), tuple(deprecations), tuple(ignored))
+
+    @staticmethod
+    def _infer(
+        item: Declared, trigger: Declared, values: dict[str, Any], sources: dict[str, Source]
+    ) -> None:
+        """Give ``item`` its inferred value when it is unset and its trigger is set."""
+        inference = item.spec.inferred
+        assert inference is not None  # only inferring items are passed
+        if sources[item.name].kind is not SourceKind.DEFAULT:
+            return
+        trigger_source = sources[trigger.name]
+        if trigger_source.kind in (SourceKind.DEFAULT, SourceKind.INFERRED):
+            return
+        values[item.name] = inference.value
+        variable = trigger_source.variable or trigger.env
+        sources[item.name] = Source(SourceKind.INFERRED, variable, detail=inference.reason)
 
     def _load_item(
         self,
@@ -287,11 +357,17 @@ class EnvLoader:
         sources: dict[str, Source],
         problems: list[Problem],
         deprecations: list[DeprecatedUse],
+        ignored: list[IgnoredValue],
     ) -> None:
         """Find, structure and check one set variable, recording what happened."""
-        found = self._lookup(item, deprecations)
+        found = self._lookup(item, deprecations, ignored)
         if isinstance(found, Problem):
             problems.append(found)
+            return
+        if found is None:  # every value set carried no setting: the default stays
+            if sources[item.name].kind is SourceKind.DEFAULT:
+                detail = f"{ignored[-1].variable}={ignored[-1].value!r} ignored"
+                sources[item.name] = Source(SourceKind.DEFAULT, detail=detail)
             return
         raw, source = found
         value = self._structure(item, raw, source)
@@ -307,14 +383,20 @@ class EnvLoader:
         sources[item.name] = source
 
     def _lookup(
-        self, item: Declared, deprecations: list[DeprecatedUse]
-    ) -> tuple[str, Source] | Problem:
-        """Find the winning raw value of one setting across all layers."""
+        self, item: Declared, deprecations: list[DeprecatedUse], ignored: list[IgnoredValue]
+    ) -> tuple[str, Source] | Problem | None:
+        """Find the winning raw value of one setting across all layers.
+
+        Returns the value as the new setting reads it (after any value mapping), a
+        problem, or None when every value set was ignored (an old label).
+        """
         candidates: list[tuple[str, Source]] = []
+        keep = not item.spec.secret  # a secret's typed value is never kept
         for name in item.names:
             if name in self._env_names:
                 kind = SourceKind.ENV if name == item.env else SourceKind.DEPRECATED
-                candidates.append((self._env.raw(name), Source(kind, name)))
+                raw = self._env.raw(name)
+                candidates.append((raw, Source(kind, name, typed=raw if keep else None)))
         if item.file_var in self._names:
             file_path = self._env.raw(item.file_var)
             from_file = self._read_value_file(item.file_var, file_path)
@@ -326,21 +408,75 @@ class EnvLoader:
             path = str(self.env_file)
             for name in item.names:
                 if name in self._dotenv and name not in self._env_names:
-                    source = Source(SourceKind.DOTENV, name, path=path, deprecated=name != item.env)
-                    candidates.append((self._env.raw(name), source))
-        winner_raw, winner = candidates[0]
-        for raw, source in candidates:
-            if source.variable == item.env or source.kind is SourceKind.SECRET_FILE:
+                    raw = self._env.raw(name)
+                    source = Source(
+                        SourceKind.DOTENV,
+                        name,
+                        path=path,
+                        deprecated=name != item.env,
+                        typed=raw if keep else None,
+                    )
+                    candidates.append((raw, source))
+        read = candidates
+        if item.maps:
+            read = []
+            for raw, source in candidates:
+                mapped = self._map(item, raw, source)
+                if isinstance(mapped, Problem):
+                    return mapped
+                if isinstance(mapped, Ignored):
+                    assert source.variable is not None  # set for every non-default source
+                    shown = format_value(raw, secret=item.spec.secret)
+                    ignored.append(IgnoredValue(source.variable, shown, item.env, mapped.reason))
+                    continue
+                read.append(mapped)
+        if not read:
+            return None
+        winner_raw, winner = read[0]
+        for raw, source in read:
+            changed = source.read_as is not None
+            if (source.variable == item.env and not changed) or (
+                source.kind is SourceKind.SECRET_FILE
+            ):
                 continue
             assert source.variable is not None  # set for every non-default source
+            typed = source.typed if changed else None
             if source is winner:
-                deprecations.append(DeprecatedUse(source.variable, item.env))
-            else:
+                deprecations.append(
+                    DeprecatedUse(source.variable, item.env, value=typed, read_as=source.read_as)
+                )
+            elif source.variable != item.env:
                 differ = raw.strip() != winner_raw.strip()
                 deprecations.append(
-                    DeprecatedUse(source.variable, item.env, winner.variable, differ)
+                    DeprecatedUse(
+                        source.variable,
+                        item.env,
+                        winner.variable,
+                        differ,
+                        value=typed,
+                        read_as=source.read_as,
+                    )
                 )
         return winner_raw, winner
+
+    @staticmethod
+    def _map(item: Declared, raw: str, source: Source) -> tuple[str, Source] | Ignored | Problem:
+        """Apply the value mapping declared for the name read (if any).
+
+        A changed value comes back with a source that records what it was read as.
+        """
+        assert source.variable is not None  # candidates always name their variable
+        mapping = item.maps.get(source.variable)
+        if mapping is None:
+            return raw, source
+        try:
+            mapped = mapping(raw)
+        except ValueError as exc:
+            return _problem(item, raw, source, str(exc))
+        if isinstance(mapped, Ignored) or mapped.strip() == raw.strip():
+            return mapped if isinstance(mapped, Ignored) else (raw, source)
+        read_as = None if item.spec.secret else mapped
+        return mapped, attrs.evolve(source, read_as=read_as)
 
     def _read_value_file(self, file_var: str, file_path: str) -> str | Problem:
         """The content of the file ``file_var`` names, or a problem saying why not."""
@@ -411,6 +547,7 @@ def _problem(item: Declared, raw: str, source: Source, expected: str) -> Problem
     variable = source.variable or item.env
     if source.kind is SourceKind.SECRET_FILE:
         return Problem(variable, source.path, f"the file's content: {expected}")
+    typed = source.typed if source.typed is not None else raw
     # An empty value gives nothing away, even for a secret.
-    shown = format_value(raw, secret=item.spec.secret) if raw.strip() else raw
-    return Problem(variable, shown, expected)
+    shown = format_value(typed, secret=item.spec.secret) if typed.strip() else typed
+    return Problem(variable, shown, expected, normalised=source.read_as)

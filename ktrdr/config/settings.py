@@ -15,7 +15,8 @@ from typing import Any, ClassVar
 import attrs
 
 from ktrdr.config import checks
-from ktrdr.config.fields import setting
+from ktrdr.config.fields import Inference, old, setting
+from ktrdr.config.mappings import BoolChoice, FormatString, Label, Spellings, TrimSuffix
 from ktrdr.config.types import (
     ByteSize,
     DbEngine,
@@ -36,6 +37,24 @@ def _seconds(value: float) -> datetime.timedelta:
     return datetime.timedelta(seconds=value)
 
 
+#: The old environment names were labels (tracing, dashboards), never strictness: a
+#: value KTRDR_ENV cannot take is reported and ignored; production-like names map to
+#: production (stricter, never weaker than meant).
+_ENVIRONMENT_LABEL = Label(
+    accepted=tuple(e.value for e in Environment),
+    table=(
+        ("staging", "production"),
+        ("stage", "production"),
+        ("prod", "production"),
+        ("dev", "development"),
+        ("local", "development"),
+    ),
+    hint="set KTRDR_ENV (development, production or test) to choose the strictness",
+)
+#: Before ktrdr 0.4 clients were given the API root (``.../api/v1``), not the server.
+_API_ROOT = TrimSuffix("/api/v1")
+
+
 @attrs.frozen(kw_only=True)
 class EnvironmentSettings:
     """Which kind of deployment this is, and so how strict validation is."""
@@ -45,7 +64,11 @@ class EnvironmentSettings:
     env: Environment = setting(
         Environment.DEVELOPMENT,
         help="how strict validation is about insecure defaults and unknown variables",
-        deprecated=("ENVIRONMENT", "KTRDR_ENVIRONMENT", "KTRDR_API_ENVIRONMENT"),
+        deprecated=(
+            old("ENVIRONMENT", _ENVIRONMENT_LABEL),
+            old("KTRDR_ENVIRONMENT", _ENVIRONMENT_LABEL),
+            old("KTRDR_API_ENVIRONMENT", _ENVIRONMENT_LABEL),
+        ),
     )
     acknowledge_insecure_defaults: bool = setting(
         False,
@@ -75,6 +98,7 @@ class WorkerSettings:
         None,
         help="the kind of worker; the entrypoint sets it, and a conflicting value is an error",
         deprecated=("WORKER_TYPE",),
+        old_values=Spellings((("backtesting", "backtest"),)),
         default_doc="(set by the entrypoint)",
     )
     host: str = setting(
@@ -106,7 +130,10 @@ class WorkerSettings:
         check=checks.HTTP_URL,
     )
     backend_url: str = setting(
-        "http://localhost:8000", help="URL of the backend", check=checks.HTTP_URL
+        "http://localhost:8000",
+        help="URL of the backend (the server, without /api/v1)",
+        deprecated=(old("KTRDR_API_CLIENT_BASE_URL", _API_ROOT), old("KTRDR_API_URL", _API_ROOT)),
+        check=checks.HTTP_URL,
     )
     heartbeat_interval: datetime.timedelta = setting(
         _seconds(10),
@@ -226,6 +253,7 @@ class OperationsSettings:
     cleanup_interval: datetime.timedelta = setting(
         _seconds(3600),
         help="time between retention cleanups",
+        deprecated=("KTRDR_OPS_CLEANUP_INTERVAL_SECONDS",),
         check=checks.POSITIVE_DURATION,
     )
     retention_days: int = setting(
@@ -236,6 +264,9 @@ class OperationsSettings:
     )
 
 
+_POSTGRESQL = ("engine", DbEngine.POSTGRESQL)
+
+
 @attrs.frozen(kw_only=True)
 class DatabaseSettings:
     """The backend's store: embedded SQLite by default, PostgreSQL when configured."""
@@ -243,18 +274,42 @@ class DatabaseSettings:
     PREFIX: ClassVar[str] = "KTRDR_DB_"
 
     engine: DbEngine = setting(
-        DbEngine.SQLITE, help="which store the backend uses; sqlite needs no setup"
+        DbEngine.SQLITE,
+        help="which store the backend uses; sqlite needs no setup",
+        inferred=Inference("host", DbEngine.POSTGRESQL, "a PostgreSQL host is set"),
     )
-    path: Path = setting(Path("data/ktrdr.db"), help="SQLite database file")
+    path: Path = setting(
+        Path("data/ktrdr.db"),
+        help="SQLite database file",
+        applies_when=("engine", DbEngine.SQLITE),
+    )
     host: str = setting(
-        "localhost", help="PostgreSQL host", deprecated=("DB_HOST",), check=checks.HOST
+        "localhost",
+        help="PostgreSQL host",
+        deprecated=("DB_HOST",),
+        check=checks.HOST,
+        applies_when=_POSTGRESQL,
     )
-    port: int = setting(5432, help="PostgreSQL port", deprecated=("DB_PORT",), check=checks.PORT)
+    port: int = setting(
+        5432,
+        help="PostgreSQL port",
+        deprecated=("DB_PORT",),
+        check=checks.PORT,
+        applies_when=_POSTGRESQL,
+    )
     name: str = setting(
-        "ktrdr", help="PostgreSQL database", deprecated=("DB_NAME",), check=checks.NON_EMPTY
+        "ktrdr",
+        help="PostgreSQL database",
+        deprecated=("DB_NAME",),
+        check=checks.NON_EMPTY,
+        applies_when=_POSTGRESQL,
     )
     user: str = setting(
-        "ktrdr", help="PostgreSQL user", deprecated=("DB_USER",), check=checks.NON_EMPTY
+        "ktrdr",
+        help="PostgreSQL user",
+        deprecated=("DB_USER",),
+        check=checks.NON_EMPTY,
+        applies_when=_POSTGRESQL,
     )
     password: Secret = setting(
         Secret(DEV_DB_PASSWORD),
@@ -262,6 +317,7 @@ class DatabaseSettings:
         deprecated=("DB_PASSWORD",),
         secret=True,
         insecure_default=True,
+        applies_when=_POSTGRESQL,
     )
     echo: bool = setting(False, help="log every SQL statement", deprecated=("DB_ECHO",))
 
@@ -280,7 +336,11 @@ class LoggingSettings:
     format: LogFormat = setting(
         LogFormat.TEXT,
         help="text for people, json for log collectors",
-        deprecated=("KTRDR_LOGGING_FORMAT",),
+        deprecated=(
+            "KTRDR_LOGGING_FORMAT",
+            old("KTRDR_LOG_JSON_OUTPUT", BoolChoice(true="json", false="text")),
+        ),
+        old_values=FormatString(),
     )
 
 

@@ -7,7 +7,8 @@ It never prints: entrypoints print the report and warnings it returns or raises.
 ``KTRDR_ENV`` sets the strictness:
 
 =============  ===========================================  ======================
-KTRDR_ENV      insecure default secrets                     unknown KTRDR_* names
+KTRDR_ENV      insecure default secrets                     unknown KTRDR_* names,
+                                                            settings without effect
 =============  ===========================================  ======================
 development    boxed warning (``KTRDR_ACKNOWLEDGE_...``     warning
                silences it)
@@ -15,6 +16,10 @@ test           accepted silently (tests use the             error
                development secrets on purpose)
 production     error (acknowledging does not help)          error
 =============  ===========================================  ======================
+
+In every mode, an old value that carries no setting (``ENVIRONMENT=canary``, a label)
+and a retired variable are warnings, and variables read by another component are
+mentioned in one note (see ``ktrdr.config.effects``).
 """
 
 from __future__ import annotations
@@ -38,11 +43,20 @@ from ktrdr.config.bundles import (
     settings_classes,
 )
 from ktrdr.config.deprecation import message_for
+from ktrdr.config.effects import (
+    elsewhere,
+    elsewhere_note,
+    ignored_warning,
+    reads,
+    retired_warnings,
+    without_effect,
+)
 from ktrdr.config.fields import FILE_SUFFIX, declared, format_value
 from ktrdr.config.loader import (
     DEFAULT_ENV_FILE,
     DeprecatedUse,
     EnvLoader,
+    IgnoredValue,
     Problem,
     Source,
     SourceKind,
@@ -79,12 +93,14 @@ class Strictness:
 
     insecure_defaults: Severity
     unknown_variables: Severity
+    #: A setting set whose declared condition does not hold (``applies_when``).
+    without_effect: Severity = Severity.ERROR
 
 
 STRICTNESS: Mapping[Environment, Strictness] = {
-    Environment.DEVELOPMENT: Strictness(Severity.WARN, Severity.WARN),
-    Environment.TEST: Strictness(Severity.ALLOW, Severity.ERROR),
-    Environment.PRODUCTION: Strictness(Severity.ERROR, Severity.ERROR),
+    Environment.DEVELOPMENT: Strictness(Severity.WARN, Severity.WARN, Severity.WARN),
+    Environment.TEST: Strictness(Severity.ALLOW, Severity.ERROR, Severity.ERROR),
+    Environment.PRODUCTION: Strictness(Severity.ERROR, Severity.ERROR, Severity.ERROR),
 }
 
 
@@ -142,14 +158,18 @@ def validate_all(
     loaded: dict[str, Any] = {}
     sources: dict[str, Source] = {}
     deprecations: list[DeprecatedUse] = []
+    ignored: list[IgnoredValue] = []
     for field_name, cls in settings_classes(component).items():
         fixed = {"type": worker_type} if cls is WorkerSettings and worker_type else None
         result = loader.load_result(cls, entrypoint=fixed)
         problems.extend(result.problems)
         deprecations.extend(result.deprecations)
+        ignored.extend(result.ignored)
         for item in declared(cls):
             sources[item.env] = result.sources[item.name]
         loaded[field_name] = result.settings
+    # A setting this component does not read is mentioned in a note, not renamed here.
+    deprecations = [d for d in deprecations if reads(component, d.new)]
 
     environment: EnvironmentSettings = loaded["environment"] or EnvironmentSettings()
     strictness = STRICTNESS[environment.env]
@@ -174,18 +194,32 @@ def validate_all(
     ):
         warnings.append(_insecure_box(insecure))
 
-    for name in unknown_variables(loader.names_set()):
+    names = loader.names_set()
+    for name in unknown_variables(names):
         where = f" (set in {loader.env_file})" if loader.in_dotenv_only(name) else ""
         if strictness.unknown_variables is Severity.ERROR:
             problems.append(Problem(name, None, unknown_message(name) + where))
         else:
             warnings.append(f"{name}{where}: {unknown_message(name)}")
 
+    warnings.extend(ignored_warning(value, loaded, sources) for value in ignored)
+    warnings.extend(retired_warnings(names))
+    for problem in without_effect(loaded, sources, component):
+        if strictness.without_effect is Severity.ERROR:
+            problems.append(problem)
+        else:
+            warnings.append(str(problem))
+    found = elsewhere(names, component)
+    notes = (elsewhere_note(found, component),) if found else ()
+
     if problems:
-        notes = [message_for(use) for use in deprecations] + warnings
-        raise ConfigurationError([str(p) for p in problems], warnings=notes)
+        shown = [message_for(use) for use in deprecations] + warnings + list(notes)
+        raise ConfigurationError([str(p) for p in problems], warnings=shown)
     report = ConfigReport(
-        sources=sources, deprecations=tuple(deprecations), warnings=tuple(warnings)
+        sources=sources,
+        deprecations=tuple(deprecations),
+        warnings=tuple(warnings),
+        notes=notes,
     )
     return BUNDLES[component](**loaded, report=report)
 
@@ -212,6 +246,8 @@ def _rule_problem(
         return Problem(
             source.variable, source.path, f"the file's content ({shown_value}): {expected}"
         )
+    if source is not None and source.typed is not None:  # quote what the user typed
+        return Problem(_variable(sources, env), source.typed, expected, normalised=shown_value)
     return Problem(_variable(sources, env), shown_value, expected)
 
 

@@ -14,9 +14,16 @@ from ktrdr.config import ConfigurationError, validate_all
 from ktrdr.config.bundles import AnyConfig, Component
 
 #: A production configuration that passes every check (secrets set, nothing unknown).
+#: The database is the default SQLite file, so no database password is set (it would
+#: have no effect, an error in production).
 PRODUCTION = {
     "KTRDR_ENV": "production",
     "KTRDR_AUTH_WORKER_TOKEN": "prod-token-8c1f",
+}
+#: The same on PostgreSQL, with its password.
+PRODUCTION_POSTGRESQL = {
+    **PRODUCTION,
+    "KTRDR_DB_ENGINE": "postgresql",
     "KTRDR_DB_PASSWORD": "prod-password-77aa",
 }
 

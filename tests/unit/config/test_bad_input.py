@@ -19,8 +19,13 @@ from ktrdr.config.fields import Declared, declared
 
 ITEMS = [item for cls in ALL_SETTINGS for item in declared(cls)]
 NAMES = [(item, name) for item in ITEMS for name in item.names]
-#: Real secrets, so that KTRDR_ENV=production is valid unless the variable under test breaks it.
-BASE = {"KTRDR_AUTH_WORKER_TOKEN": "base-token-1234", "KTRDR_DB_PASSWORD": "base-password-1234"}
+#: Real secrets, so that KTRDR_ENV=production is valid unless the variable under test breaks it
+#: (on PostgreSQL, where the database password has an effect).
+BASE = {
+    "KTRDR_AUTH_WORKER_TOKEN": "base-token-1234",
+    "KTRDR_DB_ENGINE": "postgresql",
+    "KTRDR_DB_PASSWORD": "base-password-1234",
+}
 
 raw_values = st.one_of(
     st.text(st.characters(exclude_categories=()), max_size=40),

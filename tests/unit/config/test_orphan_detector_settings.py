@@ -57,9 +57,9 @@ def test_timeout_must_exceed_twice_the_heartbeat() -> None:
 
 
 def test_rule_names_the_deprecated_variable_actually_set() -> None:
-    """When the timeout came from an old name, the problem names that old name."""
+    """When the timeout came from an old name, the problem names it and quotes what was typed."""
     problems = problems_of("backend", {"ORPHAN_TIMEOUT_SECONDS": "15"})
-    assert problems[0].startswith("ORPHAN_TIMEOUT_SECONDS='15s': expected more than twice")
+    assert problems[0].startswith("ORPHAN_TIMEOUT_SECONDS='15' (15s): expected more than twice")
 
 
 def test_frozen() -> None:
