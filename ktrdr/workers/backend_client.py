@@ -1,11 +1,12 @@
 """The worker's client for the backend: register, heartbeat, unregister, report.
 
 It wraps an injected ``httpx.AsyncClient`` (tests use ``httpx.MockTransport``) and
-turns every outcome into a return value or one of three exceptions, so the runtime
-decides about retries by type: :class:`BackendUnavailable` (network trouble, 5xx:
-try again later), :class:`BackendRejected` (4xx: this request will not succeed as
-is), :class:`UnknownWorker` (404 on a worker path: the backend forgot us, register
-again). The token is sent in a header and never logged or put in a message.
+turns every outcome into a return value or one of three exceptions from
+``ktrdr.errors``, so the runtime decides about retries by type:
+:class:`~ktrdr.errors.BackendUnavailable` (network trouble, 5xx: try again later),
+:class:`~ktrdr.errors.BackendRejected` (4xx: this request will not succeed as is),
+:class:`~ktrdr.errors.WorkerNotRegistered` (404 on a worker path: the backend forgot
+us, register again). The token is sent in a header and never logged or put in a message.
 """
 
 from __future__ import annotations
@@ -21,7 +22,13 @@ import httpx
 from pydantic import BaseModel
 
 from ktrdr.config import Secret
-from ktrdr.errors import KtrdrError
+from ktrdr.errors import (
+    BackendError,
+    BackendRejected,
+    BackendUnavailable,
+    BackendUnreachable,
+    WorkerNotRegistered,
+)
 from ktrdr.protocol import (
     OPERATIONS_PATH,
     REGISTER_PATH,
@@ -30,6 +37,7 @@ from ktrdr.protocol import (
     OperationReport,
     RegisterRequest,
 )
+from ktrdr.web.http_client import backend_error, bearer_headers, describe_error
 from ktrdr.workers.backoff import Backoff
 
 logger = logging.getLogger(__name__)
@@ -40,38 +48,8 @@ REPORT_BACKOFF_INITIAL = datetime.timedelta(milliseconds=200)
 REPORT_BACKOFF_CAP = datetime.timedelta(seconds=5)
 
 
-class BackendError(KtrdrError):
-    """A call to the backend did not succeed."""
-
-
-class BackendUnavailable(BackendError):
-    """No usable answer (connection refused, timeout, 5xx); worth retrying later."""
-
-
-class BackendRejected(BackendError):
-    """The backend refused the request (4xx); retrying it unchanged will not help."""
-
-    def __init__(self, status_code: int, message: str) -> None:
-        self.status_code = status_code
-        super().__init__(message)
-
-
-class UnknownWorker(BackendRejected):
-    """404 on a worker path: the backend does not know this worker (it restarted)."""
-
-
-def _describe(response: httpx.Response) -> str:
-    """``HTTP 422 invalid_request: ...`` from an ``ErrorBody`` (or just the status)."""
-    prefix = f"HTTP {response.status_code}"
-    try:
-        body = response.json()
-    except ValueError:
-        return prefix
-    if not isinstance(body, dict):
-        return prefix
-    error, detail = body.get("error"), body.get("detail")
-    text = f"{prefix} {error}" if error else prefix
-    return f"{text}: {detail}" if detail else text
+#: The name this error had before ``ktrdr.errors`` (kept until ``ktrdr.workers`` switches).
+UnknownWorker = WorkerNotRegistered
 
 
 class BackendClient:
@@ -89,10 +67,7 @@ class BackendClient:
     ) -> None:
         self._http = http
         self.base_url = base_url.rstrip("/")
-        self._headers = {
-            "Authorization": f"Bearer {token.reveal()}",
-            "Content-Type": "application/json",
-        }
+        self._headers = bearer_headers(token)
         self.timeout_s = timeout.total_seconds()
         self._clock = clock
         self._sleep = sleep
@@ -114,26 +89,26 @@ class BackendClient:
             )
         except httpx.HTTPError as exc:
             message = f"{method} {url} failed: {type(exc).__name__}"
-            raise BackendUnavailable(message) from None
+            raise BackendUnreachable(message) from None
         if response.status_code >= 500 or response.status_code == 429:
-            message = f"{method} {url}: {_describe(response)}"
-            raise BackendUnavailable(message)
+            raise backend_error(response, f"{method} {url}")
         return response
 
     async def register(self, request: RegisterRequest) -> None:
         """``POST /api/v1/workers/register`` (idempotent)."""
         response = await self._send("POST", REGISTER_PATH, request)
         if response.status_code >= 400:
-            raise BackendRejected(response.status_code, f"registration: {_describe(response)}")
+            raise backend_error(response, "registration")
 
     async def heartbeat(self, worker_id: str, request: HeartbeatRequest) -> None:
-        """``POST /api/v1/workers/{id}/heartbeat``; raises :class:`UnknownWorker` on 404."""
+        """``POST /api/v1/workers/{id}/heartbeat``; raises ``WorkerNotRegistered`` on 404."""
         path = f"{WORKERS_PATH}/{quote(worker_id, safe='')}/heartbeat"
         response = await self._send("POST", path, request)
         if response.status_code == 404:
-            raise UnknownWorker(404, f"heartbeat: {_describe(response)}")
+            message = f"heartbeat: {describe_error(response)}"
+            raise WorkerNotRegistered(message, status_code=404)
         if response.status_code >= 400:
-            raise BackendRejected(response.status_code, f"heartbeat: {_describe(response)}")
+            raise backend_error(response, "heartbeat")
 
     async def unregister(self, worker_id: str, *, timeout_s: float | None = None) -> bool:
         """``DELETE /api/v1/workers/{id}``; False when the backend did not know us."""
@@ -142,7 +117,7 @@ class BackendClient:
         if response.status_code == 404:
             return False
         if response.status_code >= 400:
-            raise BackendRejected(response.status_code, f"unregister: {_describe(response)}")
+            raise backend_error(response, "unregister")
         return True
 
     async def report_operation(
@@ -175,8 +150,7 @@ class BackendClient:
                 await self._sleep(delay)
                 continue
             if response.status_code >= 400:
-                message = f"report of operation {operation_id}: {_describe(response)}"
-                raise BackendRejected(response.status_code, message)
+                raise backend_error(response, f"report of operation {operation_id}")
             return
 
 
@@ -185,5 +159,7 @@ __all__ = [
     "BackendError",
     "BackendRejected",
     "BackendUnavailable",
+    "BackendUnreachable",
     "UnknownWorker",
+    "WorkerNotRegistered",
 ]

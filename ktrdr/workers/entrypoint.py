@@ -93,9 +93,7 @@ def job_launcher(
     host = JobHost(
         checkpoints=checkpoints, worker=config.worker, checkpoint_settings=config.checkpoint
     )
-    return JobLauncher(
-        entry=entry, host=host, stop_grace_s=config.worker.stop_grace.total_seconds()
-    )
+    return JobLauncher(entry=entry, host=host)
 
 
 async def serve_worker(

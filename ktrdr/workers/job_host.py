@@ -11,10 +11,13 @@ event loop. Nothing here knows how the job process is started.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import signal
 
-from ktrdr.config import CheckpointSettings, WorkerSettings
+import attrs
+
+from ktrdr.config import CheckpointSettings, WorkerSettings, env_name
 from ktrdr.config.fields import format_duration
 from ktrdr.job_messages import CheckpointData, JobOutcome, JobRequest, StopReason
 from ktrdr.protocol import OperationStatus, StartOperationRequest
@@ -23,6 +26,10 @@ from ktrdr.workers.checkpoints import CheckpointError, CheckpointStore
 __all__ = ["JobEnd", "JobHost"]
 
 logger = logging.getLogger(__name__)
+
+_WORKER = attrs.fields(WorkerSettings)
+STOP_GRACE = env_name(_WORKER.stop_grace)
+SHUTDOWN_TIMEOUT = env_name(_WORKER.shutdown_timeout)
 
 
 class JobEnd:
@@ -59,6 +66,18 @@ class JobHost:
         self.checkpoints = checkpoints
         self._worker = worker
         self._checkpoint_settings = checkpoint_settings
+
+    def grace_s(self, reason: StopReason) -> float:
+        """Seconds a job asked to stop for ``reason`` has before it is killed.
+
+        ``KTRDR_WORKER_STOP_GRACE``; on shutdown at most half of
+        ``KTRDR_WORKER_SHUTDOWN_TIMEOUT``, so the worker still reports the operation
+        (with its last checkpoint) and unregisters before its own deadline.
+        """
+        grace = self._worker.stop_grace.total_seconds()
+        if reason is StopReason.SHUTDOWN:
+            return min(grace, self._worker.shutdown_timeout.total_seconds() / 2)
+        return grace
 
     def prepare(self, start: StartOperationRequest) -> JobRequest | JobOutcome:
         """The job's request, or the FAILED outcome when there is nothing to resume."""
@@ -112,10 +131,11 @@ class JobHost:
             )
         if end.killed_for is not None:
             grace = format_duration(self._worker.stop_grace)
-            error = (
-                f"the job did not stop within KTRDR_WORKER_STOP_GRACE={grace} and was "
-                f"killed ({end.killed_for.value})"
-            )
+            waited = format_duration(datetime.timedelta(seconds=self.grace_s(end.killed_for)))
+            limit = f"{STOP_GRACE}={grace}"
+            if waited != grace:
+                limit = f"{waited} (half of {SHUTDOWN_TIMEOUT}, below {limit})"
+            error = f"the job did not stop within {limit} and was killed ({end.killed_for.value})"
             return JobOutcome(
                 status=OperationStatus.CANCELLED,
                 error=error,

@@ -54,12 +54,11 @@ class JobLauncher:
     """Starts job processes for one worker.
 
     ``entry`` is what the child runs; the fork server imports its module once, ahead
-    of any job.
+    of any job. A job asked to stop is killed after ``host.grace_s(reason)``.
     """
 
-    def __init__(self, *, entry: JobEntry, host: JobHost, stop_grace_s: float) -> None:
+    def __init__(self, *, entry: JobEntry, host: JobHost) -> None:
         self.host = host
-        self.stop_grace_s = stop_grace_s
         self._entry = entry
         # "__main__" too: multiprocessing re-imports the parent's main module in every
         # child unless the fork server already holds it, which would cost each job
@@ -154,7 +153,7 @@ class RunningJob:
                 return
             self._stop = reason
             self._send_stop()
-        self._kill_timer = self._loop.call_later(self._launcher.stop_grace_s, self.kill)
+        self._kill_timer = self._loop.call_later(self._host.grace_s(reason), self.kill)
 
     def kill(self) -> None:
         """End the job process now (SIGKILL); its outcome says it was killed."""
@@ -167,7 +166,7 @@ class RunningJob:
                 logger.warning(
                     "operation %s: the job did not stop within %gs; killing process %s",
                     self.operation_id,
-                    self._launcher.stop_grace_s,
+                    self._host.grace_s(self._killed_for),
                     process.pid,
                 )
                 process.kill()
@@ -260,7 +259,7 @@ class RunningJob:
 
     def _reap(self, process: Any) -> None:
         """Wait for the process to exit; kill it if it lingers after its outcome."""
-        process.join(timeout=self._launcher.stop_grace_s)
+        process.join(timeout=self._host.grace_s(StopReason.CANCELLED))
         if process.is_alive():
             process.kill()
             process.join()

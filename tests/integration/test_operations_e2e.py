@@ -23,10 +23,10 @@ from support.fleet import Fleet, Server, backend_env, worker_env
 from support.processes import ProcessGroup, free_port, wait_until
 
 from ktrdr.config import CheckpointSettings
-from ktrdr.protocol import OperationStatus
+from ktrdr.job_messages import CheckpointData, JobRequest, StopReason
+from ktrdr.jobs import TrainingJob, run_steps
+from ktrdr.protocol import OperationStatus, OperationType, Progress
 from ktrdr.workers.checkpoints import CheckpointStore
-from ktrdr.workers.runner import RunContext
-from ktrdr.workers.training import TrainingRunner
 
 pytestmark = pytest.mark.slow
 
@@ -139,27 +139,35 @@ def ops(tmp_path: Path) -> Iterator[Ops]:
         ops.http.close()
 
 
+class _Uninterrupted:
+    """A job channel that never asks to stop and drops progress and checkpoints."""
+
+    def progress(self, progress: Progress) -> None:
+        """Dropped."""
+
+    def checkpoint(self, data: CheckpointData) -> None:
+        """Dropped."""
+
+    def stop_requested(self) -> StopReason | None:
+        return None
+
+
 def uninterrupted_training(directory: Path, parameters: dict[str, Any]) -> Any:
     """The result of the same training run, in this process, without interruption."""
-    runner = TrainingRunner(
-        checkpoint=CheckpointSettings(dir=directory, epoch_interval=50), clock=time.monotonic
+    request = JobRequest(
+        operation_id="reference",
+        operation_type=OperationType.TRAINING,
+        parameters=parameters,
+        checkpoint_settings=CheckpointSettings(dir=directory, epoch_interval=50),
     )
-    outcome = runner.run(
-        RunContext(
-            operation_id="reference",
-            parameters=parameters,
-            resume=False,
-            report_progress=lambda progress: None,
-            stop_requested=lambda: None,
-        )
-    )
+    outcome = run_steps(TrainingJob(), request, _Uninterrupted(), clock=time.monotonic)
     assert outcome.status is OperationStatus.COMPLETED, outcome.error
     return json.loads(json.dumps(outcome.result))
 
 
 def test_a_training_operation_completes_with_metrics(ops: Ops) -> None:
     """Created, dispatched to the training worker, completed with loss and accuracy."""
-    stale = ops.checkpoint_dir / "old-operation" / "checkpoint.npz"
+    stale = ops.checkpoint_dir / "old-operation" / "checkpoint.zip"
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"left over")
     forty_days_ago = time.time() - 40 * 24 * 3600
@@ -237,7 +245,7 @@ def test_a_sigkilled_worker_is_orphaned_then_resumed_elsewhere_to_the_same_resul
     assert f"worker {first_id} last reported it at" in orphaned["error"]
     assert "KTRDR_ORPHAN_TIMEOUT=1.5s" in orphaned["error"]
     assert 0 < saved_epoch < LONG_TRAINING["epochs"]
-    assert saved_epoch % 50 == 0  # KTRDR_CHECKPOINT_EPOCH_INTERVAL=50 reached the runner
+    assert saved_epoch % 50 == 0  # KTRDR_CHECKPOINT_EPOCH_INTERVAL=50 reached the job
 
     second, second_id = ops.start_worker("training")
     resumed = ops.post(operation_id, "resume")

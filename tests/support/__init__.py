@@ -7,7 +7,7 @@ rules: free ports picked by the OS on 127.0.0.1, an explicit ``env`` for every c
 files (no pipe can fill up and block a child), waiting by polling with a deadline,
 and every child killed on the way out.
 
-``support.worker_fakes`` holds in-process fakes (backend, time, runners) for unit
+``support.worker_fakes`` holds in-process fakes (backend, time) for unit
 tests of the worker runtime.
 """
 

@@ -126,9 +126,7 @@ class ScriptedJob:
             worker=settings,
             checkpoint_settings=checkpoint,
         )
-        return JobLauncher(
-            entry=self.entry, host=host, stop_grace_s=settings.stop_grace.total_seconds()
-        )
+        return JobLauncher(entry=self.entry, host=host)
 
 
 __all__ = ["FileFlag", "ScriptedEntry", "ScriptedJob", "run_scripted"]

@@ -1,4 +1,4 @@
-"""Fakes for unit tests of the worker runtime: a backend, time, runners, a worker factory.
+"""Fakes for unit tests of the worker runtime: a backend, time, a worker factory.
 
 ``FakeBackend`` is an ``httpx.MockTransport`` handler that behaves like the backend's
 worker API (it forgets workers on ``known.clear()``, as a restarted backend does);

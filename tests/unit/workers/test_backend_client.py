@@ -10,6 +10,12 @@ import httpx
 import pytest
 
 from ktrdr.config import Secret
+from ktrdr.errors import (
+    BackendRejected,
+    BackendUnavailable,
+    BackendUnreachable,
+    WorkerNotRegistered,
+)
 from ktrdr.protocol import (
     HeartbeatRequest,
     OperationReport,
@@ -18,12 +24,8 @@ from ktrdr.protocol import (
     RegisterRequest,
     WorkerStatus,
 )
-from ktrdr.workers.backend_client import (
-    BackendClient,
-    BackendRejected,
-    BackendUnavailable,
-    UnknownWorker,
-)
+from ktrdr.workers import backend_client
+from ktrdr.workers.backend_client import BackendClient
 
 pytestmark = pytest.mark.anyio
 
@@ -133,12 +135,38 @@ async def test_transport_failures_and_5xx_are_unavailable(
         await _client(Recorder(answer)).register(REGISTRATION)
 
 
-async def test_heartbeat_404_means_unknown_worker() -> None:
-    """A 404 on heartbeat raises UnknownWorker (the cue to register again)."""
+@pytest.mark.parametrize(
+    "failure",
+    [httpx.ConnectError("refused"), httpx.ReadTimeout("slow")],
+    ids=["refused", "timeout"],
+)
+async def test_no_answer_at_all_is_unreachable(failure: Exception) -> None:
+    """A transport failure is BackendUnreachable, with no status and the failure's kind."""
+    with pytest.raises(BackendUnreachable) as raised:
+        await _client(Recorder(failure)).register(REGISTRATION)
+
+    assert raised.value.status_code is None
+    assert str(raised.value).endswith(f"failed: {type(failure).__name__}")
+
+
+async def test_a_5xx_keeps_its_status_and_the_body() -> None:
+    """A 503 is BackendUnavailable carrying the status and the ErrorBody, read the shared way."""
+    with pytest.raises(BackendUnavailable) as raised:
+        await _client(Recorder(_error(503, "unavailable", "starting"))).register(REGISTRATION)
+
+    assert raised.value.status_code == 503
+    assert str(raised.value).endswith("/api/v1/workers/register: HTTP 503 unavailable: starting")
+
+
+async def test_heartbeat_404_means_the_worker_is_not_registered() -> None:
+    """A 404 on heartbeat raises WorkerNotRegistered (the cue to register again)."""
     recorder = Recorder(_error(404, "unknown_worker", "no worker with id"))
 
-    with pytest.raises(UnknownWorker):
+    with pytest.raises(WorkerNotRegistered) as raised:
         await _client(recorder).heartbeat("a/b c", HeartbeatRequest(status=WorkerStatus.IDLE))
+
+    assert raised.value.status_code == 404
+    assert str(raised.value) == "heartbeat: HTTP 404 unknown_worker: no worker with id"
 
     assert recorder.requests[0].url.raw_path == b"/api/v1/workers/a%2Fb%20c/heartbeat"
 
@@ -222,3 +250,10 @@ async def test_report_stops_retrying_when_its_budget_runs_out() -> None:
 
     assert sum(time.sleeps) < 1.0
     assert 1 < len(recorder.requests) < 8
+
+
+def test_old_error_names_stay_importable_until_the_runtime_switches() -> None:
+    """ktrdr.workers.backend_client re-exports the ktrdr.errors classes themselves."""
+    assert backend_client.UnknownWorker is WorkerNotRegistered
+    assert backend_client.BackendRejected is BackendRejected
+    assert backend_client.BackendUnavailable is BackendUnavailable

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ktrdr.config import CheckpointSettings, WorkerType, validate_all
-from ktrdr.job_messages import JOB_ENTRY
+from ktrdr.job_messages import JOB_ENTRY, StopReason
 from ktrdr.workers.checkpoints import CheckpointStore
 from ktrdr.workers.entrypoint import (
     CHECKPOINT_PURGE_INTERVAL,
@@ -59,7 +59,7 @@ def test_type_conflicting_with_the_entrypoint_exits_1(capsys: pytest.CaptureFixt
 def test_the_launcher_runs_ktrdrs_jobs_with_the_worker_settings(
     worker_type: WorkerType, tmp_path: Path
 ) -> None:
-    """Jobs run ktrdr.jobs' entry; checkpoints go to the store; the grace is the setting."""
+    """Jobs run ktrdr.jobs' entry; checkpoints go to the store; graces follow the settings."""
     config = validate_all(
         "worker",
         {"KTRDR_CHECKPOINT_DIR": str(tmp_path / "ckpt"), "KTRDR_WORKER_STOP_GRACE": "3s"},
@@ -72,7 +72,8 @@ def test_the_launcher_runs_ktrdrs_jobs_with_the_worker_settings(
 
     assert JOB_ENTRY.module == "ktrdr.jobs.process"
     assert launcher.host.checkpoints is checkpoints
-    assert launcher.stop_grace_s == 3.0
+    assert launcher.host.grace_s(StopReason.CANCELLED) == 3.0
+    assert launcher.host.grace_s(StopReason.SHUTDOWN) == 3.0  # below half the 25 s timeout
 
 
 @pytest.fixture

@@ -288,15 +288,13 @@ async def test_shutdown_stops_the_operation_reports_it_then_unregisters() -> Non
     assert backend.known == set()
 
 
-async def test_a_job_ignoring_the_stop_request_cannot_hold_the_shutdown(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    """With a stop grace beyond the shutdown budget, stop() still ends in time and unregisters."""
+async def test_a_job_ignoring_sigterm_is_killed_reported_and_the_worker_unregisters() -> None:
+    """On shutdown a stuck job is killed after half the shutdown budget, then reported."""
     backend = FakeBackend()
     job = ScriptedJob(behaviour="ignore_stop")
     settings = attrs.evolve(
         SETTINGS,
-        shutdown_timeout=datetime.timedelta(seconds=0.5),
+        shutdown_timeout=datetime.timedelta(seconds=1),
         stop_grace=datetime.timedelta(seconds=30),
     )
     worker = make_worker(backend, job=job, settings=settings)
@@ -305,11 +303,33 @@ async def test_a_job_ignoring_the_stop_request_cannot_hold_the_shutdown(
     await wait_for(job.started.is_set)
 
     await asyncio.wait_for(worker.stop(), timeout=10)
-    job.release.set()
 
-    assert "did not stop within KTRDR_WORKER_SHUTDOWN_TIMEOUT" in caplog.text
+    report = backend.reports()[0]
+    assert report["status"] == "cancelled"
+    assert report["error"] == (
+        "the job did not stop within 0.5s (half of KTRDR_WORKER_SHUTDOWN_TIMEOUT, below "
+        "KTRDR_WORKER_STOP_GRACE=30s) and was killed (shutdown)"
+    )
     assert backend.paths()[-1] == "DELETE /api/v1/workers/training-test-5003"
-    assert backend.reports() == []
+
+
+async def test_a_report_that_cannot_go_through_cannot_hold_the_shutdown(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A backend that never answers the report: stop() gives up in time and unregisters."""
+    backend = HeldReports()
+    job = ScriptedJob()
+    job.release.set()
+    settings = attrs.evolve(SETTINGS, shutdown_timeout=datetime.timedelta(seconds=0.5))
+    worker = make_worker(backend, job=job, settings=settings)
+    await worker.register_until_success()
+    await worker.start_operation(start_request())
+    await wait_for(lambda: backend.reports())
+
+    await asyncio.wait_for(worker.stop(), timeout=10)
+
+    assert "report did not go through within KTRDR_WORKER_SHUTDOWN_TIMEOUT" in caplog.text
+    assert backend.paths()[-1] == "DELETE /api/v1/workers/training-test-5003"
 
 
 async def test_a_job_ignoring_a_cancel_is_killed_after_the_stop_grace() -> None:
