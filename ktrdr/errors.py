@@ -1,8 +1,50 @@
-"""The exception hierarchy: one root, so callers can catch everything ktrdr raises."""
+"""The one exception tree: every error ktrdr raises on purpose, and its HTTP answer.
+
+Every class is defined here, once, so a name means one thing across the code base,
+and one ``except KtrdrError`` catches anything ktrdr raises deliberately. The
+number after a class is the HTTP status a server answers with when that error ends
+a request (the :data:`HTTP_STATUSES` table, the only place that mapping is made;
+``ktrdr.web`` turns it into an ``ErrorBody``); an error without one reaching a server
+is a bug there and becomes a logged 500::
+
+    KtrdrError
+    ├── ConfigurationError (ValueError)   the configuration cannot be used
+    ├── BackendError                      a call to the backend did not succeed
+    │   ├── BackendUnavailable            no usable answer (5xx, 429): try again later
+    │   │   └── BackendUnreachable        no answer at all (down, wrong URL, timeout)
+    │   └── BackendRejected               a 4xx: sent unchanged it will never succeed
+    │       └── WorkerNotRegistered       404 on a worker path: the backend forgot us
+    ├── UnknownWorker (LookupError)       404  no worker with this id is registered
+    ├── TooManyOperations                 429  live operations reach the configured bound
+    ├── StoreError                        the operations store refused a request
+    │   ├── OperationNotFound (LookupError)  404  no operation with this id
+    │   ├── InvalidTransition             409  not allowed in the operation's status
+    │   ├── DuplicateOperation            an operation with this id exists
+    │   └── LiveLimitReached              creating would pass the bound on live operations
+    ├── WorkerRefusal                     a worker will not start this operation now
+    │   ├── WorkerBusy                    409  it runs another operation
+    │   ├── WorkerStopping                503  it is shutting down
+    │   └── WrongOperationType (ValueError)  422  it runs another type of operation
+    ├── UnknownOperation (LookupError)    404  the worker runs no operation with this id
+    ├── JobFailed                         a job ends its operation as failed (the reason)
+    ├── BarsError (ValueError)            bars cannot be produced from the input
+    └── CheckpointError                   a checkpoint cannot be used to resume
+        ├── CheckpointMissing             none exists for the operation
+        └── CheckpointCorrupt             it exists but cannot be read
+
+Messages are for people: they name the environment variable to change where there
+is one (the caller passes its name: this module imports nothing from ktrdr, so the
+configuration can import it). Built in a variable, then raised.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
+from types import MappingProxyType
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:  # annotations only: at run time this module imports nothing from ktrdr
+    from ktrdr.vocabulary import OperationStatus
 
 
 class KtrdrError(Exception):
@@ -32,3 +74,218 @@ class ConfigurationError(KtrdrError, ValueError):
         lines = [f"{header} ({count} {noun}):", *(f"  - {p}" for p in self.problems)]
         message = "\n".join(lines)
         super().__init__(message)
+
+
+# --- calls to the backend (the worker's client and the operator's fleet client) ---------
+
+
+class BackendError(KtrdrError):
+    """A call to the backend did not succeed; ``status_code`` is None without an answer."""
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        self.status_code = status_code
+        super().__init__(message)
+
+
+class BackendUnavailable(BackendError):
+    """No usable answer (5xx, 429, or none at all); worth retrying later."""
+
+
+class BackendUnreachable(BackendUnavailable):
+    """No answer at all: connection refused, wrong URL, timeout."""
+
+
+class BackendRejected(BackendError):
+    """The backend refused the request (4xx); retrying it unchanged will not help."""
+
+    status_code: int
+
+    def __init__(self, message: str, *, status_code: int) -> None:
+        super().__init__(message, status_code=status_code)
+
+
+class WorkerNotRegistered(BackendRejected):
+    """404 on a worker path: the backend does not know this worker (it restarted)."""
+
+
+# --- the backend's own refusals ------------------------------------------------------------
+
+
+class UnknownWorker(KtrdrError, LookupError):
+    """No worker with this id is registered (never was, was removed, or the backend restarted)."""
+
+    def __init__(self, worker_id: str) -> None:
+        self.worker_id = worker_id
+        super().__init__(f"no worker with id {worker_id!r} is registered")
+
+
+class TooManyOperations(KtrdrError):
+    """Creation refused: live operations already reach the bound set by ``variable``."""
+
+    def __init__(self, *, live: int, limit: int, variable: str) -> None:
+        self.live = live
+        self.limit = limit
+        message = (
+            f"cannot create an operation: {live} operations are already pending or running "
+            f"and {variable}={limit}; wait for some to finish, cancel some, "
+            f"or raise {variable}"
+        )
+        super().__init__(message)
+
+
+class StoreError(KtrdrError):
+    """The store refused a request; the message says why."""
+
+
+class OperationNotFound(StoreError, LookupError):
+    """No operation has this id (never created, or deleted by retention)."""
+
+    def __init__(self, operation_id: str) -> None:
+        self.operation_id = operation_id
+        super().__init__(f"no operation with id {operation_id!r}")
+
+
+class DuplicateOperation(StoreError):
+    """An operation with this id already exists."""
+
+    def __init__(self, operation_id: str) -> None:
+        self.operation_id = operation_id
+        super().__init__(f"an operation with id {operation_id!r} already exists")
+
+
+class InvalidTransition(StoreError):
+    """The operation is not in a status that allows the change."""
+
+    def __init__(
+        self,
+        operation_id: str,
+        *,
+        current: OperationStatus,
+        action: str,
+        allowed: Collection[OperationStatus],
+        reason: str | None = None,
+    ) -> None:
+        self.operation_id = operation_id
+        self.current = current
+        self.action = action
+        if reason is None:
+            names = " or ".join(s.value for s in allowed)
+            reason = f"it is {current.value} (only {names} operations can be)"
+        super().__init__(f"cannot {action} operation {operation_id}: {reason}")
+
+
+class LiveLimitReached(StoreError):
+    """Creating would exceed the bound on live (pending or running) operations."""
+
+    def __init__(self, *, live: int, limit: int) -> None:
+        self.live = live
+        self.limit = limit
+        super().__init__(f"{live} operations are live; the limit is {limit}")
+
+
+# --- a worker's refusals and its jobs --------------------------------------------------------
+
+
+class WorkerRefusal(KtrdrError):
+    """The worker will not start this operation now."""
+
+
+class WorkerBusy(WorkerRefusal):
+    """Another operation is running."""
+
+
+class WorkerStopping(WorkerRefusal):
+    """The worker is shutting down and takes no new work."""
+
+
+class WrongOperationType(WorkerRefusal, ValueError):
+    """The operation is of a type this worker does not run."""
+
+
+class UnknownOperation(KtrdrError, LookupError):
+    """The worker runs no operation with this id."""
+
+
+class JobFailed(KtrdrError):
+    """Ends a run as failed; the message is the one-line reason the user sees."""
+
+
+class BarsError(KtrdrError, ValueError):
+    """Bars cannot be produced: missing or malformed file, too few rows."""
+
+
+class CheckpointError(KtrdrError):
+    """A checkpoint cannot be used to resume."""
+
+
+class CheckpointMissing(CheckpointError):
+    """No checkpoint exists for the operation."""
+
+
+class CheckpointCorrupt(CheckpointError):
+    """The checkpoint file exists but cannot be read (truncated, garbage, wrong kind)."""
+
+
+# --- the HTTP answer of each domain error ---------------------------------------------------
+
+
+class HttpStatus(NamedTuple):
+    """How a server answers an error: the status and the ``ErrorBody.error`` code."""
+
+    status_code: int
+    error: str
+
+
+#: The one mapping from domain errors to HTTP answers (subclasses inherit theirs).
+HTTP_STATUSES: Mapping[type[KtrdrError], HttpStatus] = MappingProxyType(
+    {
+        UnknownWorker: HttpStatus(404, "unknown_worker"),
+        OperationNotFound: HttpStatus(404, "unknown_operation"),
+        UnknownOperation: HttpStatus(404, "unknown_operation"),
+        InvalidTransition: HttpStatus(409, "invalid_transition"),
+        WorkerBusy: HttpStatus(409, "busy"),
+        WrongOperationType: HttpStatus(422, "wrong_operation_type"),
+        TooManyOperations: HttpStatus(429, "too_many_operations"),
+        WorkerStopping: HttpStatus(503, "stopping"),
+    }
+)
+
+
+def http_status(error: BaseException) -> HttpStatus | None:
+    """The HTTP answer for ``error`` (its nearest mapped class), or None: not a client's fault."""
+    for cls in type(error).__mro__:
+        found = HTTP_STATUSES.get(cls)
+        if found is not None:
+            return found
+    return None
+
+
+__all__ = [
+    "HTTP_STATUSES",
+    "BackendError",
+    "BackendRejected",
+    "BackendUnavailable",
+    "BackendUnreachable",
+    "BarsError",
+    "CheckpointCorrupt",
+    "CheckpointError",
+    "CheckpointMissing",
+    "ConfigurationError",
+    "DuplicateOperation",
+    "HttpStatus",
+    "InvalidTransition",
+    "JobFailed",
+    "KtrdrError",
+    "LiveLimitReached",
+    "OperationNotFound",
+    "StoreError",
+    "TooManyOperations",
+    "UnknownOperation",
+    "UnknownWorker",
+    "WorkerBusy",
+    "WorkerNotRegistered",
+    "WorkerRefusal",
+    "WorkerStopping",
+    "WrongOperationType",
+    "http_status",
+]

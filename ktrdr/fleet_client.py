@@ -1,8 +1,10 @@
 """An operator's HTTP client for the backend: workers and operations.
 
 Used by the ``ktrdr workers`` / ``ktrdr ops`` commands and ``ktrdr up``. It returns
-the backend's JSON as plain data and turns transport failures and error responses
-into two exception types a command can print as one line.
+the backend's JSON as plain data and turns failures into the backend errors of
+``ktrdr.errors``, each printable as one line: :class:`BackendUnreachable` (no
+answer), :class:`BackendUnavailable` (5xx, 429), :class:`BackendRejected` (4xx);
+all are :class:`BackendError`.
 """
 
 from __future__ import annotations
@@ -11,44 +13,9 @@ from typing import Any
 
 import httpx
 
-from ktrdr.errors import KtrdrError
+from ktrdr.errors import BackendError, BackendRejected, BackendUnavailable, BackendUnreachable
 from ktrdr.protocol import OPERATIONS_PATH, WORKERS_PATH
-
-
-class BackendUnreachable(KtrdrError):
-    """The backend did not answer (down, wrong URL, timeout)."""
-
-
-class BackendError(KtrdrError):
-    """The backend answered with an error status; the message is the backend's."""
-
-    def __init__(self, status_code: int, message: str) -> None:
-        self.status_code = status_code
-        super().__init__(message)
-
-
-def describe_error_body(response: httpx.Response) -> str:
-    """One line from a JSON error body ``{"error", "detail"}`` (422 field errors included)."""
-    try:
-        body = response.json()
-    except ValueError:
-        return f"HTTP {response.status_code}"
-    if not isinstance(body, dict):
-        return f"HTTP {response.status_code}"
-    message = str(body.get("error") or f"HTTP {response.status_code}")
-    detail = body.get("detail")
-    if isinstance(detail, list):
-        parts = []
-        for item in detail:
-            if isinstance(item, dict):
-                loc = ".".join(str(p) for p in item.get("loc", ()) if p not in ("body",))
-                parts.append(f"{loc}: {item.get('msg', item)}" if loc else str(item.get("msg")))
-            else:
-                parts.append(str(item))
-        message = f"{message}: {'; '.join(parts)}" if parts else message
-    elif detail:
-        message = f"{message}: {detail}"
-    return message
+from ktrdr.web.http_client import backend_error
 
 
 class FleetClient:
@@ -67,7 +34,7 @@ class FleetClient:
             message = f"cannot reach the backend at {self.base_url} ({reason})"
             raise BackendUnreachable(message) from None
         if response.status_code >= 400:
-            raise BackendError(response.status_code, describe_error_body(response))
+            raise backend_error(response)
         return response.json()
 
     def health(self) -> dict[str, Any]:
@@ -117,3 +84,12 @@ class FleetClient:
         """``POST /api/v1/operations/{id}/resume``."""
         result: dict[str, Any] = self._request("POST", f"{OPERATIONS_PATH}/{operation_id}/resume")
         return result
+
+
+__all__ = [
+    "BackendError",
+    "BackendRejected",
+    "BackendUnavailable",
+    "BackendUnreachable",
+    "FleetClient",
+]

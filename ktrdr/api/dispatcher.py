@@ -43,6 +43,7 @@ from ktrdr.protocol import (
     StartOperationRequest,
     WorkerStatus,
 )
+from ktrdr.web.http_client import bearer_headers, describe_error
 
 __all__ = [
     "DEFAULT_REQUEST_TIMEOUT",
@@ -84,16 +85,8 @@ class Dispatch:
 
 
 def _reason(response: httpx.Response) -> str:
-    """The worker's ``{"error", "detail"}`` as one line (or just the status)."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict) and body.get("error"):
-        detail = body.get("detail")
-        text = f"HTTP {response.status_code} {body['error']}"
-        return (f"{text}: {detail}" if detail else text)[:_MAX_REASON]
-    return f"HTTP {response.status_code}"
+    """The worker's ``ErrorBody`` as one line (or just the status), at most 500 characters."""
+    return describe_error(response)[:_MAX_REASON]
 
 
 class Dispatcher:
@@ -118,10 +111,7 @@ class Dispatcher:
         self._service = service
         self._registry = registry
         self._http = http
-        self._headers = {
-            "Authorization": f"Bearer {token.reveal()}",
-            "Content-Type": "application/json",
-        }
+        self._headers = bearer_headers(token)
         self._clock = clock
         self._tick = tick
         self._timeout_s = request_timeout.total_seconds()

@@ -4,14 +4,11 @@ It sits over :class:`~ktrdr.api.store.OperationStore` and applies
 :class:`~ktrdr.config.OperationsSettings`: the bound on live operations
 (``max_operations``), a read cache no staler than ``cache_ttl``, and retention
 (``retention_days``, every ``cleanup_interval``). It returns wire models
-(:class:`~ktrdr.protocol.OperationView`) and raises errors the HTTP layer maps to
-status codes:
-
-- pydantic ``ValidationError`` (bad parameters for the type) → 422
-- :class:`~ktrdr.api.store.OperationNotFound` → 404
-- :class:`~ktrdr.api.store.InvalidTransition` (cancel a finished operation, resume a
-  completed one, a stale worker's report) → 409
-- :class:`TooManyOperations` → 429
+(:class:`~ktrdr.protocol.OperationView`) and raises pydantic ``ValidationError``
+(bad parameters for the type, a 422) or the errors of ``ktrdr.errors`` whose HTTP
+status ``ktrdr.errors.HTTP_STATUSES`` gives: ``OperationNotFound``,
+``InvalidTransition`` (cancel a finished operation, resume a completed one, a stale
+worker's report), ``TooManyOperations``.
 
 Nothing here speaks HTTP or knows the workers; time comes from the injected clock.
 """
@@ -37,7 +34,7 @@ from ktrdr.api.store import (
     ProgressStamp,
 )
 from ktrdr.config import OperationsSettings, env_name
-from ktrdr.errors import KtrdrError
+from ktrdr.errors import TooManyOperations
 from ktrdr.protocol import (
     OperationList,
     OperationStatus,
@@ -60,21 +57,6 @@ Clock = Callable[[], datetime.datetime]
 
 #: Entries the read cache holds before it drops expired ones.
 _CACHE_PRUNE_AT = 4096
-
-
-class TooManyOperations(KtrdrError):
-    """Creation refused: live operations already reach ``max_operations`` (HTTP: 429)."""
-
-    def __init__(self, *, live: int, limit: int) -> None:
-        self.live = live
-        self.limit = limit
-        variable = env_name(attrs.fields(OperationsSettings).max_operations)
-        message = (
-            f"cannot create an operation: {live} operations are already pending or running "
-            f"and {variable}={limit}; wait for some to finish, cancel some, "
-            f"or raise {variable}"
-        )
-        super().__init__(message)
 
 
 def to_view(record: OperationRecord) -> OperationView:
@@ -148,7 +130,8 @@ class OperationsService:
                 max_live=self._settings.max_operations,
             )
         except LiveLimitReached as exc:
-            raise TooManyOperations(live=exc.live, limit=exc.limit) from None
+            variable = env_name(attrs.fields(OperationsSettings).max_operations)
+            raise TooManyOperations(live=exc.live, limit=exc.limit, variable=variable) from None
         return self._remember(record)
 
     def get(self, operation_id: str) -> OperationView:

@@ -4,7 +4,9 @@
 (checked before the body is read); the rest is the operator's API. Store calls run in
 threads, so a slow database never blocks heartbeats. Every failure is a 4xx JSON
 ``ErrorBody``: bad type or parameters 422 with one item per field, unknown id 404, a
-transition the operation's status forbids 409, too many live operations 429.
+transition the operation's status forbids 409, too many live operations 429. The
+service's errors pass through: ``ktrdr.web`` answers them with the status
+``ktrdr.errors.HTTP_STATUSES`` gives them.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from fastapi import APIRouter, BackgroundTasks, Path, Query, Response
 from pydantic import BaseModel, ValidationError
 
 from ktrdr.api.dispatcher import Dispatcher
-from ktrdr.api.operations import OperationsService, TooManyOperations
+from ktrdr.api.operations import OperationsService
 from ktrdr.api.reports import OperationReports
-from ktrdr.api.store import MAX_PAGE, InvalidTransition, OperationNotFound
+from ktrdr.api.store import MAX_PAGE
 from ktrdr.api.workers_api import MAX_JSON_DEPTH, json_depth_exceeds
 from ktrdr.config import OperationsSettings, env_name
 from ktrdr.protocol import (
@@ -76,14 +78,6 @@ def _parameter_errors(exc: ValidationError) -> list[dict[str, Any]]:
     return items
 
 
-def _not_found(exc: OperationNotFound) -> ApiError:
-    return ApiError(404, "unknown_operation", str(exc))
-
-
-def _conflict(exc: InvalidTransition) -> ApiError:
-    return ApiError(409, "invalid_transition", str(exc))
-
-
 def operations_routers(
     *,
     service: OperationsService,
@@ -116,8 +110,6 @@ def operations_routers(
             view = await asyncio.to_thread(service.create, body.type, body.parameters)
         except ValidationError as exc:
             raise ApiError(422, "invalid_request", _parameter_errors(exc)) from None
-        except TooManyOperations as exc:
-            raise ApiError(429, "too_many_operations", str(exc)) from None
         dispatcher.wake()
         return _json(view, 201)
 
@@ -145,10 +137,7 @@ def operations_routers(
         summary="One operation: status, progress, result or error, worker",
     )
     async def get_operation(operation_id: OperationId) -> Response:
-        try:
-            view = await asyncio.to_thread(service.get, operation_id)
-        except OperationNotFound as exc:
-            raise _not_found(exc) from None
+        view = await asyncio.to_thread(service.get, operation_id)
         return _json(view)
 
     @router.post(
@@ -158,12 +147,7 @@ def operations_routers(
         summary="Cancel a pending or running operation (its worker saves a checkpoint)",
     )
     async def cancel_operation(operation_id: OperationId, background: BackgroundTasks) -> Response:
-        try:
-            view = await asyncio.to_thread(service.cancel, operation_id)
-        except OperationNotFound as exc:
-            raise _not_found(exc) from None
-        except InvalidTransition as exc:
-            raise _conflict(exc) from None
+        view = await asyncio.to_thread(service.cancel, operation_id)
         if view.worker_id is not None:
             background.add_task(dispatcher.cancel_on_worker, view.id, view.worker_id)
         return _json(view)
@@ -175,12 +159,7 @@ def operations_routers(
         summary="Queue a failed or cancelled operation to continue from its checkpoint",
     )
     async def resume_operation(operation_id: OperationId) -> Response:
-        try:
-            view = await asyncio.to_thread(service.resume, operation_id)
-        except OperationNotFound as exc:
-            raise _not_found(exc) from None
-        except InvalidTransition as exc:
-            raise _conflict(exc) from None
+        view = await asyncio.to_thread(service.resume, operation_id)
         dispatcher.wake()
         return _json(view)
 
@@ -203,10 +182,6 @@ def operations_routers(
             _check_depth(body.result, ["body", "result"])
         try:
             view = await reports.report(operation_id, body)
-        except OperationNotFound as exc:
-            raise _not_found(exc) from None
-        except InvalidTransition as exc:
-            raise _conflict(exc) from None
         except ValueError as exc:  # e.g. NaN in the result: the store keeps plain JSON only
             raise _field_error(["body", "result"], str(exc), "value_error") from None
         return _json(view)

@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 
-from ktrdr.errors import KtrdrError
+from ktrdr.errors import UnknownWorker
 from ktrdr.protocol import (
     HeartbeatRequest,
     OperationType,
@@ -24,14 +24,6 @@ from ktrdr.protocol import (
     WorkerStatus,
     WorkerView,
 )
-
-
-class UnknownWorker(KtrdrError, LookupError):
-    """No worker with this id is registered (never was, was removed, or the backend restarted)."""
-
-    def __init__(self, worker_id: str) -> None:
-        self.worker_id = worker_id
-        super().__init__(f"no worker with id {worker_id!r} is registered")
 
 
 @attrs.frozen(kw_only=True)

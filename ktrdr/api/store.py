@@ -25,7 +25,7 @@ import attrs
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Dialect, Engine, RowMapping
 
-from ktrdr.config import DatabaseSettings, DbEngine, env_name
+from ktrdr.config import DatabaseSettings, DbEngine
 from ktrdr.errors import ConfigurationError, KtrdrError
 from ktrdr.protocol import OperationStatus, OperationType
 from ktrdr.vocabulary import FINISHED_STATUSES, LIVE_STATUSES
@@ -237,9 +237,8 @@ def _ensure_sqlite_directory(database: str | None) -> None:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         reason = exc.strerror or str(exc)
-        variable = env_name(attrs.fields(DatabaseSettings).path)
         problem = (
-            f"{variable}={database!r}: cannot create the database directory "
+            f"KTRDR_DB_PATH={database!r}: cannot create the database directory "
             f"{str(directory)!r} ({reason}); expected a path in a writable directory"
         )
         raise ConfigurationError([problem]) from None
@@ -300,12 +299,12 @@ class OperationStore:
         try:
             return cls.open_url(url, echo=settings.echo)
         except sa.exc.OperationalError as exc:
-            fields = attrs.fields(DatabaseSettings)
             if settings.engine is DbEngine.SQLITE:
-                variables = env_name(fields.path)
+                variables = "KTRDR_DB_PATH"
             else:
-                checked = (fields.host, fields.port, fields.name, fields.user, fields.password)
-                variables = ", ".join(env_name(field) for field in checked)
+                variables = (
+                    "KTRDR_DB_HOST, KTRDR_DB_PORT, KTRDR_DB_NAME, KTRDR_DB_USER, KTRDR_DB_PASSWORD"
+                )
             reason = " ".join(str(exc.orig).split())
             secret = settings.password.reveal()
             if secret:

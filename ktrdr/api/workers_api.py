@@ -1,8 +1,9 @@
 """The worker API: register, heartbeat, unregister (token required), list and get.
 
 Writes need ``Authorization: Bearer <KTRDR_AUTH_WORKER_TOKEN>``, checked before the
-body is read. Every failure is a 4xx JSON ``ErrorBody``; a refused request leaves
-the registry untouched. Reads sweep liveness first, so a listed status is current.
+body is read. Every failure is a 4xx JSON ``ErrorBody`` (an unknown worker id is the
+registry's ``UnknownWorker``, a 404 by ``ktrdr.errors.HTTP_STATUSES``); a refused
+request leaves the registry untouched. Reads sweep liveness first, so a listed status is current.
 What a registration or heartbeat means for operations (progress, dispatch) is left
 to the injected :class:`WorkerEvents`.
 """
@@ -18,7 +19,7 @@ import attrs
 from fastapi import APIRouter, Response
 
 from ktrdr.api.liveness import LivenessPolicy, sweep
-from ktrdr.api.registry import UnknownWorker, WorkerRecord, WorkerRegistry, drifting_workers
+from ktrdr.api.registry import WorkerRecord, WorkerRegistry, drifting_workers
 from ktrdr.config import CheckpointSettings, WorkerSettings, env_name
 from ktrdr.protocol import (
     REGISTER_PATH,
@@ -90,10 +91,6 @@ def _check_depth(value: Any, field: str) -> None:
         raise ApiError(422, "invalid_request", detail)
 
 
-def _unknown(exc: UnknownWorker) -> ApiError:
-    return ApiError(404, "unknown_worker", f"{exc}; register first")
-
-
 def _json(view: WorkerView, status_code: int = 200) -> Response:
     # Serialised once by pydantic (the model was validated when it was built).
     return Response(view.model_dump_json(), status_code=status_code, media_type="application/json")
@@ -136,10 +133,7 @@ def workers_routers(
             raise ApiError(422, "invalid_request", detail)
         if body.progress is not None:
             _check_depth(body.progress.details, "progress.details")
-        try:
-            previous = registry.get(worker_id)
-        except UnknownWorker as exc:
-            raise _unknown(exc) from None
+        previous = registry.get(worker_id)  # UnknownWorker: 404, the worker registers again
         record = registry.heartbeat(worker_id, body, now=clock())
         await events.heartbeat(previous, record, body)
         return _json(record.view())
@@ -183,10 +177,7 @@ def workers_routers(
         summary="Unregister a worker (it is shutting down)",
     )
     async def unregister(worker_id: str) -> Response:
-        try:
-            record = registry.unregister(worker_id)
-        except UnknownWorker as exc:
-            raise _unknown(exc) from None
+        record = registry.unregister(worker_id)
         logger.info("worker %s (%s) unregistered", record.worker_id, record.worker_type.value)
         return Response(status_code=204)
 
@@ -206,10 +197,7 @@ def workers_routers(
     )
     async def get_worker(worker_id: str) -> Response:
         sweep(registry, clock(), policy)
-        try:
-            record = registry.get(worker_id)
-        except UnknownWorker as exc:
-            raise _unknown(exc) from None
+        record = registry.get(worker_id)
         return _json(record.view(drift=drift_of(record)))
 
     return writes, router

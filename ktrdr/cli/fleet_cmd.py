@@ -21,12 +21,16 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from ktrdr.config import WorkerSettings, env_name
-from ktrdr.fleet_client import BackendError, BackendUnreachable, FleetClient
+from ktrdr.errors import BackendError, BackendUnreachable
+from ktrdr.fleet_client import FleetClient
+from ktrdr.vocabulary import FINISHED_STATUSES, OperationStatus, OperationType
 
 EXIT_FAILED = 1
 EXIT_UNREACHABLE = 2
 DEFAULT_BACKEND_URL = str(attrs.fields(WorkerSettings).backend_url.default)
-_TERMINAL = {"completed", "failed", "cancelled"}
+_FINISHED = frozenset(s.value for s in FINISHED_STATUSES)
+_STATUSES = [s.value for s in OperationStatus]
+_TYPES = [t.value for t in OperationType]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -123,7 +127,7 @@ def ops() -> None:
 
 
 @ops.command("submit")
-@click.argument("operation_type", type=click.Choice(["training", "backtest"]))
+@click.argument("operation_type", type=click.Choice(_TYPES))
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="a parameter")
 @click.option("--watch", is_flag=True, help="follow the operation until it ends")
 @backend_url_option
@@ -138,8 +142,8 @@ def submit(operation_type: str, params: tuple[str, ...], watch: bool, backend_ur
 
 
 @ops.command("list")
-@click.option("--status", type=click.Choice(["pending", "running", *sorted(_TERMINAL)]))
-@click.option("--type", "operation_type", type=click.Choice(["training", "backtest"]))
+@click.option("--status", type=click.Choice(_STATUSES))
+@click.option("--type", "operation_type", type=click.Choice(_TYPES))
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
 @click.option("--offset", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print the backend's JSON")
@@ -239,7 +243,7 @@ def _watch(client: FleetClient, operation_id: str, console: Console, poll_s: flo
                 completed=float(progress.get("percent", 0.0)),
                 detail=_progress_detail(operation),
             )
-            if operation.get("status") in _TERMINAL:
+            if operation.get("status") in _FINISHED:
                 if operation["status"] == "completed":
                     bar.update(task, completed=100)
                 break

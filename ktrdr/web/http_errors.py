@@ -3,8 +3,10 @@
 Every 4xx/5xx body is ``{"error": <code>, "detail": <sentence or field list>}``
 (``ktrdr.protocol.ErrorBody``), never Starlette's plain-text defaults, so clients
 can always parse an error. Request validation problems become 422 with one item per
-field; nothing a client sends can turn into a 500. Error bodies never echo the
-offending input, so a secret sent in the wrong place is not reflected back.
+field; nothing a client sends can turn into a 500. A domain error a route lets
+through (``ktrdr.errors``) gets the status ``ktrdr.errors.HTTP_STATUSES`` gives it, and
+its message as the detail. Error bodies never echo the offending input, so a secret
+sent in the wrong place is not reflected back.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ktrdr.errors import KtrdrError, http_status
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +102,15 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, exc.detail, headers=exc.headers)
 
 
+async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+    # ktrdr.errors.HTTP_STATUSES says what each domain error means to a client;
+    # one missing from it escaped its caller: that is a bug, answered as one.
+    answer = http_status(exc)
+    if answer is None:
+        return await _unexpected_error(request, exc)
+    return error_response(answer.status_code, answer.error, str(exc))
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     # A bug on our side: log it with its traceback, answer without internals.
     logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
@@ -108,6 +121,7 @@ def install_error_handlers(app: FastAPI) -> None:
     """Make every error ``app`` returns a JSON ``ErrorBody``."""
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(KtrdrError, _domain_error)
     app.add_exception_handler(Exception, _unexpected_error)
 
 

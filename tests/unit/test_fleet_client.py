@@ -1,4 +1,4 @@
-"""FleetClient: the operator's view of the backend, and its two failure types."""
+"""FleetClient: the operator's view of the backend, and the backend errors it raises."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import json
 import httpx
 import pytest
 
-from ktrdr.fleet_client import BackendError, BackendUnreachable, FleetClient, describe_error_body
+from ktrdr.errors import BackendError, BackendRejected, BackendUnavailable, BackendUnreachable
+from ktrdr.fleet_client import FleetClient
 
 URL = "http://backend.test:8000"
 
@@ -60,38 +61,37 @@ def test_connection_failure_is_backend_unreachable() -> None:
 
 
 def test_error_status_carries_the_backends_message() -> None:
-    """A 4xx becomes BackendError with the status and the body's error and detail."""
+    """A 4xx becomes BackendRejected with the status and the body's error and detail."""
 
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(
             409, json={"error": "conflict", "detail": "operation op1 is completed"}
         )
 
-    with pytest.raises(BackendError) as caught:
+    with pytest.raises(BackendRejected) as caught:
         _client(httpx.MockTransport(handler)).cancel("op1")
     assert caught.value.status_code == 409
-    assert str(caught.value) == "conflict: operation op1 is completed"
+    assert str(caught.value) == "HTTP 409 conflict: operation op1 is completed"
 
 
 @pytest.mark.parametrize(
-    ("body", "expected"),
+    ("status", "kind"),
     [
-        (
-            {
-                "error": "invalid request",
-                "detail": [{"loc": ["body", "parameters", "epochs"], "msg": "not an integer"}],
-            },
-            "invalid request: parameters.epochs: not an integer",
-        ),
-        ({"error": "not found"}, "not found"),
-        (["unexpected"], "HTTP 422"),
+        (404, BackendRejected),
+        (422, BackendRejected),
+        (500, BackendUnavailable),
+        (429, BackendUnavailable),
     ],
 )
-def test_describe_error_body_flattens_field_errors(body: object, expected: str) -> None:
-    """422 field errors are one line: location and message of each."""
-    assert describe_error_body(httpx.Response(422, json=body)) == expected
+def test_error_statuses_map_to_the_shared_backend_errors(
+    status: int, kind: type[BackendError]
+) -> None:
+    """4xx is BackendRejected, 5xx and 429 BackendUnavailable, as in the worker's client."""
 
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, json={"error": "e", "detail": "d"})
 
-def test_describe_error_body_without_json() -> None:
-    """A non-JSON error body is described by its status."""
-    assert describe_error_body(httpx.Response(502, text="<html>bad gateway</html>")) == "HTTP 502"
+    with pytest.raises(kind) as caught:
+        _client(httpx.MockTransport(handler)).workers()
+    assert caught.value.status_code == status
+    assert str(caught.value) == f"HTTP {status} e: d"

@@ -7,6 +7,7 @@ import pytest
 from fastapi import FastAPI
 from pydantic import BaseModel
 
+from ktrdr.errors import JobFailed, OperationNotFound, WorkerBusy
 from ktrdr.web import ApiError, describe_validation_errors, error_code, install_error_handlers
 
 pytestmark = pytest.mark.anyio
@@ -27,6 +28,18 @@ def _app() -> FastAPI:
     @app.get("/conflict")
     async def conflict() -> None:
         raise ApiError(409, "busy", "worker is busy with op-1", headers={"Retry-After": "5"})
+
+    @app.get("/busy")
+    async def busy() -> None:
+        raise WorkerBusy("operation op-1 is running")
+
+    @app.get("/operations/{operation_id}")
+    async def operation(operation_id: str) -> None:
+        raise OperationNotFound(operation_id)
+
+    @app.get("/unmapped")
+    async def unmapped() -> None:
+        raise JobFailed("a domain error no route should let through")
 
     @app.get("/bug")
     async def bug() -> None:
@@ -96,6 +109,29 @@ async def test_a_bug_is_a_json_500_without_internals(caplog: pytest.LogCaptureFi
     }
     assert "internal detail" not in response.text
     assert "unhandled error on GET /bug" in caplog.text
+
+
+async def test_domain_errors_get_the_status_of_the_one_mapping() -> None:
+    """A mapped ktrdr error a route lets through is its HTTP_STATUSES answer, message as detail."""
+    async with _client(_app()) as client:
+        busy = await client.get("/busy")
+        missing = await client.get("/operations/op-9")
+
+    assert busy.status_code == 409
+    assert busy.json() == {"error": "busy", "detail": "operation op-1 is running"}
+    assert missing.status_code == 404
+    assert missing.json() == {"error": "unknown_operation", "detail": "no operation with id 'op-9'"}
+
+
+async def test_an_unmapped_domain_error_is_a_logged_500(caplog: pytest.LogCaptureFixture) -> None:
+    """A ktrdr error without an HTTP answer is a bug: a bare 500, logged, message not shown."""
+    async with _client(_app()) as client:
+        response = await client.get("/unmapped")
+
+    assert response.status_code == 500
+    assert response.json()["error"] == "internal_error"
+    assert "no route should" not in response.text
+    assert "unhandled error on GET /unmapped" in caplog.text
 
 
 def test_error_codes_cover_rare_statuses() -> None:

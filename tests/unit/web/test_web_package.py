@@ -15,10 +15,14 @@ def test_public_names_are_pinned() -> None:
         "EXIT_SIGNALS",
         "ExitSignals",
         "GracefulServer",
+        "backend_error",
+        "bearer_headers",
+        "describe_error",
         "describe_validation_errors",
         "ensure_bindable",
         "error_code",
         "error_response",
         "install_error_handlers",
+        "read_error_body",
     ]
     assert all(hasattr(ktrdr.web, name) for name in ktrdr.web.__all__)
