@@ -5,7 +5,7 @@ and the same tests run against both. Every status transition is one conditional
 ``UPDATE ... WHERE status IN (...) RETURNING`` inside a transaction, so two callers
 racing for the same operation (a worker's report and a user's cancel, the orphan
 detector and a late heartbeat) cannot both win: the loser gets
-:class:`InvalidTransition` naming the status it found. Times are aware UTC datetimes
+:class:`~ktrdr.errors.InvalidTransition` naming the status it found. Times are aware UTC datetimes
 passed in by the caller (its injected clock); this module never reads the clock.
 It never logs the database password.
 """
@@ -25,8 +25,15 @@ import attrs
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Dialect, Engine, RowMapping
 
-from ktrdr.config import DatabaseSettings, DbEngine
-from ktrdr.errors import ConfigurationError, KtrdrError
+from ktrdr.config import DatabaseSettings, DbEngine, env_name
+from ktrdr.errors import (
+    ConfigurationError,
+    DuplicateOperation,
+    InvalidTransition,
+    LiveLimitReached,
+    OperationNotFound,
+    StoreError,
+)
 from ktrdr.protocol import OperationStatus, OperationType
 from ktrdr.vocabulary import FINISHED_STATUSES, LIVE_STATUSES
 
@@ -53,56 +60,6 @@ TABLE_NAME = "operations"
 MAX_PAGE = 1000
 #: Key of the PostgreSQL advisory lock that serialises creations (the live-count bound).
 _CREATE_LOCK_KEY = 0x6B74_7264_7200  # "ktrdr"
-
-
-class StoreError(KtrdrError):
-    """The store refused a request; the message says why."""
-
-
-class OperationNotFound(StoreError, LookupError):
-    """No operation has this id (never created, or deleted by retention)."""
-
-    def __init__(self, operation_id: str) -> None:
-        self.operation_id = operation_id
-        super().__init__(f"no operation with id {operation_id!r}")
-
-
-class DuplicateOperation(StoreError):
-    """An operation with this id already exists."""
-
-    def __init__(self, operation_id: str) -> None:
-        self.operation_id = operation_id
-        super().__init__(f"an operation with id {operation_id!r} already exists")
-
-
-class InvalidTransition(StoreError):
-    """The operation is not in a status that allows the change (HTTP: 409 Conflict)."""
-
-    def __init__(
-        self,
-        operation_id: str,
-        *,
-        current: OperationStatus,
-        action: str,
-        allowed: Collection[OperationStatus],
-        reason: str | None = None,
-    ) -> None:
-        self.operation_id = operation_id
-        self.current = current
-        self.action = action
-        if reason is None:
-            names = " or ".join(s.value for s in allowed)
-            reason = f"it is {current.value} (only {names} operations can be)"
-        super().__init__(f"cannot {action} operation {operation_id}: {reason}")
-
-
-class LiveLimitReached(StoreError):
-    """Creating would exceed the bound on live (pending or running) operations."""
-
-    def __init__(self, *, live: int, limit: int) -> None:
-        self.live = live
-        self.limit = limit
-        super().__init__(f"{live} operations are live; the limit is {limit}")
 
 
 @attrs.frozen(kw_only=True)
@@ -237,8 +194,9 @@ def _ensure_sqlite_directory(database: str | None) -> None:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         reason = exc.strerror or str(exc)
+        variable = env_name(attrs.fields(DatabaseSettings).path)
         problem = (
-            f"KTRDR_DB_PATH={database!r}: cannot create the database directory "
+            f"{variable}={database!r}: cannot create the database directory "
             f"{str(directory)!r} ({reason}); expected a path in a writable directory"
         )
         raise ConfigurationError([problem]) from None
@@ -299,12 +257,12 @@ class OperationStore:
         try:
             return cls.open_url(url, echo=settings.echo)
         except sa.exc.OperationalError as exc:
+            fields = attrs.fields(DatabaseSettings)
             if settings.engine is DbEngine.SQLITE:
-                variables = "KTRDR_DB_PATH"
+                variables = env_name(fields.path)
             else:
-                variables = (
-                    "KTRDR_DB_HOST, KTRDR_DB_PORT, KTRDR_DB_NAME, KTRDR_DB_USER, KTRDR_DB_PASSWORD"
-                )
+                checked = (fields.host, fields.port, fields.name, fields.user, fields.password)
+                variables = ", ".join(env_name(field) for field in checked)
             reason = " ".join(str(exc.orig).split())
             secret = settings.password.reveal()
             if secret:
