@@ -31,7 +31,15 @@ from ktrdr.config.settings import (
     OrphanDetectorSettings,
     WorkerSettings,
 )
-from ktrdr.config.types import DbEngine, Environment, LogFormat, LogLevel, Secret, WorkerType
+from ktrdr.config.types import (
+    ByteSize,
+    DbEngine,
+    Environment,
+    LogFormat,
+    LogLevel,
+    Secret,
+    WorkerType,
+)
 from ktrdr.config.validation import validate_all
 from ktrdr.errors import ConfigurationError
 
@@ -43,6 +51,7 @@ __all__ = [
     "APISettings",
     "AuthSettings",
     "BackendConfig",
+    "ByteSize",
     "CheckpointSettings",
     "Component",
     "ConfigReport",

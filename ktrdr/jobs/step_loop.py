@@ -19,10 +19,11 @@ import zipfile
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
+import attrs
 import numpy as np
 import numpy.typing as npt
 
-from ktrdr.config import CheckpointSettings
+from ktrdr.config import CheckpointSettings, WorkerSettings, env_name
 from ktrdr.errors import KtrdrError
 from ktrdr.job_messages import CheckpointData, JobOutcome, JobRequest, StopReason
 from ktrdr.protocol import OperationStatus, OperationType, Progress
@@ -39,6 +40,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+MAX_MEMORY = env_name(attrs.fields(WorkerSettings).max_memory)
 
 StateT = TypeVar("StateT")
 Arrays = Mapping[str, npt.NDArray[Any]]
@@ -155,7 +158,7 @@ def decode_state(state: bytes) -> dict[str, npt.NDArray[Any]]:
     try:
         with np.load(io.BytesIO(state), allow_pickle=False) as archive:
             return {name: np.array(archive[name]) for name in archive.files}
-    except (OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+    except (OSError, EOFError, KeyError, TypeError, ValueError, zipfile.BadZipFile) as exc:
         message = f"the state is not readable ({exc})"
         raise ValueError(message) from None
 
@@ -185,7 +188,7 @@ def _out_of_memory(kind: str, request: JobRequest) -> str:
     if request.max_memory is None:
         return f"{kind} ran out of memory; ask for less data (bars) or a smaller model"
     return (
-        f"{kind} needs more memory than KTRDR_WORKER_MAX_MEMORY={request.max_memory_text} "
+        f"{kind} needs more memory than {MAX_MEMORY}={request.max_memory_text} "
         "allows; ask for less data (bars) or a smaller model, or raise the cap"
     )
 

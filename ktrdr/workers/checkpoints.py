@@ -23,7 +23,9 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from ktrdr.config import CheckpointSettings
+import attrs
+
+from ktrdr.config import CheckpointSettings, env_name
 from ktrdr.errors import ConfigurationError, KtrdrError
 from ktrdr.job_messages import CheckpointData
 from ktrdr.protocol import ID_PATTERN
@@ -36,6 +38,7 @@ __all__ = [
     "CheckpointStore",
 ]
 
+_FIELDS = attrs.fields(CheckpointSettings)
 CHECKPOINT_FILE = "checkpoint.zip"
 _HEADER = "header.json"
 _STATE = "state.bin"
@@ -88,7 +91,7 @@ class CheckpointStore:
         except OSError as exc:
             reason = exc.strerror or str(exc)
             problem = (
-                f"KTRDR_CHECKPOINT_DIR={str(root)!r}: the checkpoint directory is not "
+                f"{env_name(_FIELDS.dir)}={str(root)!r}: the checkpoint directory is not "
                 f"writable ({reason}); expected a directory the worker can create files in"
             )
             raise ConfigurationError([problem]) from None
@@ -149,7 +152,7 @@ class CheckpointStore:
             message = (
                 f"no checkpoint for operation {operation_id} at {path} (never saved, "
                 f"deleted after success, or purged after "
-                f"KTRDR_CHECKPOINT_MAX_AGE_DAYS={self._settings.max_age_days})"
+                f"{env_name(_FIELDS.max_age_days)}={self._settings.max_age_days})"
             )
             raise CheckpointMissing(message) from None
         except OSError as exc:

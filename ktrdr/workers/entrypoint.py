@@ -24,9 +24,17 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
+import attrs
 import httpx
 
-from ktrdr.config import DEFAULT_ENV_FILE, WorkerConfig, WorkerType
+from ktrdr.config import (
+    DEFAULT_ENV_FILE,
+    CheckpointSettings,
+    WorkerConfig,
+    WorkerSettings,
+    WorkerType,
+    env_name,
+)
 from ktrdr.errors import ConfigurationError
 from ktrdr.job_messages import JOB_ENTRY, JobEntry
 from ktrdr.logs import configure_logging
@@ -59,8 +67,9 @@ def purge_checkpoints(checkpoints: CheckpointStore, now: datetime.datetime) -> i
         return 0
     if removed:
         logger.info(
-            "removed %d checkpoint file(s) older than KTRDR_CHECKPOINT_MAX_AGE_DAYS=%d from %s",
+            "removed %d checkpoint file(s) older than %s=%d from %s",
             len(removed),
+            env_name(attrs.fields(CheckpointSettings).max_age_days),
             checkpoints.settings.max_age_days,
             checkpoints.root,
         )
@@ -161,7 +170,9 @@ def run_worker(
         )
         checkpoints = CheckpointStore(settings=config.checkpoint)
         try:
-            ensure_bindable(settings.host, settings.port, variable="KTRDR_WORKER_PORT")
+            ensure_bindable(
+                settings.host, settings.port, variable=env_name(attrs.fields(WorkerSettings).port)
+            )
             prepare_checkpoints(checkpoints, utc_now())
             launcher = job_launcher(config, checkpoints, entry=job_entry)
             asyncio.run(serve_worker(config, launcher, signals=signals))

@@ -25,7 +25,7 @@ import attrs
 from pydantic import ValidationError
 
 import ktrdr
-from ktrdr.config import CheckpointSettings, WorkerSettings
+from ktrdr.config import CheckpointSettings, WorkerSettings, env_name
 from ktrdr.errors import ConfigurationError, KtrdrError
 from ktrdr.job_messages import JobOutcome, StopReason
 from ktrdr.protocol import (
@@ -52,6 +52,8 @@ logger = logging.getLogger(__name__)
 
 #: Longest error text an operation report carries (``OperationReport.error``).
 MAX_REPORT_ERROR = 4000
+_FIELDS = attrs.fields(WorkerSettings)
+_SHUTDOWN_TIMEOUT = env_name(_FIELDS.shutdown_timeout)
 #: Log a failed registration attempt at WARNING on the first try and every Nth.
 _LOG_EVERY = 10
 
@@ -148,8 +150,8 @@ class Worker:
             self.registration_request()
         except ValidationError as exc:
             names = {
-                "worker_id": "KTRDR_WORKER_ID",
-                "endpoint_url": "KTRDR_WORKER_PUBLIC_URL",
+                "worker_id": env_name(_FIELDS.id),
+                "endpoint_url": env_name(_FIELDS.public_url),
             }
             problems = []
             for error in exc.errors():
@@ -217,6 +219,7 @@ class Worker:
             "current_operation_id": self.current_operation_id,
             "registered": self._registered,
             "progress": progress.model_dump(mode="json") if progress is not None else None,
+            "job_pid": running.job.pid if running is not None and running.job else None,
         }
 
     # -- lifecycle ------------------------------------------------------------
@@ -327,15 +330,16 @@ class Worker:
             if late:
                 if running is not None and running.reporter in late:
                     logger.error(
-                        "operation %s did not stop within KTRDR_WORKER_SHUTDOWN_TIMEOUT (%s); "
-                        "exiting without reporting it",
+                        "operation %s did not stop within %s (%s); exiting without reporting it",
                         running.operation_id,
+                        _SHUTDOWN_TIMEOUT,
                         self.settings.shutdown_timeout,
                     )
                 else:
                     logger.error(
-                        "an operation's report did not go through within "
-                        "KTRDR_WORKER_SHUTDOWN_TIMEOUT (%s); exiting without it",
+                        "an operation's report did not go through within %s (%s); "
+                        "exiting without it",
+                        _SHUTDOWN_TIMEOUT,
                         self.settings.shutdown_timeout,
                     )
                 for task in late:

@@ -19,6 +19,7 @@ CONFIG_ALL = [
     "APISettings",
     "AuthSettings",
     "BackendConfig",
+    "ByteSize",
     "CheckpointSettings",
     "Component",
     "ConfigReport",

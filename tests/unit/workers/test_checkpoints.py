@@ -5,9 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import subprocess
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,24 +67,6 @@ def test_save_replaces_the_previous_checkpoint(tmp_path: Path) -> None:
     save_sample(store, step=1)
     save_sample(store, step=2)
     assert store.load("op-1", kind="training").step == 2
-
-
-@pytest.fixture
-def small_fs(tmp_path: Path) -> Iterator[Path]:
-    """A 64 KiB tmpfs: a disk that really fills up (the tests run as root in CI)."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
-        capture_output=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
 
 
 def test_a_full_disk_keeps_the_old_checkpoint_and_leaves_no_temp_file(small_fs: Path) -> None:

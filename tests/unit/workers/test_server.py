@@ -14,8 +14,8 @@ from support.worker_fakes import SETTINGS, FakeBackend, make_worker, wait_for
 
 from ktrdr.config import AuthSettings, LoggingSettings, LogLevel, Secret
 from ktrdr.protocol import WorkerStatus
-from ktrdr.workers.worker import Worker
 from ktrdr.workers.server import build_worker_server, create_worker_app, graceful_requests_timeout
+from ktrdr.workers.worker import Worker
 
 pytestmark = pytest.mark.anyio
 

@@ -20,15 +20,15 @@ from support.worker_fakes import (
     wait_for,
 )
 
-from ktrdr.config import CheckpointSettings, WorkerType
-from ktrdr.errors import ConfigurationError
+from ktrdr.config import CheckpointSettings
+from ktrdr.job_messages import JobOutcome
 from ktrdr.protocol import (
     OperationStatus,
     OperationType,
     Progress,
     WorkerStatus,
 )
-from ktrdr.job_messages import JobOutcome
+from ktrdr.workers.fingerprint import config_fingerprint
 from ktrdr.workers.worker import (
     MAX_REPORT_ERROR,
     UnknownOperation,
@@ -36,7 +36,6 @@ from ktrdr.workers.worker import (
     WorkerStopping,
     WrongOperationType,
 )
-from ktrdr.workers.fingerprint import config_fingerprint
 
 pytestmark = pytest.mark.anyio
 
@@ -73,6 +72,7 @@ def test_health_reports_id_type_status_and_operation() -> None:
         "current_operation_id": None,
         "registered": False,
         "progress": None,
+        "job_pid": None,
     }
 
 
