@@ -7,10 +7,11 @@ and shows how the collaborators below are assembled from the settings.
 from ktrdr.api.app import create_app, utc_now
 from ktrdr.api.dispatcher import Dispatcher
 from ktrdr.api.liveness import LivenessPolicy, LivenessVerdict, assess, sweep
-from ktrdr.api.operations import OperationsService, RetentionCleaner, TooManyOperations
+from ktrdr.api.operations import OperationsService, TooManyOperations
 from ktrdr.api.orphans import OrphanDetector
 from ktrdr.api.registry import UnknownWorker, WorkerRecord, WorkerRegistry, drifting_workers
 from ktrdr.api.reports import OperationReports
+from ktrdr.api.retention import RetentionCleaner
 from ktrdr.api.store import OperationStore, StoreError
 
 __all__ = [

@@ -20,13 +20,14 @@ from fastapi import FastAPI
 
 import ktrdr
 from ktrdr.api.dispatcher import Dispatcher
-from ktrdr.api.housekeeping import run_until_stopped
 from ktrdr.api.liveness import LivenessPolicy, sweep
-from ktrdr.api.operations import OperationsService, RetentionCleaner
+from ktrdr.api.operations import OperationsService
 from ktrdr.api.operations_api import operations_routers
 from ktrdr.api.orphans import OrphanDetector
+from ktrdr.api.periodic import run_until_stopped
 from ktrdr.api.registry import WorkerRegistry
 from ktrdr.api.reports import OperationReports
+from ktrdr.api.retention import RetentionCleaner
 from ktrdr.api.workers_api import workers_routers
 from ktrdr.config import BackendConfig
 from ktrdr.protocol import MAX_BODY_BYTES

@@ -30,8 +30,8 @@ from urllib.parse import quote
 import attrs
 import httpx
 
-from ktrdr.api.housekeeping import run_until_stopped, wait_or_wake
 from ktrdr.api.operations import OperationsService
+from ktrdr.api.periodic import run_until_stopped, wait_or_wake
 from ktrdr.api.registry import WorkerRecord, WorkerRegistry
 from ktrdr.api.store import InvalidTransition, OperationNotFound
 from ktrdr.config import AuthSettings, Secret, env_name

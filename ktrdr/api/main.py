@@ -21,10 +21,11 @@ import uvicorn
 
 from ktrdr.api.app import create_app, utc_now
 from ktrdr.api.dispatcher import Dispatcher
-from ktrdr.api.operations import OperationsService, RetentionCleaner
+from ktrdr.api.operations import OperationsService
 from ktrdr.api.orphans import OrphanDetector
 from ktrdr.api.registry import WorkerRegistry
 from ktrdr.api.reports import OperationReports
+from ktrdr.api.retention import RetentionCleaner
 from ktrdr.api.store import OperationStore, StoreError
 from ktrdr.config import (
     DEFAULT_ENV_FILE,

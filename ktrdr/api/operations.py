@@ -3,7 +3,7 @@
 It sits over :class:`~ktrdr.api.store.OperationStore` and applies
 :class:`~ktrdr.config.OperationsSettings`: the bound on live operations
 (``max_operations``), a read cache no staler than ``cache_ttl``, and retention
-(``retention_days``, every ``cleanup_interval``). It returns wire models
+(``retention_days``; ``ktrdr.api.retention`` runs it periodically). It returns wire models
 (:class:`~ktrdr.protocol.OperationView`) and raises pydantic ``ValidationError``
 (bad parameters for the type, a 422) or the errors of ``ktrdr.errors`` whose HTTP
 status ``ktrdr.errors.HTTP_STATUSES`` gives: ``OperationNotFound``,
@@ -15,7 +15,6 @@ Nothing here speaks HTTP or knows the workers; time comes from the injected cloc
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import datetime
 import threading
@@ -24,7 +23,6 @@ from typing import Any
 
 import attrs
 
-from ktrdr.api.housekeeping import Wait, run_until_stopped, wait_or_stop
 from ktrdr.api.store import (
     InvalidTransition,
     LiveLimitReached,
@@ -48,7 +46,6 @@ __all__ = [
     "InvalidTransition",
     "OperationNotFound",
     "OperationsService",
-    "RetentionCleaner",
     "TooManyOperations",
     "to_view",
 ]
@@ -315,29 +312,3 @@ class OperationsService:
     def _forget(self, operation_id: str) -> None:
         with self._lock:
             self._cache.pop(operation_id, None)
-
-
-class RetentionCleaner:
-    """Runs :meth:`OperationsService.cleanup` every ``cleanup_interval``.
-
-    The app lifespan starts :meth:`run_forever` as a task and sets the stop event on
-    shutdown; tests call :meth:`run_once` or pass a fake ``wait``.
-    """
-
-    def __init__(self, *, service: OperationsService, wait: Wait = wait_or_stop) -> None:
-        self._service = service
-        self._wait = wait
-
-    def run_once(self) -> int:
-        """One cleanup round now; the number of operations deleted."""
-        return self._service.cleanup()
-
-    async def run_forever(self, stop_event: asyncio.Event) -> int:
-        """Clean up now and every ``cleanup_interval`` until ``stop_event`` is set."""
-        return await run_until_stopped(
-            "operations retention cleanup",
-            self.run_once,
-            interval=self._service.settings.cleanup_interval,
-            stop_event=stop_event,
-            wait=self._wait,
-        )

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import attrs
 
-from ktrdr.api.housekeeping import Wait, run_until_stopped, wait_or_stop
+from ktrdr.api.periodic import Wait, run_until_stopped, wait_or_stop
 from ktrdr.api.store import OperationRecord, OperationStore
 from ktrdr.config import OrphanDetectorSettings, env_name
 

@@ -24,8 +24,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ktrdr.api.dispatcher import Dispatcher
-from ktrdr.api.housekeeping import run_until_stopped, wait_or_stop, wait_or_wake
 from ktrdr.api.operations import OperationsService
+from ktrdr.api.periodic import run_until_stopped, wait_or_stop, wait_or_wake
 from ktrdr.api.registry import WorkerRecord, WorkerRegistry
 from ktrdr.api.store import ProgressStamp
 from ktrdr.protocol import HeartbeatRequest, OperationReport, OperationView, WorkerStatus

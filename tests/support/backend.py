@@ -19,9 +19,10 @@ from fastapi import FastAPI
 
 from ktrdr.api import WorkerRegistry, create_app
 from ktrdr.api.dispatcher import Dispatcher
-from ktrdr.api.operations import OperationsService, RetentionCleaner
+from ktrdr.api.operations import OperationsService
 from ktrdr.api.orphans import OrphanDetector
 from ktrdr.api.reports import OperationReports
+from ktrdr.api.retention import RetentionCleaner
 from ktrdr.api.store import OperationStore
 from ktrdr.config import BackendConfig, validate_all
 from ktrdr.protocol import OperationType, RegisterRequest

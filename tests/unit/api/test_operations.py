@@ -1,8 +1,7 @@
-"""The operations service: limits, read cache, cancel, resume, worker reports, retention."""
+"""The operations service: limits, read cache, cancel, resume, worker reports, cleanup."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 from typing import Any
 
@@ -14,7 +13,6 @@ from ktrdr.api.operations import (
     InvalidTransition,
     OperationNotFound,
     OperationsService,
-    RetentionCleaner,
     TooManyOperations,
 )
 from ktrdr.api.store import OperationStore
@@ -371,42 +369,3 @@ def test_cleanup_at_an_explicit_time(store: OperationStore, clock: FakeClock) ->
     finished_days_ago(service, store, clock, 1)
     assert service.cleanup(clock() + datetime.timedelta(days=5)) == 0
     assert service.cleanup(clock() + datetime.timedelta(days=7)) == 1
-
-
-class FakeWait:
-    """Stands in for the timed wait: records each interval, stops after ``rounds``."""
-
-    def __init__(self, rounds: int) -> None:
-        self.rounds = rounds
-        self.intervals: list[float] = []
-
-    async def __call__(self, stop_event: asyncio.Event, seconds: float) -> bool:
-        self.intervals.append(seconds)
-        if len(self.intervals) >= self.rounds:
-            stop_event.set()
-        return stop_event.is_set()
-
-
-@pytest.mark.parametrize("interval_s", [60, 7200])
-def test_retention_loop_runs_every_cleanup_interval(
-    store: OperationStore, clock: FakeClock, interval_s: int
-) -> None:
-    """The retention loop cleans at once, then waits ``cleanup_interval`` between rounds."""
-    service = make_service(
-        store, clock, retention_days=7, cleanup_interval=datetime.timedelta(seconds=interval_s)
-    )
-    old = finished_days_ago(service, store, clock, 30)
-    wait = FakeWait(rounds=3)
-    rounds = asyncio.run(RetentionCleaner(service=service, wait=wait).run_forever(asyncio.Event()))
-    assert rounds == 3
-    assert wait.intervals == [float(interval_s)] * 3
-    with pytest.raises(OperationNotFound):
-        store.get(old)
-
-
-def test_retention_run_once(store: OperationStore, clock: FakeClock) -> None:
-    """One round deletes what is due and reports the count."""
-    service = make_service(store, clock, retention_days=1)
-    finished_days_ago(service, store, clock, 2)
-    finished_days_ago(service, store, clock, 3)
-    assert RetentionCleaner(service=service).run_once() == 2

@@ -1,4 +1,4 @@
-"""The housekeeping loop: rounds, intervals, stopping, surviving a failing round."""
+"""The periodic loop: rounds, intervals, stopping, surviving a failing round."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from ktrdr.api.housekeeping import run_until_stopped, wait_or_stop
+from ktrdr.api.periodic import run_until_stopped, wait_or_stop
 
 
 def test_wait_or_stop_returns_true_when_the_event_is_set() -> None:
@@ -58,7 +58,7 @@ def test_failing_round_is_logged_and_the_loop_goes_on(caplog: pytest.LogCaptureF
             stop.set()
         return stop.is_set()
 
-    with caplog.at_level(logging.ERROR, logger="ktrdr.api.housekeeping"):
+    with caplog.at_level(logging.ERROR, logger="ktrdr.api.periodic"):
         rounds = asyncio.run(
             run_until_stopped(
                 "nightly job",

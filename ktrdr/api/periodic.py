@@ -1,4 +1,8 @@
-"""The loop behind the backend's periodic jobs (liveness, dispatch, orphans, retention).
+"""The periodic-loop helpers behind the backend's background jobs.
+
+Liveness, dispatch, heartbeat stamps, orphan detection and retention each run as
+:func:`run_until_stopped` over one round of their own; this module holds only the
+loop and its waits, never a job.
 
 A job runs, then the loop waits ``interval`` or until the stop event is set, whichever
 comes first, so the app lifespan stops it promptly by setting the event. The wait is
