@@ -213,6 +213,7 @@ class RunningJob:
         process = self._launcher.new_process(child_conn, request)
         process.start()
         child_conn.close()
+        logger.info("operation %s: job process %d started", request.operation_id, process.pid)
         with self._lock:
             self._process = process
             self._conn = parent_conn
