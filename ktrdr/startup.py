@@ -90,6 +90,7 @@ def load_or_exit(
         raise SystemExit(EXIT_CONFIG_ERROR) from None
     DeprecationReporter(stream).report(config.report.deprecations)
     write_warnings(stream, config.report.warnings)
+    write_notes(stream, config.report.notes)
     return config
 
 
@@ -103,4 +104,11 @@ def write_warnings(stream: TextIO, warnings: Iterable[str]) -> None:
     stream.flush()
 
 
-__all__ = ["EXIT_CONFIG_ERROR", "load_or_exit", "write_warnings"]
+def write_notes(stream: TextIO, notes: Iterable[str]) -> None:
+    """Write each note (a mention, not a finding) with the ``ktrdr: note:`` prefix."""
+    for note in notes:
+        stream.write(f"ktrdr: note: {note}\n")
+    stream.flush()
+
+
+__all__ = ["EXIT_CONFIG_ERROR", "load_or_exit", "write_notes", "write_warnings"]

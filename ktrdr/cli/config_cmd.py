@@ -2,10 +2,11 @@
 
 ``show`` prints the effective values (secrets masked) and where each came from,
 ``check`` validates a component (exit 0, or 1 with the report), ``docs`` writes
-``docs/configuration.md`` from the declarations (``--check`` only compares). Errors
-are the report (or one line) on stderr and exit code 1, never a traceback. The
-environment read is ``os.environ`` (this is an entrypoint), or the mapping a test
-passes as the click context ``obj``.
+``docs/configuration.md`` from the declarations (``--check`` only compares), and
+``migrate`` rewrites an env or compose file to the current names and values.
+Errors are the report (or one line) on stderr and exit code 1, never a traceback.
+The environment read is ``os.environ`` (this is an entrypoint), or the mapping a
+test passes as the click context ``obj``.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from ktrdr.config import (
 )
 from ktrdr.config.bundles import AnyConfig
 from ktrdr.config.docs import DOCS_PATH, render_markdown
-from ktrdr.startup import EXIT_CONFIG_ERROR, write_warnings
+from ktrdr.config.migrate_files import MigrationError, migrate_file, read_text, write_atomically
+from ktrdr.startup import EXIT_CONFIG_ERROR, write_notes, write_warnings
 
 #: Columns used when stdout is not a terminal (a pipe must not truncate values).
 _PIPE_WIDTH = 200
@@ -153,6 +155,55 @@ def docs(output: Path, check_only: bool) -> None:
     click.echo(f"ktrdr: wrote {output}")
 
 
+@config.command("migrate")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option(
+    "--check", "check_only", is_flag=True, help="exit 1 when anything would change (for CI)"
+)
+@click.option("--write", is_flag=True, help="rewrite the file in place (atomically)")
+@click.option(
+    "--component",
+    type=click.Choice(COMPONENTS),
+    default=None,
+    help="who reads the variables (default: all for an env file; for each compose "
+    "service, what its command runs)",
+)
+def migrate(path: Path, check_only: bool, write: bool, component: Component | None) -> None:
+    """Rewrite an env or compose file to the current KTRDR_* names and values.
+
+    Prints the migrated file (or, with --write, replaces it) and reports every change
+    on stderr; comments, order and other components' variables are kept.
+    """
+    if check_only and write:
+        _fail("--check and --write cannot be combined")
+    try:
+        result = migrate_file(path, read_text(path), component)
+    except MigrationError as exc:
+        _fail(str(exc))
+    for change in result.changes:
+        click.echo(f"ktrdr: {path}: {change.where}: {change.text}", err=True)
+    for note in result.notes:
+        click.echo(f"ktrdr: note: {path}: {note.where}: {note.text}", err=True)
+    count = f"{len(result.changes)} change{'' if len(result.changes) == 1 else 's'}"
+    if check_only:
+        if result.changed:
+            _fail(f"{path} needs migrating ({count}); run `ktrdr config migrate --write {path}`")
+        click.echo(f"ktrdr: {path} is up to date", err=True)
+        return
+    if write:
+        if result.changed:
+            try:
+                write_atomically(path, result.text)
+            except OSError as exc:
+                _fail(f"cannot write {path}: {exc.strerror or exc}")
+        click.echo(
+            f"ktrdr: {path}: {count} written" if result.changed else f"ktrdr: {path} is up to date",
+            err=True,
+        )
+        return
+    click.echo(result.text, nl=False)
+
+
 def _environ() -> Mapping[str, str]:
     """The environment to read: ``os.environ``, unless the context carries a mapping."""
     obj = click.get_current_context().obj
@@ -170,6 +221,7 @@ def _load(component: Component, worker_type: str | None, env_file: Path) -> AnyC
         _fail(str(exc))
     DeprecationReporter(stderr).report(loaded.report.deprecations)
     write_warnings(stderr, loaded.report.warnings)
+    write_notes(stderr, loaded.report.notes)
     return loaded
 
 

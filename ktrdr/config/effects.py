@@ -29,6 +29,7 @@ from ktrdr.config.settings import ALL_SETTINGS
 from ktrdr.config.unknown import RETIRED, other_component
 
 __all__ = [
+    "declaration_of",
     "elsewhere",
     "elsewhere_note",
     "ignored_warning",
@@ -47,6 +48,11 @@ def _declarations_by_name() -> dict[str, Declared]:
             for name in (*item.names, item.file_var):
                 table.setdefault(name, item)
     return table
+
+
+def declaration_of(variable: str) -> Declared | None:
+    """The setting ``variable`` sets (any of its names, or its ``_FILE`` form), if any."""
+    return _declarations_by_name().get(variable)
 
 
 def reads(component: Component, variable: str) -> bool:

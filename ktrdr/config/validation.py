@@ -28,6 +28,7 @@ import enum
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, overload
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -75,6 +76,8 @@ HEARTBEAT = "KTRDR_WORKER_HEARTBEAT_INTERVAL"
 STALE_AFTER = "KTRDR_WORKER_STALE_AFTER"
 REMOVAL = "KTRDR_WORKER_REMOVAL_THRESHOLD"
 ORPHAN_TIMEOUT = "KTRDR_ORPHAN_TIMEOUT"
+PORT = "KTRDR_WORKER_PORT"
+PUBLIC_URL = "KTRDR_WORKER_PUBLIC_URL"
 STOP_GRACE = "KTRDR_WORKER_STOP_GRACE"
 SHUTDOWN_TIMEOUT = "KTRDR_WORKER_SHUTDOWN_TIMEOUT"
 
@@ -175,6 +178,8 @@ def validate_all(
     strictness = STRICTNESS[environment.env]
     warnings: list[str] = []
     problems.extend(_cross_field_problems(loaded, sources))
+    if component != "backend":
+        problems.extend(_listening_port_problems(loaded, sources))
 
     insecure = _insecure_defaults(loaded)
     if insecure and strictness.insecure_defaults is Severity.ERROR:
@@ -329,6 +334,34 @@ def _cross_field_problems(
                 )
             problems.append(problem)
     return problems
+
+
+def _listening_port_problems(
+    loaded: Mapping[str, Any], sources: Mapping[str, Source]
+) -> list[Problem]:
+    """A public URL naming another port than the one the worker would listen on.
+
+    Before ktrdr 0.4 a worker's listening port came from ``uvicorn --port`` and was
+    often not in its environment at all; only the public URL said it. Such a worker
+    would now listen on the default port while telling the backend another one, so
+    the port must be set explicitly (to the URL's port, or to the default when a port
+    mapping sits in between).
+    """
+    worker: WorkerSettings | None = loaded.get("worker")
+    if worker is None or _is_set(sources, PORT) or not _is_set(sources, PUBLIC_URL):
+        return []
+    try:
+        url_port = urlsplit(worker.public_url).port
+    except ValueError:  # the URL check reports it
+        return []
+    if url_port is None or url_port == worker.port:
+        return []
+    expected = (
+        f"names port {url_port}, but {PORT} is not set, so the worker would listen on "
+        f"{worker.port}: set {PORT}={url_port} (before ktrdr 0.4 the port came from "
+        f"`uvicorn --port`), or {PORT}={worker.port} if a port mapping sits in between"
+    )
+    return [_rule_problem(sources, PUBLIC_URL, worker.public_url, expected)]
 
 
 def _insecure_defaults(loaded: Mapping[str, Any]) -> list[str]:
