@@ -9,6 +9,7 @@ is a bug there and becomes a logged 500::
 
     KtrdrError
     ├── ConfigurationError (ValueError)   the configuration cannot be used
+    ├── MigrationError                    a file ``ktrdr config migrate`` cannot work on
     ├── BackendError                      a call to the backend did not succeed
     │   ├── BackendUnavailable            no usable answer (5xx, 429): try again later
     │   │   └── BackendUnreachable        no answer at all (down, wrong URL, timeout)
@@ -74,6 +75,10 @@ class ConfigurationError(KtrdrError, ValueError):
         lines = [f"{header} ({count} {noun}):", *(f"  - {p}" for p in self.problems)]
         message = "\n".join(lines)
         super().__init__(message)
+
+
+class MigrationError(KtrdrError):
+    """A file ``config migrate`` cannot work on; the message is one line."""
 
 
 # --- calls to the backend (the worker's client and the operator's fleet client) ---------
@@ -277,6 +282,7 @@ __all__ = [
     "JobFailed",
     "KtrdrError",
     "LiveLimitReached",
+    "MigrationError",
     "OperationNotFound",
     "StoreError",
     "TooManyOperations",
