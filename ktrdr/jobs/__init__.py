@@ -8,14 +8,14 @@ never do (nor numpy). Each operation runs in its own process
 (:func:`run_job_process`), started by the worker runtime.
 """
 
+from ktrdr.errors import BarsError, JobFailed
 from ktrdr.jobs.backtest import BacktestJob
-from ktrdr.jobs.bars import Bars, BarsError, generate_bars, load_bars
+from ktrdr.jobs.bars import Bars, generate_bars, load_bars
 from ktrdr.jobs.process import JOBS, run_job_process
 from ktrdr.jobs.step_loop import (
     CheckpointPolicy,
     Job,
     JobChannel,
-    JobFailed,
     PreparedRun,
     decode_state,
     encode_state,

@@ -20,8 +20,8 @@ import numpy.typing as npt
 from pydantic import ValidationError
 
 from ktrdr.config import CheckpointSettings
-from ktrdr.jobs.bars import Bars, BarsError, load_bars, moving_average
-from ktrdr.jobs.step_loop import JobFailed
+from ktrdr.errors import BarsError, JobFailed
+from ktrdr.jobs.bars import Bars, load_bars, moving_average
 from ktrdr.jobs.trading_metrics import max_drawdown, sharpe_ratio, total_return, win_rate
 from ktrdr.protocol import (
     BacktestParameters,

@@ -18,7 +18,7 @@ import attrs
 import numpy as np
 import numpy.typing as npt
 
-from ktrdr.errors import KtrdrError
+from ktrdr.errors import BarsError
 
 if TYPE_CHECKING:
     from _csv import Reader
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 __all__ = [
     "CSV_COLUMNS",
     "Bars",
-    "BarsError",
     "generate_bars",
     "load_bars",
     "load_csv",
@@ -38,10 +37,6 @@ FloatArray = npt.NDArray[np.float64]
 #: Columns a bars CSV must have (any order, any case); other columns are allowed.
 CSV_COLUMNS = ("open", "high", "low", "close", "volume")
 _EXPECTED_HEADER = "a header row with the columns " + ", ".join(CSV_COLUMNS)
-
-
-class BarsError(KtrdrError, ValueError):
-    """Bars cannot be produced: missing or malformed file, too few rows."""
 
 
 @attrs.frozen(kw_only=True, eq=False)

@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ktrdr.config import CheckpointSettings, WorkerSettings, env_name
-from ktrdr.errors import KtrdrError
+from ktrdr.errors import JobFailed
 from ktrdr.job_messages import CheckpointData, JobOutcome, JobRequest, StopReason
 from ktrdr.protocol import OperationStatus, OperationType, Progress
 
@@ -32,7 +32,6 @@ __all__ = [
     "CheckpointPolicy",
     "Job",
     "JobChannel",
-    "JobFailed",
     "PreparedRun",
     "decode_state",
     "encode_state",
@@ -45,10 +44,6 @@ MAX_MEMORY = env_name(attrs.fields(WorkerSettings).max_memory)
 
 StateT = TypeVar("StateT")
 Arrays = Mapping[str, npt.NDArray[Any]]
-
-
-class JobFailed(KtrdrError):
-    """Ends a run as FAILED; the message is the one-line reason the user sees."""
 
 
 class JobChannel(Protocol):

@@ -5,47 +5,25 @@ HTTP server in ``ktrdr.workers.server``; the :class:`Worker` in
 ``ktrdr.workers.worker``. Each operation runs in a job process of its own
 (``ktrdr.workers.job_process``). This package never imports ``ktrdr.api``,
 ``ktrdr.jobs`` or numpy: what it shares with the backend is ``ktrdr.protocol``, and
-with its jobs ``ktrdr.job_messages``.
+with its jobs ``ktrdr.job_messages``. Its errors are in ``ktrdr.errors``.
 """
 
-from ktrdr.workers.backend_client import (
-    BackendClient,
-    BackendError,
-    BackendRejected,
-    BackendUnavailable,
-    UnknownWorker,
-)
+from ktrdr.workers.backend_client import BackendClient
 from ktrdr.workers.backoff import Backoff, registration_backoff
 from ktrdr.workers.checkpoints import CheckpointStore
 from ktrdr.workers.fingerprint import config_fingerprint
 from ktrdr.workers.job_host import JobHost
 from ktrdr.workers.job_process import JobLauncher, RunningJob
-from ktrdr.workers.worker import (
-    UnknownOperation,
-    Worker,
-    WorkerBusy,
-    WorkerRefusal,
-    WorkerStopping,
-    WrongOperationType,
-)
+from ktrdr.workers.worker import Worker
 
 __all__ = [
     "BackendClient",
-    "BackendError",
-    "BackendRejected",
-    "BackendUnavailable",
     "Backoff",
     "CheckpointStore",
     "JobHost",
     "JobLauncher",
     "RunningJob",
-    "UnknownOperation",
-    "UnknownWorker",
     "Worker",
-    "WorkerBusy",
-    "WorkerRefusal",
-    "WorkerStopping",
-    "WrongOperationType",
     "config_fingerprint",
     "registration_backoff",
 ]

@@ -23,8 +23,6 @@ from pydantic import BaseModel
 
 from ktrdr.config import Secret
 from ktrdr.errors import (
-    BackendError,
-    BackendRejected,
     BackendUnavailable,
     BackendUnreachable,
     WorkerNotRegistered,
@@ -46,10 +44,6 @@ logger = logging.getLogger(__name__)
 REPORT_ATTEMPTS = 8
 REPORT_BACKOFF_INITIAL = datetime.timedelta(milliseconds=200)
 REPORT_BACKOFF_CAP = datetime.timedelta(seconds=5)
-
-
-#: The name this error had before ``ktrdr.errors`` (kept until ``ktrdr.workers`` switches).
-UnknownWorker = WorkerNotRegistered
 
 
 class BackendClient:
@@ -154,12 +148,4 @@ class BackendClient:
             return
 
 
-__all__ = [
-    "BackendClient",
-    "BackendError",
-    "BackendRejected",
-    "BackendUnavailable",
-    "BackendUnreachable",
-    "UnknownWorker",
-    "WorkerNotRegistered",
-]
+__all__ = ["BackendClient"]

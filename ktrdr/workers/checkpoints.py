@@ -26,7 +26,12 @@ from typing import Any
 import attrs
 
 from ktrdr.config import CheckpointSettings, env_name
-from ktrdr.errors import ConfigurationError, KtrdrError
+from ktrdr.errors import (
+    CheckpointCorrupt,
+    CheckpointError,
+    CheckpointMissing,
+    ConfigurationError,
+)
 from ktrdr.job_messages import CheckpointData
 from ktrdr.protocol import ID_PATTERN
 
@@ -47,18 +52,6 @@ _VERSION = 2
 _TEMP_PREFIX = ".checkpoint-"
 #: Operation ids become directory names: the id rule allows no separators, no leading dot.
 _SAFE_ID = re.compile(ID_PATTERN)
-
-
-class CheckpointError(KtrdrError):
-    """A checkpoint cannot be used to resume."""
-
-
-class CheckpointMissing(CheckpointError):
-    """No checkpoint exists for the operation."""
-
-
-class CheckpointCorrupt(CheckpointError):
-    """The checkpoint file exists but cannot be read (truncated, garbage, wrong kind)."""
 
 
 class CheckpointStore:

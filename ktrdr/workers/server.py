@@ -26,19 +26,12 @@ from ktrdr.protocol import (
     StartOperationRequest,
 )
 from ktrdr.web import (
-    ApiError,
     BearerAuth,
     BodyLimitMiddleware,
     GracefulServer,
     install_error_handlers,
 )
-from ktrdr.workers.worker import (
-    UnknownOperation,
-    Worker,
-    WorkerBusy,
-    WorkerStopping,
-    WrongOperationType,
-)
+from ktrdr.workers.worker import Worker
 
 logger = logging.getLogger(__name__)
 
@@ -84,14 +77,8 @@ def create_worker_app(worker: Worker, *, auth: AuthSettings) -> FastAPI:
         summary="Start (or resume) an operation",
     )
     async def start_operation(body: StartOperationRequest) -> dict[str, str]:
-        try:
-            await worker.start_operation(body)
-        except WorkerStopping as exc:
-            raise ApiError(503, "stopping", str(exc)) from None
-        except WorkerBusy as exc:
-            raise ApiError(409, "busy", str(exc)) from None
-        except WrongOperationType as exc:
-            raise ApiError(422, "wrong_operation_type", str(exc)) from None
+        # A refusal (busy, stopping, wrong type) answers with its ktrdr.errors status.
+        await worker.start_operation(body)
         return {"operation_id": body.operation_id, "status": "running"}
 
     @writes.post(
@@ -101,10 +88,7 @@ def create_worker_app(worker: Worker, *, auth: AuthSettings) -> FastAPI:
         summary="Ask the running operation to stop",
     )
     async def cancel_operation(operation_id: str) -> dict[str, str]:
-        try:
-            worker.cancel_operation(operation_id)
-        except UnknownOperation as exc:
-            raise ApiError(404, "unknown_operation", str(exc)) from None
+        worker.cancel_operation(operation_id)  # UnknownOperation answers 404
         return {"operation_id": operation_id, "status": "cancelling"}
 
     app.include_router(writes)

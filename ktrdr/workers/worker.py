@@ -26,7 +26,16 @@ from pydantic import ValidationError
 
 import ktrdr
 from ktrdr.config import CheckpointSettings, WorkerSettings, env_name
-from ktrdr.errors import ConfigurationError, KtrdrError
+from ktrdr.errors import (
+    BackendError,
+    BackendRejected,
+    ConfigurationError,
+    UnknownOperation,
+    WorkerBusy,
+    WorkerNotRegistered,
+    WorkerStopping,
+    WrongOperationType,
+)
 from ktrdr.job_messages import JobOutcome, StopReason
 from ktrdr.protocol import (
     HeartbeatRequest,
@@ -38,12 +47,7 @@ from ktrdr.protocol import (
     StartOperationRequest,
     WorkerStatus,
 )
-from ktrdr.workers.backend_client import (
-    BackendClient,
-    BackendError,
-    BackendRejected,
-    UnknownWorker,
-)
+from ktrdr.workers.backend_client import BackendClient
 from ktrdr.workers.backoff import registration_backoff
 from ktrdr.workers.fingerprint import config_fingerprint
 from ktrdr.workers.job_process import JobLauncher, RunningJob
@@ -56,26 +60,6 @@ _FIELDS = attrs.fields(WorkerSettings)
 _SHUTDOWN_TIMEOUT = env_name(_FIELDS.shutdown_timeout)
 #: Log a failed registration attempt at WARNING on the first try and every Nth.
 _LOG_EVERY = 10
-
-
-class WorkerRefusal(KtrdrError):
-    """The worker will not start this operation now (the server maps it to a status)."""
-
-
-class WorkerBusy(WorkerRefusal):
-    """Another operation is running (HTTP 409)."""
-
-
-class WorkerStopping(WorkerRefusal):
-    """The worker is shutting down and takes no new work (HTTP 503)."""
-
-
-class WrongOperationType(WorkerRefusal, ValueError):
-    """The operation is of a type this worker does not run (HTTP 422)."""
-
-
-class UnknownOperation(KtrdrError, LookupError):
-    """No running operation has this id (HTTP 404)."""
 
 
 @attrs.define(kw_only=True, eq=False)
@@ -284,7 +268,7 @@ class Worker:
         """Send one heartbeat; on 404 (the backend restarted) register again at once."""
         try:
             await self._backend.heartbeat(self.worker_id, self.heartbeat_request())
-        except UnknownWorker:
+        except WorkerNotRegistered:
             self._registered = False
             logger.info(
                 "the backend does not know worker %s (restarted?); re-registering", self.worker_id
@@ -457,12 +441,4 @@ def _plain(result: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return dict(result) if result is not None else None
 
 
-__all__ = [
-    "MAX_REPORT_ERROR",
-    "UnknownOperation",
-    "Worker",
-    "WorkerBusy",
-    "WorkerRefusal",
-    "WorkerStopping",
-    "WrongOperationType",
-]
+__all__ = ["MAX_REPORT_ERROR", "Worker"]

@@ -29,16 +29,6 @@ from ktrdr.errors import (
 #: its entries here. Nothing new may join this list.
 MOVING = {
     ("MigrationError", "ktrdr.config.migrate_files"),
-    ("WorkerRefusal", "ktrdr.workers.worker"),
-    ("WorkerBusy", "ktrdr.workers.worker"),
-    ("WorkerStopping", "ktrdr.workers.worker"),
-    ("WrongOperationType", "ktrdr.workers.worker"),
-    ("UnknownOperation", "ktrdr.workers.worker"),
-    ("CheckpointError", "ktrdr.workers.checkpoints"),
-    ("CheckpointMissing", "ktrdr.workers.checkpoints"),
-    ("CheckpointCorrupt", "ktrdr.workers.checkpoints"),
-    ("JobFailed", "ktrdr.jobs.step_loop"),
-    ("BarsError", "ktrdr.jobs.bars"),
 }
 
 

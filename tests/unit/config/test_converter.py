@@ -11,11 +11,13 @@ from config_helpers import refusal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ktrdr.config import ALL_SETTINGS, LogLevel, Secret, WorkerType
+from ktrdr.config import ALL_SETTINGS, ByteSize, LogLevel, Secret, WorkerType
 from ktrdr.config.converter import (
     expectation,
     make_converter,
+    optional_inner_type,
     parse_bool,
+    parse_byte_size,
     parse_duration,
     parse_int,
     parse_path,
@@ -109,6 +111,39 @@ def test_bad_integers(raw: str, message: str) -> None:
     assert refusal(parse_int, raw) == message
 
 
+@pytest.mark.parametrize(
+    ("raw", "expected", "shown"),
+    [
+        ("512M", 512 * 1024**2, "512M"),
+        ("2g", 2 * 1024**3, "2G"),
+        ("300MiB", 300 * 1024**2, "300M"),
+        ("64 KB", 64 * 1024, "64K"),
+        ("1500", 1500, "1500"),
+        (" 1T ", 1024**4, "1T"),
+    ],
+)
+def test_byte_sizes(raw: str, expected: int, shown: str) -> None:
+    """Byte sizes take K/M/G/T (powers of 1024), optional B/iB, and show as written."""
+    value = parse_byte_size(raw)
+    assert value == expected
+    assert str(value) == shown
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("lots", "expected a size in bytes such as 512M, 2G or 1048576"),
+        ("1.5G", "expected a size in bytes such as 512M, 2G or 1048576"),
+        ("-1M", "expected a size in bytes such as 512M, 2G or 1048576"),
+        ("0", "expected a size of at least 1 byte and at most 1024T"),
+        ("2048T", "expected a size of at least 1 byte and at most 1024T"),
+    ],
+)
+def test_bad_byte_sizes(raw: str, message: str) -> None:
+    """Words, fractions, negatives, zero and absurd sizes are refused with what is expected."""
+    assert refusal(parse_byte_size, raw).startswith(message)
+
+
 def test_strings_paths_and_secrets() -> None:
     """Text is stripped; NUL bytes and empty paths or secrets are refused."""
     assert parse_str("  a b ") == "a b"
@@ -144,12 +179,14 @@ def test_every_declared_type_has_a_hook_and_an_expectation() -> None:
         Path: "p",
         Secret: "s",
         datetime.timedelta: "5s",
+        ByteSize: "512M",
     }
     for cls in ALL_SETTINGS:
         for item in declared(cls):
             assert expectation(item.attribute.type)
             default = item.attribute.default
-            sample = samples.get(item.attribute.type)
+            declared_type = item.attribute.type
+            sample = samples.get(optional_inner_type(declared_type) or declared_type)
             if sample is None:  # an enum, possibly optional: use its first member
                 members = list(default.__class__) if default is not None else list(WorkerType)
                 sample = members[0].value

@@ -52,6 +52,8 @@ DESIGN_TABLE: dict[str, tuple[tuple[str, ...], str]] = {
     "KTRDR_WORKER_HEARTBEAT_INTERVAL": ((), "10s"),
     "KTRDR_WORKER_REGISTRATION_TIMEOUT": ((), "10s"),
     "KTRDR_WORKER_SHUTDOWN_TIMEOUT": ((), "25s"),
+    "KTRDR_WORKER_STOP_GRACE": ((), "10s"),
+    "KTRDR_WORKER_MAX_MEMORY": ((), "(unlimited)"),
     "KTRDR_WORKER_STALE_AFTER": ((), "3"),
     "KTRDR_WORKER_REMOVAL_THRESHOLD": (("WORKER_REMOVAL_THRESHOLD",), "300s"),
     "KTRDR_CHECKPOINT_EPOCH_INTERVAL": (("CHECKPOINT_EPOCH_INTERVAL",), "10"),
@@ -201,6 +203,6 @@ def test_auth_token_default_and_override() -> None:
 def test_durations_are_timedeltas() -> None:
     """Every duration field holds a timedelta, never a bare number of seconds."""
     durations = [item for item in DECLARED if item.attribute.type is datetime.timedelta]
-    assert len(durations) == 9
+    assert len(durations) == 10
     for item in durations:
         assert isinstance(item.attribute.default, datetime.timedelta)

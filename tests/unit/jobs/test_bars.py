@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ktrdr.errors import BarsError
 from ktrdr.jobs.bars import (
     Bars,
-    BarsError,
     generate_bars,
     load_bars,
     load_csv,

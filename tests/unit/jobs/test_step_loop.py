@@ -17,12 +17,12 @@ import pytest
 from job_helpers import FakeClock, Harness, run, store
 
 from ktrdr.config import CheckpointSettings
+from ktrdr.errors import JobFailed
 from ktrdr.job_messages import CheckpointData, JobRequest, StopReason
 from ktrdr.jobs.backtest import BacktestJob
 from ktrdr.jobs.step_loop import (
     CheckpointPolicy,
     Job,
-    JobFailed,
     decode_state,
     encode_state,
     run_steps,

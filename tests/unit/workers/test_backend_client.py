@@ -24,7 +24,6 @@ from ktrdr.protocol import (
     RegisterRequest,
     WorkerStatus,
 )
-from ktrdr.workers import backend_client
 from ktrdr.workers.backend_client import BackendClient
 
 pytestmark = pytest.mark.anyio
@@ -250,10 +249,3 @@ async def test_report_stops_retrying_when_its_budget_runs_out() -> None:
 
     assert sum(time.sleeps) < 1.0
     assert 1 < len(recorder.requests) < 8
-
-
-def test_old_error_names_stay_importable_until_the_runtime_switches() -> None:
-    """ktrdr.workers.backend_client re-exports the ktrdr.errors classes themselves."""
-    assert backend_client.UnknownWorker is WorkerNotRegistered
-    assert backend_client.BackendRejected is BackendRejected
-    assert backend_client.BackendUnavailable is BackendUnavailable

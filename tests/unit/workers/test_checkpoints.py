@@ -12,13 +12,9 @@ from typing import Any
 import pytest
 
 from ktrdr.config import CheckpointSettings, ConfigurationError
+from ktrdr.errors import CheckpointCorrupt, CheckpointMissing
 from ktrdr.job_messages import CheckpointData
-from ktrdr.workers.checkpoints import (
-    CHECKPOINT_FILE,
-    CheckpointCorrupt,
-    CheckpointMissing,
-    CheckpointStore,
-)
+from ktrdr.workers.checkpoints import CHECKPOINT_FILE, CheckpointStore
 
 NOW = datetime.datetime(2026, 3, 1, 12, 0, tzinfo=datetime.timezone.utc)
 

@@ -21,6 +21,7 @@ from support.worker_fakes import (
 )
 
 from ktrdr.config import CheckpointSettings
+from ktrdr.errors import UnknownOperation, WorkerBusy, WorkerStopping, WrongOperationType
 from ktrdr.job_messages import JobOutcome
 from ktrdr.protocol import (
     OperationStatus,
@@ -29,13 +30,7 @@ from ktrdr.protocol import (
     WorkerStatus,
 )
 from ktrdr.workers.fingerprint import config_fingerprint
-from ktrdr.workers.worker import (
-    MAX_REPORT_ERROR,
-    UnknownOperation,
-    WorkerBusy,
-    WorkerStopping,
-    WrongOperationType,
-)
+from ktrdr.workers.worker import MAX_REPORT_ERROR
 
 pytestmark = pytest.mark.anyio
 

@@ -9,21 +9,12 @@ def test_public_names_are_pinned() -> None:
     """ktrdr.workers exports exactly these names, and each one exists."""
     assert sorted(ktrdr.workers.__all__) == [
         "BackendClient",
-        "BackendError",
-        "BackendRejected",
-        "BackendUnavailable",
         "Backoff",
         "CheckpointStore",
         "JobHost",
         "JobLauncher",
         "RunningJob",
-        "UnknownOperation",
-        "UnknownWorker",
         "Worker",
-        "WorkerBusy",
-        "WorkerRefusal",
-        "WorkerStopping",
-        "WrongOperationType",
         "config_fingerprint",
         "registration_backoff",
     ]
