@@ -16,7 +16,6 @@ import datetime
 import io
 import json
 import os
-import re
 import shutil
 import tempfile
 import zipfile
@@ -33,7 +32,7 @@ from ktrdr.errors import (
     ConfigurationError,
 )
 from ktrdr.job_messages import CheckpointData
-from ktrdr.protocol import ID_PATTERN
+from ktrdr.vocabulary import id_problem
 
 __all__ = [
     "CHECKPOINT_FILE",
@@ -50,8 +49,6 @@ _STATE = "state.bin"
 _FORMAT = "ktrdr-checkpoint"
 _VERSION = 2
 _TEMP_PREFIX = ".checkpoint-"
-#: Operation ids become directory names: the id rule allows no separators, no leading dot.
-_SAFE_ID = re.compile(ID_PATTERN)
 
 
 class CheckpointStore:
@@ -187,11 +184,10 @@ class CheckpointStore:
         return removed
 
     def _directory(self, operation_id: str) -> Path:
-        if not _SAFE_ID.match(operation_id):
-            message = (
-                f"operation id {operation_id!r} cannot name a checkpoint directory; expected "
-                "letters, digits, '.', '_', ':' or '-', starting with a letter or digit"
-            )
+        # Ids become directory names: the id rule allows no separator and no leading dot.
+        problem = id_problem(operation_id)
+        if problem is not None:
+            message = f"operation id {operation_id!r} cannot name a checkpoint directory: {problem}"
             raise ValueError(message)
         return self.root / operation_id
 
