@@ -96,7 +96,9 @@ def ignored_warning(
     effective = ""
     if settings is not None:
         shown = format_value(getattr(settings, item.name), secret=item.spec.secret)
-        effective = f"; {item.env} is {shown} ({sources[item.env].describe()})"
+        source = sources[item.env]
+        origin = "the default" if source.kind is SourceKind.DEFAULT else source.describe()
+        effective = f"; {item.env} is {shown} ({origin})"
     return f"{value.variable}={value.value!r} is ignored: {value.reason}{effective}"
 
 

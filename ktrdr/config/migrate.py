@@ -213,7 +213,7 @@ def _infer(
     if url_index is None or present.intersection(_PORT.names) or component == "backend":
         return
     url = entries[url_index].value
-    if url is None or "$" in url:
+    if url is None or "$" in url or entries[url_index].name == _PUBLIC_URL.env:
         return
     try:
         port = urlsplit(url.strip()).port

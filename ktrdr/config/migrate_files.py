@@ -34,7 +34,7 @@ from ruamel.yaml.error import YAMLError
 
 from ktrdr.config.bundles import Component
 from ktrdr.config.migrate import Action, Entry, plan
-from ktrdr.errors import KtrdrError
+from ktrdr.errors import MigrationError
 
 __all__ = [
     "Change",
@@ -54,10 +54,6 @@ _YAML_NOT_STRINGS = re.compile(
     r"(?i)(true|false|yes|no|on|off|null|~|[-+]?(\d[\d_]*(\.\d*)?|\.\d+)(e[-+]?\d+)?)"
 )
 _WORKER_TYPE_NAMES = frozenset({"KTRDR_WORKER_TYPE", "WORKER_TYPE"})
-
-
-class MigrationError(KtrdrError):
-    """A file ``config migrate`` cannot work on; the message is one line."""
 
 
 @attrs.frozen
@@ -222,8 +218,11 @@ def migrate_env(text: str, where: str, component: Component) -> Migration:
     changes = []
     for action in sorted(decided.actions, key=lambda a: a.entry):
         binding = bindings[action.entry]
-        first = binding.original.line - 1
-        count = max(1, binding.original.string.count("\n"))
+        # The parser hands blank lines before a binding to the binding itself.
+        string = binding.original.string
+        body = string.lstrip()
+        first = binding.original.line - 1 + string[: len(string) - len(body)].count("\n")
+        count = max(1, body.count("\n"))
         changes.append(Change(f"line {first + 1}", action.text))
         _edit_env(lines, first, count, action)
     notes = [Change(where, note) for note in decided.notes]

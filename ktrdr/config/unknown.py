@@ -200,19 +200,25 @@ def unknown_variables(names: Iterable[str]) -> list[str]:
 
 
 def near_miss(typed: str, known: str) -> bool:
-    """Whether ``typed`` is ``known`` with a typo: an edit or a transposition.
+    """Whether ``typed`` is ``known`` with a typo: a few edits or transpositions.
 
-    One edit is allowed in a name of up to 10 characters, two beyond; a name segment of
-    two characters or fewer (``DB``, ``IB``) must match exactly, since changing one of
-    its letters names another concern rather than misspelling this one.
+    Names are compared segment by segment (``WORKER_PROT`` against ``WORKER_PORT``):
+    a segment of up to five characters may differ by one edit, a longer one by two,
+    two in all; a segment of two characters or fewer (``DB``, ``IB``) must match,
+    since changing one of its letters names another concern, not a misspelling.
     """
     typed_parts, known_parts = typed.split("_"), known.split("_")
-    if len(typed_parts) == len(known_parts):
-        for a, b in zip(typed_parts, known_parts, strict=True):
-            if a != b and min(len(a), len(b)) <= 2:
-                return False
-    limit = 1 if len(known) <= 10 else 2
-    return 0 < _edits(typed, known) <= limit
+    if len(typed_parts) != len(known_parts):
+        return 0 < _edits(typed, known) <= 1
+    total = 0
+    for a, b in zip(typed_parts, known_parts, strict=True):
+        if a == b:
+            continue
+        edits = _edits(a, b)
+        if min(len(a), len(b)) <= 2 or edits > (1 if max(len(a), len(b)) <= 5 else 2):
+            return False
+        total += edits
+    return 0 < total <= 2
 
 
 def _edits(a: str, b: str) -> int:

@@ -339,16 +339,21 @@ def _cross_field_problems(
 def _listening_port_problems(
     loaded: Mapping[str, Any], sources: Mapping[str, Source]
 ) -> list[Problem]:
-    """A public URL naming another port than the one the worker would listen on.
+    """An old-named public URL naming another port than the one the worker would listen on.
 
     Before ktrdr 0.4 a worker's listening port came from ``uvicorn --port`` and was
-    often not in its environment at all; only the public URL said it. Such a worker
-    would now listen on the default port while telling the backend another one, so
-    the port must be set explicitly (to the URL's port, or to the default when a port
-    mapping sits in between).
+    often not in its environment at all; only the public URL (under an old name)
+    said it. Such a worker would now listen on the default port while telling the
+    backend another one, so the port must be set explicitly (to the URL's port, or to
+    the default when a port mapping sits in between). A URL under the current name is
+    taken as meant: a proxy or a port mapping may well sit in front of the worker.
     """
     worker: WorkerSettings | None = loaded.get("worker")
-    if worker is None or _is_set(sources, PORT) or not _is_set(sources, PUBLIC_URL):
+    url_source = sources.get(PUBLIC_URL)
+    old_url = url_source is not None and (
+        url_source.kind is SourceKind.DEPRECATED or url_source.deprecated
+    )
+    if worker is None or _is_set(sources, PORT) or not old_url:
         return []
     try:
         url_port = urlsplit(worker.public_url).port

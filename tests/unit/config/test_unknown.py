@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from ktrdr.config.unknown import known_variables, suggest, unknown_message, unknown_variables
+from ktrdr.config.unknown import (
+    RETIRED,
+    known_variables,
+    near_miss,
+    other_component,
+    suggest,
+    unknown_message,
+    unknown_variables,
+)
 
 
 def test_known_names_include_new_old_and_file_forms() -> None:
@@ -33,7 +41,9 @@ def test_only_ktrdr_prefixed_unknown_names_are_reported() -> None:
         ("KTRDR_HEARTBEAT_INTERVAL", ["KTRDR_WORKER_HEARTBEAT_INTERVAL"]),
         ("KTRDR_PORT", ["KTRDR_API_PORT", "KTRDR_DB_PORT", "KTRDR_WORKER_PORT"]),
         ("KTRDR_TOTALLY_UNRELATED", []),
-        ("KTRDR_API_URL", []),
+        ("KTRDR_DB_HOTS", ["KTRDR_DB_HOST"]),
+        ("KTRDR_XB_HOST", []),
+        ("KTRDR_WORKER_NAME", []),
         ("KTRDR_X", []),
     ],
 )
@@ -53,3 +63,45 @@ def test_messages() -> None:
     assert unknown_message("KTRDR_X") == (
         "not a ktrdr setting; see docs/configuration.md for every setting"
     )
+
+
+def test_other_components_variables_are_known_never_unknown() -> None:
+    """Tracing, IB, agents, data paths, JWT, tooling: by name or prefix, never 'unknown'."""
+    names = [
+        "KTRDR_OTEL_OTLP_ENDPOINT",
+        "KTRDR_IB_HOST",
+        "KTRDR_IB_HOST_PORT",
+        "KTRDR_AGENT_DAILY_BUDGET",
+        "KTRDR_DATA_MODELS_DIR",
+        "KTRDR_AUTH_JWT_SECRET",
+        "KTRDR_API_CORS_MAX_AGE",
+        "KTRDR_GIT_REF",
+        *RETIRED,
+    ]
+    assert unknown_variables(names) == []
+    assert other_component("KTRDR_IB_HOST") == "IB gateway and IB host service"
+    assert other_component("KTRDR_AGENT_DAILY_BUDGET") == "research agents"
+
+
+def test_a_declared_name_is_never_another_components() -> None:
+    """KTRDR_API_CLIENT_BASE_URL is ours (a deprecated name) despite the API-client prefix."""
+    assert other_component("KTRDR_API_CLIENT_BASE_URL") is None
+    assert other_component("KTRDR_API_CLIENT_TIMEOUT") == "API clients (CLI, MCP server)"
+
+
+@pytest.mark.parametrize(
+    ("typed", "known", "expected"),
+    [
+        ("WORKER_PROT", "WORKER_PORT", True),
+        ("DB_HOTS", "DB_HOST", True),
+        ("IB_HOST", "DB_HOST", False),
+        ("WORKER_PORT", "WORKER_PORT", False),
+        ("ORPHAN_TIMOUT", "ORPHAN_TIMEOUT", True),
+        ("WORKER_HOST", "WORKER_PORT", False),
+    ],
+)
+def test_near_misses_are_typos_and_transpositions_only(
+    typed: str, known: str, expected: bool
+) -> None:
+    """One edit (two in long names); a two-letter concern must match exactly."""
+    assert near_miss(typed, known) is expected

@@ -73,10 +73,10 @@ DEPRECATED = [
     ("WORKER_TYPE", "training", "type", WorkerType.TRAINING),
     ("WORKER_PORT", "5010", "port", 5010),
     ("WORKER_ID", "old-id", "id", "old-id"),
-    ("WORKER_PUBLIC_BASE_URL", "http://a:1", "public_url", "http://a:1"),
-    ("WORKER_ENDPOINT_URL", "http://b:2", "public_url", "http://b:2"),
-    ("KTRDR_WORKER_PUBLIC_BASE_URL", "http://c:3", "public_url", "http://c:3"),
-    ("KTRDR_WORKER_ENDPOINT_URL", "http://d:4", "public_url", "http://d:4"),
+    ("WORKER_PUBLIC_BASE_URL", "http://a:5003", "public_url", "http://a:5003"),
+    ("WORKER_ENDPOINT_URL", "http://b:5003", "public_url", "http://b:5003"),
+    ("KTRDR_WORKER_PUBLIC_BASE_URL", "http://c:5003", "public_url", "http://c:5003"),
+    ("KTRDR_WORKER_ENDPOINT_URL", "http://d:5003", "public_url", "http://d:5003"),
     ("WORKER_REMOVAL_THRESHOLD", "600", "removal_threshold", datetime.timedelta(seconds=600)),
 ]
 
@@ -95,11 +95,12 @@ def test_each_deprecated_name_still_works_and_is_reported(
 
 
 def test_public_url_old_names_in_declared_precedence() -> None:
-    """Several old public-URL names: the first declared wins, the others are reported ignored."""
+    """Several unprefixed old names: the first declared wins, the others are reported ignored."""
     config = load(
-        "worker", {"WORKER_ENDPOINT_URL": "http://b:2", "WORKER_PUBLIC_BASE_URL": "http://a:1"}
+        "worker",
+        {"WORKER_ENDPOINT_URL": "http://b:5003", "WORKER_PUBLIC_BASE_URL": "http://a:5003"},
     )
-    assert config.worker.public_url == "http://a:1"
+    assert config.worker.public_url == "http://a:5003"
     assert config.report.deprecations == (
         DeprecatedUse("WORKER_PUBLIC_BASE_URL", "KTRDR_WORKER_PUBLIC_URL"),
         DeprecatedUse(
@@ -211,3 +212,63 @@ def test_frozen() -> None:
     worker = WorkerSettings()
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         worker.port = 1  # type: ignore[misc]
+
+
+def test_prefixed_old_names_win_over_unprefixed_ones() -> None:
+    """Precedence is by generation: a KTRDR_-prefixed old name beats an unprefixed one."""
+    environ = {
+        "WORKER_PUBLIC_BASE_URL": "http://old:5003",
+        "KTRDR_WORKER_ENDPOINT_URL": "http://new:5003",
+    }
+    config = load("worker", environ)
+    assert config.worker.public_url == "http://new:5003"
+    assert config.report.deprecations[1] == DeprecatedUse(
+        "WORKER_PUBLIC_BASE_URL", "KTRDR_WORKER_PUBLIC_URL", "KTRDR_WORKER_ENDPOINT_URL", True
+    )
+
+
+def test_an_old_public_url_naming_an_unset_port_is_refused() -> None:
+    """WORKER_ENDPOINT_URL=...:5004 with no port set: refused, naming the port to set."""
+    (problem,) = problems_of("worker", {"WORKER_ENDPOINT_URL": "http://10.0.0.2:5004"})
+    assert problem.startswith(
+        "WORKER_ENDPOINT_URL='http://10.0.0.2:5004': names port 5004, but KTRDR_WORKER_PORT "
+        "is not set, so the worker would listen on 5003: set KTRDR_WORKER_PORT=5004"
+    )
+    fixed = load("worker", {"WORKER_ENDPOINT_URL": "http://10.0.0.2:5004", "WORKER_PORT": "5004"})
+    assert fixed.worker.port == 5004
+
+
+def test_a_current_public_url_behind_a_proxy_is_taken_as_meant() -> None:
+    """KTRDR_WORKER_PUBLIC_URL on another port (a proxy, a port mapping) is not second-guessed."""
+    config = load("worker", {"KTRDR_WORKER_PUBLIC_URL": "https://w1.example:443"})
+    assert (config.worker.port, config.worker.public_url) == (5003, "https://w1.example:443")
+
+
+def test_backtesting_is_read_as_backtest_under_every_name() -> None:
+    """WORKER_TYPE=backtesting and KTRDR_WORKER_TYPE=backtesting both mean backtest, reported."""
+    for name in ("WORKER_TYPE", "KTRDR_WORKER_TYPE"):
+        config = load("worker", {name: "Backtesting"}, worker_type=WorkerType.BACKTEST)
+        assert config.worker.type is WorkerType.BACKTEST
+        assert config.report.deprecations == (
+            DeprecatedUse(name, "KTRDR_WORKER_TYPE", value="Backtesting", read_as="backtest"),
+        )
+        source = config.report.sources["KTRDR_WORKER_TYPE"].describe()
+        assert source.endswith("Backtesting read as backtest)")
+
+
+def test_a_worker_type_no_mapping_carries_names_the_old_variable() -> None:
+    """WORKER_TYPE=gpu: the old variable, the value and the accepted values of the new one."""
+    assert problems_of("worker", {"WORKER_TYPE": "gpu"}) == [
+        "WORKER_TYPE='gpu': expected one of: training, backtest"
+    ]
+
+
+@pytest.mark.parametrize("name", ["KTRDR_API_CLIENT_BASE_URL", "KTRDR_API_URL"])
+@pytest.mark.parametrize("suffix", ["/api/v1", "/api/v1/", ""])
+def test_old_backend_addresses_lose_their_api_root(name: str, suffix: str) -> None:
+    """The old API-client URLs set the backend URL; a trailing /api/v1 is dropped."""
+    config = load("worker", {name: f"http://backend:8000{suffix}"})
+    assert config.worker.backend_url == "http://backend:8000"
+    (use,) = config.report.deprecations
+    assert (use.old, use.new) == (name, "KTRDR_WORKER_BACKEND_URL")
+    assert use.read_as == ("http://backend:8000" if suffix else None)
