@@ -112,7 +112,7 @@ def _row(item: Declared) -> str:
     default = item.default_text()
     default_cell = default if default.startswith("(") else f"`{default}`"
     accepts = item.spec.check.expected if item.spec.check else expectation(item.attribute.type)
-    old = ", ".join(f"`{name}`" for name in item.spec.deprecated)
+    old = ", ".join(f"`{name}`" for name in item.names[1:])
     notes = [item.spec.help]
     if item.spec.unit:
         notes.append(f"unit: {item.spec.unit}")
@@ -196,5 +196,5 @@ def _deprecated() -> str:
     ]
     for cls in ALL_SETTINGS:
         for item in declared(cls):
-            lines.extend(f"| `{old}` | `{item.env}` |" for old in item.spec.deprecated)
+            lines.extend(f"| `{old}` | `{item.env}` |" for old in item.names[1:])
     return "\n".join(lines) + "\n"
