@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ktrdr.config.bundles import Component, uses_field
-from ktrdr.config.fields import Declared, declared, format_value, per_class
+from ktrdr.config.fields import PREFIX, Declared, declared, format_value, per_class
 from ktrdr.config.loader import IgnoredValue, Problem, Source, SourceKind
 from ktrdr.config.settings import ALL_SETTINGS
 from ktrdr.config.unknown import RETIRED, other_component
@@ -55,26 +55,37 @@ def declaration_of(variable: str) -> Declared | None:
     return _declarations_by_name().get(variable)
 
 
+@functools.cache
+def _readers(component: Component) -> dict[str, str]:
+    """Every declared variable → ``""`` when ``component`` reads it, else who does."""
+    table = {}
+    for name, item in _declarations_by_name().items():
+        if uses_field(component, item.owner, item.name):
+            table[name] = ""
+        elif uses_field("worker", item.owner, item.name):
+            table[name] = "workers"
+        else:
+            table[name] = "the backend"
+    return table
+
+
 def reads(component: Component, variable: str) -> bool:
     """Whether ``component`` reads the setting ``variable`` (any of its names) sets."""
-    item = _declarations_by_name().get(variable)
-    return item is not None and uses_field(component, item.owner, item.name)
+    return _readers(component).get(variable) == ""
 
 
 def elsewhere(names: Iterable[str], component: Component) -> list[tuple[str, str]]:
     """``(variable, who reads it)`` for each variable in ``names`` meant for someone else."""
     found = []
-    table = _declarations_by_name()
+    readers = _readers(component)
     for name in names:
-        item = table.get(name)
-        if item is not None:
-            if not uses_field(component, item.owner, item.name):
-                reader = "workers" if uses_field("worker", item.owner, item.name) else "the backend"
-                found.append((name, reader))
-            continue
-        other = other_component(name)
-        if other is not None:
-            found.append((name, other))
+        reader = readers.get(name)
+        if reader is None:
+            other = other_component(name) if name.startswith(PREFIX) else None
+            if other is not None:
+                found.append((name, other))
+        elif reader:
+            found.append((name, reader))
     return sorted(found)
 
 
@@ -106,7 +117,7 @@ def retired_warnings(names: Iterable[str]) -> list[str]:
     """One warning per retired variable set, saying what replaced it."""
     return [
         f"{name} has no effect since ktrdr 0.4: {RETIRED[name]}; remove it"
-        for name in sorted(n for n in names if n in RETIRED)
+        for name in sorted(RETIRED.keys() & names)
     ]
 
 
@@ -133,7 +144,7 @@ def without_effect(
             source = sources[item.env]
             if source.kind in (SourceKind.DEFAULT, SourceKind.INFERRED):
                 continue
-            if not uses_field(component, item.owner, item.name):
+            if not reads(component, item.env):
                 continue
             assert item.spec.applies_when is not None  # only conditional items are listed
             wanted = item.spec.applies_when[1]

@@ -13,7 +13,9 @@ Each :class:`Deployment` says what the environment meant under the old system: t
 worker's backend URL, type and port, the backend's database engine, host, name and
 user, the log format. ``refused`` is the exact problem line when, as deployed, the
 new system must refuse to start (the meaning cannot be carried), and ``fix`` is the
-change that line asks for.
+change that line asks for; ``needs_secrets`` marks a deployment that asks for
+production strictness and so must first be given real secrets (the tests derive
+those lines and values from the declarations).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class Deployment:
     fix: Mapping[str, str] = attrs.field(factory=dict)
     #: Whether ``ktrdr config migrate`` makes the fix itself (not a secret it cannot know).
     migrate_fixes: bool = False
+    needs_secrets: bool = False
 
 
 def _worker(
@@ -487,17 +490,14 @@ ROOT_BACKEND = _backend(
     {"ENVIRONMENT": "development", "LOG_LEVEL": "INFO", "PYTHONPATH": "/app"},
     engine="sqlite",
 )
-_TOKEN_REFUSED = (
-    "KTRDR_AUTH_WORKER_TOKEN: still the insecure development default; KTRDR_ENV=production "
-    "needs a real secret (set KTRDR_AUTH_WORKER_TOKEN or KTRDR_AUTH_WORKER_TOKEN_FILE)"
-)
-PROD_BACKEND = _backend(
-    "prod/backend",
-    "docker-compose.prod.yml, docker/docker-compose.prod.yml",
-    {"ENVIRONMENT": "production", "LOG_LEVEL": "WARNING"},
-    engine="sqlite",
-    refused=_TOKEN_REFUSED,
-    fix={"KTRDR_AUTH_WORKER_TOKEN": "prod-worker-token-5f2a"},
+PROD_BACKEND = attrs.evolve(
+    _backend(
+        "prod/backend",
+        "docker-compose.prod.yml, docker/docker-compose.prod.yml",
+        {"ENVIRONMENT": "production", "LOG_LEVEL": "WARNING"},
+        engine="sqlite",
+    ),
+    needs_secrets=True,
 )
 
 # --- env examples: the API's, the distributed layout's and the local development one
@@ -629,8 +629,7 @@ DEPLOY_TOOLING = [
             "KTRDR_ENV": env,
         },
         {"KTRDR_ENV": env, "KTRDR_DB_ENGINE": "sqlite"},
-        refused=_TOKEN_REFUSED if env == "production" else None,
-        fix={"KTRDR_AUTH_WORKER_TOKEN": "prod-worker-token-5f2a"} if env == "production" else {},
+        needs_secrets=env == "production",
     )
     for mode, ref, env in (("dev", "develop", "development"), ("prod", "main", "production"))
 ]

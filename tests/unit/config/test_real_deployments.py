@@ -20,12 +20,12 @@ from dotenv import dotenv_values
 from real_deployments import ALL, Deployment
 
 from ktrdr.config import effective_values
-from ktrdr.config.bundles import uses_field
+from ktrdr.config.bundles import settings_classes, uses_field
+from ktrdr.config.fields import FILE_SUFFIX, declared
 from ktrdr.config.migrate_files import migrate_compose, migrate_env
 from ktrdr.config.settings import DatabaseSettings
 
 IDS = [deployment.name for deployment in ALL]
-PRODUCTION = {"KTRDR_ENV": "production", "KTRDR_AUTH_WORKER_TOKEN": "prod-worker-token-5f2a"}
 
 
 def _load(deployment: Deployment, environ: Mapping[str, str]) -> dict[str, str]:
@@ -38,13 +38,38 @@ def _meaning(deployment: Deployment, effective: Mapping[str, str]) -> dict[str, 
     return {name: effective[name] for name in deployment.meaning}
 
 
+def _secrets(deployment: Deployment) -> dict[str, str]:
+    """A real value for each secret the component checks (the database's on PostgreSQL)."""
+    on_postgresql = deployment.meaning.get("KTRDR_DB_ENGINE") == "postgresql"
+    secrets = {}
+    for cls in settings_classes(deployment.component).values():
+        for item in declared(cls):
+            if not item.spec.insecure_default:
+                continue
+            if cls is DatabaseSettings and not on_postgresql:
+                continue
+            if uses_field(deployment.component, cls, item.name):
+                secrets[item.env] = f"prod-{item.name}-5f2a"
+    return secrets
+
+
 def _production(deployment: Deployment) -> dict[str, str]:
     """Production strictness with real secrets for whatever the component uses."""
-    secrets = dict(PRODUCTION)
-    on_postgresql = deployment.meaning.get("KTRDR_DB_ENGINE") == "postgresql"
-    if on_postgresql and uses_field(deployment.component, DatabaseSettings, "password"):
-        secrets["KTRDR_DB_PASSWORD"] = "prod-db-password-77aa"
-    return secrets
+    return {"KTRDR_ENV": "production", **_secrets(deployment)}
+
+
+def _fix(deployment: Deployment) -> dict[str, str]:
+    """What the refusal asks for: the change it names, or real secrets."""
+    return {**deployment.fix, **(_secrets(deployment) if deployment.needs_secrets else {})}
+
+
+def _secret_lines(deployment: Deployment) -> list[str]:
+    """The problems of production strictness with development secrets, one per secret."""
+    return [
+        f"{name}: still the insecure development default; KTRDR_ENV=production needs a "
+        f"real secret (set {name} or {name}{FILE_SUFFIX})"
+        for name in _secrets(deployment)
+    ]
 
 
 def _env_file(environ: Mapping[str, str]) -> str:
@@ -58,17 +83,18 @@ def _env_file(environ: Mapping[str, str]) -> str:
 def test_as_deployed_the_meaning_is_kept_or_the_change_is_named(deployment: Deployment) -> None:
     """Same backend URL, worker type and port, database and log format; or one exact problem."""
     environ = dict(deployment.environ)
-    if deployment.refused is not None:
+    if deployment.refused is not None or deployment.needs_secrets:
         problems = problems_of(deployment.component, environ, worker_type=deployment.worker_type)
-        assert problems == [deployment.refused]
-        environ |= deployment.fix
+        refused = [deployment.refused] if deployment.refused else _secret_lines(deployment)
+        assert problems == refused
+        environ |= _fix(deployment)
     assert _meaning(deployment, _load(deployment, environ)) == dict(deployment.meaning)
 
 
 @pytest.mark.parametrize("deployment", ALL, ids=IDS)
 def test_production_with_real_secrets_accepts_it(deployment: Deployment) -> None:
     """KTRDR_ENV=production and real secrets: accepted, with the same meaning."""
-    environ = {**deployment.environ, **deployment.fix, **_production(deployment)}
+    environ = {**deployment.environ, **_fix(deployment), **_production(deployment)}
     meaning = {**deployment.meaning, "KTRDR_ENV": "production"}
     effective = _load(deployment, environ)
     assert {name: effective[name] for name in meaning} == meaning
@@ -80,7 +106,7 @@ def test_migrate_output_passes_check_with_the_same_meaning(deployment: Deploymen
     result = migrate_env(_env_file(deployment.environ), "deployed.env", deployment.component)
     migrated = {k: v or "" for k, v in dotenv_values(stream=io.StringIO(result.text)).items()}
     if not deployment.migrate_fixes:
-        migrated |= deployment.fix
+        migrated |= _fix(deployment)
     config = load(deployment.component, migrated, worker_type=deployment.worker_type)
     effective = {row.variable: row.value for row in effective_values(config)}
     assert _meaning(deployment, effective) == dict(deployment.meaning)
@@ -123,7 +149,7 @@ def test_migrated_compose_files_keep_every_services_meaning(origin: str, as_list
         pairs = [item.split("=", 1) for item in block] if as_list else block.items()
         environ = {name: str(value) for name, value in pairs}
         if not deployment.migrate_fixes:
-            environ |= deployment.fix
+            environ |= _fix(deployment)
         config = load(deployment.component, environ, worker_type=deployment.worker_type)
         effective = {row.variable: row.value for row in effective_values(config)}
         assert _meaning(deployment, effective) == dict(deployment.meaning), deployment.name
