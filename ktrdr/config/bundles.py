@@ -99,13 +99,19 @@ BUNDLES: Mapping[Component, type[AnyConfig]] = {
 
 #: The worker settings the backend reads (liveness); the others are the workers' own.
 BACKEND_WORKER_FIELDS = frozenset({"heartbeat_interval", "stale_after", "removal_threshold"})
+#: The auth settings workers read; the operator token is the backend's (and the CLI's).
+WORKER_AUTH_FIELDS = frozenset({"worker_token"})
 
 
 def uses_field(component: Component, cls: type[Any], field: str) -> bool:
-    """Whether ``component`` reads ``cls.field`` (the backend loads worker settings whole)."""
+    """Whether ``component`` reads ``cls.field`` (classes are loaded whole, not all read)."""
     if cls not in settings_classes(component).values():
         return False
-    return component != "backend" or cls is not WorkerSettings or field in BACKEND_WORKER_FIELDS
+    if component == "backend" and cls is WorkerSettings:
+        return field in BACKEND_WORKER_FIELDS
+    if component == "worker" and cls is AuthSettings:
+        return field in WORKER_AUTH_FIELDS
+    return True
 
 
 @functools.cache

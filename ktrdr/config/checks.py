@@ -129,6 +129,28 @@ class NonEmpty:
 
 
 @attrs.frozen
+class Token:
+    """A bearer token: visible ASCII only (``!`` to ``~``), so it fits an HTTP header as is.
+
+    A token with other characters passes a loose check and then fails on the wire
+    (httpx refuses non-ASCII header values; a space splits the header), so a worker
+    would never register. Refused at startup instead, naming the variable.
+    """
+
+    @property
+    def expected(self) -> str:
+        return (
+            "a token of visible ASCII characters (no spaces, no accents), "
+            "e.g. the output of `openssl rand -hex 24`"
+        )
+
+    def __call__(self, value: Any) -> None:
+        text = value.reveal() if isinstance(value, Secret) else str(value)
+        if not text or not all("!" <= char <= "~" for char in text):
+            raise _refuse(self.expected)
+
+
+@attrs.frozen
 class Identifier:
     """A worker or operation id (``ktrdr.vocabulary``'s id rule, the one the wire checks)."""
 
@@ -148,4 +170,5 @@ NON_NEGATIVE_DURATION = DurationRange(datetime.timedelta(0))
 HTTP_URL = HttpUrl()
 HOST = HostName()
 NON_EMPTY = NonEmpty()
+TOKEN = Token()
 IDENTIFIER = Identifier()

@@ -30,6 +30,7 @@ from ktrdr.config.types import (
 #: The one authoritative worker port default (the previous release had two that disagreed).
 DEFAULT_WORKER_PORT = 5003
 DEV_WORKER_TOKEN = "local-dev-worker-token"  # noqa: S105 - flagged insecure below
+DEV_OPERATOR_TOKEN = "local-dev-operator-token"  # noqa: S105 - flagged insecure below
 DEV_DB_PASSWORD = "localdev"  # noqa: S105 - flagged insecure below
 
 
@@ -352,11 +353,20 @@ class APISettings:
 
     host: str = setting("127.0.0.1", help="address the backend binds to", check=checks.HOST)
     port: int = setting(8000, help="port the backend listens on", check=checks.PORT)
+    docs: bool | None = setting(
+        None,
+        help="serve the API description (/docs, /redoc, /openapi.json) without a token",
+        default_doc="true; false when KTRDR_ENV=production",
+    )
 
 
 @attrs.frozen(kw_only=True)
 class AuthSettings:
-    """Shared secrets between backend and workers."""
+    """The bearer tokens: workers and backend (worker token), operators (operator token).
+
+    Workers read only the worker token; the operator token is the backend's and the
+    ``ktrdr`` command's (see docs/security.md for who holds which).
+    """
 
     PREFIX: ClassVar[str] = "KTRDR_AUTH_"
 
@@ -365,7 +375,14 @@ class AuthSettings:
         help="bearer token workers and backend use with each other",
         secret=True,
         insecure_default=True,
-        check=checks.NON_EMPTY,
+        check=checks.TOKEN,
+    )
+    operator_token: Secret = setting(
+        Secret(DEV_OPERATOR_TOKEN),
+        help="bearer token of the operator routes (operations, worker list) and the ktrdr command",
+        secret=True,
+        insecure_default=True,
+        check=checks.TOKEN,
     )
 
 

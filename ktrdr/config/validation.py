@@ -42,6 +42,7 @@ from ktrdr.config.bundles import (
     FullConfig,
     WorkerConfig,
     settings_classes,
+    uses_field,
 )
 from ktrdr.config.deprecation import message_for
 from ktrdr.config.effects import (
@@ -181,7 +182,7 @@ def validate_all(
     if component != "backend":
         problems.extend(_listening_port_problems(loaded, sources))
 
-    insecure = _insecure_defaults(loaded)
+    insecure = _insecure_defaults(loaded, component)
     if insecure and strictness.insecure_defaults is Severity.ERROR:
         problems.extend(
             Problem(
@@ -369,18 +370,19 @@ def _listening_port_problems(
     return [_rule_problem(sources, PUBLIC_URL, worker.public_url, expected)]
 
 
-def _insecure_defaults(loaded: Mapping[str, Any]) -> list[str]:
+def _insecure_defaults(loaded: Mapping[str, Any], component: Component) -> list[str]:
     """Variables this component uses that still hold an insecure development default.
 
-    Only the settings the component loaded are looked at (a worker is never checked
-    for the database password), and the password only when PostgreSQL is the engine.
+    Only the settings the component reads are looked at (a worker is never checked
+    for the database password or the operator token), and the password only when
+    PostgreSQL is the engine.
     """
     found = []
     for settings in loaded.values():
         if settings is None:
             continue
         for item in declared(type(settings)):
-            if not item.spec.insecure_default:
+            if not item.spec.insecure_default or not uses_field(component, item.owner, item.name):
                 continue
             if (
                 isinstance(settings, DatabaseSettings)

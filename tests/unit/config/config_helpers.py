@@ -19,6 +19,7 @@ from ktrdr.config.bundles import AnyConfig, Component
 PRODUCTION = {
     "KTRDR_ENV": "production",
     "KTRDR_AUTH_WORKER_TOKEN": "prod-token-8c1f",
+    "KTRDR_AUTH_OPERATOR_TOKEN": "prod-operator-token-3d9e",
 }
 #: The same on PostgreSQL, with its password.
 PRODUCTION_POSTGRESQL = {

@@ -124,7 +124,7 @@ def test_retired_variables_are_warnings_in_every_mode() -> None:
 
 
 def test_other_components_variables_are_one_note_never_an_error() -> None:
-    """Tracing, data paths, the database in a worker: one note in production, no problem."""
+    """Tracing, data paths, the database, the operator token in a worker: one note, no problem."""
     environ = {
         **PRODUCTION,
         "KTRDR_OTEL_OTLP_ENDPOINT": "http://jaeger:4317",
@@ -134,8 +134,9 @@ def test_other_components_variables_are_one_note_never_an_error() -> None:
     config = load("worker", environ)
     assert config.report.warnings == ()
     assert config.report.notes == (
-        "used by another ktrdr component, not by this worker (the backend: DB_HOST; "
-        "data paths: KTRDR_DATA_DIR; observability (OpenTelemetry): KTRDR_OTEL_OTLP_ENDPOINT)",
+        "used by another ktrdr component, not by this worker (the backend: DB_HOST, "
+        "KTRDR_AUTH_OPERATOR_TOKEN; data paths: KTRDR_DATA_DIR; "
+        "observability (OpenTelemetry): KTRDR_OTEL_OTLP_ENDPOINT)",
     )
 
 

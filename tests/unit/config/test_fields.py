@@ -51,13 +51,16 @@ def test_invalid_secret_is_masked_in_the_validator_error() -> None:
     """A secret refused at construction is not echoed in the exception."""
     with pytest.raises(InvalidSetting) as caught:
         AuthSettings(worker_token=Secret(" \t"))
-    assert str(caught.value) == "AuthSettings.worker_token=********: expected a non-empty value"
+    assert str(caught.value) == (
+        "AuthSettings.worker_token=********: expected a token of visible ASCII characters "
+        "(no spaces, no accents), e.g. the output of `openssl rand -hex 24`"
+    )
 
 
 def test_secret_fields_are_hidden_from_repr() -> None:
     """setting(secret=True) turns the field's repr off."""
     secrets = [item.attribute for cls in ALL_SETTINGS for item in declared(cls) if item.spec.secret]
-    assert [a.name for a in secrets] == ["password", "worker_token"]
+    assert [a.name for a in secrets] == ["password", "worker_token", "operator_token"]
     assert all(a.repr is False for a in secrets)
 
 

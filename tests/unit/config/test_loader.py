@@ -279,5 +279,6 @@ def test_sources_cover_every_field() -> None:
     assert dict(result.sources) == {
         "host": Source(SourceKind.DEFAULT),
         "port": Source(SourceKind.ENV, "KTRDR_API_PORT"),
+        "docs": Source(SourceKind.DEFAULT),
     }
     assert result.sources["host"].describe() == "default"

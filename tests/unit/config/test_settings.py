@@ -85,7 +85,9 @@ DESIGN_TABLE: dict[str, tuple[tuple[str, ...], str]] = {
     "KTRDR_LOG_FORMAT": (("KTRDR_LOGGING_FORMAT", "KTRDR_LOG_JSON_OUTPUT"), "text"),
     "KTRDR_API_HOST": ((), "127.0.0.1"),
     "KTRDR_API_PORT": ((), "8000"),
+    "KTRDR_API_DOCS": ((), "true; false when KTRDR_ENV=production"),
     "KTRDR_AUTH_WORKER_TOKEN": ((), "(insecure development value)"),
+    "KTRDR_AUTH_OPERATOR_TOKEN": ((), "(insecure development value)"),
 }
 
 DECLARED = [item for cls in ALL_SETTINGS for item in declared(cls)]

@@ -129,7 +129,11 @@ def test_worker_is_never_checked_for_the_database_password() -> None:
 
 def test_backend_on_sqlite_is_not_checked_for_the_database_password() -> None:
     """With SQLite the password is unused, so its development value is fine in production."""
-    environ = {"KTRDR_ENV": "production", "KTRDR_AUTH_WORKER_TOKEN": "real-token-1"}
+    environ = {
+        "KTRDR_ENV": "production",
+        "KTRDR_AUTH_WORKER_TOKEN": "real-token-1",
+        "KTRDR_AUTH_OPERATOR_TOKEN": "real-operator-token-1",
+    }
     assert load("backend", environ).report.warnings == ()
 
 
@@ -138,6 +142,7 @@ def test_backend_on_postgresql_needs_a_real_password_in_production() -> None:
     environ = {
         "KTRDR_ENV": "production",
         "KTRDR_AUTH_WORKER_TOKEN": "real-token-1",
+        "KTRDR_AUTH_OPERATOR_TOKEN": "real-operator-token-1",
         "KTRDR_DB_ENGINE": "postgresql",
     }
     assert problems_of("backend", environ) == [
