@@ -14,6 +14,7 @@ from ktrdr.config.checks import (
     IDENTIFIER,
     NON_EMPTY,
     PORT,
+    TOKEN,
     DurationRange,
     IntRange,
 )
@@ -80,3 +81,18 @@ def test_identifier_is_the_vocabulary_id_rule() -> None:
     assert IDENTIFIER.expected == ID_RULE
     IDENTIFIER("training-host-5003")
     assert refusal(IDENTIFIER, "a b") == f"expected {ID_RULE} (it contains ' ')"
+
+
+@pytest.mark.parametrize("token", ["a", "0123abcdef", "A-b_c.d~e!f", "x" * 4096])
+def test_tokens_of_visible_ascii_are_accepted(token: str) -> None:
+    """Hex, base64url and any visible ASCII pass: they go into a header unchanged."""
+    TOKEN(Secret(token))
+
+
+@pytest.mark.parametrize("token", ["", "two words", "caf\u00e9", "tab\there", "\x7f", "\u200b"])
+def test_tokens_a_header_cannot_carry_are_refused(token: str) -> None:
+    """Spaces, accents, control and invisible characters: refused, naming what is expected."""
+    assert refusal(TOKEN, Secret(token)) == (
+        "expected a token of visible ASCII characters (no spaces, no accents), "
+        "e.g. the output of `openssl rand -hex 24`"
+    )

@@ -114,6 +114,24 @@ def test_test_environment_accepts_insecure_defaults_silently() -> None:
     assert config.report.warnings == ()
 
 
+def test_only_the_backend_is_checked_for_the_operator_token() -> None:
+    """Workers never read the operator token: its default fails only a production backend."""
+    workers_only = {"KTRDR_ENV": "production", "KTRDR_AUTH_WORKER_TOKEN": "real-token-1"}
+    assert load("worker", workers_only).report.warnings == ()
+    assert problems_of("backend", workers_only) == [
+        "KTRDR_AUTH_OPERATOR_TOKEN: still the insecure development default; KTRDR_ENV=production "
+        "needs a real secret (set KTRDR_AUTH_OPERATOR_TOKEN or KTRDR_AUTH_OPERATOR_TOKEN_FILE)"
+    ]
+
+
+@pytest.mark.parametrize("name", ["KTRDR_AUTH_WORKER_TOKEN", "KTRDR_AUTH_OPERATOR_TOKEN"])
+def test_a_token_a_header_cannot_carry_stops_the_backend(name: str) -> None:
+    """A non-ASCII token is a configuration error naming its variable, the value masked."""
+    (problem,) = problems_of("backend", {name: "s\u00e9same-token"})
+    assert problem.startswith(f"{name}='********': expected a token of visible ASCII")
+    assert "same-token" not in problem
+
+
 def test_worker_is_never_checked_for_the_database_password() -> None:
     """A production worker with PostgreSQL configured is not failed for DB_PASSWORD."""
     environ = {**PRODUCTION, "KTRDR_DB_ENGINE": "postgresql"}
