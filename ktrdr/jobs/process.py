@@ -17,6 +17,7 @@ import resource
 import signal
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 
 from ktrdr.job_messages import CheckpointData, JobRequest, StopReason, StopRequest
@@ -37,11 +38,23 @@ JOBS: dict[OperationType, Job] = {
 }
 
 
-class PipeChannel:
-    """The step loop's channel over the pipe to the worker."""
+def _exit_worker_gone() -> None:
+    os._exit(EXIT_WORKER_GONE)
 
-    def __init__(self, conn: Connection) -> None:
+
+class PipeChannel:
+    """The step loop's channel over the pipe to the worker.
+
+    ``on_worker_gone`` runs on the listener thread when the worker's end closes: by
+    default the process exits at once (tests of the entry point in-process pass
+    something milder).
+    """
+
+    def __init__(
+        self, conn: Connection, *, on_worker_gone: Callable[[], None] = _exit_worker_gone
+    ) -> None:
         self._conn = conn
+        self._on_worker_gone = on_worker_gone
         self._stop: StopReason | None = None
 
     def listen(self) -> None:
@@ -53,7 +66,8 @@ class PipeChannel:
             try:
                 message = self._conn.recv()
             except (EOFError, OSError):
-                os._exit(EXIT_WORKER_GONE)
+                self._on_worker_gone()
+                return
             if isinstance(message, StopRequest) and self._stop is None:
                 self._stop = message.reason
 
@@ -70,11 +84,16 @@ class PipeChannel:
         return self._stop
 
 
-def run_job_process(conn: Connection, request: JobRequest) -> None:
+def run_job_process(
+    conn: Connection,
+    request: JobRequest,
+    *,
+    on_worker_gone: Callable[[], None] = _exit_worker_gone,
+) -> None:
     """Run ``request`` in this (child) process and send the outcome over ``conn``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    channel = PipeChannel(conn)
+    channel = PipeChannel(conn, on_worker_gone=on_worker_gone)
     channel.listen()
     if request.max_memory is not None:
         resource.setrlimit(resource.RLIMIT_DATA, (request.max_memory, request.max_memory))

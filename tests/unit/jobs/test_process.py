@@ -1,0 +1,116 @@
+"""The job side of a job process, run in this process against a real pipe.
+
+The worker runtime's tests start real job processes; these call the child's entry
+point directly so the pipe protocol (progress, checkpoints, stop, outcome) is pinned
+where a debugger and coverage can see it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ktrdr.config import CheckpointSettings
+from ktrdr.job_messages import (
+    JOB_ENTRY,
+    CheckpointData,
+    JobOutcome,
+    JobRequest,
+    StopReason,
+    StopRequest,
+)
+from ktrdr.jobs import JOBS
+from ktrdr.jobs.process import PipeChannel, run_job_process
+from ktrdr.protocol import OperationStatus, OperationType, Progress
+
+
+@pytest.fixture(autouse=True)
+def restore_signals() -> Iterator[None]:
+    """The entry point ignores SIGINT and SIGTERM (the worker decides); undo that here."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
+def _nothing() -> None:
+    """What the test's job does when the pipe closes: nothing (the real one exits)."""
+
+
+def request(tmp_path: Path, **parameters: Any) -> JobRequest:
+    return JobRequest(
+        operation_id="op-1",
+        operation_type=OperationType.TRAINING,
+        parameters=parameters,
+        checkpoint_settings=CheckpointSettings(dir=tmp_path, epoch_interval=2),
+    )
+
+
+def test_the_entry_named_by_the_worker_is_this_function() -> None:
+    """JOB_ENTRY names ktrdr.jobs.process.run_job_process; both job types are known."""
+    assert (JOB_ENTRY.module, JOB_ENTRY.function) == ("ktrdr.jobs.process", "run_job_process")
+    assert set(JOBS) == set(OperationType)
+
+
+def test_a_closed_worker_end_runs_the_worker_gone_action() -> None:
+    """When the worker's end of the pipe closes, the listener runs on_worker_gone."""
+    worker_end, job_end = multiprocessing.Pipe(duplex=True)
+    gone = threading.Event()
+    channel = PipeChannel(job_end, on_worker_gone=gone.set)
+    channel.listen()
+
+    worker_end.send(StopRequest(reason=StopReason.CANCELLED))
+    worker_end.close()
+
+    assert gone.wait(timeout=10)
+    assert channel.stop_requested() is StopReason.CANCELLED
+
+
+def test_progress_checkpoints_then_the_outcome_go_over_the_pipe(tmp_path: Path) -> None:
+    """A run sends a progress per epoch, a checkpoint every epoch_interval, then its outcome."""
+    worker_end, job_end = multiprocessing.Pipe(duplex=True)
+
+    run_job_process(job_end, request(tmp_path, epochs=5, bars=300), on_worker_gone=_nothing)
+
+    messages: list[Any] = []
+    while worker_end.poll():
+        messages.append(worker_end.recv())
+    kinds = [type(m).__name__ for m in messages]
+    assert kinds.count("Progress") == 5
+    assert [m.step for m in messages if isinstance(m, CheckpointData)] == [2, 4]
+    assert isinstance(messages[-1], JobOutcome)
+    assert messages[-1].status is OperationStatus.COMPLETED
+
+
+def test_a_stop_request_ends_the_run_with_a_checkpoint(tmp_path: Path) -> None:
+    """A StopRequest from the worker stops the job at its next epoch, checkpoint first."""
+    worker_end, job_end = multiprocessing.Pipe(duplex=True)
+    received: list[Any] = []
+
+    def worker() -> None:
+        while True:
+            message = worker_end.recv()
+            received.append(message)
+            if isinstance(message, Progress) and len(received) == 1:
+                worker_end.send(StopRequest(reason=StopReason.SHUTDOWN))
+            if isinstance(message, JobOutcome):
+                return
+
+    reader = threading.Thread(target=worker)
+    reader.start()
+    run_job_process(job_end, request(tmp_path, epochs=10_000, bars=2000), on_worker_gone=_nothing)
+    reader.join(timeout=60)
+
+    outcome = received[-1]
+    assert isinstance(outcome, JobOutcome)
+    assert outcome.status is OperationStatus.CANCELLED
+    assert outcome.checkpoint_saved is True
+    assert outcome.error is not None
+    assert outcome.error.endswith("/10000 (shutdown)")
+    assert isinstance(received[-2], CheckpointData)
