@@ -14,6 +14,7 @@ is a bug there and becomes a logged 500::
     │   ├── BackendUnavailable            no usable answer (5xx, 429): try again later
     │   │   └── BackendUnreachable        no answer at all (down, wrong URL, timeout)
     │   └── BackendRejected               a 4xx: sent unchanged it will never succeed
+    │       ├── OperatorTokenRefused      401 on an operator route: not the operator token
     │       └── WorkerNotRegistered       404 on a worker path: the backend forgot us
     ├── UnknownWorker (LookupError)       404  no worker with this id is registered
     ├── TooManyOperations                 429  live operations reach the configured bound
@@ -35,7 +36,8 @@ is a bug there and becomes a logged 500::
 
 Messages are for people: they name the environment variable to change where there
 is one (the caller passes its name: this module imports nothing from ktrdr, so the
-configuration can import it). Built in a variable, then raised.
+configuration can import it). Built in a variable, then raised. An id a client sent
+is quoted through :func:`shown_id`: at most :data:`MAX_SHOWN_ID` characters of it.
 """
 
 from __future__ import annotations
@@ -46,6 +48,18 @@ from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:  # annotations only: at run time this module imports nothing from ktrdr
     from ktrdr.vocabulary import OperationStatus
+
+
+#: How much of an id a message quotes: ids are at most 128 characters by the id rule,
+#: so a longer one came from a client and is cut, not echoed back whole.
+MAX_SHOWN_ID = 128
+
+
+def shown_id(value: str) -> str:
+    """``value`` quoted for a message: its first :data:`MAX_SHOWN_ID` characters, repr'd."""
+    if len(value) <= MAX_SHOWN_ID:
+        return repr(value)
+    return f"{value[:MAX_SHOWN_ID]!r}... ({len(value)} characters)"
 
 
 class KtrdrError(Exception):
@@ -109,6 +123,10 @@ class BackendRejected(BackendError):
         super().__init__(message, status_code=status_code)
 
 
+class OperatorTokenRefused(BackendRejected):
+    """401 from an operator route: no token was sent, or not the backend's operator token."""
+
+
 class WorkerNotRegistered(BackendRejected):
     """404 on a worker path: the backend does not know this worker (it restarted)."""
 
@@ -121,7 +139,7 @@ class UnknownWorker(KtrdrError, LookupError):
 
     def __init__(self, worker_id: str) -> None:
         self.worker_id = worker_id
-        super().__init__(f"no worker with id {worker_id!r} is registered")
+        super().__init__(f"no worker with id {shown_id(worker_id)} is registered")
 
 
 class TooManyOperations(KtrdrError):
@@ -147,7 +165,7 @@ class OperationNotFound(StoreError, LookupError):
 
     def __init__(self, operation_id: str) -> None:
         self.operation_id = operation_id
-        super().__init__(f"no operation with id {operation_id!r}")
+        super().__init__(f"no operation with id {shown_id(operation_id)}")
 
 
 class DuplicateOperation(StoreError):
@@ -155,7 +173,7 @@ class DuplicateOperation(StoreError):
 
     def __init__(self, operation_id: str) -> None:
         self.operation_id = operation_id
-        super().__init__(f"an operation with id {operation_id!r} already exists")
+        super().__init__(f"an operation with id {shown_id(operation_id)} already exists")
 
 
 class InvalidTransition(StoreError):
@@ -176,7 +194,8 @@ class InvalidTransition(StoreError):
         if reason is None:
             names = " or ".join(s.value for s in allowed)
             reason = f"it is {current.value} (only {names} operations can be)"
-        super().__init__(f"cannot {action} operation {operation_id}: {reason}")
+        shown = operation_id if len(operation_id) <= MAX_SHOWN_ID else shown_id(operation_id)
+        super().__init__(f"cannot {action} operation {shown}: {reason}")
 
 
 class LiveLimitReached(StoreError):
@@ -267,6 +286,7 @@ def http_status(error: BaseException) -> HttpStatus | None:
 
 __all__ = [
     "HTTP_STATUSES",
+    "MAX_SHOWN_ID",
     "BackendError",
     "BackendRejected",
     "BackendUnavailable",
@@ -284,6 +304,7 @@ __all__ = [
     "LiveLimitReached",
     "MigrationError",
     "OperationNotFound",
+    "OperatorTokenRefused",
     "StoreError",
     "TooManyOperations",
     "UnknownOperation",
@@ -294,4 +315,5 @@ __all__ = [
     "WorkerStopping",
     "WrongOperationType",
     "http_status",
+    "shown_id",
 ]

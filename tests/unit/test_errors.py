@@ -174,3 +174,21 @@ def test_importing_ktrdr_errors_imports_nothing_else_from_ktrdr() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert json.loads(result.stdout) == ["ktrdr", "ktrdr.errors"]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        errors.UnknownWorker("w" * 100_000),
+        errors.OperationNotFound("o" * 100_000),
+        errors.DuplicateOperation("d" * 100_000),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_an_id_a_client_sent_is_quoted_cut_to_128_characters(error: KtrdrError) -> None:
+    """A 100 000-character id is echoed as its first 128 characters and its length."""
+    message = str(error)
+    assert len(message) < 128 + 100
+    assert "... (100000 characters)" in message
+    assert errors.shown_id("x" * 129) == repr("x" * 128) + "... (129 characters)"
+    assert errors.shown_id("x" * 128) == repr("x" * 128)
