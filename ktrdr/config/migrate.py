@@ -14,7 +14,8 @@ and stay the loader's rules:
   other tools may still read (``ENVIRONMENT=canary``, a tracing label);
 - an inferred setting is made explicit (``KTRDR_DB_ENGINE=postgresql`` before the
   PostgreSQL host), and so is a worker port that only the public URL said;
-- retired variables are removed; other components' variables, settings this
+- retired variables are removed, and so is a setting's variable set twice, but for
+  the last time (the one that counts); other components' variables, settings this
   component does not read and anything unknown are left alone, and noted.
 
 Nothing here reads files or the environment, and secrets' values never appear in
@@ -85,8 +86,9 @@ def plan(
     notes: list[str] = []
     last: dict[str, int] = {}
     for index, entry in enumerate(entries):
-        if entry.name in last:
-            notes.append(f"{entry.name} is set twice; the last one counts, left alone")
+        if entry.name in last and _migrated(entry.name):
+            text = f"removed {entry.name}: set again further down, and the last one counts"
+            actions.append(Action("remove", last[entry.name], text=text))
         last[entry.name] = index
     groups: dict[str, list[int]] = {}
     for name, index in last.items():
@@ -111,6 +113,12 @@ def plan(
     present = set(last) | set(inherited)
     _infer(entries, component, winners, present, actions)
     return Plan(tuple(actions), tuple(notes))
+
+
+def _migrated(name: str) -> bool:
+    """Whether ``migrate`` rewrites or removes ``name`` (a setting's name, or retired)."""
+    item = declaration_of(name)
+    return (item is not None and name in item.names) or name in RETIRED
 
 
 def _migrate_setting(

@@ -202,3 +202,34 @@ def test_check_refuses_a_worker_id_the_backend_would_refuse(tmp_path: Path) -> N
     assert "KTRDR_WORKER_ID='my worker': expected an id of 1 to 128 letters" in result.stderr
     assert "(it contains ' ')" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_show_sources_says_what_an_old_value_was_read_as(tmp_path: Path) -> None:
+    """A mapped value and an inferred engine say so in `config show --sources`."""
+    environ = {**ACK, "WORKER_TYPE": "backtesting", "DB_HOST": "db"}
+    result = invoke(["show", "--component", "all", "--sources", "--json"], environ, tmp_path)
+    assert result.exit_code == 0, result.output
+    values = json.loads(result.stdout)
+    assert values["KTRDR_WORKER_TYPE"]["source"] == (
+        "env WORKER_TYPE (deprecated; backtesting read as backtest)"
+    )
+    assert values["KTRDR_DB_ENGINE"] == {
+        "value": "postgresql",
+        "source": "inferred from DB_HOST (a PostgreSQL host is set)",
+        "kind": "inferred",
+        "variable": "DB_HOST",
+    }
+    assert "WORKER_TYPE=backtesting is deprecated: use KTRDR_WORKER_TYPE=backtest" in (
+        result.stderr
+    )
+
+
+def test_check_mentions_other_components_variables_once(tmp_path: Path) -> None:
+    """Another component's variable is one `ktrdr: note:` line, and the check passes."""
+    environ = {**ACK, "KTRDR_OTEL_OTLP_ENDPOINT": "http://jaeger:4317", "KTRDR_ENV": "test"}
+    result = invoke(["check", "--component", "worker"], environ, tmp_path)
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        "ktrdr: note: used by another ktrdr component, not by this worker "
+        "(observability (OpenTelemetry): KTRDR_OTEL_OTLP_ENDPOINT)"
+    ]

@@ -9,6 +9,8 @@ import pytest
 import yaml
 from config_helpers import load
 from dotenv import dotenv_values
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ktrdr.config import WorkerType
 from ktrdr.config.migrate import Entry, plan
@@ -238,3 +240,59 @@ def test_a_failed_write_leaves_the_old_file_whole(tmp_path: Path) -> None:
         write_atomically(path, "KTRDR_DB_HOST=\udcff\n")
     assert path.read_text() == "DB_HOST=db\n"
     assert [p.name for p in tmp_path.iterdir()] == ["app.env"]
+
+
+_NAMES = [
+    "WORKER_TYPE",
+    "KTRDR_WORKER_TYPE",
+    "WORKER_PORT",
+    "WORKER_ENDPOINT_URL",
+    "KTRDR_WORKER_PUBLIC_BASE_URL",
+    "KTRDR_API_URL",
+    "KTRDR_API_CLIENT_BASE_URL",
+    "ENVIRONMENT",
+    "KTRDR_ENV",
+    "KTRDR_LOG_FORMAT",
+    "KTRDR_LOG_JSON_OUTPUT",
+    "DB_HOST",
+    "KTRDR_DB_ENGINE",
+    "DB_PASSWORD",
+    "KTRDR_WORKER_HAS_GPU",
+    "KTRDR_OTEL_OTLP_ENDPOINT",
+    "KTRDR_WORKR_PORT",
+    "PYTHONPATH",
+]
+_VALUES = [
+    "backtesting",
+    "training",
+    "gpu",
+    "5004",
+    "http://h:5004",
+    "http://b:8000/api/v1",
+    "canary",
+    "staging",
+    "%(message)s",
+    "true",
+    "maybe",
+    "db",
+    "${X:-y}",
+    "two words",
+    "",
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    block=st.lists(st.tuples(st.sampled_from(_NAMES), st.sampled_from(_VALUES)), max_size=8),
+    component=st.sampled_from(["worker", "backend", "all"]),
+)
+def test_any_env_block_migrates_to_a_fixed_point(
+    block: list[tuple[str, str]], component: str
+) -> None:
+    """Whatever the block, migrating never fails, keeps every other line, and is idempotent."""
+    text = "# header\n" + "".join(f'{name}="{value}"\n' for name, value in block)
+    result = migrate_env(text, "any.env", component)  # type: ignore[arg-type]
+    assert result.text.startswith("# header\n")
+    assert len(result.text.splitlines()) >= len(text.splitlines())
+    again = migrate_env(result.text, "any.env", component)  # type: ignore[arg-type]
+    assert (again.text, again.changes) == (result.text, ())
