@@ -75,7 +75,6 @@ OTHER_COMPONENTS: tuple[OtherComponent, ...] = (
     OtherComponent(
         "data paths",
         names=(
-            "KTRDR_DATA_DIR",
             "KTRDR_DATA_MODELS_DIR",
             "KTRDR_DATA_STRATEGIES_DIR",
             "KTRDR_DATA_SHARED_MOUNT_PATH",

@@ -124,19 +124,20 @@ def test_retired_variables_are_warnings_in_every_mode() -> None:
 
 
 def test_other_components_variables_are_one_note_never_an_error() -> None:
-    """Tracing, data paths, the database, the operator token in a worker: one note, no problem."""
+    """Tracing, data paths, the database in a worker: one note in production, no problem."""
     environ = {
-        **PRODUCTION,
+        "KTRDR_ENV": "production",
+        "KTRDR_AUTH_WORKER_TOKEN": "prod-token-8c1f",
         "KTRDR_OTEL_OTLP_ENDPOINT": "http://jaeger:4317",
-        "KTRDR_DATA_DIR": "/data",
+        "KTRDR_DATA_MODELS_DIR": "/models",
         "DB_HOST": "db",
     }
     config = load("worker", environ)
     assert config.report.warnings == ()
     assert config.report.notes == (
-        "used by another ktrdr component, not by this worker (the backend: DB_HOST, "
-        "KTRDR_AUTH_OPERATOR_TOKEN; data paths: KTRDR_DATA_DIR; "
-        "observability (OpenTelemetry): KTRDR_OTEL_OTLP_ENDPOINT)",
+        "used by another ktrdr component, not by this worker (the backend: DB_HOST; "
+        "data paths: KTRDR_DATA_MODELS_DIR; observability (OpenTelemetry): "
+        "KTRDR_OTEL_OTLP_ENDPOINT)",
     )
 
 
