@@ -16,8 +16,9 @@ from typing import TextIO
 from ktrdr.config import LogFormat, LoggingSettings, LogLevel
 
 TEXT_FORMAT = "%(asctime)s %(levelname)-8s %(name)s: %(message)s"
-#: Libraries that log one line per request; kept at WARNING unless KTRDR_LOG_LEVEL=DEBUG.
-CHATTY_LOGGERS = ("httpx", "httpcore")
+#: Libraries that log one line per request (httpx) or per step of a schema upgrade
+#: (alembic: the store logs one line instead); kept at WARNING unless KTRDR_LOG_LEVEL=DEBUG.
+CHATTY_LOGGERS = ("httpx", "httpcore", "alembic")
 
 #: Attributes every ``LogRecord`` has; anything else was passed with ``extra=``.
 _STANDARD_ATTRS = frozenset(

@@ -25,6 +25,7 @@ import attrs
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Dialect, Engine, RowMapping
 
+from ktrdr.api.migrations import SchemaUpgrade, upgrade_schema
 from ktrdr.config import DatabaseSettings, DbEngine, env_name
 from ktrdr.errors import (
     ConfigurationError,
@@ -51,6 +52,7 @@ __all__ = [
     "StoreError",
     "database_url",
     "make_engine",
+    "unreachable_error",
 ]
 
 logger = logging.getLogger(__name__)
@@ -171,6 +173,27 @@ def database_url(settings: DatabaseSettings) -> sa.URL:
     )
 
 
+def unreachable_error(settings: DatabaseSettings, exc: sa.exc.OperationalError) -> StoreError:
+    """The error for a database that cannot be reached or opened: the variables to check.
+
+    The URL is shown with its password masked and the password is cut from the
+    driver's reason.
+    """
+    fields = attrs.fields(DatabaseSettings)
+    if settings.engine is DbEngine.SQLITE:
+        variables = env_name(fields.path)
+    else:
+        checked = (fields.host, fields.port, fields.name, fields.user, fields.password)
+        variables = ", ".join(env_name(field) for field in checked)
+    reason = " ".join(str(exc.orig).split())
+    secret = settings.password.reveal()
+    if secret:
+        reason = reason.replace(secret, "********")
+    url = database_url(settings).render_as_string(hide_password=True)
+    message = f"cannot open the operations database {url} ({reason}); check {variables}"
+    return StoreError(message)
+
+
 def make_engine(url: sa.URL | str, *, echo: bool = False) -> Engine:
     """An engine for ``url``; for a SQLite file, its directory is created if missing.
 
@@ -235,9 +258,10 @@ def _json(field: str, value: Any) -> Any:
 class OperationStore:
     """Creates, reads, transitions and deletes operations in one database table.
 
-    Build it with :meth:`open` (from settings) or :meth:`open_url`; both create the
-    schema. ``schema`` names a PostgreSQL schema to hold the table (tests use one per
-    test); it must already exist. Safe to share between threads.
+    Build it with :meth:`open` (from settings) or :meth:`open_url`; both bring the
+    schema to the newest revision (:mod:`ktrdr.api.migrations`). ``schema`` names a
+    PostgreSQL schema to hold the table (tests use one per test); it must already
+    exist. Safe to share between threads.
     """
 
     def __init__(self, *, engine: Engine, schema: str | None = None) -> None:
@@ -248,7 +272,7 @@ class OperationStore:
 
     @classmethod
     def open(cls, settings: DatabaseSettings) -> OperationStore:
-        """Connect as the settings say and create the schema (the backend's startup).
+        """Connect as the settings say and upgrade the schema (the backend's startup).
 
         Raises :class:`StoreError` naming the variables to check when the database
         cannot be reached or opened (the password is never part of the message).
@@ -257,27 +281,13 @@ class OperationStore:
         try:
             return cls.open_url(url, echo=settings.echo)
         except sa.exc.OperationalError as exc:
-            fields = attrs.fields(DatabaseSettings)
-            if settings.engine is DbEngine.SQLITE:
-                variables = env_name(fields.path)
-            else:
-                checked = (fields.host, fields.port, fields.name, fields.user, fields.password)
-                variables = ", ".join(env_name(field) for field in checked)
-            reason = " ".join(str(exc.orig).split())
-            secret = settings.password.reveal()
-            if secret:
-                reason = reason.replace(secret, "********")
-            message = (
-                f"cannot open the operations database "
-                f"{url.render_as_string(hide_password=True)} ({reason}); check {variables}"
-            )
-            raise StoreError(message) from None
+            raise unreachable_error(settings, exc) from None
 
     @classmethod
     def open_url(
         cls, url: sa.URL | str, *, echo: bool = False, schema: str | None = None
     ) -> OperationStore:
-        """Connect to an explicit URL (tests, benchmarks) and create the schema."""
+        """Connect to an explicit URL (tests, benchmarks) and upgrade the schema."""
         engine = make_engine(url, echo=echo)
         logger.info("operations store: %s", engine.url.render_as_string(hide_password=True))
         store = cls(engine=engine, schema=schema)
@@ -293,9 +303,14 @@ class OperationStore:
         """The SQLAlchemy engine (for health checks and tests)."""
         return self._engine
 
-    def create_schema(self) -> None:
-        """Create the table and indexes when missing (idempotent)."""
-        self._metadata.create_all(self._engine, checkfirst=True)
+    @property
+    def metadata(self) -> sa.MetaData:
+        """The tables this code reads and writes (the migrations must produce them)."""
+        return self._metadata
+
+    def create_schema(self) -> SchemaUpgrade:
+        """Upgrade the schema to the newest revision (Alembic; idempotent, data kept)."""
+        return upgrade_schema(self._engine, schema=self._metadata.schema)
 
     def close(self) -> None:
         """Release every pooled connection."""

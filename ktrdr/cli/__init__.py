@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from ktrdr.cli import config_cmd, fleet_cmd, health_cmd, run_cmd, up_cmd
+from ktrdr.cli import config_cmd, db_cmd, fleet_cmd, health_cmd, run_cmd, up_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -17,7 +17,7 @@ def cli() -> None:
     """ktrdr: configure and run the research worker fleet."""
 
 
-for _module in (config_cmd, run_cmd, health_cmd, fleet_cmd, up_cmd):
+for _module in (config_cmd, run_cmd, health_cmd, fleet_cmd, up_cmd, db_cmd):
     _module.register(cli)
 
 
