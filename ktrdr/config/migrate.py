@@ -136,10 +136,15 @@ def _migrate_setting(
         notes.append(f"{names}: read by {reader}, not by this {component}; left alone")
         return None
     ordered = sorted(indexes, key=lambda i: item.names.index(entries[i].name))
-    winner: tuple[int, str | None] | None = None
+    reads: list[str | Ignored | None] = []
     for index in ordered:
+        read = _read(item, entries[index], notes)
+        if isinstance(read, ValueError):
+            return None  # a value no mapping carries: left as written, for `config check`
+        reads.append(read)
+    winner: tuple[int, str | None] | None = None
+    for index, read in zip(ordered, reads, strict=True):
         entry = entries[index]
-        read = _read(item, entry, notes)
         if isinstance(read, Ignored):
             if entry.name == item.env:
                 text = f"removed {_shown(item, entry)}: ignored, {read.reason}"
@@ -162,8 +167,11 @@ def _migrate_setting(
     return index
 
 
-def _read(item: Declared, entry: Entry, notes: list[str]) -> str | Ignored | None:
-    """The new value when a mapping changes it, an ``Ignored``, or None (keep as written)."""
+def _read(item: Declared, entry: Entry, notes: list[str]) -> str | Ignored | ValueError | None:
+    """The new value when a mapping changes it, an ``Ignored``, or None (keep as written).
+
+    A value the mapping refuses comes back as its ``ValueError`` (and a note).
+    """
     mapping = item.maps.get(entry.name)
     if mapping is None or entry.value is None:
         return None
@@ -176,8 +184,8 @@ def _read(item: Declared, entry: Entry, notes: list[str]) -> str | Ignored | Non
     try:
         mapped = mapping(entry.value)
     except ValueError as exc:
-        notes.append(f"{_shown(item, entry)} cannot be migrated: {exc}")
-        return None
+        notes.append(f"{_shown(item, entry)} cannot be migrated: {exc}; left alone")
+        return exc
     if isinstance(mapped, Ignored):
         return mapped
     return mapped if mapped.strip() != entry.value.strip() else None

@@ -286,7 +286,16 @@ def migrate_compose(text: str, where: str, component: Component | None = None) -
     notes: list[Change] = []
     shared: dict[int, tuple[CommentedMap, set[Component]]] = {}
     for name, service in services.items():
-        if not isinstance(service, CommentedMap) or service.get("environment") is None:
+        if not isinstance(service, CommentedMap):
+            continue
+        env_files = service.get("env_file")
+        if env_files is not None and _is_ktrdr(service):
+            files = (
+                ", ".join(str(f) for f in env_files) if isinstance(env_files, list) else env_files
+            )
+            note = f"reads env_file {files}: run `ktrdr config migrate` on it too"
+            notes.append(Change(f"services.{name}", note))
+        if service.get("environment") is None:
             continue
         env = service["environment"]
         label = f"services.{name}.environment"

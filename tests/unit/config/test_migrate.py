@@ -70,7 +70,7 @@ def test_a_value_no_mapping_carries_is_noted_not_guessed() -> None:
     decided = plan([Entry("KTRDR_LOG_JSON_OUTPUT", "maybe")], "worker")
     assert decided.notes == (
         "KTRDR_LOG_JSON_OUTPUT='maybe' cannot be migrated: expected a boolean, one of: true, "
-        "1, yes, on, false, 0, no, off (it selects json or text)",
+        "1, yes, on, false, 0, no, off (it selects json or text); left alone",
     )
 
 
@@ -296,3 +296,12 @@ def test_any_env_block_migrates_to_a_fixed_point(
     assert len(result.text.splitlines()) >= len(text.splitlines())
     again = migrate_env(result.text, "any.env", component)  # type: ignore[arg-type]
     assert (again.text, again.changes) == (result.text, ())
+
+
+def test_a_services_env_file_is_pointed_at_not_ignored() -> None:
+    """A ktrdr service reading an env_file gets a note to migrate that file too."""
+    text = "services:\n  backend:\n    image: ktrdr:latest\n    env_file: [.env.core]\n"
+    result = migrate_compose(text, "c.yml")
+    assert [(n.where, n.text) for n in result.notes] == [
+        ("services.backend", "reads env_file .env.core: run `ktrdr config migrate` on it too")
+    ]
