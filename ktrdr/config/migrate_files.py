@@ -205,6 +205,7 @@ def migrate_env(text: str, where: str, component: Component) -> Migration:
     """Migrate an env (dotenv) file; a line that is not ``NAME=VALUE`` is an error."""
     bindings = []
     entries = []
+    notes: list[Change] = []
     for binding in parse_stream(io.StringIO(text)):
         if binding.error:
             line = binding.original.line
@@ -215,7 +216,7 @@ def migrate_env(text: str, where: str, component: Component) -> Migration:
             entries.append(Entry(binding.key, binding.value))
     lines = _Lines.of(text)
     decided = plan(entries, component)
-    changes = []
+    changes: list[Change] = []
     for action in sorted(decided.actions, key=lambda a: a.entry):
         binding = bindings[action.entry]
         # The parser hands blank lines before a binding to the binding itself.
@@ -223,9 +224,10 @@ def migrate_env(text: str, where: str, component: Component) -> Migration:
         body = string.lstrip()
         first = binding.original.line - 1 + string[: len(string) - len(body)].count("\n")
         count = max(1, body.count("\n"))
-        changes.append(Change(f"line {first + 1}", action.text))
-        _edit_env(lines, first, count, action)
-    notes = [Change(where, note) for note in decided.notes]
+        done = _edit_env(lines, first, count, action)
+        shown = action.text if done else f"{action.text} (not applied: edit it by hand)"
+        (changes if done else notes).append(Change(f"line {first + 1}", shown))
+    notes += [Change(where, note) for note in decided.notes]
     return Migration("env file", text, lines.text(), tuple(changes), tuple(notes))
 
 
@@ -234,21 +236,23 @@ _ENV_LINE = re.compile(
 )
 
 
-def _edit_env(lines: _Lines, first: int, count: int, action: Action) -> None:
+def _edit_env(lines: _Lines, first: int, count: int, action: Action) -> bool:
+    """Apply one action to an env file's lines; False when the line is not plain enough."""
     newline = lines.newline(first)
     line = lines.get(first)
+    if action.kind == "remove":
+        for index in range(first, first + count):
+            lines.replaced[index] = _comment_out(lines.get(index), lines.newline(index))
+        return True
     match = _ENV_LINE.match(line)
-    if action.kind == "remove" or match is None:
-        if action.kind == "remove":
-            for index in range(first, first + count):
-                lines.replaced[index] = _comment_out(lines.get(index), lines.newline(index))
-        return
+    if match is None:  # e.g. a quoted name: left for a person
+        return False
     assert action.name is not None  # renames and insertions name their variable
     if action.kind == "insert":
         value = _quote(action.value or "", "", _PLAIN_ENV)
         new = f"{match['lead']}{action.name}={value}{newline}"
         lines.inserted.setdefault(first, []).append(new)
-        return
+        return True
     start = match.end()
     span = _scalar_span(line, start) if count == 1 else None
     head = f"{match['lead']}{action.name}{match['eq']}"
@@ -261,6 +265,7 @@ def _edit_env(lines: _Lines, first: int, count: int, action: Action) -> None:
         for index in range(first + 1, first + count):
             lines.replaced[index] = ""
         lines.replaced[first] = head + _quote(action.value, '"', _PLAIN_ENV) + newline
+    return True
 
 
 # --- compose files ------------------------------------------------------------------

@@ -305,3 +305,13 @@ def test_a_services_env_file_is_pointed_at_not_ignored() -> None:
     assert [(n.where, n.text) for n in result.notes] == [
         ("services.backend", "reads env_file .env.core: run `ktrdr config migrate` on it too")
     ]
+
+
+def test_a_line_too_unusual_to_edit_is_reported_not_silently_skipped() -> None:
+    """A quoted variable name cannot be renamed in place: the note says to edit it by hand."""
+    result = migrate_env("'WORKER_PORT'=5004\n", "q.env", "worker")
+    assert result.text == result.original == "'WORKER_PORT'=5004\n"
+    assert not result.changed
+    assert [(n.where, n.text) for n in result.notes] == [
+        ("line 1", "WORKER_PORT → KTRDR_WORKER_PORT (not applied: edit it by hand)")
+    ]
