@@ -5,6 +5,12 @@ the configuration, the store and every collaborator and passes them here; tests 
 their own (a fake clock, a store in a temporary directory, a dispatcher over
 ``httpx.MockTransport``). The lifespan runs the background loops (liveness sweep,
 dispatch, heartbeat stamps, orphan detection, retention) and stops them on shutdown.
+
+Every route needs the operator token (``KTRDR_AUTH_OPERATOR_TOKEN``) except
+``GET /health``, the API description when it is served (``KTRDR_API_DOCS``), and
+the routes of the workers' own routers, which check the workers' credentials. The
+rule is closed by default: a route added later is an operator route unless it sits
+in a workers' router.
 """
 
 from __future__ import annotations
@@ -13,10 +19,12 @@ import asyncio
 import contextlib
 import datetime
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from typing import Any
 
-from fastapi import FastAPI
+import attrs
+from fastapi import APIRouter, FastAPI
+from starlette.routing import Route
 
 import ktrdr
 from ktrdr.api.dispatcher import Dispatcher
@@ -29,9 +37,9 @@ from ktrdr.api.registry import WorkerRegistry
 from ktrdr.api.reports import OperationReports
 from ktrdr.api.retention import RetentionCleaner
 from ktrdr.api.workers_api import workers_routers
-from ktrdr.config import BackendConfig
-from ktrdr.protocol import MAX_BODY_BYTES
-from ktrdr.web import BearerAuth, BodyLimitMiddleware, install_error_handlers
+from ktrdr.config import AuthSettings, BackendConfig, Environment, env_name
+from ktrdr.protocol import MAX_BODY_BYTES, ErrorBody
+from ktrdr.web import BearerAuth, BearerAuthMiddleware, BodyLimitMiddleware, install_error_handlers
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +63,42 @@ def sweep_interval(config: BackendConfig) -> datetime.timedelta:
     return max(MIN_SWEEP_INTERVAL, min(MAX_SWEEP_INTERVAL, half))
 
 
+def docs_enabled(config: BackendConfig) -> bool:
+    """``KTRDR_API_DOCS`` when set; otherwise on, except in production."""
+    if config.api.docs is not None:
+        return config.api.docs
+    return config.environment.env is not Environment.PRODUCTION
+
+
+def require_operator_token(
+    app: FastAPI, auth: BearerAuth, *, worker_routers: Iterable[APIRouter]
+) -> None:
+    """Every request to ``app`` needs ``auth``'s token but /health, the docs and the workers'.
+
+    A request matching one of ``worker_routers``' routes (path and method) passes
+    through to that route's own check; any other is refused before anything reads
+    it, unknown paths included, so a route added later is an operator route unless
+    it sits in a workers' router.
+    """
+    worker_routes = [
+        (route.path_regex, frozenset(route.methods or ()))
+        for router in worker_routers
+        for route in router.routes
+        if isinstance(route, Route)
+    ]
+    described = [app.openapi_url, app.docs_url, app.redoc_url]
+    if app.docs_url:
+        described.append(app.swagger_ui_oauth2_redirect_url)
+    open_paths = frozenset({"/health", *(path for path in described if path)})
+
+    def exempt(method: str, path: str) -> bool:
+        if path in open_paths:
+            return True
+        return any(method in methods and regex.match(path) for regex, methods in worker_routes)
+
+    app.add_middleware(BearerAuthMiddleware, auth=auth, exempt=exempt)
+
+
 def create_app(
     config: BackendConfig,
     *,
@@ -73,6 +117,9 @@ def create_app(
     """
     policy = LivenessPolicy.from_settings(config.worker)
     auth = BearerAuth(config.auth.worker_token)
+    operator_auth = BearerAuth(
+        config.auth.operator_token, variable=env_name(attrs.fields(AuthSettings).operator_token)
+    )
     interval = sweep_interval(config)
 
     async def liveness_round() -> None:
@@ -99,29 +146,41 @@ def create_app(
             await dispatcher.aclose()
             logger.info("background loops stopped")
 
+    docs = docs_enabled(config)
     app = FastAPI(
         title="ktrdr backend",
         version=ktrdr.__version__,
         lifespan=lifespan,
+        openapi_url="/openapi.json" if docs else None,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
     )
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=MAX_BODY_BYTES)
     install_error_handlers(app)
 
     # Flat, heartbeat first: FastAPI matches included routers level by level.
-    for router in workers_routers(
-        registry=registry, clock=clock, policy=policy, auth=auth, events=reports
-    ):
-        app.include_router(router)
-    for router in operations_routers(
+    *worker_routers, worker_reads = workers_routers(
+        registry=registry,
+        clock=clock,
+        policy=policy,
+        auth=auth,
+        events=reports,
+    )
+    report_routes, operations_routes = operations_routers(
         service=service, dispatcher=dispatcher, reports=reports, auth=auth
-    ):
+    )
+    for router in (*worker_routers, report_routes):
         app.include_router(router)
+    refused = {"model": ErrorBody, "description": f"missing or wrong {operator_auth.variable}"}
+    for router in (worker_reads, operations_routes):
+        app.include_router(router, responses={401: refused})
 
     @app.get("/health", tags=["health"], summary="Liveness of the backend itself")
     async def health() -> dict[str, object]:
         return {"status": "ok", "version": ktrdr.__version__, "workers": len(registry)}
 
+    require_operator_token(app, operator_auth, worker_routers=(*worker_routers, report_routes))
     return app
 
 
-__all__ = ["create_app", "sweep_interval", "utc_now"]
+__all__ = ["create_app", "docs_enabled", "require_operator_token", "sweep_interval", "utc_now"]

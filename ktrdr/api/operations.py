@@ -158,10 +158,18 @@ class OperationsService:
         operation_type: OperationType | None = None,
         limit: int = 50,
         offset: int = 0,
+        include_result: bool = True,
     ) -> OperationList:
-        """A page of operations, newest first (never cached: listings are for people)."""
+        """A page of operations, newest first (never cached: listings are for people).
+
+        Without ``include_result`` the results are not even read (each item's is None).
+        """
         page = self._store.list(
-            status=status, operation_type=operation_type, limit=limit, offset=offset
+            status=status,
+            operation_type=operation_type,
+            limit=limit,
+            offset=offset,
+            include_result=include_result,
         )
         return OperationList(
             items=[to_view(r) for r in page.items], total=page.total, limit=limit, offset=offset

@@ -7,12 +7,18 @@ threads, so a slow database never blocks heartbeats. Every failure is a 4xx JSON
 transition the operation's status forbids 409, too many live operations 429. The
 service's errors pass through: ``ktrdr.web`` answers them with the status
 ``ktrdr.errors.HTTP_STATUSES`` gives them.
+
+Responses stay bounded: a listing page holds at most :data:`MAX_PAGE_ITEMS`
+operations and no results unless ``?include=result`` asks for them, and every
+operation view is serialised in a thread with its store read, so a page of large
+results never holds the event loop (and with it the workers' heartbeats).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
 import attrs
 from fastapi import APIRouter, BackgroundTasks, Path, Query, Response
@@ -21,7 +27,6 @@ from pydantic import BaseModel, ValidationError
 from ktrdr.api.dispatcher import Dispatcher
 from ktrdr.api.operations import OperationsService
 from ktrdr.api.reports import OperationReports
-from ktrdr.api.store import MAX_PAGE
 from ktrdr.api.workers_api import MAX_JSON_DEPTH, json_depth_exceeds
 from ktrdr.config import OperationsSettings, env_name
 from ktrdr.protocol import (
@@ -37,10 +42,14 @@ from ktrdr.protocol import (
 )
 from ktrdr.web import ApiError, BearerAuth, describe_validation_errors
 
-__all__ = ["MAX_OFFSET", "operations_routers"]
+__all__ = ["MAX_OFFSET", "MAX_PAGE_ITEMS", "operations_routers"]
 
 #: Largest ``offset`` accepted by the listing (far beyond any real table).
 MAX_OFFSET = 1_000_000_000
+#: Most operations one listing page holds.
+MAX_PAGE_ITEMS = 200
+#: A listing page without the operations' results (``?include=result`` keeps them).
+_WITHOUT_RESULTS: dict[str, Any] = {"items": {"__all__": {"result"}}}
 
 _ONE = OPERATIONS_PATH + "/{operation_id}"
 #: An id that cannot exist (wrong characters, too long) is refused before any lookup.
@@ -58,6 +67,15 @@ _CONFLICT: dict[int | str, dict[str, Any]] = {
 
 def _json(view: BaseModel, status_code: int = 200) -> Response:
     return Response(view.model_dump_json(), status_code=status_code, media_type="application/json")
+
+
+async def _json_of(read: Callable[[], BaseModel], *, exclude: Any = None) -> Response:
+    """``read()`` (a store read) and its serialisation, both in a thread."""
+
+    def body() -> str:
+        return read().model_dump_json(exclude=exclude)
+
+    return Response(await asyncio.to_thread(body), media_type="application/json")
 
 
 def _field_error(loc: list[str | int], message: str, kind: str) -> ApiError:
@@ -117,18 +135,28 @@ def operations_routers(
         OPERATIONS_PATH,
         response_model=OperationList,
         responses=_INVALID,
-        summary="Operations, newest first, filtered by status and type, one page",
+        summary="Operations, newest first, filtered by status and type, one page "
+        f"(at most {MAX_PAGE_ITEMS}; results only with ?include=result)",
     )
     async def list_operations(
         status: Annotated[OperationStatus | None, Query()] = None,
         operation_type: Annotated[OperationType | None, Query(alias="type")] = None,
-        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE_ITEMS)] = 50,
         offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+        include: Annotated[Literal["result"] | None, Query()] = None,
     ) -> Response:
-        page = await asyncio.to_thread(
-            service.list, status=status, operation_type=operation_type, limit=limit, offset=offset
-        )
-        return _json(page)
+        with_results = include == "result"
+
+        def page() -> OperationList:
+            return service.list(
+                status=status,
+                operation_type=operation_type,
+                limit=limit,
+                offset=offset,
+                include_result=with_results,
+            )
+
+        return await _json_of(page, exclude=None if with_results else _WITHOUT_RESULTS)
 
     @router.get(
         _ONE,
@@ -137,8 +165,7 @@ def operations_routers(
         summary="One operation: status, progress, result or error, worker",
     )
     async def get_operation(operation_id: OperationId) -> Response:
-        view = await asyncio.to_thread(service.get, operation_id)
-        return _json(view)
+        return await _json_of(lambda: service.get(operation_id))
 
     @router.post(
         _ONE + "/cancel",

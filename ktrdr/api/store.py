@@ -383,8 +383,12 @@ class OperationStore:
         operation_type: OperationType | None = None,
         limit: int = 100,
         offset: int = 0,
+        include_result: bool = True,
     ) -> OperationPage:
-        """A page of operations, newest first, and how many matched in all."""
+        """A page of operations, newest first, and how many matched in all.
+
+        Without ``include_result`` the result column is not read (each record's is None).
+        """
         if not 1 <= limit <= MAX_PAGE or offset < 0:
             message = (
                 f"expected 1 <= limit <= {MAX_PAGE} and offset >= 0, "
@@ -397,8 +401,11 @@ class OperationStore:
             conditions.append(table.c.status == OperationStatus(status).value)
         if operation_type is not None:
             conditions.append(table.c.type == OperationType(operation_type).value)
+        columns: list[Any] = list(table.c)
+        if not include_result:
+            columns = [c for c in columns if c.name != "result"] + [sa.null().label("result")]
         query = (
-            sa.select(table)
+            sa.select(*columns)
             .where(*conditions)
             .order_by(table.c.created_at.desc(), table.c.id.desc())
             .limit(limit)

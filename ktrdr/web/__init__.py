@@ -7,7 +7,7 @@ or operations, so ``ktrdr.api`` and ``ktrdr.workers`` can both use it without
 importing each other.
 """
 
-from ktrdr.web.bearer_auth import BearerAuth
+from ktrdr.web.bearer_auth import BearerAuth, BearerAuthMiddleware
 from ktrdr.web.body_limit import BodyLimitMiddleware, BodyTooLarge
 from ktrdr.web.graceful_server import EXIT_SIGNALS, ExitSignals, GracefulServer
 from ktrdr.web.http_client import backend_error, bearer_headers, describe_error, read_error_body
@@ -24,6 +24,7 @@ __all__ = [
     "EXIT_SIGNALS",
     "ApiError",
     "BearerAuth",
+    "BearerAuthMiddleware",
     "BodyLimitMiddleware",
     "BodyTooLarge",
     "ExitSignals",

@@ -29,6 +29,9 @@ from ktrdr.protocol import OperationType, RegisterRequest
 
 TOKEN = "unit-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+#: The operator token of every test backend, and the header :meth:`Backend.client` sends.
+OPERATOR_TOKEN = "unit-test-operator-token"
+OPERATOR_AUTH = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
 
 
@@ -82,8 +85,8 @@ class FakeWorkers:
 
 
 def backend_config(**environ: str) -> BackendConfig:
-    """A backend configuration with the unit-test token (and any overrides)."""
-    base = {"KTRDR_AUTH_WORKER_TOKEN": TOKEN}
+    """A backend configuration with the unit-test tokens (and any overrides)."""
+    base = {"KTRDR_AUTH_WORKER_TOKEN": TOKEN, "KTRDR_AUTH_OPERATOR_TOKEN": OPERATOR_TOKEN}
     return validate_all("backend", {**base, **environ}, env_file=None)
 
 
@@ -110,10 +113,15 @@ class Backend:
     http: httpx.AsyncClient
     app: FastAPI
 
-    def client(self) -> httpx.AsyncClient:
-        """An HTTP client for the app (no lifespan: tests run rounds by hand)."""
+    def client(self, *, operator: bool = True) -> httpx.AsyncClient:
+        """An HTTP client for the app (no lifespan: tests run rounds by hand).
+
+        It sends the operator token unless ``operator`` is False; a request's own
+        ``Authorization`` header (a worker's) replaces it.
+        """
         transport = httpx.ASGITransport(self.app)
-        return httpx.AsyncClient(transport=transport, base_url="http://backend")
+        headers = OPERATOR_AUTH if operator else None
+        return httpx.AsyncClient(transport=transport, base_url="http://backend", headers=headers)
 
     def register(self, worker_id: str, worker_type: OperationType = OperationType.TRAINING) -> None:
         """Register an idle worker reachable at ``http://<worker_id>:5003``."""
@@ -178,6 +186,8 @@ def make_backend(
 
 __all__ = [
     "AUTH",
+    "OPERATOR_AUTH",
+    "OPERATOR_TOKEN",
     "T0",
     "TOKEN",
     "Backend",

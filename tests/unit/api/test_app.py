@@ -9,7 +9,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from support.backend import make_backend, open_store
+from support.backend import OPERATOR_TOKEN, make_backend, open_store
 
 from ktrdr.api import WorkerRegistry, utc_now
 from ktrdr.api.app import MAX_SWEEP_INTERVAL, MIN_SWEEP_INTERVAL, sweep_interval
@@ -21,7 +21,10 @@ T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
 
 
 def _config(**environ: str) -> BackendConfig:
-    return validate_all("backend", environ, env_file=None)
+    """A backend configuration with the test operator token (the one ``client()`` sends)."""
+    return validate_all(
+        "backend", {"KTRDR_AUTH_OPERATOR_TOKEN": OPERATOR_TOKEN, **environ}, env_file=None
+    )
 
 
 @pytest.fixture

@@ -212,7 +212,8 @@ async def test_list_filters_by_status_and_type_and_pages_newest_first(
     ("params", "field"),
     [
         ({"limit": 0}, "limit"),
-        ({"limit": 1001}, "limit"),
+        ({"limit": 201}, "limit"),
+        ({"include": "everything"}, "include"),
         ({"offset": -1}, "offset"),
         ({"offset": 10**30}, "offset"),
         ({"status": "sleeping"}, "status"),
@@ -228,6 +229,41 @@ async def test_bad_list_queries_are_422_naming_the_parameter(
 
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["query", field]
+
+
+async def test_a_page_holds_at_most_200_operations(
+    backend: Backend, client: httpx.AsyncClient
+) -> None:
+    """?limit=200 is the largest page; 201 is refused (above) rather than served."""
+    for _ in range(201):
+        backend.service.create("training", {})
+
+    page = (await client.get(OPS, params={"limit": 200})).json()
+
+    assert (len(page["items"]), page["total"]) == (200, 201)
+
+
+async def test_listed_operations_carry_no_result_unless_asked(
+    backend: Backend, client: httpx.AsyncClient
+) -> None:
+    """Without ?include=result a listed item has no result key; with it, the stored result."""
+    created = backend.service.create("training", {})
+    backend.store.finish(
+        created.id,
+        status=OperationStatus.COMPLETED,
+        now=backend.clock(),
+        result={"accuracy": 0.7, "curve": list(range(1000))},
+    )
+    backend.clock.advance(5)  # past the read cache, which still holds the pending view
+
+    plain = (await client.get(OPS)).json()["items"][0]
+    full = (await client.get(OPS, params={"include": "result"})).json()["items"][0]
+    one = (await client.get(f"{OPS}/{created.id}")).json()
+
+    assert "result" not in plain
+    assert (plain["id"], plain["status"]) == (created.id, "completed")
+    assert full["result"] == {"accuracy": 0.7, "curve": list(range(1000))}
+    assert one["result"] == full["result"]
 
 
 # --- cancel and resume --------------------------------------------------------------

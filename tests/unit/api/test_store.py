@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import pytest
 import sqlalchemy as sa
 
@@ -146,6 +147,18 @@ def test_list_filters_by_status_and_type(store: OperationStore) -> None:
     assert [r.id for r in store.list(operation_type=BACKTEST).items] == [back.id]
     empty = store.list(status=OperationStatus.RUNNING, operation_type=TRAINING)
     assert (empty.items, empty.total) == ((), 0)
+
+
+def test_list_can_leave_the_results_unread(store: OperationStore) -> None:
+    """include_result=False pages the same records with every result None."""
+    done = new(store)
+    store.finish(done.id, status=OperationStatus.COMPLETED, now=at(1), result={"x": 1})
+    full = store.list()
+    bare = store.list(include_result=False)
+    assert full.items[0].result == {"x": 1}
+    assert bare.items[0].result is None
+    assert attrs.evolve(bare.items[0], result={"x": 1}) == full.items[0]
+    assert bare.total == full.total == 1
 
 
 @pytest.mark.parametrize(("limit", "offset"), [(0, 0), (1001, 0), (10, -1)])

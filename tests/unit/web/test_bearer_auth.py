@@ -8,7 +8,7 @@ from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel
 
 from ktrdr.config import Secret
-from ktrdr.web import BearerAuth, install_error_handlers
+from ktrdr.web import BearerAuth, BearerAuthMiddleware, install_error_handlers
 
 TOKEN = "the-real-token"
 
@@ -68,3 +68,37 @@ async def test_route_class_refuses_before_parsing_and_names_the_variable() -> No
     assert TOKEN not in refused.text
     assert accepted.json() == {"value": 3}
     assert calls == [3]
+
+
+@pytest.mark.anyio
+async def test_the_middleware_refuses_every_path_it_does_not_exempt() -> None:
+    """Closed by default: exempt paths pass, every other one (unknown ones too) needs the token."""
+    auth = BearerAuth(Secret(TOKEN), variable="KTRDR_AUTH_OPERATOR_TOKEN")
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/open")
+    async def open_route() -> dict[str, str]:
+        return {"ok": "open"}
+
+    @app.get("/closed")
+    async def closed_route() -> dict[str, str]:
+        return {"ok": "closed"}
+
+    app.add_middleware(BearerAuthMiddleware, auth=auth, exempt=lambda m, p: p == "/open")
+    transport = httpx.ASGITransport(app)
+    good = {"Authorization": f"Bearer {TOKEN}"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        codes = [
+            (await client.get("/open")).status_code,
+            (await client.get("/closed")).status_code,
+            (await client.get("/closed", headers={"Authorization": "Bearer x"})).status_code,
+            (await client.get("/closed", headers=good)).status_code,
+            (await client.get("/nowhere")).status_code,
+            (await client.get("/nowhere", headers=good)).status_code,
+        ]
+        refused = await client.get("/closed")
+    assert codes == [200, 401, 401, 200, 401, 404]
+    assert refused.json()["error"] == "unauthorized"
+    assert "KTRDR_AUTH_OPERATOR_TOKEN" in refused.json()["detail"]
+    assert TOKEN not in refused.text

@@ -10,6 +10,7 @@ def test_public_names_are_pinned() -> None:
     assert sorted(ktrdr.web.__all__) == [
         "ApiError",
         "BearerAuth",
+        "BearerAuthMiddleware",
         "BodyLimitMiddleware",
         "BodyTooLarge",
         "EXIT_SIGNALS",
