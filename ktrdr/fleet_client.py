@@ -1,41 +1,81 @@
 """An operator's HTTP client for the backend: workers and operations.
 
-Used by the ``ktrdr workers`` / ``ktrdr ops`` commands and ``ktrdr up``. It returns
-the backend's JSON as plain data and turns failures into the backend errors of
+Used by the ``ktrdr workers`` / ``ktrdr ops`` commands and ``ktrdr up``. Every
+request carries the operator token (``Authorization: Bearer``). It returns the
+backend's JSON as plain data and turns failures into the backend errors of
 ``ktrdr.errors``, each printable as one line: :class:`BackendUnreachable` (no
-answer), :class:`BackendUnavailable` (5xx, 429), :class:`BackendRejected` (4xx);
-all are :class:`BackendError`.
+answer), :class:`BackendUnavailable` (5xx, 429), :class:`OperatorTokenRefused` (401,
+naming the variable to set), :class:`BackendRejected` (other 4xx); all are
+:class:`BackendError`.
 """
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
+import attrs
 import httpx
 
-from ktrdr.errors import BackendError, BackendRejected, BackendUnavailable, BackendUnreachable
+from ktrdr.config import AuthSettings, Secret, env_name
+from ktrdr.errors import (
+    BackendError,
+    BackendRejected,
+    BackendUnavailable,
+    BackendUnreachable,
+    OperatorTokenRefused,
+)
 from ktrdr.protocol import OPERATIONS_PATH, WORKERS_PATH
 from ktrdr.web.http_client import backend_error
 
 
-class FleetClient:
-    """Thin typed-at-the-edges wrapper over the backend's operator endpoints."""
+def _one(operation_id: str) -> str:
+    """The path of one operation; the id is percent-encoded, so it stays one segment."""
+    return f"{OPERATIONS_PATH}/{quote(operation_id, safe='')}"
 
-    def __init__(self, *, base_url: str, client: httpx.Client) -> None:
+
+class FleetClient:
+    """Thin typed-at-the-edges wrapper over the backend's operator endpoints.
+
+    ``token`` is the operator token (None sends none); ``token_source`` says where it
+    came from (``file data/operator_token``), for the message of a 401.
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        client: httpx.Client,
+        token: Secret | None = None,
+        token_source: str | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self._client = client
+        self._headers = {"Authorization": f"Bearer {token.reveal()}"} if token else {}
+        self._token_source = token_source or ("a token" if token else "no token sent")
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         url = self.base_url + path
         try:
-            response = self._client.request(method, url, **kwargs)
+            response = self._client.request(method, url, headers=self._headers, **kwargs)
         except httpx.HTTPError as exc:
             reason = type(exc).__name__
             message = f"cannot reach the backend at {self.base_url} ({reason})"
             raise BackendUnreachable(message) from None
+        if response.status_code == httpx.codes.UNAUTHORIZED:
+            raise self._refused()
         if response.status_code >= 400:
             raise backend_error(response)
         return response.json()
+
+    def _refused(self) -> OperatorTokenRefused:
+        variable = env_name(attrs.fields(AuthSettings).operator_token)
+        message = (
+            f"the backend at {self.base_url} refused the operator token "
+            f"({self._token_source}); set {variable} (or {variable}_FILE, or --token) "
+            "to the backend's operator token"
+        )
+        return OperatorTokenRefused(message, status_code=401)
 
     def health(self) -> dict[str, Any]:
         """``GET /health``."""
@@ -60,9 +100,12 @@ class FleetClient:
         operation_type: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        include_result: bool = False,
     ) -> dict[str, Any]:
-        """``GET /api/v1/operations``: a page ``{"items", "total", ...}``."""
+        """``GET /api/v1/operations``: a page ``{"items", "total", ...}``, results if asked."""
         params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if include_result:
+            params["include"] = "result"
         if status:
             params["status"] = status
         if operation_type:
@@ -72,17 +115,17 @@ class FleetClient:
 
     def operation(self, operation_id: str) -> dict[str, Any]:
         """``GET /api/v1/operations/{id}``."""
-        result: dict[str, Any] = self._request("GET", f"{OPERATIONS_PATH}/{operation_id}")
+        result: dict[str, Any] = self._request("GET", _one(operation_id))
         return result
 
     def cancel(self, operation_id: str) -> dict[str, Any]:
         """``POST /api/v1/operations/{id}/cancel``."""
-        result: dict[str, Any] = self._request("POST", f"{OPERATIONS_PATH}/{operation_id}/cancel")
+        result: dict[str, Any] = self._request("POST", _one(operation_id) + "/cancel")
         return result
 
     def resume(self, operation_id: str) -> dict[str, Any]:
         """``POST /api/v1/operations/{id}/resume``."""
-        result: dict[str, Any] = self._request("POST", f"{OPERATIONS_PATH}/{operation_id}/resume")
+        result: dict[str, Any] = self._request("POST", _one(operation_id) + "/resume")
         return result
 
 
@@ -92,4 +135,5 @@ __all__ = [
     "BackendUnavailable",
     "BackendUnreachable",
     "FleetClient",
+    "OperatorTokenRefused",
 ]

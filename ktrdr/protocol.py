@@ -231,6 +231,10 @@ class OperationView(_Message):
     resume: bool = False
 
 
+#: Most operations one ``GET /api/v1/operations`` page holds (``?limit`` at most).
+MAX_PAGE_ITEMS = 200
+
+
 class OperationList(_Message):
     """``GET /api/v1/operations``: one page, newest first, and the total that matched."""
 
@@ -245,6 +249,7 @@ __all__ = [
     "FINISHED_STATUSES",
     "ID_PATTERN",
     "MAX_BODY_BYTES",
+    "MAX_PAGE_ITEMS",
     "OPERATIONS_PATH",
     "REGISTER_PATH",
     "WORKERS_PATH",

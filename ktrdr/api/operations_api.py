@@ -31,6 +31,7 @@ from ktrdr.api.workers_api import MAX_JSON_DEPTH, json_depth_exceeds
 from ktrdr.config import OperationsSettings, env_name
 from ktrdr.protocol import (
     ID_PATTERN,
+    MAX_PAGE_ITEMS,
     OPERATIONS_PATH,
     CreateOperationRequest,
     ErrorBody,
@@ -42,12 +43,10 @@ from ktrdr.protocol import (
 )
 from ktrdr.web import ApiError, BearerAuth, describe_validation_errors
 
-__all__ = ["MAX_OFFSET", "MAX_PAGE_ITEMS", "operations_routers"]
+__all__ = ["MAX_OFFSET", "operations_routers"]
 
 #: Largest ``offset`` accepted by the listing (far beyond any real table).
 MAX_OFFSET = 1_000_000_000
-#: Most operations one listing page holds.
-MAX_PAGE_ITEMS = 200
 #: A listing page without the operations' results (``?include=result`` keeps them).
 _WITHOUT_RESULTS: dict[str, Any] = {"items": {"__all__": {"result"}}}
 

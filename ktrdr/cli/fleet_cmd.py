@@ -1,13 +1,16 @@
 """``ktrdr workers`` and ``ktrdr ops``: look at and drive a running fleet.
 
-Every command talks to the backend over HTTP. A backend that does not answer is one
-line on stderr and exit code 2; an error the backend reports is one line and exit 1.
+Every command talks to the backend over HTTP with the operator token
+(:mod:`ktrdr.cli.operator_token` says where it is found). A backend that does not
+answer is one line on stderr and exit code 2; an error the backend reports is one
+line and exit 1, a refused token included (the line names the variable to set).
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,9 +23,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ktrdr.config import WorkerSettings, env_name
+from ktrdr.cli.operator_token import DEFAULT_TOKEN_FILE, resolve_operator_token
+from ktrdr.config import AuthSettings, ConfigurationError, WorkerSettings, env_name
 from ktrdr.errors import BackendError, BackendUnreachable
 from ktrdr.fleet_client import FleetClient
+from ktrdr.protocol import MAX_PAGE_ITEMS
 from ktrdr.vocabulary import FINISHED_STATUSES, OperationStatus, OperationType
 
 EXIT_FAILED = 1
@@ -48,12 +53,35 @@ def backend_url_option(func: F) -> F:
     return option(func)
 
 
+def token_option(func: F) -> F:
+    """``--token``; else KTRDR_AUTH_OPERATOR_TOKEN(_FILE), else the file ``ktrdr up`` wrote."""
+    variable = env_name(attrs.fields(AuthSettings).operator_token)
+    option = click.option(
+        "--token",
+        default=None,
+        metavar="TOKEN",
+        help=f"operator token (default: {variable} or {variable}_FILE, else "
+        f"{DEFAULT_TOKEN_FILE} as written by `ktrdr up`)",
+    )
+    return option(func)
+
+
 @contextmanager
-def fleet(backend_url: str, timeout_s: float = 10.0) -> Iterator[FleetClient]:
+def fleet(backend_url: str, token: str | None, timeout_s: float = 10.0) -> Iterator[FleetClient]:
     """A client for one command; backend failures become one line and an exit code."""
+    try:
+        operator = resolve_operator_token(token, os.environ)
+    except ConfigurationError as exc:
+        click.echo(f"ktrdr: {exc}", err=True)
+        raise SystemExit(EXIT_FAILED) from None
     with httpx.Client(timeout=timeout_s) as http:
         try:
-            yield FleetClient(base_url=backend_url, client=http)
+            yield FleetClient(
+                base_url=backend_url,
+                client=http,
+                token=operator.secret,
+                token_source=operator.source,
+            )
         except BackendUnreachable as exc:
             click.echo(f"ktrdr: {exc}", err=True)
             raise SystemExit(EXIT_UNREACHABLE) from None
@@ -79,10 +107,11 @@ def _print_json(data: Any) -> None:
 
 @click.command("workers")
 @backend_url_option
+@token_option
 @click.option("--json", "as_json", is_flag=True, help="print the backend's JSON")
-def workers(backend_url: str, as_json: bool) -> None:
+def workers(backend_url: str, token: str | None, as_json: bool) -> None:
     """List registered workers."""
-    with fleet(backend_url) as client:
+    with fleet(backend_url, token) as client:
         items = client.workers()
     if as_json:
         _print_json(items)
@@ -131,10 +160,17 @@ def ops() -> None:
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="a parameter")
 @click.option("--watch", is_flag=True, help="follow the operation until it ends")
 @backend_url_option
-def submit(operation_type: str, params: tuple[str, ...], watch: bool, backend_url: str) -> None:
+@token_option
+def submit(
+    operation_type: str,
+    params: tuple[str, ...],
+    watch: bool,
+    backend_url: str,
+    token: str | None,
+) -> None:
     """Create an operation; prints its id."""
     parameters = dict(_parse_param(p) for p in params)
-    with fleet(backend_url) as client:
+    with fleet(backend_url, token) as client:
         operation = client.submit(operation_type, parameters)
         click.echo(operation["id"])
         if watch:
@@ -144,10 +180,11 @@ def submit(operation_type: str, params: tuple[str, ...], watch: bool, backend_ur
 @ops.command("list")
 @click.option("--status", type=click.Choice(_STATUSES))
 @click.option("--type", "operation_type", type=click.Choice(_TYPES))
-@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(1, MAX_PAGE_ITEMS), default=50, show_default=True)
 @click.option("--offset", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print the backend's JSON")
 @backend_url_option
+@token_option
 def list_operations(
     status: str | None,
     operation_type: str | None,
@@ -155,9 +192,10 @@ def list_operations(
     offset: int,
     as_json: bool,
     backend_url: str,
+    token: str | None,
 ) -> None:
-    """List operations, newest first."""
-    with fleet(backend_url) as client:
+    """List operations, newest first (results: ``ktrdr ops show``)."""
+    with fleet(backend_url, token) as client:
         page = client.operations(
             status=status, operation_type=operation_type, limit=limit, offset=offset
         )
@@ -184,9 +222,10 @@ def list_operations(
 @click.argument("operation_id")
 @click.option("--json", "as_json", is_flag=True, help="print the backend's JSON")
 @backend_url_option
-def show(operation_id: str, as_json: bool, backend_url: str) -> None:
+@token_option
+def show(operation_id: str, as_json: bool, backend_url: str, token: str | None) -> None:
     """Show one operation: status, progress, result or error."""
-    with fleet(backend_url) as client:
+    with fleet(backend_url, token) as client:
         operation = client.operation(operation_id)
     if as_json:
         _print_json(operation)
@@ -217,9 +256,10 @@ def _print_operation(console: Console, operation: dict[str, Any]) -> None:
 @ops.command("watch")
 @click.argument("operation_id")
 @backend_url_option
-def watch(operation_id: str, backend_url: str) -> None:
+@token_option
+def watch(operation_id: str, backend_url: str, token: str | None) -> None:
     """Follow an operation with a live progress bar until it ends."""
-    with fleet(backend_url) as client:
+    with fleet(backend_url, token) as client:
         _watch(client, operation_id, Console())
 
 
@@ -267,9 +307,10 @@ def _progress_detail(operation: dict[str, Any]) -> str:
 @ops.command("cancel")
 @click.argument("operation_id")
 @backend_url_option
-def cancel(operation_id: str, backend_url: str) -> None:
+@token_option
+def cancel(operation_id: str, backend_url: str, token: str | None) -> None:
     """Cancel a pending or running operation."""
-    with fleet(backend_url) as client:
+    with fleet(backend_url, token) as client:
         operation = client.cancel(operation_id)
     click.echo(f"{operation['id']} {operation['status']}")
 
@@ -277,9 +318,10 @@ def cancel(operation_id: str, backend_url: str) -> None:
 @ops.command("resume")
 @click.argument("operation_id")
 @backend_url_option
-def resume(operation_id: str, backend_url: str) -> None:
+@token_option
+def resume(operation_id: str, backend_url: str, token: str | None) -> None:
     """Resume a failed or cancelled operation from its checkpoint."""
-    with fleet(backend_url) as client:
+    with fleet(backend_url, token) as client:
         operation = client.resume(operation_id)
     click.echo(f"{operation['id']} {operation['status']}")
 

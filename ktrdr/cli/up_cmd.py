@@ -3,6 +3,10 @@
 Starts a backend and training/backtest workers as child processes on loopback, the
 embedded SQLite store and checkpoints under ``--data-dir``; prints each worker as it
 registers; ``--demo`` submits one operation of each type and follows them to the end.
+The backend gets an operator token: the configured one (``KTRDR_AUTH_OPERATOR_TOKEN``
+or its ``_FILE``), else the one in ``<data dir>/operator_token``, made on first use
+(owner-only, written atomically), which ``ktrdr workers`` and ``ktrdr ops`` read by
+default. Workers never see it.
 Ctrl-C or SIGTERM stops every child (workers first, so they unregister) and exits 0.
 A child that fails to start stops the rest; its report is printed and the exit is 1.
 """
@@ -24,8 +28,15 @@ import httpx
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ktrdr.cli.operator_token import (
+    TOKEN_FILE_NAME,
+    OperatorToken,
+    ensure_token_file,
+    from_configuration,
+)
 from ktrdr.config import (
     APISettings,
+    AuthSettings,
     CheckpointSettings,
     ConfigurationError,
     DatabaseSettings,
@@ -69,6 +80,40 @@ def per_child_variables() -> frozenset[str]:
     return frozenset(name for field in per_child for name in all_env_names(field))
 
 
+def operator_variables() -> frozenset[str]:
+    """Every name of the operator token (current, ``_FILE``): the backend's alone."""
+    return frozenset(all_env_names(attrs.fields(AuthSettings).operator_token))
+
+
+def operator_token(
+    environ: Mapping[str, str], data_dir: Path
+) -> tuple[OperatorToken, dict[str, str]]:
+    """The fleet's operator token and the variables that give it to the backend.
+
+    The configured token is passed on as configured; otherwise the token file under
+    ``data_dir`` is kept (or made) and the backend reads it through ``_FILE``.
+    """
+    try:
+        configured = from_configuration(environ)
+        if configured is not None:
+            names = operator_variables()
+            return configured, {k: v for k, v in environ.items() if k in names}
+        path = data_dir / TOKEN_FILE_NAME
+        secret, what = ensure_token_file(path)
+    except (ConfigurationError, OSError) as exc:
+        raise UpError(f"cannot set up the operator token: {exc}") from None
+    file_variable = env_name(attrs.fields(AuthSettings).operator_token) + "_FILE"
+    return OperatorToken(secret, f"file {_shown(path)} ({what})"), {file_variable: str(path)}
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when it is inside it (as the CLI reads it)."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -99,9 +144,12 @@ class Fleet:
         console: Console,
         supervisor: Supervisor,
         stop: _StopFlag,
+        backend_env: Mapping[str, str] | None = None,
     ) -> None:
-        per_child = per_child_variables()
-        self._base_env = {k: v for k, v in environ.items() if k not in per_child}
+        """``backend_env``: variables for the backend alone (its operator token)."""
+        held_back = per_child_variables() | operator_variables()
+        self._base_env = {k: v for k, v in environ.items() if k not in held_back}
+        self._backend_env = dict(backend_env or {})
         self._data_dir = data_dir
         self._api_port = api_port
         self._console = console
@@ -150,6 +198,7 @@ class Fleet:
     def start_backend(self, client: FleetClient, timeout_s: float) -> None:
         api = attrs.fields(APISettings)
         env = self._env({api.host: "127.0.0.1", api.port: str(self._api_port)})
+        env.update(self._backend_env)
         self._supervisor.start(
             ChildSpec(
                 name="backend",
@@ -298,6 +347,7 @@ def up(
     environ = dict(os.environ)
     try:
         port = _choose_api_port(api_port, environ)
+        operator, backend_env = operator_token(environ, data_dir.resolve())
     except UpError as exc:
         click.echo(f"ktrdr up: {exc}", err=True)
         raise SystemExit(EXIT_FAILED) from None
@@ -311,12 +361,19 @@ def up(
         console=console,
         supervisor=supervisor,
         stop=stop,
+        backend_env=backend_env,
     )
     failure: str | None = None
     try:
         with httpx.Client(timeout=5.0) as http:
-            client = FleetClient(base_url=fleet.backend_url, client=http)
+            client = FleetClient(
+                base_url=fleet.backend_url,
+                client=http,
+                token=operator.secret,
+                token_source=operator.source,
+            )
             fleet.start_backend(client, timeout_s)
+            console.print(f"token    {operator.source}")
             if stop.signal is None:
                 fleet.start_workers(client, {"training": training, "backtest": backtest}, timeout_s)
             if demo and stop.signal is None:

@@ -1,4 +1,4 @@
-"""``ktrdr workers`` and ``ktrdr ops`` against a real backend process."""
+"""``ktrdr workers`` and ``ktrdr ops`` against a real backend process, with its operator token."""
 
 from __future__ import annotations
 
@@ -9,15 +9,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.fleet import Fleet, Server
+from support.fleet import OPERATOR_TOKEN, Fleet, Server
 from support.processes import ProcessGroup, base_env, free_port, run_ktrdr, wait_until
 
 pytestmark = pytest.mark.slow
 
 
-def ktrdr(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run the ``ktrdr`` command with a clean, wide-terminal environment."""
-    return run_ktrdr(*args, env=base_env(COLUMNS="200"), cwd=cwd)
+def ktrdr(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run ``ktrdr`` with a clean, wide-terminal environment holding the operator token."""
+    environ = base_env(COLUMNS="200", KTRDR_AUTH_OPERATOR_TOKEN=OPERATOR_TOKEN)
+    environ.update(env)
+    return run_ktrdr(*args, env={k: v for k, v in environ.items() if v}, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
@@ -166,3 +168,61 @@ def test_cancel_of_a_finished_operation_is_refused(
     result = ktrdr("ops", "cancel", operation_id, "--backend-url", backend.url, cwd=tmp_path)
     assert result.returncode == 1
     assert "completed" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "source"),
+    [
+        ({"KTRDR_AUTH_OPERATOR_TOKEN": "a-wrong-token-4521"}, "env KTRDR_AUTH_OPERATOR_TOKEN"),
+        ({"KTRDR_AUTH_OPERATOR_TOKEN": ""}, "the development default"),
+    ],
+    ids=["wrong", "none"],
+)
+def test_a_refused_token_is_one_line_naming_the_variable(
+    running: tuple[Fleet, Server], tmp_path: Path, env: dict[str, str], source: str
+) -> None:
+    """A 401: one line saying where the token came from and which variable to set; exit 1."""
+    _, backend = running
+    for args in (("workers",), ("ops", "list"), ("ops", "show", "abc")):
+        result = ktrdr(*args, "--backend-url", backend.url, cwd=tmp_path, **env)
+        assert result.returncode == 1, args
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, lines
+        assert lines[0].startswith(f"ktrdr: the backend at {backend.url} refused the operator")
+        assert source in lines[0]
+        assert "set KTRDR_AUTH_OPERATOR_TOKEN (or KTRDR_AUTH_OPERATOR_TOKEN_FILE" in lines[0]
+        assert "a-wrong-token-4521" not in result.stderr
+
+
+def test_the_token_comes_from_the_option_the_file_variable_or_the_up_file(
+    running: tuple[Fleet, Server], tmp_path: Path
+) -> None:
+    """--token, KTRDR_AUTH_OPERATOR_TOKEN_FILE and ./data/operator_token each authenticate."""
+    _, backend = running
+    secret = tmp_path / "token.txt"
+    secret.write_text(OPERATOR_TOKEN + "\n")
+    (tmp_path / "up").mkdir()
+    (tmp_path / "up" / "data").mkdir()
+    (tmp_path / "up" / "data" / "operator_token").write_text(OPERATOR_TOKEN + "\n")
+    unset = {"KTRDR_AUTH_OPERATOR_TOKEN": ""}
+    runs = [
+        ktrdr(
+            "workers",
+            "--token",
+            OPERATOR_TOKEN,
+            "--backend-url",
+            backend.url,
+            cwd=tmp_path,
+            **unset,
+        ),
+        ktrdr(
+            "workers",
+            "--backend-url",
+            backend.url,
+            cwd=tmp_path,
+            KTRDR_AUTH_OPERATOR_TOKEN_FILE=str(secret),
+            **unset,
+        ),
+        ktrdr("workers", "--backend-url", backend.url, cwd=tmp_path / "up", **unset),
+    ]
+    assert [r.returncode for r in runs] == [0, 0, 0], [r.stderr for r in runs]

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from support.fleet import Fleet, Server, worker_env
+from support.fleet import Fleet, Server, operator_client, worker_env
 from support.processes import ProcessGroup, free_port, wait_until
 
 from ktrdr.protocol import OperationStatus
@@ -54,7 +54,7 @@ class Fleet1:
         self.worker_id: str = self.worker.health()["worker_id"]
         fleet.wait_listed(self.backend, self.worker_id, status="idle")
         self.fleet = fleet
-        self.http = httpx.Client(timeout=10)
+        self.http = operator_client()
         Fleet1.started.append(self)
 
     def create(self, kind: str, **parameters: Any) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from support.fleet import Fleet, Server, backend_env, worker_env
+from support.fleet import Fleet, Server, backend_env, operator_client, worker_env
 from support.processes import ProcessGroup, free_port, wait_until
 
 from ktrdr.config import CheckpointSettings
@@ -49,7 +49,7 @@ class Ops:
         self.checkpoint_dir = directory / "shared-checkpoints"
         self.backend_port = free_port()
         self.backend: Server | None = None
-        self.http = httpx.Client(timeout=10)
+        self.http = operator_client()
 
     def backend_env(self, **overrides: str) -> dict[str, str]:
         return backend_env(

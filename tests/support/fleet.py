@@ -11,10 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import httpx
 
 from support.processes import ProcessGroup, Spawned, base_env, free_port, get_json, wait_until
 
 TOKEN = "test-worker-token-not-a-secret"
+#: The operator token of every test backend; :data:`OPERATOR_AUTH` is its header.
+OPERATOR_TOKEN = "test-operator-token-not-a-secret"
+OPERATOR_AUTH = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
 HEARTBEAT = "0.2s"
 WORKER_MODULES = {
     "training": "ktrdr.workers.training_worker",
@@ -28,10 +32,16 @@ def backend_env(port: int, **overrides: str) -> dict[str, str]:
         KTRDR_API_HOST="127.0.0.1",
         KTRDR_API_PORT=str(port),
         KTRDR_AUTH_WORKER_TOKEN=TOKEN,
+        KTRDR_AUTH_OPERATOR_TOKEN=OPERATOR_TOKEN,
         KTRDR_WORKER_HEARTBEAT_INTERVAL=HEARTBEAT,
     )
     env.update(overrides)
     return env
+
+
+def operator_client(timeout_s: float = 10.0) -> httpx.Client:
+    """An HTTP client sending the operator token (close it, or use it in ``with``)."""
+    return httpx.Client(timeout=timeout_s, headers=OPERATOR_AUTH)
 
 
 def worker_env(port: int | None, backend_port: int, **overrides: str) -> dict[str, str]:
@@ -124,7 +134,7 @@ class Fleet:
     @staticmethod
     def workers(backend: Server) -> list[dict[str, Any]] | None:
         """``GET /api/v1/workers`` of ``backend``, or None when it does not answer."""
-        result = get_json(backend.url + "/api/v1/workers")
+        result = get_json(backend.url + "/api/v1/workers", headers=OPERATOR_AUTH)
         return result if isinstance(result, list) else None
 
     def worker_view(self, backend: Server, worker_id: str) -> dict[str, Any] | None:
@@ -149,4 +159,15 @@ class Fleet:
         )
 
 
-__all__ = ["HEARTBEAT", "TOKEN", "WORKER_MODULES", "Fleet", "Server", "backend_env", "worker_env"]
+__all__ = [
+    "HEARTBEAT",
+    "OPERATOR_AUTH",
+    "OPERATOR_TOKEN",
+    "TOKEN",
+    "WORKER_MODULES",
+    "Fleet",
+    "Server",
+    "backend_env",
+    "operator_client",
+    "worker_env",
+]

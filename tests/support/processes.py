@@ -101,10 +101,11 @@ def wait_until(
         time.sleep(interval_s)
 
 
-def get_json(url: str, *, timeout_s: float = 2.0) -> Any:
+def get_json(url: str, *, timeout_s: float = 2.0, headers: Mapping[str, str] | None = None) -> Any:
     """``GET url`` and decode JSON; None when nothing answers or the status is not 2xx."""
+    request = urllib.request.Request(url, headers=dict(headers or {}))  # noqa: S310 - loopback
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 - http loopback
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 - http loopback
             return json.loads(response.read())
     except (urllib.error.URLError, OSError, ValueError):
         return None

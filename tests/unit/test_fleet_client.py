@@ -7,7 +7,14 @@ import json
 import httpx
 import pytest
 
-from ktrdr.errors import BackendError, BackendRejected, BackendUnavailable, BackendUnreachable
+from ktrdr.config import Secret
+from ktrdr.errors import (
+    BackendError,
+    BackendRejected,
+    BackendUnavailable,
+    BackendUnreachable,
+    OperatorTokenRefused,
+)
 from ktrdr.fleet_client import FleetClient
 
 URL = "http://backend.test:8000"
@@ -95,3 +102,65 @@ def test_error_statuses_map_to_the_shared_backend_errors(
         _client(httpx.MockTransport(handler)).workers()
     assert caught.value.status_code == status
     assert str(caught.value) == f"HTTP {status} e: d"
+
+
+def test_every_request_carries_the_operator_token() -> None:
+    """Authorization: Bearer <token> on every call, /health included; none without a token."""
+    seen: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("authorization"))
+        return httpx.Response(200, json={"items": []})
+
+    transport = httpx.MockTransport(handler)
+    with_token = FleetClient(
+        base_url=URL, client=httpx.Client(transport=transport), token=Secret("op-tok-1")
+    )
+    with_token.health()
+    with_token.workers()
+    with_token.operations()
+    _client(transport).workers()
+    assert seen == ["Bearer op-tok-1"] * 3 + [None]
+
+
+def test_a_401_names_the_variable_and_the_token_source_never_the_token() -> None:
+    """OperatorTokenRefused: one line, where the token came from, what to set."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(401, json={"error": "unauthorized", "detail": "no"})
+
+    client = FleetClient(
+        base_url=URL,
+        client=httpx.Client(transport=httpx.MockTransport(handler)),
+        token=Secret("op-tok-secret-9"),
+        token_source="file data/operator_token",
+    )
+    with pytest.raises(OperatorTokenRefused) as caught:
+        client.submit("training", {})
+    message = str(caught.value)
+    assert message == (
+        f"the backend at {URL} refused the operator token (file data/operator_token); "
+        "set KTRDR_AUTH_OPERATOR_TOKEN (or KTRDR_AUTH_OPERATOR_TOKEN_FILE, or --token) "
+        "to the backend's operator token"
+    )
+    assert caught.value.status_code == 401
+    assert "op-tok-secret-9" not in message
+
+
+def test_an_id_stays_one_path_segment_and_results_are_asked_for_explicitly() -> None:
+    """Ids are percent-encoded (no '..' walking to another route); include=result on request."""
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return httpx.Response(200, json={"items": []})
+
+    client = _client(httpx.MockTransport(handler))
+    client.operation("../workers")
+    client.cancel("a/b")
+    client.operations(include_result=True)
+    assert seen == [
+        f"{URL}/api/v1/operations/..%2Fworkers",
+        f"{URL}/api/v1/operations/a%2Fb/cancel",
+        f"{URL}/api/v1/operations?limit=50&offset=0&include=result",
+    ]

@@ -7,7 +7,13 @@ from pathlib import Path
 import attrs
 from rich.console import Console
 
-from ktrdr.cli.up_cmd import Fleet, _StopFlag, per_child_variables
+from ktrdr.cli.up_cmd import (
+    Fleet,
+    _StopFlag,
+    operator_token,
+    operator_variables,
+    per_child_variables,
+)
 from ktrdr.config import WorkerSettings
 from ktrdr.supervisor import Supervisor
 
@@ -55,3 +61,42 @@ def test_child_env_drops_inherited_per_child_values_and_sets_the_overrides(
     assert env["KTRDR_LOG_LEVEL"] == "DEBUG"
     assert env["KTRDR_DB_PATH"] == str(tmp_path / "ktrdr.db")
     assert env["KTRDR_CHECKPOINT_DIR"] == str(tmp_path / "checkpoints")
+
+
+def test_only_the_backend_gets_the_operator_token(tmp_path: Path) -> None:
+    """Operator token variables are held back from every child; the backend gets its own."""
+    inherited = {"KTRDR_AUTH_OPERATOR_TOKEN": "op-env-1", "KTRDR_AUTH_OPERATOR_TOKEN_FILE": "/x"}
+    token_file = str(tmp_path / "operator_token")
+    fleet = Fleet(
+        environ=inherited,
+        data_dir=tmp_path,
+        api_port=8123,
+        console=Console(quiet=True),
+        supervisor=Supervisor(),
+        stop=_StopFlag(),
+        backend_env={"KTRDR_AUTH_OPERATOR_TOKEN_FILE": token_file},
+    )
+    worker = attrs.fields(WorkerSettings)
+    env = fleet._env({worker.id: "training-1"})
+    assert not {"KTRDR_AUTH_OPERATOR_TOKEN", "KTRDR_AUTH_OPERATOR_TOKEN_FILE"} & set(env)
+    assert operator_variables() == {"KTRDR_AUTH_OPERATOR_TOKEN", "KTRDR_AUTH_OPERATOR_TOKEN_FILE"}
+
+
+def test_without_a_configured_token_up_makes_one_in_the_data_dir(tmp_path: Path) -> None:
+    """No token configured: <data dir>/operator_token, given to the backend through _FILE."""
+    found, backend_env = operator_token({}, tmp_path)
+    path = tmp_path / "operator_token"
+    assert backend_env == {"KTRDR_AUTH_OPERATOR_TOKEN_FILE": str(path)}
+    assert path.read_text().strip() == found.secret.reveal()
+    assert found.source.endswith("operator_token (created)")
+    again, _ = operator_token({}, tmp_path)
+    assert again.secret == found.secret
+    assert again.source.endswith("operator_token (kept)")
+
+
+def test_a_configured_token_is_passed_on_as_configured(tmp_path: Path) -> None:
+    """KTRDR_AUTH_OPERATOR_TOKEN set: the backend gets that variable, no file is written."""
+    found, backend_env = operator_token({"KTRDR_AUTH_OPERATOR_TOKEN": "op-env-2"}, tmp_path)
+    assert backend_env == {"KTRDR_AUTH_OPERATOR_TOKEN": "op-env-2"}
+    assert (found.secret.reveal(), found.source) == ("op-env-2", "env KTRDR_AUTH_OPERATOR_TOKEN")
+    assert not (tmp_path / "operator_token").exists()
