@@ -149,3 +149,34 @@ def test_dockerfile_runs_ktrdr_as_non_root_with_settings_healthcheck() -> None:
     assert users[-1] not in ("root", "0")
     assert re.search(r'^ENTRYPOINT \["ktrdr"\]', text, flags=re.MULTILINE)
     assert re.search(r'CMD \["ktrdr", "health"\]', text)
+
+
+def test_the_operator_token_reaches_the_backend_alone_as_a_secret_file() -> None:
+    """KTRDR_AUTH_OPERATOR_TOKEN_FILE names a compose secret, in the backend and nowhere else."""
+    services = _ktrdr_services(_compose({}))
+    holders = {
+        name
+        for name, service in services.items()
+        if any(k.startswith("KTRDR_AUTH_OPERATOR_TOKEN") for k in service["environment"])
+        or "operator_token" in service.get("secrets", [])
+    }
+    assert holders == {"backend"}
+    backend = services["backend"]
+    assert backend["environment"]["KTRDR_AUTH_OPERATOR_TOKEN_FILE"] == "/run/secrets/operator_token"
+    assert "operator_token" in backend["secrets"]
+    assert _compose({})["secrets"]["operator_token"] == {"file": "./secrets/operator_token"}
+
+
+def test_the_backend_is_published_on_loopback_only() -> None:
+    """Plain HTTP stays on the host: other machines go through a TLS proxy (docs/security.md)."""
+    backend = _ktrdr_services(_compose({}))["backend"]
+    assert [p.split(":")[0] for p in backend["ports"]] == ["127.0.0.1"]
+
+
+def test_a_missing_operator_token_file_fails_the_production_backend(tmp_path: Path) -> None:
+    """The backend without its operator token secret does not start; the report names it."""
+    service = _ktrdr_services(_compose({}))["backend"]
+    env = _environment_with_secret_files(service, tmp_path)
+    env["KTRDR_AUTH_OPERATOR_TOKEN_FILE"] = str(tmp_path / "absent")
+    with pytest.raises(ConfigurationError, match="KTRDR_AUTH_OPERATOR_TOKEN_FILE"):
+        validate_all("backend", env, env_file=None)
