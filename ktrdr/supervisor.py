@@ -4,6 +4,13 @@ Each child is a real ktrdr entrypoint (``python -m ktrdr.api.main`` or a worker
 module) with its own environment and a log file. Stopping sends SIGTERM (workers
 checkpoint and unregister), waits for a grace period, and only then SIGKILLs, so a
 stopped fleet leaves no process behind.
+
+A supervisor that never gets to stop its children (it was SIGKILLed, or crashed)
+must not leave them running either: each child runs under :mod:`ktrdr.lifeline`,
+holding the read end of a pipe whose only write end is ours, so the kernel tells
+every child when this process is gone, however it died (and, on Linux, sends them
+SIGTERM itself through ``PR_SET_PDEATHSIG``). The children then stop as on a
+normal SIGTERM, and are killed after the same grace period.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -59,18 +67,39 @@ class Supervisor:
         self._python = python
         self._grace_s = grace_s
         self.children: list[Child] = []
+        #: (read end, write end) of the lifeline pipe; only this process holds the write end.
+        self._lifeline: tuple[int, int] | None = None
 
     def start(self, spec: ChildSpec) -> Child:
-        """Start ``spec`` in its own process group, output to its log file."""
+        """Start ``spec`` in its own session, under a lifeline, output to its log file.
+
+        Call it from the main thread: Linux's parent-death signal follows the thread
+        that started the child (from another thread, only the pipe is armed).
+        """
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        if self._lifeline is None:
+            self._lifeline = os.pipe()  # not inheritable: only pass_fds hands the read end
+        read_end = self._lifeline[0]
+        command = [
+            self._python,
+            "-m",
+            "ktrdr.lifeline",
+            f"--fd={read_end}",
+            f"--parent={os.getpid()}",
+            f"--grace={self._grace_s:g}",
+        ]
+        if threading.current_thread() is threading.main_thread():
+            command.append("--pdeathsig")
+        command += ["--", spec.module, *spec.args]
         with spec.log_path.open("wb") as log:
             process = subprocess.Popen(
-                [self._python, "-m", spec.module, *spec.args],
+                command,
                 env=dict(spec.env),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # Ctrl-C in the terminal reaches only us
+                pass_fds=(read_end,),
             )
         child = Child(spec, process)
         self.children.append(child)
@@ -96,7 +125,17 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 _signal(child.process, signal.SIGKILL)
                 child.process.wait()
+        if all(c.process.returncode is not None for c in self.children):
+            self._close_lifeline()
         return {c.spec.name: c.process.returncode for c in children}
+
+    def _close_lifeline(self) -> None:
+        """Close the pipe once no child needs it (a later start opens a new one)."""
+        if self._lifeline is not None:
+            for fd in self._lifeline:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self._lifeline = None
 
 
 def _signal(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:

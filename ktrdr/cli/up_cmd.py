@@ -7,8 +7,10 @@ The backend gets an operator token: the configured one (``KTRDR_AUTH_OPERATOR_TO
 or its ``_FILE``), else the one in ``<data dir>/operator_token``, made on first use
 (owner-only, written atomically), which ``ktrdr workers`` and ``ktrdr ops`` read by
 default. Workers never see it.
-Ctrl-C or SIGTERM stops every child (workers first, so they unregister) and exits 0.
-A child that fails to start stops the rest; its report is printed and the exit is 1.
+Ctrl-C, SIGTERM or SIGHUP stops every child (workers first, so they unregister) and
+exits 0, even when stdout is a pipe whose reader is gone. A child that fails to start
+stops the rest; its report is printed and the exit is 1. If ``ktrdr up`` itself dies
+(SIGKILL included), its children stop on their own (:mod:`ktrdr.lifeline`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,6 +37,7 @@ from ktrdr.cli.operator_token import (
     ensure_token_file,
     from_configuration,
 )
+from ktrdr.cli.output import tolerant
 from ktrdr.config import (
     APISettings,
     AuthSettings,
@@ -343,16 +347,19 @@ def up(
     exit_after_demo: bool,
 ) -> None:
     """Start a backend and workers on this machine; Ctrl-C stops them all."""
-    console = Console()
+    # Output is best effort (`ktrdr up | tee log`: tee may die first); stopping is not.
+    stdout, stderr = tolerant(sys.stdout), tolerant(sys.stderr)
+    console = Console(file=stdout)
     environ = dict(os.environ)
     try:
         port = _choose_api_port(api_port, environ)
         operator, backend_env = operator_token(environ, data_dir.resolve())
     except UpError as exc:
-        click.echo(f"ktrdr up: {exc}", err=True)
+        click.echo(f"ktrdr up: {exc}", file=stderr)
         raise SystemExit(EXIT_FAILED) from None
     stop = _StopFlag()
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    exit_signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, stop) for sig in exit_signals}
     supervisor = Supervisor()
     fleet = Fleet(
         environ=environ,
@@ -389,13 +396,14 @@ def up(
             signal.signal(sig, handler)
     unclean = {name: code for name, code in codes.items() if code not in (0, None)}
     if failure is not None:
-        click.echo(f"ktrdr up: {failure}", err=True)
+        click.echo(f"ktrdr up: {failure}", file=stderr)
         raise SystemExit(EXIT_FAILED)
     if unclean:
         shown = ", ".join(f"{n} exited {c}" for n, c in unclean.items())
         console.print(f"stopped; not all children exited cleanly: {shown}")
     else:
         console.print("stopped")
+    stdout.flush()
 
 
 def _choose_api_port(option: int | None, environ: Mapping[str, str]) -> int:

@@ -29,6 +29,15 @@ def _ktrdr_children(marker: str) -> list[int]:
     return pids
 
 
+def _parent(pid: int) -> int | None:
+    """The parent pid of ``pid`` (None once it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
 def _up(group: ProcessGroup, tmp_path: Path, *args: str, **env: str) -> tuple[Path, Spawned]:
     data_dir = tmp_path / "fleet-data"
     environment = base_env(UP_TEST_MARKER=str(data_dir), **env)
@@ -56,7 +65,8 @@ def test_up_registers_both_workers_and_sigterm_leaves_no_child(tmp_path: Path) -
         assert "backtest-1" in output
         assert "registered" in output
         children = set(_ktrdr_children(str(data_dir))) - {up.pid}
-        assert len(children) == 3  # backend, training worker, backtest worker
+        direct = {pid for pid in children if _parent(pid) == up.pid}
+        assert len(direct) == 3  # backend, training worker, backtest worker (+ job servers)
         up.signal(signal.SIGTERM)
         assert up.wait_exit() == 0
         assert _ktrdr_children(str(data_dir)) == []
