@@ -1,8 +1,9 @@
 """Backend entrypoint: ``python -m ktrdr.api.main`` (and ``ktrdr backend``).
 
 Validates the configuration first (deprecation warnings on stderr, exit 1 with the
-report on a bad configuration, no traceback), opens the operations store (exit 1
-with a message naming the variables to check if it cannot), then serves the app on
+report on a bad configuration, no traceback), opens the operations store and
+upgrades its schema to the newest revision (exit 1 with a message naming the
+variables to check if it cannot), then serves the app on
 ``KTRDR_API_HOST:KTRDR_API_PORT``. Only :func:`main` reads ``os.environ``.
 """
 

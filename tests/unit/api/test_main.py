@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from support.backend import open_store
 from support.processes import free_port
 
@@ -66,6 +67,26 @@ def test_an_unusable_sqlite_path_exits_1_naming_ktrdr_db_path(
     assert exited.value.code == 1
     assert "KTRDR_DB_PATH" in stderr
     assert "Traceback" not in stderr
+
+
+def test_a_database_from_a_newer_ktrdr_exits_1_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A schema revision this code does not know stops the backend before serving."""
+    path = tmp_path / "ktrdr.db"
+    open_store_or_exit(DatabaseSettings(path=path)).close()
+    engine = sa.create_engine(f"sqlite+pysqlite:///{path}")
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
+    engine.dispose()
+
+    with pytest.raises(SystemExit) as exited:
+        open_store_or_exit(DatabaseSettings(path=path))
+
+    stderr = capsys.readouterr().err
+    assert exited.value.code == 1
+    assert stderr.startswith("ktrdr: the operations database is at schema revision '9999'")
+    assert stderr.count("\n") == 1
 
 
 def test_an_unreachable_postgresql_exits_1_naming_the_variables_not_the_password(
