@@ -44,6 +44,7 @@ import sqlalchemy as sa
 from common import base_env, describe, free_port, spawn, stop, wait_until
 
 TOKEN = "bench-dispatch-token"
+OPERATOR_TOKEN = "bench-dispatch-operator-token"
 TARGET_MEDIAN_MS = 100.0
 TIMEOUT_S = 30.0
 POLL_S = 0.002
@@ -51,6 +52,7 @@ PARAMETERS = {"bars": 100, "epochs": 1, "seed": 1}
 #: What every child gets on top of ``base_env``: the token, 1 s heartbeats, JSON logs.
 CHILD_ENV = {
     "KTRDR_AUTH_WORKER_TOKEN": TOKEN,
+    "KTRDR_AUTH_OPERATOR_TOKEN": OPERATOR_TOKEN,
     "KTRDR_WORKER_HEARTBEAT_INTERVAL": "1s",
     "KTRDR_LOG_FORMAT": "json",
 }
@@ -66,9 +68,11 @@ class Client:
     def request(
         self, method: str, path: str, body: Any = None, *, token: bool = False
     ) -> tuple[int, Any]:
-        headers = {"Content-Type": "application/json"}
-        if token:
-            headers["Authorization"] = f"Bearer {TOKEN}"
+        # The worker token where asked (a worker's route), else the operator token.
+        headers = {
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {TOKEN if token else OPERATOR_TOKEN}",
+        }
         payload = None if body is None else json.dumps(body)
         try:
             self.conn.request(method, path, body=payload, headers=headers)

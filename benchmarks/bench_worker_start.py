@@ -48,8 +48,12 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
 """
 
 
+#: The backend's operator token: the probe reads an operator route (GET /api/v1/workers/<id>).
+OPERATOR_TOKEN = "bench-start-operator-token"
+
+
 def poll_status(port: int, path: str, wanted: int) -> Callable[[], bool]:
-    """A probe: True once ``GET path`` on ``port`` answers ``wanted``."""
+    """A probe: True once ``GET path`` on ``port`` answers ``wanted`` (operator token sent)."""
     connection: list[http.client.HTTPConnection] = []
 
     def probe() -> bool:
@@ -57,7 +61,7 @@ def poll_status(port: int, path: str, wanted: int) -> Callable[[], bool]:
             if not connection:
                 connection.append(http.client.HTTPConnection("127.0.0.1", port, timeout=5))
             conn = connection[0]
-            conn.request("GET", path)
+            conn.request("GET", path, headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"})
             response = conn.getresponse()
             response.read()
             return response.status == wanted
@@ -122,7 +126,11 @@ def main() -> None:
         backend_port = free_port()
         backend = spawn(
             [sys.executable, "-m", "ktrdr.api.main"],
-            base_env(KTRDR_API_PORT=str(backend_port), KTRDR_API_HOST="127.0.0.1"),
+            base_env(
+                KTRDR_API_PORT=str(backend_port),
+                KTRDR_API_HOST="127.0.0.1",
+                KTRDR_AUTH_OPERATOR_TOKEN=OPERATOR_TOKEN,
+            ),
             workdir,
         )
         try:
