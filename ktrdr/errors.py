@@ -15,8 +15,9 @@ is a bug there and becomes a logged 500::
     │   │   └── BackendUnreachable        no answer at all (down, wrong URL, timeout)
     │   └── BackendRejected               a 4xx: sent unchanged it will never succeed
     │       ├── OperatorTokenRefused      401 on an operator route: not the operator token
-    │       └── WorkerNotRegistered       404 on a worker path: the backend forgot us
+    │       └── WorkerNotRegistered       404/401 on a worker path: register again
     ├── UnknownWorker (LookupError)       404  no worker with this id is registered
+    ├── WorkerIdConflict                  409  a live worker holds this id at another endpoint
     ├── TooManyOperations                 429  live operations reach the configured bound
     ├── StoreError                        the operations store refused a request
     │   ├── OperationNotFound (LookupError)  404  no operation with this id
@@ -30,6 +31,7 @@ is a bug there and becomes a logged 500::
     ├── UnknownOperation (LookupError)    404  the worker runs no operation with this id
     ├── JobFailed                         a job ends its operation as failed (the reason)
     ├── BarsError (ValueError)            bars cannot be produced from the input
+    │   └── DataFileRefused               a data file breaks a rule of the data directory
     └── CheckpointError                   a checkpoint cannot be used to resume
         ├── CheckpointMissing             none exists for the operation
         └── CheckpointCorrupt             it exists but cannot be read
@@ -128,7 +130,9 @@ class OperatorTokenRefused(BackendRejected):
 
 
 class WorkerNotRegistered(BackendRejected):
-    """404 on a worker path: the backend does not know this worker (it restarted)."""
+    """The backend does not know this worker (404: it restarted) or no longer accepts its
+    credential (401: a newer registration replaced it); either way, register again.
+    """
 
 
 # --- the backend's own refusals ------------------------------------------------------------
@@ -140,6 +144,19 @@ class UnknownWorker(KtrdrError, LookupError):
     def __init__(self, worker_id: str) -> None:
         self.worker_id = worker_id
         super().__init__(f"no worker with id {shown_id(worker_id)} is registered")
+
+
+class WorkerIdConflict(KtrdrError):
+    """A registration for an id that a live worker holds at another endpoint."""
+
+    def __init__(self, worker_id: str, *, endpoint_url: str) -> None:
+        self.worker_id = worker_id
+        message = (
+            f"worker id {worker_id!r} is held by a live worker at another endpoint "
+            f"({endpoint_url}); give this worker its own id, or stop the other one and "
+            "register again once the backend marks it unavailable"
+        )
+        super().__init__(message)
 
 
 class TooManyOperations(KtrdrError):
@@ -238,6 +255,12 @@ class BarsError(KtrdrError, ValueError):
     """Bars cannot be produced: missing or malformed file, too few rows."""
 
 
+class DataFileRefused(BarsError):
+    """A data file is refused unread: outside the data directory, not a regular file,
+    or too large. The message names the rule, never anything from the file.
+    """
+
+
 class CheckpointError(KtrdrError):
     """A checkpoint cannot be used to resume."""
 
@@ -264,6 +287,7 @@ class HttpStatus(NamedTuple):
 HTTP_STATUSES: Mapping[type[KtrdrError], HttpStatus] = MappingProxyType(
     {
         UnknownWorker: HttpStatus(404, "unknown_worker"),
+        WorkerIdConflict: HttpStatus(409, "worker_id_conflict"),
         OperationNotFound: HttpStatus(404, "unknown_operation"),
         UnknownOperation: HttpStatus(404, "unknown_operation"),
         InvalidTransition: HttpStatus(409, "invalid_transition"),
@@ -296,6 +320,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointMissing",
     "ConfigurationError",
+    "DataFileRefused",
     "DuplicateOperation",
     "HttpStatus",
     "InvalidTransition",
@@ -310,6 +335,7 @@ __all__ = [
     "UnknownOperation",
     "UnknownWorker",
     "WorkerBusy",
+    "WorkerIdConflict",
     "WorkerNotRegistered",
     "WorkerRefusal",
     "WorkerStopping",

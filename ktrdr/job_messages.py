@@ -26,7 +26,7 @@ from typing import Any
 
 import attrs
 
-from ktrdr.config import CheckpointSettings
+from ktrdr.config import CheckpointSettings, DataSettings
 from ktrdr.protocol import OperationStatus, OperationType, Progress
 
 __all__ = [
@@ -68,7 +68,8 @@ class JobRequest:
     ``checkpoint`` is what to resume from (loaded by the worker), or None for a fresh
     start; ``checkpoint_path`` only names the file in messages. ``max_memory`` is the
     process's memory cap in bytes (``KTRDR_WORKER_MAX_MEMORY``), ``max_memory_text``
-    how the operator wrote it.
+    how the operator wrote it. ``data`` says where the job may read data files
+    (``KTRDR_DATA_DIR``) and how large one may be.
     """
 
     operation_id: str
@@ -80,6 +81,7 @@ class JobRequest:
     checkpoint_path: str = ""
     max_memory: int | None = None
     max_memory_text: str = ""
+    data: DataSettings = attrs.field(factory=DataSettings)
 
 
 @attrs.frozen(kw_only=True)

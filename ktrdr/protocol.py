@@ -5,15 +5,30 @@ The words it shares with the configuration (types, statuses, the id rule) are de
 in ``ktrdr.vocabulary`` and re-exported here for the code that speaks the wire.
 Models are pydantic (FastAPI validates request bodies with them and publishes them
 in the OpenAPI schema); unknown fields are refused so typos fail loudly.
+
+Two values on the wire name places and are checked here, where both sides see the
+same rule: a worker's ``endpoint_url`` is a base URL the backend calls (scheme, host,
+port and an optional path prefix, nothing a request could be smuggled through), and
+an operation's ``csv_path`` is relative to the workers' data directory (it can never
+name a file outside it).
 """
 
 from __future__ import annotations
 
 import datetime
+import posixpath
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ktrdr.vocabulary import (
     FINISHED_STATUSES,
@@ -38,6 +53,68 @@ class _Message(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: What a worker's ``endpoint_url`` must look like (in every refusal).
+BASE_URL_RULE = "http(s)://host[:port][/path prefix]"
+
+
+def base_url_problem(url: str) -> str | None:
+    """Why ``url`` is not a worker base URL, or None when it is one.
+
+    A base URL is a scheme (http or https), a host, an optional port and an optional
+    path prefix: no user-info, query string or fragment (the backend appends its fixed
+    paths, so anything after the path would change the request it makes), no dot
+    segments, and visible ASCII only.
+    """
+    if not url.isascii() or any(c <= " " or c in "\\\x7f" for c in url):
+        return "only visible ASCII characters, no spaces or backslashes"
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises ValueError for a port that is not a number in range
+    except ValueError:
+        return "a valid host and port"
+    problem = None
+    if parts.scheme not in ("http", "https"):
+        problem = "the http or https scheme"
+    elif "@" in parts.netloc:
+        problem = "no user-info (user:password@)"
+    elif "?" in url:
+        problem = "no query string"
+    elif "#" in url:
+        problem = "no fragment"
+    elif not parts.hostname:
+        problem = "a host"
+    elif port == 0:
+        problem = "a port between 1 and 65535"
+    elif any(segment in (".", "..") for segment in parts.path.split("/")):
+        problem = "no '.' or '..' segments in the path prefix"
+    return problem
+
+
+def data_path_problem(path: str) -> str | None:
+    """Why ``path`` cannot name a file in the workers' data directory, or None.
+
+    Only the text is checked (the backend has no data directory): no NUL byte, not
+    absolute, and no ``..`` that climbs out of the directory. The worker checks again,
+    on the real file system, where symbolic links are resolved.
+    """
+    if "\x00" in path:
+        return "must not contain a NUL byte"
+    if path.startswith("/"):
+        return "must be relative to the workers' data directory, not absolute"
+    normal = posixpath.normpath(path)
+    if normal == ".." or normal.startswith("../"):
+        return "must stay inside the workers' data directory ('..' leaves it)"
+    return None
+
+
+def _checked_data_path(value: str | None) -> str | None:
+    if value is not None:
+        problem = data_path_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+    return value
+
+
 class Progress(_Message):
     """How far a running operation is (sent with heartbeats)."""
 
@@ -52,11 +129,21 @@ class RegisterRequest(_Message):
 
     worker_id: str = Field(pattern=_ID)
     worker_type: OperationType
-    endpoint_url: str = Field(min_length=8, max_length=2048, pattern=r"^https?://")
+    #: The base URL the backend calls the worker at (see :func:`base_url_problem`).
+    endpoint_url: str = Field(min_length=8, max_length=2048)
     capabilities: dict[str, Any] = Field(default_factory=dict)
     heartbeat_interval_s: float = Field(gt=0, le=3600)
     config_fingerprint: str = Field(min_length=1, max_length=128)
     current_operation_id: str | None = Field(default=None, pattern=_ID)
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        problem = base_url_problem(value)
+        if problem is not None:
+            message = f"expected a base URL {BASE_URL_RULE} with {problem}"
+            raise ValueError(message)
+        return value
 
 
 class HeartbeatRequest(_Message):
@@ -82,6 +169,17 @@ class WorkerView(_Message):
     heartbeat_interval_s: float
     #: True when another worker of the same type runs with a different configuration.
     fingerprint_drift: bool = False
+
+
+class RegisterResponse(WorkerView):
+    """The answer to a registration: the worker's view and its credential.
+
+    ``credential`` is bound to this worker id and this registration: the worker sends
+    it as ``Authorization: Bearer <credential>`` on its heartbeats, reports and
+    unregister. A new registration replaces it. It appears in no other answer.
+    """
+
+    credential: str = Field(min_length=16, max_length=256, repr=False)
 
 
 class StartOperationRequest(_Message):
@@ -118,8 +216,8 @@ _SYMBOL = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$"
 class TrainingParameters(_Message):
     """What a training operation fits: an MLP predicting next-bar direction from bars.
 
-    Bars come from ``csv_path`` (a file on the worker; its last ``bars`` rows are used)
-    or, without it, from the seeded synthetic generator.
+    Bars come from ``csv_path`` (a file in the workers' data directory; its last
+    ``bars`` rows are used) or, without it, from the seeded synthetic generator.
     """
 
     symbol: str = Field(default="SYNTH", pattern=_SYMBOL)
@@ -128,7 +226,10 @@ class TrainingParameters(_Message):
     epochs: int = Field(default=50, ge=1, le=10_000)
     learning_rate: float = Field(default=0.1, gt=0, le=10, allow_inf_nan=False)
     hidden_units: int = Field(default=16, ge=1, le=256)
+    #: A file relative to the workers' data directory (see :func:`data_path_problem`).
     csv_path: str | None = Field(default=None, min_length=1, max_length=4096)
+
+    _csv_path = field_validator("csv_path")(_checked_data_path)
 
 
 class BacktestParameters(_Message):
@@ -147,7 +248,10 @@ class BacktestParameters(_Message):
     initial_capital: float = Field(default=10_000.0, gt=0, le=1e12, allow_inf_nan=False)
     #: Bars per year, to annualise the Sharpe ratio (252: daily bars).
     bars_per_year: int = Field(default=252, ge=1, le=1_000_000)
+    #: A file relative to the workers' data directory (see :func:`data_path_problem`).
     csv_path: str | None = Field(default=None, min_length=1, max_length=4096)
+
+    _csv_path = field_validator("csv_path")(_checked_data_path)
 
     @model_validator(mode="after")
     def _windows_fit(self) -> BacktestParameters:
@@ -246,6 +350,7 @@ class OperationList(_Message):
 
 __all__ = [
     "API_PREFIX",
+    "BASE_URL_RULE",
     "FINISHED_STATUSES",
     "ID_PATTERN",
     "MAX_BODY_BYTES",
@@ -266,10 +371,13 @@ __all__ = [
     "OperationView",
     "Progress",
     "RegisterRequest",
+    "RegisterResponse",
     "StartOperationRequest",
     "TrainingParameters",
     "WorkerStatus",
     "WorkerView",
+    "base_url_problem",
+    "data_path_problem",
     "describe_validation_error",
     "parse_parameters",
 ]

@@ -36,6 +36,7 @@ from ktrdr.api.periodic import run_until_stopped
 from ktrdr.api.registry import WorkerRegistry
 from ktrdr.api.reports import OperationReports
 from ktrdr.api.retention import RetentionCleaner
+from ktrdr.api.worker_auth import WorkerCredentialAuth
 from ktrdr.api.workers_api import workers_routers
 from ktrdr.config import AuthSettings, BackendConfig, Environment, env_name
 from ktrdr.protocol import MAX_BODY_BYTES, ErrorBody
@@ -117,6 +118,7 @@ def create_app(
     """
     policy = LivenessPolicy.from_settings(config.worker)
     auth = BearerAuth(config.auth.worker_token)
+    credentials = WorkerCredentialAuth(registry)
     operator_auth = BearerAuth(
         config.auth.operator_token, variable=env_name(attrs.fields(AuthSettings).operator_token)
     )
@@ -164,10 +166,11 @@ def create_app(
         clock=clock,
         policy=policy,
         auth=auth,
+        credentials=credentials,
         events=reports,
     )
     report_routes, operations_routes = operations_routers(
-        service=service, dispatcher=dispatcher, reports=reports, auth=auth
+        service=service, dispatcher=dispatcher, reports=reports, auth=credentials
     )
     for router in (*worker_routers, report_routes):
         app.include_router(router)

@@ -15,6 +15,12 @@ accepted it (or at least may have), or finished with a reason.
 Rounds run when woken (an operation created or resumed, a worker registered, became
 idle or reported) and on a short tick. The dispatcher speaks HTTP to workers through
 an injected ``httpx.AsyncClient`` (tests use ``httpx.MockTransport``) and owns it.
+
+A worker names its own ``endpoint_url``, so the dispatcher must not become a way to
+reach anything else: it only ever calls that base URL (checked at registration, and
+again here) plus its fixed paths, never follows a redirect, and keeps nothing of an
+answer but its status and, when the body parses as a worker ``ErrorBody``, a bounded
+single-line reason.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import asyncio
 import datetime
 import enum
 import logging
+import re
 from collections import defaultdict
 from collections.abc import Callable
 from urllib.parse import quote
@@ -42,6 +49,7 @@ from ktrdr.protocol import (
     OperationView,
     StartOperationRequest,
     WorkerStatus,
+    base_url_problem,
 )
 from ktrdr.web.http_client import bearer_headers, describe_error
 
@@ -51,6 +59,8 @@ __all__ = [
     "Dispatch",
     "DispatchOutcome",
     "Dispatcher",
+    "one_line",
+    "worker_url",
 ]
 
 logger = logging.getLogger(__name__)
@@ -63,6 +73,8 @@ DEFAULT_TICK = datetime.timedelta(seconds=1)
 DEFAULT_REQUEST_TIMEOUT = datetime.timedelta(seconds=5)
 #: Longest error text kept from a worker's refusal.
 _MAX_REASON = 500
+#: Runs of control characters and line breaks (Unicode's too), made one space.
+_BREAKS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\s]+")
 
 
 class DispatchOutcome(str, enum.Enum):
@@ -84,9 +96,27 @@ class Dispatch:
     detail: str = ""
 
 
+def one_line(text: str, limit: int = _MAX_REASON) -> str:
+    """``text`` on one line (control characters and line breaks become a space), cut to
+    ``limit`` characters.
+    """
+    return _BREAKS.sub(" ", text).strip()[:limit]
+
+
 def _reason(response: httpx.Response) -> str:
-    """The worker's ``ErrorBody`` as one line (or just the status), at most 500 characters."""
-    return describe_error(response)[:_MAX_REASON]
+    """The worker's ``ErrorBody`` as one line (or just the status), at most 500 characters.
+
+    A body that is not an ``ErrorBody`` (HTML, text, anything a redirect target or
+    another service sends) contributes nothing but the status.
+    """
+    return one_line(describe_error(response))
+
+
+def worker_url(worker: WorkerRecord, path: str) -> str | None:
+    """``path`` under the worker's base URL; None if the base URL is not one."""
+    if base_url_problem(worker.endpoint_url) is not None:
+        return None
+    return worker.endpoint_url.rstrip("/") + path
 
 
 class Dispatcher:
@@ -196,13 +226,16 @@ class Dispatcher:
             parameters=dict(view.parameters),
             resume=view.resume,
         )
-        url = worker.endpoint_url.rstrip("/") + WORKER_OPERATIONS_PATH
+        url = worker_url(worker, WORKER_OPERATIONS_PATH)
+        if url is None:  # the registration check makes this unreachable; never call it
+            return await self._release(view, worker, "its endpoint_url is not a base URL")
         try:
             response = await self._http.post(
                 url,
                 content=request.model_dump_json().encode(),
                 headers=self._headers,
                 timeout=self._timeout_s,
+                follow_redirects=False,
             )
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             return await self._release(view, worker, f"unreachable ({type(exc).__name__})")
@@ -308,12 +341,13 @@ class Dispatcher:
         except LookupError:
             logger.info("operation %s cancelled; its worker %s is gone", operation_id, worker_id)
             return False
-        url = (
-            worker.endpoint_url.rstrip("/")
-            + f"{WORKER_OPERATIONS_PATH}/{quote(operation_id, safe='')}/cancel"
-        )
+        url = worker_url(worker, f"{WORKER_OPERATIONS_PATH}/{quote(operation_id, safe='')}/cancel")
+        if url is None:
+            return False
         try:
-            response = await self._http.post(url, headers=self._headers, timeout=self._timeout_s)
+            response = await self._http.post(
+                url, headers=self._headers, timeout=self._timeout_s, follow_redirects=False
+            )
         except httpx.HTTPError as exc:
             logger.warning(
                 "operation %s cancelled, but worker %s could not be told (%s)",

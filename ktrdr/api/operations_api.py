@@ -1,7 +1,8 @@
 """The operations API: create, list, get, cancel, resume; and the workers' outcome reports.
 
-``POST /api/v1/operations/{id}/report`` is for workers and needs the worker token
-(checked before the body is read); the rest is the operator's API. Store calls run in
+``POST /api/v1/operations/{id}/report`` is for workers and needs the reporting
+worker's own credential (``ktrdr.api.worker_auth``, checked before the body is read);
+the rest is the operator's API. Store calls run in
 threads, so a slow database never blocks heartbeats. Every failure is a 4xx JSON
 ``ErrorBody``: bad type or parameters 422 with one item per field, unknown id 404, a
 transition the operation's status forbids 409, too many live operations 429. The
@@ -21,12 +22,13 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import attrs
-from fastapi import APIRouter, BackgroundTasks, Path, Query, Response
+from fastapi import APIRouter, BackgroundTasks, Path, Query, Request, Response
 from pydantic import BaseModel, ValidationError
 
 from ktrdr.api.dispatcher import Dispatcher
 from ktrdr.api.operations import OperationsService
 from ktrdr.api.reports import OperationReports
+from ktrdr.api.worker_auth import WorkerCredentialAuth, authenticated_worker
 from ktrdr.api.workers_api import MAX_JSON_DEPTH, json_depth_exceeds
 from ktrdr.config import OperationsSettings, env_name
 from ktrdr.protocol import (
@@ -41,7 +43,7 @@ from ktrdr.protocol import (
     OperationType,
     OperationView,
 )
-from ktrdr.web import ApiError, BearerAuth, describe_validation_errors
+from ktrdr.web import ApiError, describe_validation_errors
 
 __all__ = ["MAX_OFFSET", "operations_routers"]
 
@@ -100,9 +102,11 @@ def operations_routers(
     service: OperationsService,
     dispatcher: Dispatcher,
     reports: OperationReports,
-    auth: BearerAuth,
+    auth: WorkerCredentialAuth,
 ) -> tuple[APIRouter, APIRouter]:
-    """The ``/api/v1/operations`` routes: (worker writes, operator routes).
+    """The ``/api/v1/operations`` routes: (worker reports, operator routes).
+
+    ``auth`` authenticates the reporting worker by its own credential.
 
     Include both directly in the app (not nested), like the worker routes.
     """
@@ -193,21 +197,23 @@ def operations_routers(
         _ONE + "/report",
         response_model=OperationView,
         responses={
-            401: {"model": ErrorBody, "description": "missing or wrong worker token"},
+            401: {"model": ErrorBody, "description": "not a registered worker's credential"},
             **_INVALID,
             **_NOT_FOUND,
             **_CONFLICT,
         },
         summary="A worker reports how an operation ended (only the worker running it)",
     )
-    async def report_operation(operation_id: OperationId, body: OperationReport) -> Response:
+    async def report_operation(
+        operation_id: OperationId, body: OperationReport, request: Request
+    ) -> Response:
         if not body.status.finished:
             message = "a report needs a final status: completed, failed or cancelled"
             raise _field_error(["body", "status"], message, "enum")
         if body.result is not None:
             _check_depth(body.result, ["body", "result"])
         try:
-            view = await reports.report(operation_id, body)
+            view = await reports.report(operation_id, body, worker=authenticated_worker(request))
         except ValueError as exc:  # e.g. NaN in the result: the store keeps plain JSON only
             raise _field_error(["body", "result"], str(exc), "value_error") from None
         return _json(view)

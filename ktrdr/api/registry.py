@@ -1,21 +1,29 @@
 """The backend's worker registry: who is registered, their status and heartbeats.
 
-In memory by design: a backend restart forgets every worker, and workers re-register
-when their next heartbeat gets 404. All methods are synchronous and called from the
-event loop only, so no lock is needed. Time is passed in (``now``), never read here,
-so tests drive the registry with any clock.
+In memory by design: a backend restart forgets every worker (and every credential),
+and workers re-register when their next heartbeat gets 404. All methods are
+synchronous and called from the event loop only, so no lock is needed. Time is passed
+in (``now``), never read here, so tests drive the registry with any clock.
+
+Each registration issues a fresh random credential bound to that worker id and that
+registration; the registry keeps only its SHA-256 digest (nothing that could be sent
+back), so a record's repr or a memory dump gives no usable credential. A credential
+is looked up by digest, and a digest compared in constant time.
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
+import hmac
+import secrets
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
 
-from ktrdr.errors import UnknownWorker
+from ktrdr.errors import UnknownWorker, WorkerIdConflict
 from ktrdr.protocol import (
     HeartbeatRequest,
     OperationType,
@@ -42,6 +50,12 @@ class WorkerRecord:
     progress: Progress | None
     registered_at: datetime.datetime
     last_heartbeat_at: datetime.datetime
+    #: SHA-256 of the credential issued by the registration that made this record.
+    credential_digest: bytes = attrs.field(default=b"", repr=False)
+
+    def holds(self, credential: str) -> bool:
+        """True when ``credential`` is this registration's (constant-time compare)."""
+        return hmac.compare_digest(credential_digest(credential), self.credential_digest)
 
     def silence(self, now: datetime.datetime) -> datetime.timedelta:
         """Time since the last sign of life."""
@@ -68,6 +82,26 @@ class WorkerRecord:
         )
 
 
+#: Random bytes in a credential (256 bits, URL-safe base64: 43 characters).
+CREDENTIAL_BYTES = 32
+
+
+def credential_digest(credential: str) -> bytes:
+    """The digest the registry keeps instead of a credential."""
+    return hashlib.sha256(credential.encode("utf-8", "surrogateescape")).digest()
+
+
+@attrs.frozen(kw_only=True)
+class Registration:
+    """The outcome of :meth:`WorkerRegistry.register`."""
+
+    record: WorkerRecord
+    #: True for a worker id the registry did not hold.
+    created: bool
+    #: The new credential, returned once to the worker and kept nowhere.
+    credential: str = attrs.field(repr=False)
+
+
 def drifting_workers(records: Iterable[WorkerRecord]) -> frozenset[str]:
     """Ids of live workers whose type also has a live worker with another fingerprint.
 
@@ -91,6 +125,8 @@ class WorkerRegistry:
 
     def __init__(self) -> None:
         self._workers: dict[str, WorkerRecord] = {}
+        #: Credential digest → worker id, for requests that name no worker (reports).
+        self._holders: dict[bytes, str] = {}
 
     def __len__(self) -> int:
         return len(self._workers)
@@ -98,15 +134,23 @@ class WorkerRegistry:
     def __contains__(self, worker_id: object) -> bool:
         return worker_id in self._workers
 
-    def register(
-        self, request: RegisterRequest, *, now: datetime.datetime
-    ) -> tuple[WorkerRecord, bool]:
-        """Add or replace ``request.worker_id``; returns the record and whether it is new.
+    def register(self, request: RegisterRequest, *, now: datetime.datetime) -> Registration:
+        """Add or replace ``request.worker_id`` and issue it a new credential.
 
         Idempotent per id: registering again (a restarted worker, a retried request,
-        a backend that forgot it) replaces the record and keeps ``registered_at``.
+        a backend that forgot it) replaces the record, keeps ``registered_at`` and
+        makes the previous credential worthless. Raises :class:`WorkerIdConflict`
+        when a live (not unavailable) worker holds the id at another endpoint.
         """
         previous = self._workers.get(request.worker_id)
+        if (
+            previous is not None
+            and previous.status is not WorkerStatus.UNAVAILABLE
+            and previous.endpoint_url != request.endpoint_url
+        ):
+            raise WorkerIdConflict(request.worker_id, endpoint_url=previous.endpoint_url)
+        credential = secrets.token_urlsafe(CREDENTIAL_BYTES)
+        digest = credential_digest(credential)
         status = WorkerStatus.BUSY if request.current_operation_id else WorkerStatus.IDLE
         record = WorkerRecord(
             worker_id=request.worker_id,
@@ -120,9 +164,18 @@ class WorkerRegistry:
             progress=None,
             registered_at=previous.registered_at if previous is not None else now,
             last_heartbeat_at=now,
+            credential_digest=digest,
         )
+        if previous is not None:
+            self._holders.pop(previous.credential_digest, None)
         self._workers[request.worker_id] = record
-        return record, previous is None
+        self._holders[digest] = request.worker_id
+        return Registration(record=record, created=previous is None, credential=credential)
+
+    def holder(self, credential: str) -> WorkerRecord | None:
+        """The worker whose current credential is ``credential``, or None."""
+        worker_id = self._holders.get(credential_digest(credential))
+        return self._workers.get(worker_id) if worker_id is not None else None
 
     def heartbeat(
         self, worker_id: str, request: HeartbeatRequest, *, now: datetime.datetime
@@ -178,6 +231,7 @@ class WorkerRegistry:
         record = self._workers.pop(worker_id, None)
         if record is None:
             raise UnknownWorker(worker_id)
+        self._holders.pop(record.credential_digest, None)
         return record
 
     def get(self, worker_id: str) -> WorkerRecord:
@@ -201,7 +255,17 @@ class WorkerRegistry:
     def remove(self, worker_ids: Iterable[str]) -> None:
         """Forget these workers (silent for longer than the removal threshold)."""
         for worker_id in worker_ids:
-            self._workers.pop(worker_id, None)
+            record = self._workers.pop(worker_id, None)
+            if record is not None:
+                self._holders.pop(record.credential_digest, None)
 
 
-__all__ = ["UnknownWorker", "WorkerRecord", "WorkerRegistry", "drifting_workers"]
+__all__ = [
+    "CREDENTIAL_BYTES",
+    "Registration",
+    "UnknownWorker",
+    "WorkerRecord",
+    "WorkerRegistry",
+    "credential_digest",
+    "drifting_workers",
+]

@@ -29,6 +29,7 @@ from ktrdr.api.periodic import run_until_stopped, wait_or_stop, wait_or_wake
 from ktrdr.api.registry import WorkerRecord, WorkerRegistry
 from ktrdr.api.store import ProgressStamp
 from ktrdr.protocol import HeartbeatRequest, OperationReport, OperationView, WorkerStatus
+from ktrdr.web import ApiError
 
 __all__ = ["CHECKPOINT_SAVED", "FLUSH_SPACING", "FLUSH_TICK", "OperationReports"]
 
@@ -143,12 +144,22 @@ class OperationReports:
 
     # --- outcomes ---------------------------------------------------------------------
 
-    async def report(self, operation_id: str, report: OperationReport) -> OperationView:
-        """Store how the operation ended, if its worker still owns it.
+    async def report(
+        self, operation_id: str, report: OperationReport, *, worker: WorkerRecord
+    ) -> OperationView:
+        """Store how the operation ended, if ``worker`` (who sent it) still runs it.
 
-        Raises :class:`InvalidTransition` (it already ended, or runs on another
-        worker) or :class:`OperationNotFound`. Either way the worker is done with it.
+        ``worker`` is the worker the request authenticated as; a report naming another
+        worker is refused with 401 and changes nothing. Raises
+        :class:`InvalidTransition` (409: it already ended, or runs on another worker)
+        or :class:`OperationNotFound`. Either way the worker is done with it.
         """
+        if report.worker_id != worker.worker_id:
+            message = (
+                f"the credential is worker {worker.worker_id!r}'s; it cannot report "
+                "for another worker"
+            )
+            raise ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
         # PostgreSQL text cannot hold NUL; a worker may quote input that contains one.
         error = None if report.error is None else report.error.replace("\x00", "\\x00")
         if report.checkpoint_saved and (error is None or CHECKPOINT_SAVED not in error):

@@ -1,9 +1,13 @@
-"""The worker API: register, heartbeat, unregister (token required), list and get.
+"""The worker API: register, heartbeat, unregister, list and get.
 
-Writes need ``Authorization: Bearer <KTRDR_AUTH_WORKER_TOKEN>``, checked before the
-body is read. Every failure is a 4xx JSON ``ErrorBody`` (an unknown worker id is the
-registry's ``UnknownWorker``, a 404 by ``ktrdr.errors.HTTP_STATUSES``); a refused
-request leaves the registry untouched. Reads sweep liveness first, so a listed status is current.
+Registering needs the shared ``Authorization: Bearer <KTRDR_AUTH_WORKER_TOKEN>`` and
+answers with the worker's own credential; heartbeats and unregister need that
+credential (``ktrdr.api.worker_auth``), so one worker cannot act for another. Both
+are checked before the body is read. Every failure is a 4xx JSON ``ErrorBody`` (an
+unknown worker id is the registry's ``UnknownWorker``, a 404 by
+``ktrdr.errors.HTTP_STATUSES``, whatever the credential: the worker's cue to register
+again; an id a live worker holds at another endpoint is a 409); a refused request
+leaves the registry untouched. Reads sweep liveness first, so a listed status is current.
 What a registration or heartbeat means for operations (progress, dispatch) is left
 to the injected :class:`WorkerEvents`.
 """
@@ -20,6 +24,7 @@ from fastapi import APIRouter, Response
 
 from ktrdr.api.liveness import LivenessPolicy, sweep
 from ktrdr.api.registry import WorkerRecord, WorkerRegistry, drifting_workers
+from ktrdr.api.worker_auth import WorkerCredentialAuth
 from ktrdr.config import CheckpointSettings, WorkerSettings, env_name
 from ktrdr.protocol import (
     REGISTER_PATH,
@@ -27,6 +32,7 @@ from ktrdr.protocol import (
     ErrorBody,
     HeartbeatRequest,
     RegisterRequest,
+    RegisterResponse,
     WorkerStatus,
     WorkerView,
 )
@@ -42,6 +48,10 @@ _WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "missing or wrong worker token"},
     413: {"model": ErrorBody, "description": "request body too large"},
     422: {"model": ErrorBody, "description": "invalid request body"},
+}
+_CREDENTIAL_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_WRITE_ERRORS,
+    401: {"model": ErrorBody, "description": "not this worker's current credential"},
 }
 _UNKNOWN: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "unknown worker id"}
@@ -91,7 +101,7 @@ def _check_depth(value: Any, field: str) -> None:
         raise ApiError(422, "invalid_request", detail)
 
 
-def _json(view: WorkerView, status_code: int = 200) -> Response:
+def _json(view: WorkerView | RegisterResponse, status_code: int = 200) -> Response:
     # Serialised once by pydantic (the model was validated when it was built).
     return Response(view.model_dump_json(), status_code=status_code, media_type="application/json")
 
@@ -102,23 +112,27 @@ def workers_routers(
     clock: Callable[[], datetime.datetime],
     policy: LivenessPolicy,
     auth: BearerAuth,
+    credentials: WorkerCredentialAuth,
     events: WorkerEvents,
-) -> tuple[APIRouter, APIRouter]:
-    """The ``/api/v1/workers`` routes over ``registry``: (writes, reads).
+) -> tuple[APIRouter, APIRouter, APIRouter]:
+    """The ``/api/v1/workers`` routes over ``registry``: (a worker's own, register, reads).
 
-    Include both directly in the app: FastAPI matches nested routers level by level,
-    and the heartbeat route (by far the most frequent request) is matched first.
+    ``auth`` checks the shared worker token (registration), ``credentials`` a worker's
+    own credential (heartbeat, unregister). Include all three directly in the app:
+    FastAPI matches nested routers level by level, and the heartbeat route (by far
+    the most frequent request) is matched first.
     """
     router = APIRouter(tags=["workers"])
+    own = APIRouter(route_class=credentials.route_class(), tags=["workers"])
     writes = APIRouter(route_class=auth.route_class(), tags=["workers"])
 
     def drift_of(record: WorkerRecord) -> bool:
         return record.worker_id in drifting_workers(registry.records())
 
-    @writes.post(
+    @own.post(
         WORKERS_PATH + "/{worker_id}/heartbeat",
         response_model=WorkerView,
-        responses={**_WRITE_ERRORS, **_UNKNOWN},
+        responses={**_CREDENTIAL_ERRORS, **_UNKNOWN},
         summary="Record a heartbeat: status, current operation and its progress",
     )
     async def heartbeat(worker_id: str, body: HeartbeatRequest) -> Response:
@@ -140,14 +154,19 @@ def workers_routers(
 
     @writes.post(
         REGISTER_PATH,
-        response_model=WorkerView,
+        response_model=RegisterResponse,
         status_code=200,
-        responses={201: {"model": WorkerView, "description": "newly registered"}, **_WRITE_ERRORS},
-        summary="Register a worker (idempotent per worker id)",
+        responses={
+            201: {"model": RegisterResponse, "description": "newly registered"},
+            409: {"model": ErrorBody, "description": "a live worker holds the id elsewhere"},
+            **_WRITE_ERRORS,
+        },
+        summary="Register a worker (idempotent per worker id); answers its new credential",
     )
     async def register(body: RegisterRequest) -> Response:
         _check_depth(body.capabilities, "capabilities")
-        record, created = registry.register(body, now=clock())
+        registration = registry.register(body, now=clock())  # WorkerIdConflict: 409
+        record, created = registration.record, registration.created
         await events.registered(record)
         drift = drift_of(record)
         verb = "registered" if created else "re-registered"
@@ -168,12 +187,16 @@ def workers_routers(
                 CheckpointSettings.PREFIX,
                 env_name(attrs.fields(WorkerSettings).heartbeat_interval),
             )
-        return _json(record.view(drift=drift), 201 if created else 200)
+        view = record.view(drift=drift)
+        answer = RegisterResponse.model_construct(
+            **dict(view), credential=registration.credential
+        )
+        return _json(answer, 201 if created else 200)
 
-    @writes.delete(
+    @own.delete(
         WORKERS_PATH + "/{worker_id}",
         status_code=204,
-        responses={**_WRITE_ERRORS, **_UNKNOWN},
+        responses={**_CREDENTIAL_ERRORS, **_UNKNOWN},
         summary="Unregister a worker (it is shutting down)",
     )
     async def unregister(worker_id: str) -> Response:
@@ -200,7 +223,7 @@ def workers_routers(
         record = registry.get(worker_id)
         return _json(record.view(drift=drift_of(record)))
 
-    return writes, router
+    return own, writes, router
 
 
 __all__ = ["MAX_JSON_DEPTH", "WorkerEvents", "json_depth_exceeds", "workers_routers"]

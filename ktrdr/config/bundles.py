@@ -21,6 +21,7 @@ from ktrdr.config.settings import (
     AuthSettings,
     CheckpointSettings,
     DatabaseSettings,
+    DataSettings,
     EnvironmentSettings,
     LoggingSettings,
     OperationsSettings,
@@ -52,6 +53,7 @@ class WorkerConfig:
     environment: EnvironmentSettings
     worker: WorkerSettings
     checkpoint: CheckpointSettings
+    data: DataSettings
     logging: LoggingSettings
     auth: AuthSettings
     report: ConfigReport
@@ -81,6 +83,7 @@ class FullConfig:
     database: DatabaseSettings
     worker: WorkerSettings
     checkpoint: CheckpointSettings
+    data: DataSettings
     orphan: OrphanDetectorSettings
     operations: OperationsSettings
     logging: LoggingSettings

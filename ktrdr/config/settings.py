@@ -215,6 +215,26 @@ class CheckpointSettings:
 
 
 @attrs.frozen(kw_only=True)
+class DataSettings:
+    """Where jobs read data files (an operation's ``csv_path`` is relative to it), and
+    how large one may be.
+    """
+
+    PREFIX: ClassVar[str] = "KTRDR_DATA_"
+
+    dir: Path = setting(
+        Path("data"),
+        help="directory jobs read data files from; an operation's csv_path is relative to it",
+        deprecated=("DATA_DIR",),
+    )
+    max_file_size: ByteSize = setting(
+        ByteSize(1024**3),
+        help="largest data file a job reads (512M, 1G, bytes); a larger one fails the operation",
+        check=checks.IntRange(1),
+    )
+
+
+@attrs.frozen(kw_only=True)
 class OrphanDetectorSettings:
     """How the backend finds running operations that no live worker reports."""
 
@@ -391,6 +411,7 @@ ALL_SETTINGS: tuple[type[Any], ...] = (
     EnvironmentSettings,
     WorkerSettings,
     CheckpointSettings,
+    DataSettings,
     OrphanDetectorSettings,
     OperationsSettings,
     DatabaseSettings,

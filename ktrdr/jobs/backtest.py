@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import ValidationError
 
-from ktrdr.config import CheckpointSettings
+from ktrdr.config import CheckpointSettings, DataSettings
 from ktrdr.errors import BarsError, JobFailed
 from ktrdr.jobs.bars import Bars, load_bars, moving_average
 from ktrdr.jobs.trading_metrics import max_drawdown, sharpe_ratio, total_return, win_rate
@@ -118,8 +118,8 @@ class BacktestJob:
         """``KTRDR_CHECKPOINT_BAR_INTERVAL``."""
         return settings.bar_interval
 
-    def prepare(self, parameters: Mapping[str, Any]) -> _BacktestRun:
-        """Validate the parameters and load the bars; raises ``JobFailed``."""
+    def prepare(self, parameters: Mapping[str, Any], data: DataSettings) -> _BacktestRun:
+        """Validate the parameters and load the bars (from ``data.dir``); raises ``JobFailed``."""
         params = _parameters(parameters)
         try:
             bars = load_bars(
@@ -127,6 +127,7 @@ class BacktestJob:
                 count=params.bars,
                 seed=params.seed,
                 min_bars=params.slow_window + 1,
+                data=data,
             )
         except BarsError as exc:
             raise JobFailed(str(exc)) from None

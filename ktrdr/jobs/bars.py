@@ -1,9 +1,11 @@
 """OHLCV bars for training and backtests: a seeded synthetic generator and a CSV loader.
 
 Runners get their market data here, so a run is reproducible: the generator is a pure
-function of its seed, and the loader refuses a bad file with the line and field that
-are wrong instead of training on garbage. This module does no I/O besides reading the
-CSV file it is given.
+function of its seed, and the loader refuses a bad file with the line and column that
+are wrong instead of training on garbage. Messages never quote the file's content
+(whoever creates an operation reads them). The file is opened only through
+``ktrdr.jobs.data_files`` (inside ``KTRDR_DATA_DIR``, a regular file, bounded in size);
+this module does no other I/O.
 """
 
 from __future__ import annotations
@@ -11,14 +13,15 @@ from __future__ import annotations
 import csv
 import hashlib
 import math
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import attrs
 import numpy as np
 import numpy.typing as npt
 
+from ktrdr.config import DataSettings
 from ktrdr.errors import BarsError
+from ktrdr.jobs.data_files import data_lines, open_data_file
 
 if TYPE_CHECKING:
     from _csv import Reader
@@ -97,30 +100,28 @@ def generate_bars(*, count: int, seed: int, start_price: float = 100.0) -> Bars:
     return Bars(open=open_, high=high, low=low, close=close, volume=volume)
 
 
-def load_csv(path: Path) -> Bars:
-    """Read bars from a CSV file with a header row; raises :class:`BarsError` on bad input.
+def load_csv(data: DataSettings, csv_path: str) -> Bars:
+    """Read bars from ``csv_path`` (relative to ``KTRDR_DATA_DIR``) with a header row.
 
-    Blank lines are skipped. Every other row must have a number in each required column,
-    positive finite prices, ``low <= open, close <= high`` and a volume of at least 0.
+    Raises :class:`BarsError` on bad input (:class:`~ktrdr.errors.DataFileRefused`
+    for a path or file the data directory's rules refuse). Blank lines are skipped.
+    Every other row must have a number in each required column, positive finite
+    prices, ``low <= open, close <= high`` and a volume of at least 0.
     """
-    try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            return _parse(path, csv.reader(handle))
-    except FileNotFoundError:
-        message = f"bars file {path} does not exist; expected a CSV file with {_EXPECTED_HEADER}"
-        raise BarsError(message) from None
-    except UnicodeDecodeError as exc:
-        message = f"bars file {path} is not UTF-8 text (byte {exc.start}); expected a CSV file"
-        raise BarsError(message) from None
-    except csv.Error as exc:
-        message = f"bars file {path} is not a valid CSV file: {exc}"
-        raise BarsError(message) from None
-    except OSError as exc:
-        message = f"bars file {path} cannot be read: {exc.strerror or exc}"
-        raise BarsError(message) from None
+    with open_data_file(data, csv_path) as handle:
+        lines = data_lines(handle, csv_path=csv_path, max_bytes=data.max_file_size)
+        reader = csv.reader(lines)
+        try:
+            return _parse(csv_path, reader)
+        except csv.Error as exc:  # its messages name the rule, never the text
+            message = f"bars file {csv_path}, line {reader.line_num}: not valid CSV ({exc})"
+            raise BarsError(message) from None
+        except OSError as exc:
+            message = f"bars file {csv_path} cannot be read ({exc.strerror or exc})"
+            raise BarsError(message) from None
 
 
-def _parse(path: Path, reader: Reader) -> Bars:
+def _parse(path: str, reader: Reader) -> Bars:
     header = next(reader, None)
     if header is None:
         message = f"bars file {path} is empty; expected {_EXPECTED_HEADER}"
@@ -153,37 +154,38 @@ def _parse(path: Path, reader: Reader) -> Bars:
 
 
 def _parse_row(
-    path: Path, line: int, row: list[str], width: int, positions: list[int]
+    path: str, line: int, row: list[str], width: int, positions: list[int]
 ) -> tuple[float, ...]:
+    """One row's values; errors name the line and column (1-based), never the text."""
     where = f"bars file {path}, line {line}"
     if len(row) != width:
         message = f"{where}: expected {width} fields like the header, found {len(row)}"
         raise BarsError(message)
+
+    def at(name: str) -> str:
+        return f"{where}, column {positions[CSV_COLUMNS.index(name)] + 1} ({name})"
+
     values: list[float] = []
     for column, position in zip(CSV_COLUMNS, positions, strict=True):
-        raw = row[position].strip()
         try:
-            value = float(raw)
+            value = float(row[position].strip())
         except ValueError:
-            message = f"{where}: {column} {raw!r} is not a number"
+            message = f"{at(column)}: not a number"
             raise BarsError(message) from None
         if not math.isfinite(value):
-            message = f"{where}: {column} {raw!r} is not a finite number"
+            message = f"{at(column)}: not a finite number"
             raise BarsError(message)
         values.append(value)
     open_, high, low, close, volume = values
     for column, value in (("open", open_), ("high", high), ("low", low), ("close", close)):
         if value <= 0:
-            message = f"{where}: {column} {value:g} must be a positive price"
+            message = f"{at(column)}: a price must be positive"
             raise BarsError(message)
     if volume < 0:
-        message = f"{where}: volume {volume:g} must not be negative"
+        message = f"{at('volume')}: the volume must not be negative"
         raise BarsError(message)
     if not low <= min(open_, close) or not high >= max(open_, close):
-        message = (
-            f"{where}: expected low <= open, close <= high, "
-            f"found open={open_:g} high={high:g} low={low:g} close={close:g}"
-        )
+        message = f"{where}: expected low <= open, close <= high"
         raise BarsError(message)
     return (open_, high, low, close, volume)
 
@@ -196,15 +198,18 @@ def moving_average(values: FloatArray, window: int) -> FloatArray:
     return means
 
 
-def load_bars(*, csv_path: str | None, count: int, seed: int, min_bars: int) -> Bars:
+def load_bars(
+    *, csv_path: str | None, count: int, seed: int, min_bars: int, data: DataSettings
+) -> Bars:
     """The bars an operation asked for: the CSV's last ``count`` rows, or ``count`` generated.
 
-    Raises :class:`BarsError` when fewer than ``min_bars`` bars are available.
+    ``csv_path`` is relative to ``data.dir``. Raises :class:`BarsError` when fewer than
+    ``min_bars`` bars are available.
     """
     if csv_path is None:
         bars = generate_bars(count=count, seed=seed)
     else:
-        bars = load_csv(Path(csv_path)).tail(count)
+        bars = load_csv(data, csv_path).tail(count)
     if len(bars) < min_bars:
         source = f"bars file {csv_path}" if csv_path else "the generator"
         message = f"{source} gave {len(bars)} bars; this operation needs at least {min_bars}"

@@ -23,7 +23,7 @@ import attrs
 import numpy as np
 import numpy.typing as npt
 
-from ktrdr.config import CheckpointSettings, WorkerSettings, env_name
+from ktrdr.config import CheckpointSettings, DataSettings, WorkerSettings, env_name
 from ktrdr.errors import JobFailed
 from ktrdr.job_messages import CheckpointData, JobOutcome, JobRequest, StopReason
 from ktrdr.protocol import OperationStatus, OperationType, Progress
@@ -99,8 +99,10 @@ class Job(Protocol):
     def checkpoint_every(self, settings: CheckpointSettings) -> int:
         """Steps between periodic checkpoints."""
 
-    def prepare(self, parameters: Mapping[str, Any]) -> PreparedRun[Any]:
-        """Parse ``parameters`` and load the data; raises :class:`JobFailed`."""
+    def prepare(self, parameters: Mapping[str, Any], data: DataSettings) -> PreparedRun[Any]:
+        """Parse ``parameters`` and load the data (files from ``data.dir`` only);
+        raises :class:`JobFailed`.
+        """
 
 
 class CheckpointPolicy:
@@ -191,7 +193,7 @@ def _out_of_memory(kind: str, request: JobRequest) -> str:
 def _run(
     job: Job, request: JobRequest, channel: JobChannel, clock: Callable[[], float]
 ) -> JobOutcome:
-    run = job.prepare(request.parameters)
+    run = job.prepare(request.parameters, request.data)
     state = _starting_state(job, run, request)
     position = run.position(state)
     policy = CheckpointPolicy(

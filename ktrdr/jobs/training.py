@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import ValidationError
 
-from ktrdr.config import CheckpointSettings
+from ktrdr.config import CheckpointSettings, DataSettings
 from ktrdr.errors import BarsError, JobFailed
 from ktrdr.jobs.bars import Bars, load_bars, moving_average
 from ktrdr.protocol import (
@@ -220,12 +220,16 @@ class TrainingJob:
         """``KTRDR_CHECKPOINT_EPOCH_INTERVAL``."""
         return settings.epoch_interval
 
-    def prepare(self, parameters: Mapping[str, Any]) -> _TrainingRun:
-        """Validate the parameters and load the bars; raises ``JobFailed``."""
+    def prepare(self, parameters: Mapping[str, Any], data: DataSettings) -> _TrainingRun:
+        """Validate the parameters and load the bars (from ``data.dir``); raises ``JobFailed``."""
         params = _parameters(parameters)
         try:
             bars = load_bars(
-                csv_path=params.csv_path, count=params.bars, seed=params.seed, min_bars=MIN_BARS
+                csv_path=params.csv_path,
+                count=params.bars,
+                seed=params.seed,
+                min_bars=MIN_BARS,
+                data=data,
             )
         except BarsError as exc:
             raise JobFailed(str(exc)) from None

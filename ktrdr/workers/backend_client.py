@@ -5,8 +5,12 @@ turns every outcome into a return value or one of three exceptions from
 ``ktrdr.errors``, so the runtime decides about retries by type:
 :class:`~ktrdr.errors.BackendUnavailable` (network trouble, 5xx: try again later),
 :class:`~ktrdr.errors.BackendRejected` (4xx: this request will not succeed as is),
-:class:`~ktrdr.errors.WorkerNotRegistered` (404 on a worker path: the backend forgot
-us, register again). The token is sent in a header and never logged or put in a message.
+:class:`~ktrdr.errors.WorkerNotRegistered` (404 or 401 on a worker path: the backend
+forgot us or no longer takes our credential, register again).
+
+Two secrets: the shared worker token, sent only to register, and the credential the
+registration answers with, sent on every heartbeat, report and unregister (a new
+registration replaces it). Both go in headers only, never in a log line or a message.
 """
 
 from __future__ import annotations
@@ -19,10 +23,11 @@ from collections.abc import Awaitable, Callable
 from urllib.parse import quote
 
 import httpx
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from ktrdr.config import Secret
 from ktrdr.errors import (
+    BackendRejected,
     BackendUnavailable,
     BackendUnreachable,
     WorkerNotRegistered,
@@ -34,6 +39,7 @@ from ktrdr.protocol import (
     HeartbeatRequest,
     OperationReport,
     RegisterRequest,
+    RegisterResponse,
 )
 from ktrdr.web.http_client import backend_error, bearer_headers, describe_error
 from ktrdr.workers.backoff import Backoff
@@ -61,10 +67,25 @@ class BackendClient:
     ) -> None:
         self._http = http
         self.base_url = base_url.rstrip("/")
-        self._headers = bearer_headers(token)
+        self._token_headers = bearer_headers(token)
+        #: Headers carrying the latest registration's credential (None: not registered).
+        self._worker_headers: dict[str, str] | None = None
+        #: Bumped by every registration, so a caller can tell whether it re-registered.
+        self.registrations = 0
         self.timeout_s = timeout.total_seconds()
         self._clock = clock
         self._sleep = sleep
+
+    @property
+    def has_credential(self) -> bool:
+        """True once a registration answered with a credential."""
+        return self._worker_headers is not None
+
+    def _credential_headers(self, what: str) -> dict[str, str]:
+        if self._worker_headers is None:
+            message = f"{what}: not registered yet (no credential)"
+            raise WorkerNotRegistered(message, status_code=401)
+        return self._worker_headers
 
     async def _send(
         self,
@@ -72,6 +93,7 @@ class BackendClient:
         path: str,
         body: BaseModel | None = None,
         *,
+        headers: dict[str, str],
         timeout_s: float | None = None,
     ) -> httpx.Response:
         url = self.base_url + path
@@ -79,7 +101,7 @@ class BackendClient:
         timeout = self.timeout_s if timeout_s is None else max(0.01, timeout_s)
         try:
             response = await self._http.request(
-                method, url, content=content, headers=self._headers, timeout=timeout
+                method, url, content=content, headers=headers, timeout=timeout
             )
         except httpx.HTTPError as exc:
             message = f"{method} {url} failed: {type(exc).__name__}"
@@ -89,29 +111,48 @@ class BackendClient:
         return response
 
     async def register(self, request: RegisterRequest) -> None:
-        """``POST /api/v1/workers/register`` (idempotent)."""
-        response = await self._send("POST", REGISTER_PATH, request)
+        """``POST /api/v1/workers/register`` with the shared token; keeps the credential."""
+        response = await self._send("POST", REGISTER_PATH, request, headers=self._token_headers)
         if response.status_code >= 400:
             raise backend_error(response, "registration")
+        try:
+            answer = RegisterResponse.model_validate_json(response.content)
+        except ValidationError:
+            message = "registration: the backend's answer carries no usable credential"
+            raise BackendRejected(message, status_code=response.status_code) from None
+        self._worker_headers = bearer_headers(Secret(answer.credential))
+        self.registrations += 1
 
     async def heartbeat(self, worker_id: str, request: HeartbeatRequest) -> None:
-        """``POST /api/v1/workers/{id}/heartbeat``; raises ``WorkerNotRegistered`` on 404."""
+        """``POST /api/v1/workers/{id}/heartbeat``.
+
+        Raises ``WorkerNotRegistered`` on 404 (the backend forgot us) and on 401 (our
+        credential was replaced): either way, register again.
+        """
         path = f"{WORKERS_PATH}/{quote(worker_id, safe='')}/heartbeat"
-        response = await self._send("POST", path, request)
-        if response.status_code == 404:
+        headers = self._credential_headers("heartbeat")
+        response = await self._send("POST", path, request, headers=headers)
+        if response.status_code in (401, 404):
             message = f"heartbeat: {describe_error(response)}"
-            raise WorkerNotRegistered(message, status_code=404)
+            raise WorkerNotRegistered(message, status_code=response.status_code)
         if response.status_code >= 400:
             raise backend_error(response, "heartbeat")
 
     async def unregister(self, worker_id: str, *, timeout_s: float | None = None) -> bool:
-        """``DELETE /api/v1/workers/{id}``; False when the backend did not know us."""
+        """``DELETE /api/v1/workers/{id}``; False when the backend did not know us
+        (or we never registered).
+        """
+        if self._worker_headers is None:
+            return False
         path = f"{WORKERS_PATH}/{quote(worker_id, safe='')}"
-        response = await self._send("DELETE", path, timeout_s=timeout_s)
+        response = await self._send(
+            "DELETE", path, headers=self._worker_headers, timeout_s=timeout_s
+        )
         if response.status_code == 404:
             return False
         if response.status_code >= 400:
             raise backend_error(response, "unregister")
+        self._worker_headers = None
         return True
 
     async def report_operation(
@@ -125,7 +166,8 @@ class BackendClient:
         """``POST /api/v1/operations/{id}/report``, retried while the backend is unavailable.
 
         Stops after ``attempts`` tries or when ``budget_s`` seconds have passed (a
-        shutdown has a deadline); raises the last error then. A 4xx is not retried.
+        shutdown has a deadline); raises the last error then. A 4xx is not retried;
+        a 401 is ``WorkerNotRegistered`` (register again, then report again).
         """
         path = f"{OPERATIONS_PATH}/{quote(operation_id, safe='')}/report"
         deadline = None if budget_s is None else self._clock() + budget_s
@@ -133,8 +175,11 @@ class BackendClient:
         for attempt in range(1, attempts + 1):
             remaining = None if deadline is None else deadline - self._clock()
             timeout_s = None if remaining is None else min(self.timeout_s, remaining)
+            headers = self._credential_headers(f"report of operation {operation_id}")
             try:
-                response = await self._send("POST", path, report, timeout_s=timeout_s)
+                response = await self._send(
+                    "POST", path, report, headers=headers, timeout_s=timeout_s
+                )
             except BackendUnavailable as exc:
                 delay = backoff.next_delay()
                 out_of_time = deadline is not None and self._clock() + delay >= deadline
@@ -143,6 +188,9 @@ class BackendClient:
                 logger.warning("report of operation %s: %s; retrying", operation_id, exc)
                 await self._sleep(delay)
                 continue
+            if response.status_code == 401:
+                message = f"report of operation {operation_id}: {describe_error(response)}"
+                raise WorkerNotRegistered(message, status_code=401)
             if response.status_code >= 400:
                 raise backend_error(response, f"report of operation {operation_id}")
             return

@@ -100,7 +100,10 @@ def job_launcher(
 ) -> JobLauncher:
     """The launcher of this worker's job processes, storing checkpoints in ``checkpoints``."""
     host = JobHost(
-        checkpoints=checkpoints, worker=config.worker, checkpoint_settings=config.checkpoint
+        checkpoints=checkpoints,
+        worker=config.worker,
+        checkpoint_settings=config.checkpoint,
+        data=config.data,
     )
     return JobLauncher(entry=entry, host=host)
 
@@ -160,13 +163,14 @@ def run_worker(
         configure_logging(config.logging)
         settings = config.worker
         logger.info(
-            "worker %s (%s) starting on %s:%d, public URL %s, backend %s",
+            "worker %s (%s) starting on %s:%d, public URL %s, backend %s, data from %s",
             settings.id,
             worker_type.value,
             settings.host,
             settings.port,
             settings.public_url,
             settings.backend_url,
+            config.data.dir,
         )
         checkpoints = CheckpointStore(settings=config.checkpoint)
         try:

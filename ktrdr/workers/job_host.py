@@ -17,7 +17,7 @@ import signal
 
 import attrs
 
-from ktrdr.config import CheckpointSettings, WorkerSettings, env_name
+from ktrdr.config import CheckpointSettings, DataSettings, WorkerSettings, env_name
 from ktrdr.config.fields import format_duration
 from ktrdr.job_messages import CheckpointData, JobOutcome, JobRequest, StopReason
 from ktrdr.protocol import OperationStatus, StartOperationRequest
@@ -62,10 +62,13 @@ class JobHost:
         checkpoints: CheckpointStore,
         worker: WorkerSettings,
         checkpoint_settings: CheckpointSettings,
+        data: DataSettings | None = None,
     ) -> None:
+        """``data`` defaults to ``DataSettings()`` (``KTRDR_DATA_DIR`` and its size limit)."""
         self.checkpoints = checkpoints
         self._worker = worker
         self._checkpoint_settings = checkpoint_settings
+        self._data = data if data is not None else DataSettings()
 
     def grace_s(self, reason: StopReason) -> float:
         """Seconds a job asked to stop for ``reason`` has before it is killed.
@@ -102,6 +105,7 @@ class JobHost:
             checkpoint_path=str(self.checkpoints.path_for(operation_id)),
             max_memory=int(cap) if cap is not None else None,
             max_memory_text=str(cap) if cap is not None else "",
+            data=self._data,
         )
 
     def save(self, request: JobRequest, data: CheckpointData) -> str | None:

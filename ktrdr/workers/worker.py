@@ -110,6 +110,8 @@ class Worker:
         self._stop_started: float | None = None
         self._registered = False
         self._registration_attempted = False
+        #: One registration at a time: each answer replaces the credential.
+        self._registering = asyncio.Lock()
         self._lifecycle: asyncio.Task[None] | None = None
         self._warm_up: asyncio.Task[None] | None = None
         #: Tasks that wait for an operation's outcome and report it (stop() awaits them).
@@ -239,7 +241,8 @@ class Worker:
             attempt += 1
             self._registration_attempted = True
             try:
-                await self._backend.register(self.registration_request())
+                async with self._registering:
+                    await self._backend.register(self.registration_request())
             except BackendError as exc:
                 delay = backoff.next_delay()
                 level = logging.ERROR if isinstance(exc, BackendRejected) else logging.WARNING
@@ -265,14 +268,24 @@ class Worker:
         return False
 
     async def heartbeat_once(self) -> None:
-        """Send one heartbeat; on 404 (the backend restarted) register again at once."""
+        """Send one heartbeat; on 404 (the backend restarted) or 401 (our credential was
+        replaced) register again at once.
+        """
         try:
             await self._backend.heartbeat(self.worker_id, self.heartbeat_request())
-        except WorkerNotRegistered:
+        except WorkerNotRegistered as exc:
             self._registered = False
-            logger.info(
-                "the backend does not know worker %s (restarted?); re-registering", self.worker_id
-            )
+            if exc.status_code == 401:
+                logger.warning(
+                    "the backend no longer accepts worker %s's credential (a newer "
+                    "registration replaced it?); re-registering",
+                    self.worker_id,
+                )
+            else:
+                logger.info(
+                    "the backend does not know worker %s (restarted?); re-registering",
+                    self.worker_id,
+                )
             await self.register_until_success()
         except BackendError as exc:
             level = logging.ERROR if isinstance(exc, BackendRejected) else logging.WARNING
@@ -401,11 +414,8 @@ class Worker:
             report.status.value,
             f" ({report.error})" if report.error else "",
         )
-        budget = None
-        if self._stopping:
-            budget = self._deadline() - self._unregister_reserve() - self._clock()
         try:
-            await self._backend.report_operation(running.operation_id, report, budget_s=budget)
+            await self._report(running.operation_id, report)
         except BackendRejected as exc:
             if exc.status_code != 409:
                 logger.error("could not report operation %s: %s", running.operation_id, exc)
@@ -413,6 +423,31 @@ class Worker:
                 logger.info("report of operation %s not needed: %s", running.operation_id, exc)
         except BackendError as exc:
             logger.error("could not report operation %s: %s", running.operation_id, exc)
+
+    def _report_budget(self) -> float | None:
+        if not self._stopping:
+            return None
+        return self._deadline() - self._unregister_reserve() - self._clock()
+
+    async def _report(self, operation_id: str, report: OperationReport) -> None:
+        """Report ``operation_id``; if the backend no longer takes our credential (it
+        restarted, or a newer registration replaced it), register once and report again.
+        """
+        registrations = self._backend.registrations
+        try:
+            await self._backend.report_operation(
+                operation_id, report, budget_s=self._report_budget()
+            )
+            return
+        except WorkerNotRegistered:
+            logger.info(
+                "report of operation %s: credential refused; registering again", operation_id
+            )
+        async with self._registering:
+            if self._backend.registrations == registrations:  # nobody registered meanwhile
+                await self._backend.register(self.registration_request())
+                self._registered = True
+        await self._backend.report_operation(operation_id, report, budget_s=self._report_budget())
 
     def _report_for(self, outcome: JobOutcome) -> OperationReport:
         """The wire report of ``outcome``; an unserialisable result becomes a failure."""

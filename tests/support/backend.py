@@ -112,6 +112,8 @@ class Backend:
     #: The dispatcher's client (the app's lifespan closes it).
     http: httpx.AsyncClient
     app: FastAPI
+    #: Each worker's credential from its latest :meth:`register`.
+    credentials: dict[str, str] = attrs.field(factory=dict)
 
     def client(self, *, operator: bool = True) -> httpx.AsyncClient:
         """An HTTP client for the app (no lifespan: tests run rounds by hand).
@@ -123,8 +125,8 @@ class Backend:
         headers = OPERATOR_AUTH if operator else None
         return httpx.AsyncClient(transport=transport, base_url="http://backend", headers=headers)
 
-    def register(self, worker_id: str, worker_type: OperationType = OperationType.TRAINING) -> None:
-        """Register an idle worker reachable at ``http://<worker_id>:5003``."""
+    def register(self, worker_id: str, worker_type: OperationType = OperationType.TRAINING) -> str:
+        """Register an idle worker reachable at ``http://<worker_id>:5003``; its credential."""
         request = RegisterRequest(
             worker_id=worker_id,
             worker_type=worker_type,
@@ -132,7 +134,13 @@ class Backend:
             heartbeat_interval_s=1,
             config_fingerprint="fp",
         )
-        self.registry.register(request, now=self.clock())
+        credential = self.registry.register(request, now=self.clock()).credential
+        self.credentials[worker_id] = credential
+        return credential
+
+    def worker_auth(self, worker_id: str) -> dict[str, str]:
+        """The ``Authorization`` header of ``worker_id`` (its latest credential)."""
+        return {"Authorization": f"Bearer {self.credentials[worker_id]}"}
 
 
 def make_backend(

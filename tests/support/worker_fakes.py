@@ -1,7 +1,8 @@
 """Fakes for unit tests of the worker runtime: a backend, time, a worker factory.
 
 ``FakeBackend`` is an ``httpx.MockTransport`` handler that behaves like the backend's
-worker API (it forgets workers on ``known.clear()``, as a restarted backend does);
+worker API (it forgets workers on ``known.clear()``, as a restarted backend does, and
+issues each registration a credential that heartbeats, reports and unregister need);
 ``FakeTime`` is a clock plus a sleep that only advances it. Operations run in real
 job processes scripted by ``support.scripted_jobs``.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import itertools
 import json
 import time
 from collections.abc import Callable
@@ -37,35 +39,84 @@ SETTINGS = WorkerSettings(
 class FakeBackend:
     """The backend's worker API in miniature, as an httpx MockTransport handler."""
 
-    def __init__(self) -> None:
+    def __init__(self, token: str = "t") -> None:  # noqa: S107 - a test double's token
+        self.token = token
         self.known: set[str] = set()
+        #: The current credential of each worker id (issued by its latest registration).
+        self.credentials: dict[str, str] = {}
         self.calls: list[tuple[str, str, Any]] = []
+        #: The ``Authorization`` header of each call, in order.
+        self.authorizations: list[str | None] = []
         #: Registration attempts to refuse (connection error) before accepting.
         self.refuse_connections = 0
+        #: While True, every request fails with a connection error.
+        self.down = False
         self.heartbeats = 0
+        self._serial = itertools.count(1)
+
+    def replace_credential(self, worker_id: str) -> None:
+        """As if another registration of ``worker_id`` took its credential."""
+        self.credentials[worker_id] = f"replaced-credential-{next(self._serial):08d}"
+
+    def _registered(self, body: dict[str, Any]) -> httpx.Response:
+        worker_id = body["worker_id"]
+        created = worker_id not in self.known
+        self.known.add(worker_id)
+        credential = f"fake-credential-{worker_id}-{next(self._serial):08d}"
+        self.credentials[worker_id] = credential
+        answer = {
+            "worker_id": worker_id,
+            "worker_type": body["worker_type"],
+            "endpoint_url": body["endpoint_url"],
+            "status": "busy" if body.get("current_operation_id") else "idle",
+            "current_operation_id": body.get("current_operation_id"),
+            "last_heartbeat_at": "2026-01-01T00:00:00Z",
+            "registered_at": "2026-01-01T00:00:00Z",
+            "capabilities": body.get("capabilities", {}),
+            "config_fingerprint": body["config_fingerprint"],
+            "heartbeat_interval_s": body["heartbeat_interval_s"],
+            "credential": credential,
+        }
+        return httpx.Response(201 if created else 200, json=answer)
+
+    def _refused(self, worker_id: str | None, authorization: str | None) -> httpx.Response | None:
+        """404 for an unknown id, 401 unless ``authorization`` carries its credential."""
+        if worker_id is not None and worker_id not in self.known:
+            return httpx.Response(404, json={"error": "unknown_worker", "detail": "?"})
+        holders = {c: w for w, c in self.credentials.items() if w in self.known}
+        offered = (authorization or "").removeprefix("Bearer ")
+        holder = holders.get(offered)
+        if holder is None or (worker_id is not None and holder != worker_id):
+            return httpx.Response(401, json={"error": "unauthorized", "detail": "credential"})
+        return None
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content) if request.content else None
         path = request.url.path
+        authorization = request.headers.get("authorization")
         self.calls.append((request.method, path, body))
+        self.authorizations.append(authorization)
+        if self.down:
+            raise httpx.ConnectError("connection refused")
         if path == "/api/v1/workers/register":
             if self.refuse_connections > 0:
                 self.refuse_connections -= 1
                 raise httpx.ConnectError("connection refused")
-            self.known.add(body["worker_id"])
-            return httpx.Response(201, json={})
+            if authorization != f"Bearer {self.token}":
+                return httpx.Response(401, json={"error": "unauthorized", "detail": "token"})
+            return self._registered(body)
         if path.endswith("/heartbeat"):
             self.heartbeats += 1
-            worker_id = path.split("/")[-2]
-            if worker_id not in self.known:
-                return httpx.Response(404, json={"error": "unknown_worker", "detail": "?"})
-            return httpx.Response(200, json={})
+            refused = self._refused(path.split("/")[-2], authorization)
+            return refused or httpx.Response(200, json={})
         if path.endswith("/report"):
-            return httpx.Response(200, json={})
+            refused = self._refused(None, authorization)
+            return refused or httpx.Response(200, json={})
         if request.method == "DELETE":
             worker_id = path.split("/")[-1]
-            if worker_id not in self.known:
-                return httpx.Response(404, json={"error": "unknown_worker", "detail": "?"})
+            refused = self._refused(worker_id, authorization)
+            if refused is not None:
+                return refused
             self.known.discard(worker_id)
             return httpx.Response(204)
         return httpx.Response(404, json={"error": "not_found", "detail": path})

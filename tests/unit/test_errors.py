@@ -122,6 +122,7 @@ def test_http_statuses_are_the_one_pinned_mapping() -> None:
     table = {cls.__name__: tuple(answer) for cls, answer in HTTP_STATUSES.items()}
     assert table == {
         "UnknownWorker": (404, "unknown_worker"),
+        "WorkerIdConflict": (409, "worker_id_conflict"),
         "OperationNotFound": (404, "unknown_operation"),
         "UnknownOperation": (404, "unknown_operation"),
         "InvalidTransition": (409, "invalid_transition"),

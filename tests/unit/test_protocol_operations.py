@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import posixpath
 from typing import Any
 
 import pytest
@@ -18,6 +19,8 @@ from ktrdr.protocol import (
     OperationView,
     Progress,
     TrainingParameters,
+    base_url_problem,
+    data_path_problem,
     describe_validation_error,
     parse_parameters,
 )
@@ -156,3 +159,55 @@ def test_operation_view_round_trips_through_json() -> None:
         last_reported_at=now,
     )
     assert OperationView.model_validate_json(view.model_dump_json()) == view
+
+
+@pytest.mark.parametrize("kind", ["training", "backtest"])
+@pytest.mark.parametrize(
+    ("csv_path", "words"),
+    [
+        ("/etc/shadow", "not absolute"),
+        ("../../etc/shadow", "'..' leaves it"),
+        ("bars/../../x.csv", "'..' leaves it"),
+        ("bars\x00.csv", "NUL byte"),
+    ],
+    ids=["absolute", "dot-dot", "nested-dot-dot", "nul"],
+)
+def test_csv_paths_outside_the_data_directory_are_refused(
+    kind: str, csv_path: str, words: str
+) -> None:
+    """Both operation types refuse an absolute, climbing or NUL csv_path, naming the field."""
+    with pytest.raises(ValidationError) as raised:
+        parse_parameters(kind, {"csv_path": csv_path})
+    assert errors(raised) == {"csv_path": "value_error"}
+    assert words in describe_validation_error(raised.value)
+
+
+@pytest.mark.parametrize("csv_path", ["bars.csv", "eurusd/2024.csv", "a/../b.csv", "./c.csv"])
+def test_relative_csv_paths_inside_the_directory_are_accepted(csv_path: str) -> None:
+    """Relative paths that stay inside (even through ``..``) are kept as written."""
+    assert parse_parameters("backtest", {"csv_path": csv_path}).csv_path == csv_path
+
+
+@given(st.text(min_size=1, max_size=30))
+def test_a_csv_path_the_text_check_accepts_stays_inside(csv_path: str) -> None:
+    """Whatever the text, an accepted path is relative and never climbs out when joined."""
+    if data_path_problem(csv_path) is None:
+        joined = posixpath.normpath(posixpath.join("/data", csv_path))
+        assert joined == "/data" or joined.startswith("/data/")
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://a:5003", "https://worker.example:443/ktrdr/", "http://[::1]:5003/prefix"],
+)
+def test_base_urls_with_an_optional_path_prefix_are_accepted(url: str) -> None:
+    """Scheme, host, optional port and optional path prefix make a base URL."""
+    assert base_url_problem(url) is None
+
+
+@given(st.text(max_size=40))
+def test_an_accepted_base_url_has_no_query_fragment_or_user_info(suffix: str) -> None:
+    """Whatever follows the host, an accepted URL carries no ?, # or @ anywhere."""
+    url = "http://worker:5003" + suffix
+    if base_url_problem(url) is None:
+        assert not {"?", "#", "@", "\\", " "} & set(url)

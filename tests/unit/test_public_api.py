@@ -24,6 +24,7 @@ CONFIG_ALL = [
     "Component",
     "ConfigReport",
     "ConfigurationError",
+    "DataSettings",
     "DatabaseSettings",
     "DbEngine",
     "DeprecationReporter",

@@ -169,7 +169,7 @@ async def test_lifespan_writes_heartbeat_stamps_on_its_own(store: OperationStore
         await client.post(
             "/api/v1/workers/w1/heartbeat",
             json=beat,
-            headers={"Authorization": f"Bearer {'t' * 16}"},
+            headers=backend.worker_auth("w1"),
         )
         with anyio.fail_after(10):
             while backend.store.get(operation.id).progress is None:

@@ -241,3 +241,75 @@ async def test_the_loop_dispatches_when_woken_without_waiting_for_the_tick(
 
     assert backend.workers.started() == [("tr-1", operation.id)]
     assert rounds >= 1
+
+
+# --- no request forgery through a worker's endpoint ---------------------------------------
+
+
+class Scripted:
+    """A MockTransport handler answering every request with one fixed response."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self.urls: list[str] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.urls.append(str(request.url))
+        return self.response
+
+
+async def dispatch_with(backend: Backend, response: httpx.Response) -> tuple[Scripted, str]:
+    """Start one training operation on tr-1, which answers ``response``; (handler, op id)."""
+    handler = Scripted(response)
+    dispatcher = Dispatcher(
+        service=backend.service,
+        registry=backend.registry,
+        http=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
+        token=Secret(TOKEN),
+        clock=backend.clock,
+    )
+    backend.register("tr-1", TRAINING)
+    operation = backend.service.create("training", {})
+    try:
+        await dispatcher.dispatch_once()
+    finally:
+        await dispatcher.aclose()
+    return handler, operation.id
+
+
+async def test_a_refusal_that_is_not_an_error_body_leaves_only_its_status(
+    backend: Backend,
+) -> None:
+    """An HTML 422 page fails the operation with 'HTTP 422' only: none of the body is kept."""
+    page = "<html><body>SECRET_API_KEY=hunter2\nadmin panel</body></html>"
+    response = httpx.Response(422, text=page, headers={"Content-Type": "text/html"})
+
+    handler, operation_id = await dispatch_with(backend, response)
+
+    error = backend.store.get(operation_id).error
+    assert error == "worker tr-1 refused the operation: HTTP 422"
+    assert handler.urls == ["http://tr-1:5003/operations"]
+
+
+async def test_a_workers_reason_is_kept_on_one_bounded_line(backend: Backend) -> None:
+    """An ErrorBody whose detail has line breaks and 10,000 characters becomes one short line."""
+    detail = "first line\nsecond\r\nthird\u2028fourth " + "x" * 10_000
+    response = httpx.Response(422, json={"error": "invalid_request", "detail": detail})
+
+    _, operation_id = await dispatch_with(backend, response)
+
+    error = backend.store.get(operation_id).error or ""
+    assert not {"\n", "\r", "\u2028"} & set(error)
+    assert error.startswith("worker tr-1 refused the operation: HTTP 422 invalid_request: first")
+    assert len(error) <= 600
+
+
+async def test_a_redirect_is_never_followed(backend: Backend) -> None:
+    """A 307 to another address is not followed; the operation goes back to pending."""
+    response = httpx.Response(307, headers={"Location": "http://127.0.0.1:1/internal/admin"})
+
+    handler, operation_id = await dispatch_with(backend, response)
+
+    assert handler.urls == ["http://tr-1:5003/operations"]
+    assert backend.store.get(operation_id).status is OperationStatus.PENDING
+    assert backend.store.get(operation_id).error is None

@@ -327,7 +327,9 @@ async def test_resume_requeues_with_the_resume_flag_and_dispatches_it(
     created = await running_on_tr1(backend, client)
     await client.post(f"{OPS}/{created['id']}/cancel")
     report = {"worker_id": "tr-1", "status": "cancelled", "checkpoint_saved": True}
-    await client.post(f"{OPS}/{created['id']}/report", json=report, headers=AUTH)
+    await client.post(
+        f"{OPS}/{created['id']}/report", json=report, headers=backend.worker_auth("tr-1")
+    )
 
     resumed = await client.post(f"{OPS}/{created['id']}/resume")
     await backend.dispatcher.dispatch_once()
@@ -345,12 +347,28 @@ async def test_resume_of_a_pending_or_completed_operation_is_409(
     pending = await create(client, "backtest")
     done = await running_on_tr1(backend, client)
     report = {"worker_id": "tr-1", "status": "completed", "result": {"accuracy": 0.5}}
-    await client.post(f"{OPS}/{done['id']}/report", json=report, headers=AUTH)
+    await client.post(
+        f"{OPS}/{done['id']}/report", json=report, headers=backend.worker_auth("tr-1")
+    )
 
     responses = [await client.post(f"{OPS}/{op['id']}/resume") for op in (pending, done)]
 
     assert [r.status_code for r in responses] == [409, 409]
     assert "only failed or cancelled operations can be" in responses[1].json()["detail"]
+
+
+@pytest.mark.parametrize("csv_path", ["/etc/shadow", "../secrets.csv", "bars\x00.csv"])
+async def test_a_csv_path_outside_the_data_directory_is_422_naming_it(
+    backend: Backend, client: httpx.AsyncClient, csv_path: str
+) -> None:
+    """Absolute, climbing or NUL csv_path: 422 on parameters.csv_path, nothing created."""
+    response = await client.post(
+        OPS, json={"type": "backtest", "parameters": {"csv_path": csv_path}}
+    )
+
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "parameters", "csv_path"]
+    assert backend.store.count_live() == 0
 
 
 # --- worker reports -----------------------------------------------------------------
@@ -363,7 +381,9 @@ async def test_the_running_worker_reports_completion_with_its_result(
     created = await running_on_tr1(backend, client)
     report = {"worker_id": "tr-1", "status": "completed", "result": {"accuracy": 0.61}}
 
-    response = await client.post(f"{OPS}/{created['id']}/report", json=report, headers=AUTH)
+    response = await client.post(
+        f"{OPS}/{created['id']}/report", json=report, headers=backend.worker_auth("tr-1")
+    )
     shown = (await client.get(f"{OPS}/{created['id']}")).json()
 
     assert response.status_code == 200
@@ -384,37 +404,61 @@ async def test_a_queued_operation_goes_to_the_worker_as_soon_as_it_reports(
     queued = await create(client, epochs=2)
     report = {"worker_id": "tr-1", "status": "completed", "result": {"accuracy": 0.5}}
 
-    await client.post(f"{OPS}/{first['id']}/report", json=report, headers=AUTH)
+    await client.post(
+        f"{OPS}/{first['id']}/report", json=report, headers=backend.worker_auth("tr-1")
+    )
     await backend.dispatcher.dispatch_once()
 
     assert backend.workers.started() == [("tr-1", first["id"]), ("tr-1", queued["id"])]
 
 
-async def test_a_report_needs_the_worker_token(backend: Backend, client: httpx.AsyncClient) -> None:
-    """Without the bearer token a report is 401 and the operation keeps running."""
+async def test_a_report_needs_the_workers_own_credential(
+    backend: Backend, client: httpx.AsyncClient
+) -> None:
+    """No credential, a wrong one or the shared worker token: 401, the operation keeps running."""
     created = await running_on_tr1(backend, client)
     report = {"worker_id": "tr-1", "status": "completed", "result": {}}
 
-    missing = await client.post(f"{OPS}/{created['id']}/report", json=report)
-    wrong = await client.post(
-        f"{OPS}/{created['id']}/report", json=report, headers={"Authorization": "Bearer x"}
-    )
+    answers = [
+        await client.post(f"{OPS}/{created['id']}/report", json=report, headers=headers)
+        for headers in ({}, {"Authorization": "Bearer x"}, AUTH)
+    ]
 
-    assert (missing.status_code, wrong.status_code) == (401, 401)
+    assert [r.status_code for r in answers] == [401, 401, 401]
     assert backend.store.get(created["id"]).status is OperationStatus.RUNNING
 
 
 async def test_a_report_from_another_worker_is_409(
     backend: Backend, client: httpx.AsyncClient
 ) -> None:
-    """Only the worker the operation runs on may report it."""
+    """A registered worker reporting an operation it does not run gets 409, nothing changes."""
     created = await running_on_tr1(backend, client)
+    backend.register("tr-2")
     report = {"worker_id": "tr-2", "status": "failed", "error": "not mine"}
 
-    response = await client.post(f"{OPS}/{created['id']}/report", json=report, headers=AUTH)
+    response = await client.post(
+        f"{OPS}/{created['id']}/report", json=report, headers=backend.worker_auth("tr-2")
+    )
 
     assert response.status_code == 409
     assert "runs on worker tr-1, not tr-2" in response.json()["detail"]
+    assert backend.store.get(created["id"]).status is OperationStatus.RUNNING
+
+
+async def test_a_report_naming_another_worker_than_its_credential_is_401(
+    backend: Backend, client: httpx.AsyncClient
+) -> None:
+    """tr-2's credential on a report that claims to be tr-1's: 401, nothing changes."""
+    created = await running_on_tr1(backend, client)
+    backend.register("tr-2")
+    report = {"worker_id": "tr-1", "status": "completed", "result": {"forged": True}}
+
+    response = await client.post(
+        f"{OPS}/{created['id']}/report", json=report, headers=backend.worker_auth("tr-2")
+    )
+
+    assert response.status_code == 401
+    assert "cannot report for another worker" in response.json()["detail"]
     assert backend.store.get(created["id"]).status is OperationStatus.RUNNING
 
 
@@ -426,7 +470,9 @@ async def test_a_late_report_of_a_cancelled_operation_is_409_and_frees_the_worke
     await client.post(f"{OPS}/{created['id']}/cancel")
     report = {"worker_id": "tr-1", "status": "completed", "result": {"accuracy": 1}}
 
-    response = await client.post(f"{OPS}/{created['id']}/report", json=report, headers=AUTH)
+    response = await client.post(
+        f"{OPS}/{created['id']}/report", json=report, headers=backend.worker_auth("tr-1")
+    )
 
     assert response.status_code == 409
     assert backend.store.get(created["id"]).status is OperationStatus.CANCELLED
@@ -445,7 +491,9 @@ async def test_a_shutdown_report_says_checkpoint_saved(
         "checkpoint_saved": True,
     }
 
-    await client.post(f"{OPS}/{created['id']}/report", json=report, headers=AUTH)
+    await client.post(
+        f"{OPS}/{created['id']}/report", json=report, headers=backend.worker_auth("tr-1")
+    )
 
     assert backend.store.get(created["id"]).error == (
         "stopped at epoch 3/5 (shutdown); checkpoint saved"
@@ -459,7 +507,9 @@ async def test_a_nul_byte_in_a_reported_error_is_stored_escaped(
     created = await running_on_tr1(backend, client)
     report = {"worker_id": "tr-1", "status": "failed", "error": "bad value 'a\x00b'"}
 
-    response = await client.post(f"{OPS}/{created['id']}/report", json=report, headers=AUTH)
+    response = await client.post(
+        f"{OPS}/{created['id']}/report", json=report, headers=backend.worker_auth("tr-1")
+    )
 
     assert response.status_code == 200
     assert backend.store.get(created["id"]).error == "bad value 'a\\x00b'"
@@ -484,7 +534,7 @@ async def test_bad_reports_are_422_and_change_nothing(
     response = await client.post(
         f"{OPS}/{created['id']}/report",
         content=json.dumps(report),
-        headers={**AUTH, "Content-Type": "application/json"},
+        headers={**backend.worker_auth("tr-1"), "Content-Type": "application/json"},
     )
 
     assert response.status_code == 422, response.text
@@ -492,11 +542,15 @@ async def test_bad_reports_are_422_and_change_nothing(
     assert backend.store.get(created["id"]).status is OperationStatus.RUNNING
 
 
-async def test_a_report_of_an_unknown_operation_is_404(client: httpx.AsyncClient) -> None:
+async def test_a_report_of_an_unknown_operation_is_404(
+    backend: Backend, client: httpx.AsyncClient
+) -> None:
     """Reporting an id the backend does not know (deleted, never created) is 404."""
     report = {"worker_id": "tr-1", "status": "completed", "result": {}}
 
-    response = await client.post(f"{OPS}/gone/report", json=report, headers=AUTH)
+    response = await client.post(
+        f"{OPS}/gone/report", json=report, headers=backend.worker_auth("tr-1")
+    )
 
     assert response.status_code == 404
 
@@ -516,7 +570,9 @@ async def test_heartbeat_progress_reaches_the_operation(
         "progress": {"percent": 40, "message": "epoch 2", "details": {"epoch": 2, "loss": 0.6}},
     }
 
-    response = await client.post("/api/v1/workers/tr-1/heartbeat", json=beat, headers=AUTH)
+    response = await client.post(
+        "/api/v1/workers/tr-1/heartbeat", json=beat, headers=backend.worker_auth("tr-1")
+    )
     written = await backend.reports.flush()
     shown = (await client.get(f"{OPS}/{created['id']}")).json()
 
@@ -533,7 +589,9 @@ async def test_a_heartbeat_without_progress_still_stamps_the_operation(
     backend.clock.advance(5)
     beat = {"status": "busy", "current_operation_id": created["id"]}
 
-    await client.post("/api/v1/workers/tr-1/heartbeat", json=beat, headers=AUTH)
+    await client.post(
+        "/api/v1/workers/tr-1/heartbeat", json=beat, headers=backend.worker_auth("tr-1")
+    )
     await backend.reports.flush()
 
     record = backend.store.get(created["id"])
@@ -553,7 +611,9 @@ async def test_heartbeats_are_written_in_one_batch_keeping_the_latest(
     ]
     for beat in beats:
         backend.clock.advance(1)
-        await client.post("/api/v1/workers/tr-1/heartbeat", json=beat, headers=AUTH)
+        await client.post(
+            "/api/v1/workers/tr-1/heartbeat", json=beat, headers=backend.worker_auth("tr-1")
+        )
 
     noted = backend.reports.unwritten
     written = await backend.reports.flush()
@@ -570,10 +630,14 @@ async def test_a_report_supersedes_unwritten_progress(
     """Progress noted just before the outcome is not written over the finished operation."""
     created = await running_on_tr1(backend, client)
     beat = {"status": "busy", "current_operation_id": created["id"], "progress": {"percent": 99}}
-    await client.post("/api/v1/workers/tr-1/heartbeat", json=beat, headers=AUTH)
+    await client.post(
+        "/api/v1/workers/tr-1/heartbeat", json=beat, headers=backend.worker_auth("tr-1")
+    )
     report = {"worker_id": "tr-1", "status": "completed", "result": {}}
 
-    await client.post(f"{OPS}/{created['id']}/report", json=report, headers=AUTH)
+    await client.post(
+        f"{OPS}/{created['id']}/report", json=report, headers=backend.worker_auth("tr-1")
+    )
 
     assert backend.reports.unwritten == 0
     assert backend.store.get(created["id"]).status is OperationStatus.COMPLETED
@@ -594,7 +658,7 @@ async def test_unstorable_progress_still_stamps_the_operation(
     response = await client.post(
         "/api/v1/workers/tr-1/heartbeat",
         content=json.dumps(beat),
-        headers={**AUTH, "Content-Type": "application/json"},
+        headers={**backend.worker_auth("tr-1"), "Content-Type": "application/json"},
     )
 
     await backend.reports.flush()
@@ -614,7 +678,7 @@ async def test_heartbeats_about_operations_that_moved_on_are_harmless(
         await client.post(
             "/api/v1/workers/tr-1/heartbeat",
             json={"status": "busy", "current_operation_id": operation_id},
-            headers=AUTH,
+            headers=backend.worker_auth("tr-1"),
         )
         for operation_id in (created["id"], "never-existed")
     ]

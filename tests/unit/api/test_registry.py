@@ -6,7 +6,13 @@ import datetime
 
 import pytest
 
-from ktrdr.api.registry import UnknownWorker, WorkerRegistry, drifting_workers
+from ktrdr.api.registry import (
+    UnknownWorker,
+    WorkerRegistry,
+    credential_digest,
+    drifting_workers,
+)
+from ktrdr.errors import WorkerIdConflict
 from ktrdr.protocol import (
     HeartbeatRequest,
     OperationType,
@@ -41,7 +47,8 @@ def test_registering_a_new_worker_creates_an_idle_record() -> None:
     """A first registration is new, idle, and stamped with the given time."""
     registry = WorkerRegistry()
 
-    record, created = registry.register(_register(), now=T0)
+    registration = registry.register(_register(), now=T0)
+    record, created = registration.record, registration.created
 
     assert created is True
     assert record.status is WorkerStatus.IDLE
@@ -53,7 +60,7 @@ def test_registering_a_new_worker_creates_an_idle_record() -> None:
 
 def test_registering_with_an_operation_marks_the_worker_busy() -> None:
     """A worker that registers while running an operation is busy with it."""
-    record, _ = WorkerRegistry().register(_register(current_operation_id="op-1"), now=T0)
+    record = WorkerRegistry().register(_register(current_operation_id="op-1"), now=T0).record
 
     assert record.status is WorkerStatus.BUSY
     assert record.current_operation_id == "op-1"
@@ -62,16 +69,78 @@ def test_registering_with_an_operation_marks_the_worker_busy() -> None:
 def test_registration_is_idempotent_per_worker_id() -> None:
     """Registering the same id again replaces the record and keeps registered_at."""
     registry = WorkerRegistry()
-    registry.register(_register(url="http://old:5003"), now=T0)
+    registry.register(_register(fingerprint="old"), now=T0)
     later = T0 + datetime.timedelta(minutes=1)
 
-    record, created = registry.register(_register(url="http://new:5003"), now=later)
+    again = registry.register(_register(fingerprint="new"), now=later)
 
-    assert created is False
+    assert again.created is False
     assert len(registry) == 1
-    assert record.endpoint_url == "http://new:5003"
-    assert record.registered_at == T0
-    assert record.last_heartbeat_at == later
+    assert again.record.config_fingerprint == "new"
+    assert again.record.registered_at == T0
+    assert again.record.last_heartbeat_at == later
+
+
+def test_each_registration_issues_a_new_credential_and_voids_the_old_one() -> None:
+    """A re-registration's credential is the only one the worker's record holds."""
+    registry = WorkerRegistry()
+    first = registry.register(_register(), now=T0)
+
+    second = registry.register(_register(), now=T0)
+
+    assert first.credential != second.credential
+    assert len(second.credential) >= 40
+    assert second.record.holds(second.credential)
+    assert not second.record.holds(first.credential)
+    assert registry.holder(second.credential) == second.record
+    assert registry.holder(first.credential) is None
+
+
+def test_the_registry_keeps_no_credential_only_its_digest() -> None:
+    """Neither a record's repr nor its fields carry the credential itself."""
+    registration = WorkerRegistry().register(_register(), now=T0)
+
+    assert registration.credential not in repr(registration.record)
+    assert registration.credential not in repr(registration)
+    assert registration.record.credential_digest == credential_digest(registration.credential)
+    assert registration.credential.encode() not in registration.record.credential_digest
+
+
+def test_a_live_id_cannot_be_taken_from_another_endpoint() -> None:
+    """Registering a live worker's id from another URL is WorkerIdConflict; nothing changes."""
+    registry = WorkerRegistry()
+    first = registry.register(_register(url="http://old:5003"), now=T0)
+
+    with pytest.raises(WorkerIdConflict, match="http://old:5003"):
+        registry.register(_register(url="http://new:5003"), now=T0)
+
+    assert registry.get("w1") == first.record
+    assert registry.holder(first.credential) == first.record
+
+
+def test_an_unavailable_workers_id_can_move_to_another_endpoint() -> None:
+    """Once the backend marks the old worker unavailable, the id may register elsewhere."""
+    registry = WorkerRegistry()
+    first = registry.register(_register(url="http://old:5003"), now=T0)
+    registry.mark_unavailable(["w1"])
+
+    moved = registry.register(_register(url="http://new:5003"), now=T0)
+
+    assert moved.record.endpoint_url == "http://new:5003"
+    assert registry.holder(first.credential) is None
+
+
+def test_unregister_and_removal_void_the_credential() -> None:
+    """A credential of a worker that unregistered or was removed identifies nobody."""
+    registry = WorkerRegistry()
+    gone = registry.register(_register("w1"), now=T0)
+    removed = registry.register(_register("w2"), now=T0)
+
+    registry.unregister("w1")
+    registry.remove(["w2"])
+
+    assert registry.holder(gone.credential) is None
+    assert registry.holder(removed.credential) is None
 
 
 def test_heartbeat_updates_status_operation_and_progress() -> None:
@@ -135,7 +204,7 @@ def test_records_are_ordered_by_worker_id() -> None:
 
 def test_view_carries_every_listed_field() -> None:
     """The wire view has the fields GET /api/v1/workers promises."""
-    record, _ = WorkerRegistry().register(_register(), now=T0)
+    record = WorkerRegistry().register(_register(), now=T0).record
 
     view = record.view(drift=True).model_dump(mode="json")
 

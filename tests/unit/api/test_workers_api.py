@@ -60,6 +60,15 @@ def registration(worker_id: str = "training-a-5003", **overrides: Any) -> dict[s
     return body
 
 
+async def register(
+    client: httpx.AsyncClient, worker_id: str = "training-a-5003", **overrides: Any
+) -> dict[str, str]:
+    """Register through the API; the worker's own ``Authorization`` header."""
+    response = await client.post(REGISTER, json=registration(worker_id, **overrides), headers=AUTH)
+    assert response.status_code in (200, 201), response.text
+    return {"Authorization": f"Bearer {response.json()['credential']}"}
+
+
 @pytest.fixture
 def api(shared_store: OperationStore) -> Api:
     """A fresh backend app with an empty registry."""
@@ -122,12 +131,12 @@ async def test_get_one_worker_and_an_unknown_one(client: httpx.AsyncClient) -> N
 
 async def test_heartbeat_records_status_and_operation(api: Api, client: httpx.AsyncClient) -> None:
     """A heartbeat updates status, current operation and the heartbeat time."""
-    await client.post(REGISTER, json=registration(), headers=AUTH)
+    own = await register(client)
     api.clock.advance(7)
     beat = {"status": "busy", "current_operation_id": "op-1", "progress": {"percent": 12.5}}
 
     response = await client.post(
-        "/api/v1/workers/training-a-5003/heartbeat", json=beat, headers=AUTH
+        "/api/v1/workers/training-a-5003/heartbeat", json=beat, headers=own
     )
 
     assert response.status_code == 200
@@ -151,10 +160,10 @@ async def test_heartbeat_from_an_unknown_worker_is_404(api: Api, client: httpx.A
 
 async def test_delete_unregisters_and_then_404s(api: Api, client: httpx.AsyncClient) -> None:
     """DELETE removes the worker (204); deleting again is 404."""
-    await client.post(REGISTER, json=registration(), headers=AUTH)
+    own = await register(client)
 
-    first = await client.delete("/api/v1/workers/training-a-5003", headers=AUTH)
-    second = await client.delete("/api/v1/workers/training-a-5003", headers=AUTH)
+    first = await client.delete("/api/v1/workers/training-a-5003", headers=own)
+    second = await client.delete("/api/v1/workers/training-a-5003", headers=own)
 
     assert first.status_code == 204
     assert second.status_code == 404
@@ -175,8 +184,10 @@ async def test_delete_unregisters_and_then_404s(api: Api, client: httpx.AsyncCli
 async def test_writes_without_the_right_token_get_401_and_change_nothing(
     api: Api, client: httpx.AsyncClient, headers: dict[str, str]
 ) -> None:
-    """Register, heartbeat and delete all refuse a missing or wrong token with 401."""
-    await client.post(REGISTER, json=registration("kept"), headers=AUTH)
+    """Register, heartbeat and delete all refuse a missing or wrong token with 401
+    (the shared token, "longer" or not, is not a credential for heartbeat and delete).
+    """
+    await register(client, "kept")
     before = api.snapshot()
 
     responses = [
@@ -193,6 +204,117 @@ async def test_writes_without_the_right_token_get_401_and_change_nothing(
     assert "KTRDR_AUTH_WORKER_TOKEN" in responses[0].json()["detail"]
     assert TOKEN not in responses[0].text
     assert api.snapshot() == before
+
+
+# -- per-worker credentials ----------------------------------------------------------------
+
+
+async def test_the_registration_answer_carries_a_credential_no_read_shows(
+    api: Api, client: httpx.AsyncClient
+) -> None:
+    """Register answers a credential; neither the list nor the worker's view carries it."""
+    own = await register(client)
+    credential = own["Authorization"].removeprefix("Bearer ")
+
+    listed = await client.get("/api/v1/workers")
+    one = await client.get("/api/v1/workers/training-a-5003")
+
+    assert len(credential) >= 40
+    assert credential not in listed.text
+    assert credential not in one.text
+    assert credential not in repr(api.registry.get("training-a-5003"))
+
+
+async def test_heartbeat_and_unregister_refuse_the_shared_token_and_other_credentials(
+    api: Api, client: httpx.AsyncClient
+) -> None:
+    """The shared token, another worker's credential or a stale one: 401, nothing changes."""
+    first = await register(client, "victim")
+    stale = first
+    current = await register(client, "victim")  # a new registration replaces the credential
+    other = await register(client, "other", endpoint_url="http://b:5003")
+    before = api.snapshot()
+
+    answers = [
+        await client.post(
+            "/api/v1/workers/victim/heartbeat", json={"status": "stopping"}, headers=headers
+        )
+        for headers in (AUTH, other, stale)
+    ] + [await client.delete("/api/v1/workers/victim", headers=h) for h in (AUTH, other, stale)]
+
+    assert [r.status_code for r in answers] == [401] * 6
+    assert all(r.headers["www-authenticate"] == "Bearer" for r in answers)
+    assert "credential" in answers[0].json()["detail"]
+    assert api.snapshot() == before
+    ok = await client.post(
+        "/api/v1/workers/victim/heartbeat", json={"status": "idle"}, headers=current
+    )
+    assert ok.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [AUTH, {"Authorization": "Bearer some-other-credential"}],
+    ids=["shared-token", "unknown-credential"],
+)
+async def test_a_heartbeat_for_an_unknown_id_is_404_whatever_the_credential(
+    api: Api, client: httpx.AsyncClient, headers: dict[str, str]
+) -> None:
+    """An id the backend does not know is 404 (re-register), not 401, whatever is presented."""
+    response = await client.post(
+        "/api/v1/workers/forgotten/heartbeat", json={"status": "idle"}, headers=headers
+    )
+
+    assert response.status_code == 404
+    assert response.json()["error"] == "unknown_worker"
+
+
+async def test_a_live_workers_id_cannot_be_registered_from_another_endpoint(
+    api: Api, client: httpx.AsyncClient
+) -> None:
+    """Same id, different endpoint, while the first is live: 409 and its credential stands."""
+    own = await register(client)
+    before = api.snapshot()
+
+    taken = await client.post(
+        REGISTER, json=registration(endpoint_url="http://attacker:5003"), headers=AUTH
+    )
+
+    assert taken.status_code == 409
+    assert taken.json()["error"] == "worker_id_conflict"
+    assert "credential" not in taken.json()
+    assert api.snapshot() == before
+    beat = await client.post(
+        "/api/v1/workers/training-a-5003/heartbeat", json={"status": "idle"}, headers=own
+    )
+    assert beat.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("endpoint_url", "words"),
+    [
+        ("http://127.0.0.1:9/internal/admin?x=", "no query string"),
+        ("http://127.0.0.1:9/internal/admin?", "no query string"),
+        ("http://a:5003/#frag", "no fragment"),
+        ("http://user:pw@a:5003", "no user-info"),
+        ("http://a:5003/x/../admin", "segments"),
+        ("http://a:5003/\n", "visible ASCII"),
+    ],
+    ids=["query", "empty-query", "fragment", "user-info", "dot-segments", "control"],
+)
+async def test_endpoint_urls_that_are_not_base_urls_get_422_naming_the_field(
+    api: Api, client: httpx.AsyncClient, endpoint_url: str, words: str
+) -> None:
+    """Only scheme, host, port and a path prefix: anything else is 422 on endpoint_url."""
+    response = await client.post(
+        REGISTER, json=registration(endpoint_url=endpoint_url), headers=AUTH
+    )
+
+    assert response.status_code == 422
+    (item,) = response.json()["detail"]
+    assert item["loc"] == ["body", "endpoint_url"]
+    assert words in item["msg"]
+    assert len(api.registry) == 0
 
 
 async def test_token_is_checked_before_the_body_is_parsed(client: httpx.AsyncClient) -> None:
@@ -263,10 +385,10 @@ async def test_bad_registration_bodies_get_422_naming_the_field(
 
 async def test_heartbeat_cannot_claim_unavailable(api: Api, client: httpx.AsyncClient) -> None:
     """'unavailable' is the backend's verdict; a worker sending it gets 422."""
-    await client.post(REGISTER, json=registration(), headers=AUTH)
+    own = await register(client)
 
     response = await client.post(
-        "/api/v1/workers/training-a-5003/heartbeat", json={"status": "unavailable"}, headers=AUTH
+        "/api/v1/workers/training-a-5003/heartbeat", json={"status": "unavailable"}, headers=own
     )
 
     assert response.status_code == 422
@@ -342,12 +464,12 @@ async def test_a_heartbeat_makes_an_unavailable_worker_available(
     api: Api, client: httpx.AsyncClient
 ) -> None:
     """An unavailable worker that heartbeats again is listed with its reported status."""
-    await client.post(REGISTER, json=registration(), headers=AUTH)
+    own = await register(client)
     api.clock.advance(31)
     assert (await client.get("/api/v1/workers")).json()[0]["status"] == "unavailable"
 
     await client.post(
-        "/api/v1/workers/training-a-5003/heartbeat", json={"status": "idle"}, headers=AUTH
+        "/api/v1/workers/training-a-5003/heartbeat", json={"status": "idle"}, headers=own
     )
 
     assert (await client.get("/api/v1/workers")).json()[0]["status"] == "idle"

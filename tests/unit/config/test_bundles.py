@@ -9,6 +9,7 @@ from ktrdr.config import (
     AuthSettings,
     CheckpointSettings,
     DatabaseSettings,
+    DataSettings,
     EnvironmentSettings,
     LoggingSettings,
     OperationsSettings,
@@ -19,18 +20,21 @@ from ktrdr.config.bundles import component_of, settings_classes, settings_of
 
 
 def test_worker_component_classes() -> None:
-    """A worker loads environment, worker, checkpoint, logging and auth, and nothing else."""
+    """A worker loads environment, worker, checkpoint, data, logging and auth, nothing else."""
     assert dict(settings_classes("worker")) == {
         "environment": EnvironmentSettings,
         "worker": WorkerSettings,
         "checkpoint": CheckpointSettings,
+        "data": DataSettings,
         "logging": LoggingSettings,
         "auth": AuthSettings,
     }
 
 
 def test_backend_component_classes() -> None:
-    """The backend loads everything but checkpoints (the worker liveness comes with worker)."""
+    """The backend loads everything but checkpoints and data files (the worker liveness
+    comes with worker; csv_path is checked by its text, not against a directory).
+    """
     assert dict(settings_classes("backend")) == {
         "environment": EnvironmentSettings,
         "api": APISettings,
@@ -46,7 +50,8 @@ def test_backend_component_classes() -> None:
 def test_all_component_has_every_class() -> None:
     """'all' loads every settings class once."""
     assert set(settings_classes("all").values()) == set(settings_classes("backend").values()) | {
-        CheckpointSettings
+        CheckpointSettings,
+        DataSettings,
     }
 
 

@@ -13,7 +13,7 @@ def test_rows_cover_every_variable_of_the_component_in_order() -> None:
     names = [row.variable for row in rows]
     assert names[:3] == ["KTRDR_ENV", "KTRDR_ACKNOWLEDGE_INSECURE_DEFAULTS", "KTRDR_WORKER_TYPE"]
     assert names[-2:] == ["KTRDR_AUTH_WORKER_TOKEN", "KTRDR_AUTH_OPERATOR_TOKEN"]
-    assert len(names) == 24
+    assert len(names) == 26
     assert "KTRDR_DB_PASSWORD" not in names
 
 

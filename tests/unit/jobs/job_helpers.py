@@ -3,7 +3,8 @@
 The worker runtime runs a job in a job process and, on its side, prepares the request,
 stores each checkpoint the job sends and turns the end into the reported outcome
 (``ktrdr.workers.job_host.JobHost``). :func:`run` does the same in the test's own
-process, with a real ``JobHost`` and ``CheckpointStore`` under ``tmp_path``, so the
+process, with a real ``JobHost`` and ``CheckpointStore`` under ``tmp_path`` (which is
+also the data directory: a test's ``csv_path`` is a file name in it), so the
 tests of a job see the real files, a hand-moved clock, and a :class:`Harness` channel
 that records progress and answers stop polls.
 """
@@ -15,7 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ktrdr.config import CheckpointSettings, WorkerSettings
+from ktrdr.config import CheckpointSettings, DataSettings, WorkerSettings
 from ktrdr.job_messages import CheckpointData, JobOutcome, JobRequest, StopReason
 from ktrdr.jobs.step_loop import Job, run_steps
 from ktrdr.protocol import Progress, StartOperationRequest
@@ -122,6 +123,7 @@ def run(
         checkpoints=CheckpointStore(settings=settings),
         worker=WorkerSettings(),
         checkpoint_settings=settings,
+        data=DataSettings(dir=tmp_path),
     )
     start = StartOperationRequest(
         operation_id=operation_id,

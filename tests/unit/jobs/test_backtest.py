@@ -73,7 +73,7 @@ def test_known_prices_give_known_trades(tmp_path: Path) -> None:
     """A hand-made path: one buy at 12 on the upward cross, one sell at 13 on the way down."""
     closes = [10.0] * 90 + [12.0, 14.0, 16.0, 15.0, 13.0, 11.0] + [10.0] * 4
     path = write_csv(tmp_path / "bars.csv", closes)
-    parameters = {"bars": 100, "fast_window": 2, "slow_window": 4, "csv_path": str(path)}
+    parameters = {"bars": 100, "fast_window": 2, "slow_window": 4, "csv_path": path.name}
     free = run(JOB, tmp_path, OP, {**parameters, "commission": 0, "slippage": 0}).result
     assert free is not None
     assert free["trade_count"] == 1
@@ -296,12 +296,12 @@ def test_bad_parameters_fail_with_the_problem_named(
 
 
 def test_bad_csv_row_fails_naming_the_line(tmp_path: Path) -> None:
-    """A malformed CSV ends as FAILED naming the line and field."""
+    """A malformed CSV ends as FAILED naming the line and column, not the value."""
     path = tmp_path / "bars.csv"
     path.write_text("open,high,low,close,volume\n1,1,1,1,1\n1,1,1,x,1\n")
-    outcome = run(JOB, tmp_path, OP, {**PARAMS, "csv_path": str(path)})
+    outcome = run(JOB, tmp_path, OP, {**PARAMS, "csv_path": "bars.csv"})
     assert outcome.status is OperationStatus.FAILED
-    assert outcome.error == f"bars file {path}, line 3: close 'x' is not a number"
+    assert outcome.error == "bars file bars.csv, line 3, column 4 (close): not a number"
 
 
 def test_unwritable_checkpoint_fails_clearly(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import numpy.typing as npt
 import pytest
 from job_helpers import FakeClock, Harness, run, store
 
-from ktrdr.config import CheckpointSettings
+from ktrdr.config import CheckpointSettings, DataSettings
 from ktrdr.errors import JobFailed
 from ktrdr.job_messages import CheckpointData, JobRequest, StopReason
 from ktrdr.jobs.backtest import BacktestJob
@@ -282,7 +282,7 @@ class CountingJob:
     def checkpoint_every(self, settings: CheckpointSettings) -> int:
         return settings.epoch_interval
 
-    def prepare(self, parameters: Mapping[str, Any]) -> _CountingRun:
+    def prepare(self, parameters: Mapping[str, Any], data: DataSettings) -> _CountingRun:
         return _CountingRun(self.error)
 
 

@@ -264,14 +264,10 @@ def test_bad_parameters_fail_with_the_field_named(
 
 
 def test_missing_csv_fails_naming_the_file(tmp_path: Path) -> None:
-    """A csv_path that does not exist ends as FAILED naming the path."""
-    missing = tmp_path / "missing.csv"
-    outcome = run(JOB, tmp_path, OP, {**PARAMS, "csv_path": str(missing)})
+    """A csv_path that does not exist in the data directory ends as FAILED naming it."""
+    outcome = run(JOB, tmp_path, OP, {**PARAMS, "csv_path": "missing.csv"})
     assert outcome.status is OperationStatus.FAILED
-    assert outcome.error == (
-        f"bars file {missing} does not exist; expected a CSV file with a header row "
-        "with the columns open, high, low, close, volume"
-    )
+    assert outcome.error == "csv_path 'missing.csv' does not exist in KTRDR_DATA_DIR"
 
 
 def test_training_on_a_csv_file(tmp_path: Path) -> None:
@@ -285,7 +281,7 @@ def test_training_on_a_csv_file(tmp_path: Path) -> None:
         for i in range(300)
     ]
     path.write_text("\n".join(rows) + "\n")
-    from_csv = run(JOB, tmp_path, OP, {**PARAMS, "csv_path": str(path)})
+    from_csv = run(JOB, tmp_path, OP, {**PARAMS, "csv_path": path.name})
     generated = run(JOB, tmp_path, OP, PARAMS)
     assert from_csv.result is not None
     assert generated.result is not None

@@ -37,6 +37,21 @@ REGISTRATION = RegisterRequest(
     config_fingerprint="fp",
 )
 REPORT = OperationReport(worker_id="training-a-5003", status=OperationStatus.COMPLETED)
+CREDENTIAL = "per-worker-credential-0123456789abcdef"
+#: The backend's answer to REGISTRATION.
+REGISTERED = {
+    "worker_id": "training-a-5003",
+    "worker_type": "training",
+    "endpoint_url": "http://a:5003",
+    "status": "idle",
+    "current_operation_id": None,
+    "last_heartbeat_at": "2026-01-01T00:00:00Z",
+    "registered_at": "2026-01-01T00:00:00Z",
+    "capabilities": {},
+    "config_fingerprint": "fp",
+    "heartbeat_interval_s": 10.0,
+    "credential": CREDENTIAL,
+}
 
 
 class Recorder:
@@ -87,9 +102,23 @@ def _error(status: int, error: str, detail: object) -> httpx.Response:
     return httpx.Response(status, json={"error": error, "detail": detail})
 
 
+async def _registered(
+    *answers: httpx.Response | Exception, time: FakeTime | None = None
+) -> tuple[BackendClient, Recorder]:
+    """A client that has registered (its credential set); the recorder then gives ``answers``.
+
+    ``recorder.requests`` holds only the requests after the registration.
+    """
+    recorder = Recorder(httpx.Response(201, json=REGISTERED), *answers)
+    client = _client(recorder, time)
+    await client.register(REGISTRATION)
+    recorder.requests.clear()
+    return client, recorder
+
+
 async def test_register_posts_the_model_with_the_bearer_token() -> None:
     """register() POSTs the registration JSON to /api/v1/workers/register with the token."""
-    recorder = Recorder(httpx.Response(201, json={}))
+    recorder = Recorder(httpx.Response(201, json=REGISTERED))
 
     await _client(recorder).register(REGISTRATION)
 
@@ -159,10 +188,10 @@ async def test_a_5xx_keeps_its_status_and_the_body() -> None:
 
 async def test_heartbeat_404_means_the_worker_is_not_registered() -> None:
     """A 404 on heartbeat raises WorkerNotRegistered (the cue to register again)."""
-    recorder = Recorder(_error(404, "unknown_worker", "no worker with id"))
+    client, recorder = await _registered(_error(404, "unknown_worker", "no worker with id"))
 
     with pytest.raises(WorkerNotRegistered) as raised:
-        await _client(recorder).heartbeat("a/b c", HeartbeatRequest(status=WorkerStatus.IDLE))
+        await client.heartbeat("a/b c", HeartbeatRequest(status=WorkerStatus.IDLE))
 
     assert raised.value.status_code == 404
     assert str(raised.value) == "heartbeat: HTTP 404 unknown_worker: no worker with id"
@@ -172,10 +201,10 @@ async def test_heartbeat_404_means_the_worker_is_not_registered() -> None:
 
 async def test_heartbeat_success_sends_status_and_operation() -> None:
     """A heartbeat carries the status and current operation as JSON."""
-    recorder = Recorder(httpx.Response(200, json={}))
+    client, recorder = await _registered(httpx.Response(200, json={}))
     beat = HeartbeatRequest(status=WorkerStatus.BUSY, current_operation_id="op-1")
 
-    await _client(recorder).heartbeat("w", beat)
+    await client.heartbeat("w", beat)
 
     assert json.loads(recorder.requests[0].content) == {
         "status": "busy",
@@ -186,17 +215,19 @@ async def test_heartbeat_success_sends_status_and_operation() -> None:
 
 async def test_unregister_is_true_when_known_and_false_when_not() -> None:
     """DELETE 204 is True; 404 (already forgotten) is False, not an error."""
-    known = await _client(Recorder(httpx.Response(204))).unregister("w", timeout_s=0.5)
-    unknown = await _client(Recorder(_error(404, "unknown_worker", "x"))).unregister("w")
+    known_client, _ = await _registered(httpx.Response(204))
+    unknown_client, _ = await _registered(_error(404, "unknown_worker", "x"))
+    known = await known_client.unregister("w", timeout_s=0.5)
+    unknown = await unknown_client.unregister("w")
 
     assert (known, unknown) == (True, False)
 
 
 async def test_unregister_uses_the_given_timeout() -> None:
     """A shutdown passes its remaining budget as the request timeout."""
-    recorder = Recorder(httpx.Response(204))
+    client, recorder = await _registered(httpx.Response(204))
 
-    await _client(recorder).unregister("w", timeout_s=0.5)
+    await client.unregister("w", timeout_s=0.5)
 
     assert recorder.requests[0].method == "DELETE"
     assert recorder.requests[0].extensions["timeout"]["read"] == 0.5
@@ -204,12 +235,12 @@ async def test_unregister_uses_the_given_timeout() -> None:
 
 async def test_report_retries_while_the_backend_is_unavailable() -> None:
     """report_operation retries 5xx/connection errors with backoff, then succeeds."""
-    recorder = Recorder(
-        httpx.ConnectError("down"), httpx.Response(502), httpx.Response(200, json={})
-    )
     time = FakeTime()
+    client, recorder = await _registered(
+        httpx.ConnectError("down"), httpx.Response(502), httpx.Response(200, json={}), time=time
+    )
 
-    await _client(recorder, time).report_operation("op-1", REPORT)
+    await client.report_operation("op-1", REPORT)
 
     assert len(recorder.requests) == 3
     assert str(recorder.requests[0].url) == "http://backend:8000/api/v1/operations/op-1/report"
@@ -220,32 +251,95 @@ async def test_report_retries_while_the_backend_is_unavailable() -> None:
 
 async def test_report_does_not_retry_a_rejection() -> None:
     """A 4xx report (e.g. unknown operation) is raised at once, without retrying."""
-    recorder = Recorder(_error(404, "not_found", "no operation op-1"))
     time = FakeTime()
+    client, recorder = await _registered(_error(404, "not_found", "no operation op-1"), time=time)
 
     with pytest.raises(BackendRejected, match="no operation op-1"):
-        await _client(recorder, time).report_operation("op-1", REPORT)
+        await client.report_operation("op-1", REPORT)
 
     assert (len(recorder.requests), time.sleeps) == (1, [])
 
 
 async def test_report_gives_up_after_its_attempts() -> None:
     """After the last attempt the BackendUnavailable is raised."""
-    recorder = Recorder(httpx.ConnectError("down"))
+    client, recorder = await _registered(httpx.ConnectError("down"))
 
     with pytest.raises(BackendUnavailable):
-        await _client(recorder).report_operation("op-1", REPORT, attempts=4)
+        await client.report_operation("op-1", REPORT, attempts=4)
 
     assert len(recorder.requests) == 4
 
 
 async def test_report_stops_retrying_when_its_budget_runs_out() -> None:
     """With a 1 s budget (a shutdown), retries stop before the budget is exceeded."""
-    recorder = Recorder(httpx.ConnectError("down"))
     time = FakeTime()
+    client, recorder = await _registered(httpx.ConnectError("down"), time=time)
 
     with pytest.raises(BackendUnavailable):
-        await _client(recorder, time).report_operation("op-1", REPORT, budget_s=1.0)
+        await client.report_operation("op-1", REPORT, budget_s=1.0)
 
     assert sum(time.sleeps) < 1.0
     assert 1 < len(recorder.requests) < 8
+
+
+# --- the per-worker credential ---------------------------------------------------------
+
+
+async def test_heartbeats_reports_and_unregister_carry_the_credential_not_the_token() -> None:
+    """After registering, every worker call sends the registration's credential."""
+    client, recorder = await _registered(httpx.Response(200, json={}))
+
+    await client.heartbeat("w", HeartbeatRequest(status=WorkerStatus.IDLE))
+    await client.report_operation("op-1", REPORT)
+    await client.unregister("w")
+
+    sent = [r.headers["authorization"] for r in recorder.requests]
+    assert sent == [f"Bearer {CREDENTIAL}"] * 3
+    assert all(TOKEN not in header for header in sent)
+
+
+async def test_a_new_registration_replaces_the_credential() -> None:
+    """The latest registration's credential is the one sent from then on."""
+    recorder = Recorder(
+        httpx.Response(201, json=REGISTERED),
+        httpx.Response(200, json={**REGISTERED, "credential": "second-credential-0123456789"}),
+        httpx.Response(200, json={}),
+    )
+    client = _client(recorder)
+    await client.register(REGISTRATION)
+    await client.register(REGISTRATION)
+
+    await client.heartbeat("w", HeartbeatRequest(status=WorkerStatus.IDLE))
+
+    assert recorder.requests[-1].headers["authorization"] == "Bearer second-credential-0123456789"
+    assert client.registrations == 2
+
+
+async def test_a_registration_answer_without_a_credential_is_rejected() -> None:
+    """An answer that carries no credential (an older backend, a proxy page) is refused."""
+    with pytest.raises(BackendRejected, match="no usable credential"):
+        await _client(Recorder(httpx.Response(201, json={}))).register(REGISTRATION)
+
+
+async def test_a_refused_credential_means_register_again() -> None:
+    """401 on a heartbeat or a report is WorkerNotRegistered, so the worker registers again."""
+    client, _ = await _registered(_error(401, "unauthorized", "not the current credential"))
+
+    with pytest.raises(WorkerNotRegistered) as beat:
+        await client.heartbeat("w", HeartbeatRequest(status=WorkerStatus.IDLE))
+    with pytest.raises(WorkerNotRegistered) as report:
+        await client.report_operation("op-1", REPORT)
+
+    assert (beat.value.status_code, report.value.status_code) == (401, 401)
+    assert CREDENTIAL not in str(beat.value) + str(report.value)
+
+
+async def test_before_any_registration_nothing_is_sent_as_the_worker() -> None:
+    """Without a credential: unregister is False and a heartbeat raises, neither sends."""
+    recorder = Recorder(httpx.Response(200, json={}))
+    client = _client(recorder)
+
+    assert await client.unregister("w") is False
+    with pytest.raises(WorkerNotRegistered):
+        await client.heartbeat("w", HeartbeatRequest(status=WorkerStatus.IDLE))
+    assert recorder.requests == []

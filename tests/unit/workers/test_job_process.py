@@ -1,7 +1,9 @@
 """Job processes with ktrdr's real jobs: each operation in a child the worker can cap and kill.
 
 These start real processes (through the fork server) and inject real faults: a memory
-cap, a SIGKILL from outside, a disk that fills up, a data file that never answers.
+cap, a SIGKILL from outside, a disk that fills up, a data file that would never answer
+(a FIFO, refused before it can block). A job that ignores its stop request is killed
+after the grace: ``test_worker.py`` pins that with a scripted job.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import attrs
 import pytest
 from support.worker_fakes import SETTINGS, wait_for
 
-from ktrdr.config import ByteSize, CheckpointSettings, WorkerSettings
+from ktrdr.config import ByteSize, CheckpointSettings, DataSettings, WorkerSettings
 from ktrdr.job_messages import JOB_ENTRY, JobOutcome, StopReason
 from ktrdr.protocol import OperationStatus, OperationType, Progress, StartOperationRequest
 from ktrdr.workers.checkpoints import CheckpointStore
@@ -30,7 +32,10 @@ LONG_TRAINING = {"bars": 20000, "hidden_units": 64, "epochs": 10000}
 
 
 def launcher(
-    checkpoint_dir: Path, settings: WorkerSettings = SETTINGS, **checkpoint: Any
+    checkpoint_dir: Path,
+    settings: WorkerSettings = SETTINGS,
+    data: DataSettings | None = None,
+    **checkpoint: Any,
 ) -> JobLauncher:
     """A launcher of ktrdr's own jobs with checkpoints under ``checkpoint_dir``."""
     checkpoint_settings = CheckpointSettings(dir=checkpoint_dir, **checkpoint)
@@ -38,6 +43,7 @@ def launcher(
         checkpoints=CheckpointStore(settings=checkpoint_settings),
         worker=settings,
         checkpoint_settings=checkpoint_settings,
+        data=data,
     )
     return JobLauncher(entry=JOB_ENTRY, host=host)
 
@@ -126,27 +132,25 @@ async def test_a_checkpoint_the_disk_refuses_fails_the_operation_naming_the_file
         os.kill(job.pid, 0)  # the job process is gone, not left computing
 
 
-async def test_a_job_blocked_on_a_fifo_is_killed_after_the_stop_grace(tmp_path: Path) -> None:
-    """A data file that never answers (a FIFO): cancel, then killed after the grace."""
-    fifo = tmp_path / "bars.csv"
-    os.mkfifo(fifo)
-    settings = attrs.evolve(SETTINGS, stop_grace=SETTINGS.stop_grace / 20)  # 0.5 s
+async def test_a_fifo_in_the_data_directory_fails_at_once_instead_of_blocking(
+    tmp_path: Path,
+) -> None:
+    """A FIFO no one writes to would block a reader forever: refused, the job ends at once."""
+    os.mkfifo(tmp_path / "bars.csv")
+    data = DataSettings(dir=tmp_path)
     job = start(
-        launcher(tmp_path / "checkpoints", settings),
+        launcher(tmp_path / "checkpoints", data=data),
         OperationType.BACKTEST,
         [],
-        csv_path=str(fifo),
+        csv_path="bars.csv",
     )
-    await wait_for(lambda: job.pid is not None)
 
-    job.request_stop(StopReason.CANCELLED)
     outcome = await finished(job)
 
-    assert outcome.status is OperationStatus.CANCELLED
+    assert outcome.status is OperationStatus.FAILED
     assert outcome.error == (
-        "the job did not stop within KTRDR_WORKER_STOP_GRACE=0.5s and was killed (cancelled)"
+        "csv_path 'bars.csv' is not a regular file (directories, FIFOs and devices are refused)"
     )
-    assert outcome.checkpoint_saved is False
 
 
 async def test_a_stopped_training_saves_its_checkpoint_through_the_worker(

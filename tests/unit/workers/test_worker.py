@@ -131,13 +131,78 @@ async def test_a_heartbeat_404_re_registers_at_once() -> None:
     assert worker.registered is True
 
 
+async def test_a_replaced_credential_re_registers_at_once() -> None:
+    """A heartbeat refused with 401 (another registration took the credential) registers
+    again at once, and the next heartbeat carries the new credential.
+    """
+    backend = FakeBackend()
+    worker = make_worker(backend, fake_time=FakeTime())
+    await worker.register_until_success()
+    backend.replace_credential(worker.worker_id)
+    backend.calls.clear()
+
+    await worker.heartbeat_once()
+    await worker.heartbeat_once()
+
+    assert backend.paths() == [
+        "POST /api/v1/workers/training-test-5003/heartbeat",
+        "POST /api/v1/workers/register",
+        "POST /api/v1/workers/training-test-5003/heartbeat",
+    ]
+    assert backend.authorizations[-1] == f"Bearer {backend.credentials[worker.worker_id]}"
+    assert worker.registered is True
+
+
+async def test_the_shared_token_is_sent_only_to_register() -> None:
+    """Heartbeats, reports and unregister carry the worker's credential, never the token."""
+    backend = FakeBackend(token="t")
+    job = ScriptedJob()
+    worker = make_worker(backend, job=job, fake_time=FakeTime())
+    await worker.register_until_success()
+    await worker.heartbeat_once()
+    await worker.start_operation(start_request())
+    job.release.set()
+    await wait_for(lambda: backend.reports())
+    await worker.stop()
+
+    sent = dict(zip(backend.paths(), backend.authorizations, strict=True))
+    assert sent["POST /api/v1/workers/register"] == "Bearer t"
+    others = [auth for path, auth in sent.items() if not path.endswith("/register")]
+    assert len(others) == 3
+    assert all(auth != "Bearer t" and auth is not None for auth in others)
+
+
+async def test_a_report_refused_after_a_backend_restart_registers_and_reports_again() -> None:
+    """The backend restarted (no credentials): the report's 401 leads to a registration,
+    then the same report again, which goes through.
+    """
+    backend = FakeBackend()
+    job = ScriptedJob()
+    worker = make_worker(backend, job=job)
+    await worker.register_until_success()
+    await worker.start_operation(start_request())
+    await wait_for(job.started.is_set)
+    backend.known.clear()  # the backend restarted and forgot every worker
+    backend.calls.clear()
+
+    job.release.set()
+    await wait_for(lambda: len(backend.reports()) == 2)
+
+    assert backend.paths() == [
+        "POST /api/v1/operations/op-1/report",
+        "POST /api/v1/workers/register",
+        "POST /api/v1/operations/op-1/report",
+    ]
+    assert backend.reports()[0] == backend.reports()[1]
+    assert worker.registered is True
+
+
 async def test_a_failed_heartbeat_is_logged_and_survived(caplog: pytest.LogCaptureFixture) -> None:
     """A heartbeat that cannot reach the backend is a warning, not a crash."""
-
-    def down(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("refused")
-
-    worker = make_worker(down, fake_time=FakeTime())  # type: ignore[arg-type]
+    backend = FakeBackend()
+    worker = make_worker(backend, fake_time=FakeTime())
+    await worker.register_until_success()
+    backend.down = True
 
     await worker.heartbeat_once()
 
