@@ -1,9 +1,11 @@
 """A worker cannot be taken down by the jobs it runs (real backend and worker processes).
 
-Each operation runs in a job process of its own: a job that blocks on a FIFO is killed
-after ``KTRDR_WORKER_STOP_GRACE`` while ``/health`` keeps answering; a job over
-``KTRDR_WORKER_MAX_MEMORY`` fails naming the cap; a job killed from outside fails its
-operation; and the worker, still registered, runs the next operation each time.
+Each operation runs in a job process of its own: a FIFO as data file, which used to
+block a job for good, is refused at once while ``/health`` keeps answering (a job that
+ignores a stop is killed after ``KTRDR_WORKER_STOP_GRACE``: ``tests/unit/workers``
+pins that with scripted jobs in real processes); a job over ``KTRDR_WORKER_MAX_MEMORY``
+fails naming the cap; a job killed from outside fails its operation; and the worker,
+still registered, runs the next operation each time.
 """
 
 from __future__ import annotations
@@ -136,26 +138,23 @@ class HealthWatch:
                 self._stop.wait(0.1)
 
 
-def test_a_job_stuck_on_a_fifo_is_cancelled_and_the_worker_stays_responsive(
+def test_a_fifo_as_data_file_fails_at_once_and_the_worker_stays_responsive(
     group: ProcessGroup, tmp_path: Path
 ) -> None:
-    """Cancel a job that cannot finish an epoch: idle again after the grace; /health < 1 s."""
-    fifo = tmp_path / "never.csv"
-    os.mkfifo(fifo)
-    fleet = Fleet1(group, tmp_path, "training")
+    """A FIFO in KTRDR_DATA_DIR: the operation fails naming the rule, /health < 1 s."""
+    os.mkfifo(tmp_path / "never.csv")
+    fleet = Fleet1(group, tmp_path, "training", KTRDR_DATA_DIR=str(tmp_path))
 
     with HealthWatch(fleet.worker.url) as watch:
-        operation_id = fleet.create("training", csv_path=str(fifo))
-        wait_until(fleet.job_pid, message=fleet.worker.process.output)
-        cancel = fleet.http.post(f"{fleet.backend.url}{OPS}/{operation_id}/cancel")
-        cancelled = fleet.wait_for(operation_id, {"cancelled"}, timeout_s=STOP_GRACE_S + MARGIN_S)
+        operation_id = fleet.create("training", csv_path="never.csv")
+        failed = fleet.wait_for(operation_id, FINISHED, timeout_s=STOP_GRACE_S + MARGIN_S)
         wait_until(
             lambda: fleet.worker.health()["status"] == "idle",
             timeout_s=STOP_GRACE_S + MARGIN_S,
         )
 
-    assert cancel.status_code == 200, cancel.text
-    assert cancelled["status"] == "cancelled"
+    assert failed["status"] == "failed"
+    assert failed["error"].startswith("csv_path 'never.csv' is not a regular file")
     assert watch.misses == []
     assert watch.answers > 0
     fleet.assert_carries_on()

@@ -192,15 +192,17 @@ def test_a_training_operation_completes_with_metrics(ops: Ops) -> None:
 def test_a_backtest_completes_with_trading_metrics_and_bad_csvs_fail_clearly(
     ops: Ops, tmp_path: Path
 ) -> None:
-    """A backtest reports return, Sharpe, drawdown, win rate and trades; bad CSVs fail."""
+    """A backtest reports return, Sharpe, drawdown, win rate and trades; bad CSVs fail
+    naming the file in KTRDR_DATA_DIR and the line and column, never the content.
+    """
     ops.start_backend()
-    ops.start_worker("backtest")
+    ops.start_worker("backtest", KTRDR_DATA_DIR=str(tmp_path))
     bad_rows = tmp_path / "bad.csv"
     bad_rows.write_text("open,high,low,close,volume\n1,2,0.5,1.5,100\n1,2,0.5,abc,100\n")
 
     good = ops.create("backtest", bars=1000, seed=5)
-    missing = ops.create("backtest", csv_path=str(tmp_path / "nowhere.csv"))
-    garbled = ops.create("backtest", csv_path=str(bad_rows))
+    missing = ops.create("backtest", csv_path="nowhere.csv")
+    garbled = ops.create("backtest", csv_path="bad.csv")
     views = {name: ops.wait_for(op, FINISHED) for name, op in
              (("good", good), ("missing", missing), ("garbled", garbled))}  # fmt: skip
 
@@ -211,9 +213,9 @@ def test_a_backtest_completes_with_trading_metrics_and_bad_csvs_fail_clearly(
     assert 0.0 <= result["max_drawdown"] <= 1.0
     assert 0.0 <= result["win_rate"] <= 1.0
     assert views["missing"]["status"] == "failed"
-    assert "nowhere.csv does not exist" in views["missing"]["error"]
+    assert views["missing"]["error"] == "csv_path 'nowhere.csv' does not exist in KTRDR_DATA_DIR"
     assert views["garbled"]["status"] == "failed"
-    assert "line 3: close 'abc' is not a number" in views["garbled"]["error"]
+    assert views["garbled"]["error"] == "bars file bad.csv, line 3, column 4 (close): not a number"
 
 
 def test_a_sigkilled_worker_is_orphaned_then_resumed_elsewhere_to_the_same_result(
