@@ -65,7 +65,7 @@ TWENTY_SET = {
     "KTRDR_DB_ENGINE": "postgresql",
     "KTRDR_DB_PASSWORD": "bench-password",
     "KTRDR_LOG_FORMAT": "json",
-    "KTRDR_API_PORT": "8080",
+    "KTRDR_AUTH_OPERATOR_TOKEN": "bench-operator-token",
     "KTRDR_AUTH_WORKER_TOKEN": "bench-token",
 }
 
@@ -128,6 +128,8 @@ class PWorker(BaseSettings):
     heartbeat_interval: Duration = _f(_seconds(10), "KTRDR_WORKER_HEARTBEAT_INTERVAL")
     registration_timeout: Duration = _f(_seconds(10), "KTRDR_WORKER_REGISTRATION_TIMEOUT")
     shutdown_timeout: Duration = _f(_seconds(25), "KTRDR_WORKER_SHUTDOWN_TIMEOUT")
+    stop_grace: Duration = _f(_seconds(10), "KTRDR_WORKER_STOP_GRACE")
+    max_memory: int | None = _f(None, "KTRDR_WORKER_MAX_MEMORY", ge=1)
     stale_after: int = _f(3, "KTRDR_WORKER_STALE_AFTER", ge=1, le=1000)
     removal_threshold: Duration = _f(_seconds(300), "KTRDR_WORKER_REMOVAL_THRESHOLD")
 
@@ -139,6 +141,12 @@ class PCheckpoint(BaseSettings):
     bar_interval: int = _f(10000, "KTRDR_CHECKPOINT_BAR_INTERVAL", ge=1)
     dir: Path = _f(Path("data/checkpoints"), "KTRDR_CHECKPOINT_DIR")
     max_age_days: int = _f(30, "KTRDR_CHECKPOINT_MAX_AGE_DAYS", ge=1, le=36500)
+
+
+class PData(BaseSettings):
+    model_config = _CONFIG
+    dir: Path = _f(Path("data"), "KTRDR_DATA_DIR")
+    max_file_size: int = _f(1024**3, "KTRDR_DATA_MAX_FILE_SIZE", ge=1)
 
 
 class POrphan(BaseSettings):
@@ -177,17 +185,22 @@ class PAPI(BaseSettings):
     model_config = _CONFIG
     host: str = _f("127.0.0.1", "KTRDR_API_HOST", min_length=1)
     port: int = _f(8000, "KTRDR_API_PORT", ge=1, le=65535)
+    docs: bool | None = _f(None, "KTRDR_API_DOCS")
 
 
 class PAuth(BaseSettings):
     model_config = _CONFIG
     worker_token: SecretStr = _f(SecretStr("local-dev-worker-token"), "KTRDR_AUTH_WORKER_TOKEN")
+    operator_token: SecretStr = _f(
+        SecretStr("local-dev-operator-token"), "KTRDR_AUTH_OPERATOR_TOKEN"
+    )
 
 
 _PYDANTIC_CLASSES = (
     PEnvironment,
     PWorker,
     PCheckpoint,
+    PData,
     POrphan,
     POperations,
     PDatabase,
