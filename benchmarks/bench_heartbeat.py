@@ -11,7 +11,9 @@ same uvicorn defaults: h11, asyncio loop, no access log). 1,000 workers are
 registered first (through the real API for the backend, pre-filled for the
 baseline). The load generator runs in this process: ``--connections`` keep-alive
 HTTP/1.1 connections, each sending ``POST /api/v1/workers/<id>/heartbeat`` back to
-back (ids round-robin over the 1,000, with the worker token), for a warm-up second
+back (ids round-robin over the 1,000, each with its own credential from its
+registration, as real workers send them; the baseline gets the same header and does
+not check it), for a warm-up second
 and then ``--seconds`` measured seconds, after which it stops by itself. Baseline
 and backend rounds alternate (``--rounds``) so machine noise hits both; requests/s is
 the median round, latency percentiles are over every measured request, from write to
@@ -86,14 +88,16 @@ def answers(port: int, path: str) -> Callable[[], bool]:
     return probe
 
 
-def register_all(port: int) -> None:
+def register_all(port: int) -> dict[str, str]:
+    """Register the 1,000 workers; each one's credential by worker id."""
+    credentials: dict[str, str] = {}
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     for i in range(WORKERS):
         body = json.dumps(
             {
                 "worker_id": f"bench-{i:04d}",
                 "worker_type": "training" if i % 2 else "backtest",
-                "endpoint_url": f"http://10.0.{i // 250}.{i % 250}:5003",
+                "endpoint_url": f"http://127.0.0.1:{20000 + i}",  # never called: no operations
                 "heartbeat_interval_s": 10,
                 "config_fingerprint": "0123456789abcdef",
             }
@@ -105,18 +109,20 @@ def register_all(port: int) -> None:
             headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
         )
         response = conn.getresponse()
-        response.read()
+        answer = response.read()
         if response.status not in (200, 201):
             raise SystemExit(f"registration failed: {response.status}")
+        credentials[f"bench-{i:04d}"] = json.loads(answer)["credential"]
     conn.close()
+    return credentials
 
 
-def heartbeat_request(worker_id: str, port: int) -> bytes:
+def heartbeat_request(worker_id: str, port: int, credential: str) -> bytes:
     body = json.dumps({"status": "busy", "current_operation_id": "op-1"}).encode()
     head = (
         f"POST /api/v1/workers/{worker_id}/heartbeat HTTP/1.1\r\n"
         f"Host: 127.0.0.1:{port}\r\n"
-        f"Authorization: Bearer {TOKEN}\r\n"
+        f"Authorization: Bearer {credential}\r\n"
         "Content-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     )
@@ -138,9 +144,14 @@ async def read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def load(port: int, connections: int, seconds: float) -> tuple[int, list[float], int]:
+async def load(
+    port: int, connections: int, seconds: float, credentials: dict[str, str]
+) -> tuple[int, list[float], int]:
     """Drive heartbeats; returns (measured requests, latencies s, errors)."""
-    requests = [heartbeat_request(f"bench-{i:04d}", port) for i in range(WORKERS)]
+    requests = [
+        heartbeat_request(worker_id, port, credentials[worker_id])
+        for worker_id in (f"bench-{i:04d}" for i in range(WORKERS))
+    ]
     latencies: list[float] = []
     errors = 0
     start = time.perf_counter()
@@ -206,11 +217,12 @@ def main() -> None:
             wait_until(bare_ready, "the baseline server", timeout_s=60, poll_s=0.02, process=bare)
             backend_ready = answers(backend_port, "/health")
             wait_until(backend_ready, "the backend", timeout_s=60, poll_s=0.02, process=backend)
-            register_all(backend_port)
+            credentials = register_all(backend_port)
             bare_rounds, ours_rounds = [], []
             for _ in range(args.rounds):  # alternate, so both see the same machine load
-                bare_rounds.append(asyncio.run(load(bare_port, args.connections, args.seconds)))
-                ours_rounds.append(asyncio.run(load(backend_port, args.connections, args.seconds)))
+                for port, rounds in ((bare_port, bare_rounds), (backend_port, ours_rounds)):
+                    driven = load(port, args.connections, args.seconds, credentials)
+                    rounds.append(asyncio.run(driven))
         finally:
             stop(bare)
             stop(backend)

@@ -39,6 +39,14 @@ _HOW = (
 )
 
 
+def _authorization(request: Request) -> str | None:
+    """The ``Authorization`` header, read from the raw scope (heartbeats are the hot path)."""
+    for name, value in request.scope["headers"]:
+        if name == b"authorization":
+            return str(value.decode("latin-1"))
+    return None
+
+
 def _bearer(authorization: str | None) -> str | None:
     """The credential of ``Bearer <credential>``, or None."""
     if not authorization:
@@ -68,7 +76,7 @@ class WorkerCredentialAuth:
 
     def authenticate(self, request: Request) -> WorkerRecord:
         """The worker ``request`` acts for; raises 401 (or 404 for an unknown worker id)."""
-        credential = _bearer(request.headers.get("authorization"))
+        credential = _bearer(_authorization(request))
         if credential is None:
             raise _refused(f"missing bearer credential; {_HOW}")
         worker_id = request.path_params.get("worker_id")

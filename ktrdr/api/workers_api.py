@@ -20,11 +20,11 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import attrs
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from ktrdr.api.liveness import LivenessPolicy, sweep
 from ktrdr.api.registry import WorkerRecord, WorkerRegistry, drifting_workers
-from ktrdr.api.worker_auth import WorkerCredentialAuth
+from ktrdr.api.worker_auth import WorkerCredentialAuth, authenticated_worker
 from ktrdr.config import CheckpointSettings, WorkerSettings, env_name
 from ktrdr.protocol import (
     REGISTER_PATH,
@@ -135,7 +135,7 @@ def workers_routers(
         responses={**_CREDENTIAL_ERRORS, **_UNKNOWN},
         summary="Record a heartbeat: status, current operation and its progress",
     )
-    async def heartbeat(worker_id: str, body: HeartbeatRequest) -> Response:
+    async def heartbeat(worker_id: str, body: HeartbeatRequest, request: Request) -> Response:
         if body.status is WorkerStatus.UNAVAILABLE:
             detail = [
                 {
@@ -147,7 +147,7 @@ def workers_routers(
             raise ApiError(422, "invalid_request", detail)
         if body.progress is not None:
             _check_depth(body.progress.details, "progress.details")
-        previous = registry.get(worker_id)  # UnknownWorker: 404, the worker registers again
+        previous = authenticated_worker(request)  # its credential was checked: it is registered
         record = registry.heartbeat(worker_id, body, now=clock())
         await events.heartbeat(previous, record, body)
         return _json(record.view())

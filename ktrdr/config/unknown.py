@@ -79,7 +79,7 @@ OTHER_COMPONENTS: tuple[OtherComponent, ...] = (
             "KTRDR_DATA_STRATEGIES_DIR",
             "KTRDR_DATA_SHARED_MOUNT_PATH",
         ),
-        prefixes=("KTRDR_DATA_",),
+        # No KTRDR_DATA_ prefix: it is DataSettings' too, whose typos must be reported.
     ),
     OtherComponent(
         "API authentication (JWT)",

@@ -105,3 +105,10 @@ def test_near_misses_are_typos_and_transpositions_only(
 ) -> None:
     """One edit (two in long names); a two-letter concern must match exactly."""
     assert near_miss(typed, known) is expected
+
+
+def test_a_typo_of_a_data_setting_is_reported_not_taken_for_another_component() -> None:
+    """KTRDR_DATA_DIRR is unknown with a suggestion; the old data paths stay another's."""
+    assert unknown_variables(["KTRDR_DATA_DIRR", "KTRDR_DATA_MODELS_DIR"]) == ["KTRDR_DATA_DIRR"]
+    assert suggest("KTRDR_DATA_DIRR") == ["KTRDR_DATA_DIR"]
+    assert other_component("KTRDR_DATA_DIRR") is None
