@@ -30,6 +30,7 @@ import httpx
 from ktrdr.config import (
     DEFAULT_ENV_FILE,
     CheckpointSettings,
+    DataSettings,
     WorkerConfig,
     WorkerSettings,
     WorkerType,
@@ -93,6 +94,22 @@ async def purge_checkpoints_forever(
     while True:
         await sleep(interval.total_seconds())
         await asyncio.to_thread(purge_checkpoints, checkpoints, clock())
+
+
+def warn_about_data_dir(config: WorkerConfig) -> bool:
+    """Log a warning when ``KTRDR_DATA_DIR`` is not a directory; True when it is.
+
+    Not an error: operations without a ``csv_path`` need no data directory, and one
+    with it fails naming the variable. The warning says so before the first one does.
+    """
+    if config.data.dir.is_dir():
+        return True
+    logger.warning(
+        "%s=%s is not a directory: operations with a csv_path will fail until it exists",
+        env_name(attrs.fields(DataSettings).dir),
+        config.data.dir,
+    )
+    return False
 
 
 def job_launcher(
@@ -172,6 +189,7 @@ def run_worker(
             settings.backend_url,
             config.data.dir,
         )
+        warn_about_data_dir(config)
         checkpoints = CheckpointStore(settings=config.checkpoint)
         try:
             ensure_bindable(
@@ -195,4 +213,5 @@ __all__ = [
     "run_worker",
     "serve_worker",
     "utc_now",
+    "warn_about_data_dir",
 ]

@@ -192,9 +192,7 @@ def test_a_training_operation_completes_with_metrics(ops: Ops) -> None:
 def test_a_backtest_completes_with_trading_metrics_and_bad_csvs_fail_clearly(
     ops: Ops, tmp_path: Path
 ) -> None:
-    """A backtest reports return, Sharpe, drawdown, win rate and trades; bad CSVs fail
-    naming the file in KTRDR_DATA_DIR and the line and column, never the content.
-    """
+    """A backtest reports its metrics; bad CSVs fail naming file, line and column only."""
     ops.start_backend()
     ops.start_worker("backtest", KTRDR_DATA_DIR=str(tmp_path))
     bad_rows = tmp_path / "bad.csv"

@@ -158,9 +158,7 @@ def wait_status(http: httpx.Client, backend: Server, operation_id: str, statuses
 def test_a_shared_token_holder_cannot_forge_another_workers_report_heartbeat_or_unregister(
     group: ProcessGroup, tmp_path: Path, http: httpx.Client
 ) -> None:
-    """With only the shared worker token: completed report, heartbeat, unregister of a real
-    worker's running operation are 401; the operation keeps running, the worker stays.
-    """
+    """Shared token only: forged report, heartbeat and unregister are 401; nothing changes."""
     fleet = Fleet(group, tmp_path)
     backend = fleet.start_backend()
     worker = fleet.start_worker("training", backend_port=backend.port)
@@ -195,9 +193,7 @@ def test_a_shared_token_holder_cannot_forge_another_workers_report_heartbeat_or_
 def test_worker_routes_against_every_credential(
     group: ProcessGroup, tmp_path: Path, http: httpx.Client, target: Target
 ) -> None:
-    """Route x credential: only a worker's current credential acts for it; every refusal
-    is a JSON 401 (409 for an operation it does not hold) and changes nothing.
-    """
+    """Only a worker's current credential acts for it: else 401 (409 if not its operation)."""
     backend = Fleet(group, tmp_path).start_backend()
     # Each registers twice: the first credential is replaced by the second.
     stale = {w: register(http, backend, w, f"{target.url}/{w}") for w in ("w-a", "w-b")}
@@ -280,9 +276,7 @@ def test_worker_routes_against_every_credential(
 def test_an_endpoint_pointing_at_an_internal_service_is_never_called(
     group: ProcessGroup, tmp_path: Path, http: httpx.Client, target: Target
 ) -> None:
-    """``endpoint_url=http://127.0.0.1:<port>/internal/admin?x=`` is a 422 naming the field;
-    a path-prefix endpoint answering HTML or a redirect leaves only the status behind.
-    """
+    """An endpoint with a query string is 422; HTML or redirect answers leave only a status."""
     backend = Fleet(group, tmp_path).start_backend()
     smuggled = http.post(
         backend.url + REGISTER,
@@ -325,9 +319,7 @@ def _rss_kib(pid: int) -> int:
 def test_hostile_csv_paths_are_refused_or_fail_and_the_worker_stays_idle_and_small(
     group: ProcessGroup, tmp_path: Path, http: httpx.Client
 ) -> None:
-    """Absolute, '..' and NUL: 422 at creation. Link out, directory, FIFO, /dev/zero and an
-    oversized sparse file: failed naming the rule. Worker memory flat, idle afterwards.
-    """
+    """Hostile csv_path values: 422 or failed naming the rule; worker idle, memory flat."""
     data = tmp_path / "data"
     data.mkdir()
     outside = tmp_path / "shadow"

@@ -184,9 +184,7 @@ async def test_delete_unregisters_and_then_404s(api: Api, client: httpx.AsyncCli
 async def test_writes_without_the_right_token_get_401_and_change_nothing(
     api: Api, client: httpx.AsyncClient, headers: dict[str, str]
 ) -> None:
-    """Register, heartbeat and delete all refuse a missing or wrong token with 401
-    (the shared token, "longer" or not, is not a credential for heartbeat and delete).
-    """
+    """Register, heartbeat and delete refuse a missing or wrong token (or credential): 401."""
     await register(client, "kept")
     before = api.snapshot()
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from ktrdr.config import CheckpointSettings, WorkerType, validate_all
-from ktrdr.job_messages import JOB_ENTRY, StopReason
+from ktrdr.job_messages import JOB_ENTRY, JobRequest, StopReason
+from ktrdr.protocol import OperationType, StartOperationRequest
 from ktrdr.workers.checkpoints import CheckpointStore
 from ktrdr.workers.entrypoint import (
     CHECKPOINT_PURGE_INTERVAL,
@@ -20,6 +21,7 @@ from ktrdr.workers.entrypoint import (
     prepare_checkpoints,
     purge_checkpoints_forever,
     run_worker,
+    warn_about_data_dir,
 )
 
 NOW = datetime.datetime(2026, 4, 1, tzinfo=datetime.timezone.utc)
@@ -74,6 +76,40 @@ def test_the_launcher_runs_ktrdrs_jobs_with_the_worker_settings(
     assert launcher.host.checkpoints is checkpoints
     assert launcher.host.grace_s(StopReason.CANCELLED) == 3.0
     assert launcher.host.grace_s(StopReason.SHUTDOWN) == 3.0  # below half the 25 s timeout
+
+
+def test_the_launcher_gives_jobs_the_data_settings(tmp_path: Path) -> None:
+    """KTRDR_DATA_DIR and KTRDR_DATA_MAX_FILE_SIZE reach every job's request."""
+    environ = {"KTRDR_DATA_DIR": str(tmp_path), "KTRDR_DATA_MAX_FILE_SIZE": "5M"}
+    config = validate_all("worker", environ, env_file=None, worker_type=WorkerType.BACKTEST)
+    launcher = job_launcher(config, CheckpointStore(settings=config.checkpoint))
+
+    request = launcher.host.prepare(
+        StartOperationRequest(operation_id="op-1", operation_type=OperationType.BACKTEST)
+    )
+
+    assert isinstance(request, JobRequest)
+    assert (request.data.dir, request.data.max_file_size) == (tmp_path, 5 * 1024**2)
+
+
+def test_a_missing_data_directory_is_a_warning_naming_the_variable(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """KTRDR_DATA_DIR that does not exist: a startup warning, not an exit."""
+    environ = {"KTRDR_DATA_DIR": str(tmp_path / "nowhere")}
+    missing = validate_all("worker", environ, env_file=None, worker_type=WorkerType.TRAINING)
+    present = validate_all(
+        "worker", {"KTRDR_DATA_DIR": str(tmp_path)}, env_file=None, worker_type=WorkerType.TRAINING
+    )
+
+    with caplog.at_level(logging.WARNING, logger="ktrdr.workers"):
+        assert warn_about_data_dir(missing) is False
+        assert warn_about_data_dir(present) is True
+
+    assert [r.getMessage() for r in caplog.records] == [
+        f"KTRDR_DATA_DIR={tmp_path / 'nowhere'} is not a directory: "
+        "operations with a csv_path will fail until it exists"
+    ]
 
 
 @pytest.fixture

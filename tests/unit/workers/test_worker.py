@@ -132,9 +132,7 @@ async def test_a_heartbeat_404_re_registers_at_once() -> None:
 
 
 async def test_a_replaced_credential_re_registers_at_once() -> None:
-    """A heartbeat refused with 401 (another registration took the credential) registers
-    again at once, and the next heartbeat carries the new credential.
-    """
+    """A heartbeat refused with 401 registers again at once; the next carries the new one."""
     backend = FakeBackend()
     worker = make_worker(backend, fake_time=FakeTime())
     await worker.register_until_success()
@@ -173,9 +171,7 @@ async def test_the_shared_token_is_sent_only_to_register() -> None:
 
 
 async def test_a_report_refused_after_a_backend_restart_registers_and_reports_again() -> None:
-    """The backend restarted (no credentials): the report's 401 leads to a registration,
-    then the same report again, which goes through.
-    """
+    """After a backend restart the report's 401 leads to a registration and the same report."""
     backend = FakeBackend()
     job = ScriptedJob()
     worker = make_worker(backend, job=job)
