@@ -21,7 +21,13 @@ from support.worker_fakes import (
 )
 
 from ktrdr.config import CheckpointSettings
-from ktrdr.errors import UnknownOperation, WorkerBusy, WorkerStopping, WrongOperationType
+from ktrdr.errors import (
+    ConfigurationError,
+    UnknownOperation,
+    WorkerBusy,
+    WorkerStopping,
+    WrongOperationType,
+)
 from ktrdr.job_messages import JobOutcome
 from ktrdr.protocol import (
     OperationStatus,
@@ -72,6 +78,23 @@ def test_health_reports_id_type_status_and_operation() -> None:
 
 
 # -- registration and heartbeats -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("public_url", "words"),
+    [("http://a:5003/?x=1", "no query string"), ("http://u:p@a:5003", "no user-info")],
+)
+def test_a_public_url_that_is_not_a_base_url_stops_the_worker_at_startup(
+    public_url: str, words: str
+) -> None:
+    """A public URL the backend would refuse is a ConfigurationError naming the variable."""
+    settings = attrs.evolve(SETTINGS, public_url=public_url)
+
+    with pytest.raises(ConfigurationError) as raised:
+        make_worker(FakeBackend(), settings=settings)
+
+    assert f"KTRDR_WORKER_PUBLIC_URL='{public_url}'" in str(raised.value)
+    assert words in str(raised.value)
 
 
 async def test_registration_retries_with_capped_exponential_backoff() -> None:
