@@ -188,9 +188,7 @@ def workers_routers(
                 env_name(attrs.fields(WorkerSettings).heartbeat_interval),
             )
         view = record.view(drift=drift)
-        answer = RegisterResponse.model_construct(
-            **dict(view), credential=registration.credential
-        )
+        answer = RegisterResponse.model_construct(**dict(view), credential=registration.credential)
         return _json(answer, 201 if created else 200)
 
     @own.delete(
