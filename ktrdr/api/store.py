@@ -16,6 +16,8 @@ import builtins
 import datetime
 import json
 import logging
+import sqlite3
+import time
 import uuid
 from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
@@ -60,6 +62,9 @@ logger = logging.getLogger(__name__)
 UTC = datetime.timezone.utc
 TABLE_NAME = "operations"
 MAX_PAGE = 1000
+#: How long a new SQLite connection retries switching a locked fresh file to WAL.
+_WAL_SWITCH_TIMEOUT_S = 30.0
+_WAL_SWITCH_RETRY_S = 0.02
 #: Key of the PostgreSQL advisory lock that serialises creations (the live-count bound).
 _CREATE_LOCK_KEY = 0x6B74_7264_7200  # "ktrdr"
 
@@ -226,10 +231,25 @@ def _ensure_sqlite_directory(database: str | None) -> None:
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
-    """WAL lets readers proceed while one writer commits (the backend is threaded)."""
+    """WAL lets readers proceed while one writer commits (the backend is threaded).
+
+    Switching a file to WAL needs it to itself and SQLite does not wait for that (no
+    busy handler), so a connection opening a fresh file while another process creates
+    the schema retries until the file is in WAL mode (switched by either of them).
+    """
     cursor = dbapi_connection.cursor()
     try:
-        cursor.execute("PRAGMA journal_mode=WAL")
+        deadline = time.monotonic() + _WAL_SWITCH_TIMEOUT_S
+        while True:
+            try:
+                (mode,) = cursor.execute("PRAGMA journal_mode").fetchone()
+                if mode != "wal":
+                    cursor.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(_WAL_SWITCH_RETRY_S)
         cursor.execute("PRAGMA synchronous=NORMAL")
     finally:
         cursor.close()
