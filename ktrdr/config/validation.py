@@ -292,23 +292,21 @@ def _cross_field_problems(
                     f"expected more than twice {HEARTBEAT} ({format_value(heartbeat)}), {why}",
                 )
             problems.append(problem)
-    if worker is not None and worker.stop_grace >= worker.shutdown_timeout:
+    # Only a grace the operator chose is held to the rule: by default a SIGTERM's
+    # grace is capped at half the shutdown timeout (see ktrdr.workers.job_host).
+    if (
+        worker is not None
+        and _is_set(sources, STOP_GRACE)
+        and worker.stop_grace >= worker.shutdown_timeout
+    ):
         why = "a job that ignores SIGTERM must be killed before the worker gives up on it"
-        if _is_set(sources, SHUTDOWN_TIMEOUT) and not _is_set(sources, STOP_GRACE):
-            problem = _rule_problem(
-                sources,
-                SHUTDOWN_TIMEOUT,
-                format_value(worker.shutdown_timeout),
-                f"expected more than {STOP_GRACE} ({format_value(worker.stop_grace)}): {why}",
-            )
-        else:
-            problem = _rule_problem(
-                sources,
-                STOP_GRACE,
-                format_value(worker.stop_grace),
-                f"expected less than {SHUTDOWN_TIMEOUT} "
-                f"({format_value(worker.shutdown_timeout)}): {why}",
-            )
+        problem = _rule_problem(
+            sources,
+            STOP_GRACE,
+            format_value(worker.stop_grace),
+            f"expected less than {SHUTDOWN_TIMEOUT} "
+            f"({format_value(worker.shutdown_timeout)}): {why}",
+        )
         problems.append(problem)
     if worker is not None and "api" in loaded:  # the backend applies the liveness rules
         unavailable_after = worker.stale_after * worker.heartbeat_interval

@@ -272,3 +272,20 @@ def test_old_backend_addresses_lose_their_api_root(name: str, suffix: str) -> No
     (use,) = config.report.deprecations
     assert (use.old, use.new) == (name, "KTRDR_WORKER_BACKEND_URL")
     assert use.read_as == ("http://backend:8000" if suffix else None)
+
+
+def test_a_chosen_stop_grace_must_be_shorter_than_the_shutdown_timeout() -> None:
+    """A stop grace set at or above the shutdown timeout is refused, naming both variables."""
+    environ = {"KTRDR_WORKER_STOP_GRACE": "30s", "KTRDR_WORKER_SHUTDOWN_TIMEOUT": "30s"}
+    assert problems_of("worker", environ) == [
+        "KTRDR_WORKER_STOP_GRACE='30s': expected less than KTRDR_WORKER_SHUTDOWN_TIMEOUT "
+        "(30s): a job that ignores SIGTERM must be killed before the worker gives up on it"
+    ]
+    ok = load("worker", {**environ, "KTRDR_WORKER_STOP_GRACE": "29s"})
+    assert ok.worker.stop_grace == datetime.timedelta(seconds=29)
+
+
+def test_the_default_stop_grace_fits_a_short_shutdown_timeout() -> None:
+    """Only a chosen grace is held to the rule: a short shutdown timeout alone is accepted."""
+    config = load("worker", {"KTRDR_WORKER_SHUTDOWN_TIMEOUT": "5s"})
+    assert config.worker.shutdown_timeout == datetime.timedelta(seconds=5)
