@@ -1,9 +1,8 @@
 """A worker cannot be taken down by the jobs it runs (real backend and worker processes).
 
 Each operation runs in a job process of its own: a FIFO as data file, which used to
-block a job for good, is refused at once while ``/health`` keeps answering (a job that
-ignores a stop is killed after ``KTRDR_WORKER_STOP_GRACE``: ``tests/unit/workers``
-pins that with scripted jobs in real processes); a job over ``KTRDR_WORKER_MAX_MEMORY``
+block a job for good, is refused at once while ``/health`` keeps answering; a training
+frozen mid-epoch is killed ``KTRDR_WORKER_STOP_GRACE`` after its cancel; a job over ``KTRDR_WORKER_MAX_MEMORY``
 fails naming the cap; a job killed from outside fails its operation; and the worker,
 still registered, runs the next operation each time.
 """
@@ -155,6 +154,33 @@ def test_a_fifo_as_data_file_fails_at_once_and_the_worker_stays_responsive(
 
     assert failed["status"] == "failed"
     assert failed["error"].startswith("csv_path 'never.csv' is not a regular file")
+    assert watch.misses == []
+    assert watch.answers > 0
+    fleet.assert_carries_on()
+
+
+def test_a_job_stuck_in_an_epoch_is_cancelled_within_the_grace_and_health_answers(
+    group: ProcessGroup, tmp_path: Path
+) -> None:
+    """A job frozen mid-epoch (SIGSTOP): cancel kills it after the grace; /health < 1 s."""
+    fleet = Fleet1(group, tmp_path, "training")
+    operation_id = fleet.create("training", bars=20_000, epochs=10_000)
+    fleet.wait_for(operation_id, {"running"})
+    pid = wait_until(fleet.job_pid, message=fleet.worker.process.output)
+    os.kill(pid, signal.SIGSTOP)  # it can no longer finish an epoch, however long we wait
+
+    with HealthWatch(fleet.worker.url) as watch:
+        response = fleet.http.post(f"{fleet.backend.url}{OPS}/{operation_id}/cancel")
+        assert response.status_code == 200, response.text
+        wait_until(
+            lambda: fleet.worker.health()["status"] == "idle",
+            timeout_s=STOP_GRACE_S + MARGIN_S,
+            message=fleet.worker.process.output,
+        )
+    cancelled = fleet.wait_for(operation_id, FINISHED)
+
+    assert cancelled["status"] == "cancelled", cancelled
+    wait_until(lambda: not Path(f"/proc/{pid}").exists(), message="the frozen job still runs")
     assert watch.misses == []
     assert watch.answers > 0
     fleet.assert_carries_on()
