@@ -13,6 +13,7 @@ from ktrdr.api.registry import UnknownWorker, WorkerRecord, WorkerRegistry, drif
 from ktrdr.api.reports import OperationReports
 from ktrdr.api.retention import RetentionCleaner
 from ktrdr.api.store import OperationStore, StoreError
+from ktrdr.api.store_health import StoreHealth
 
 __all__ = [
     "Dispatcher",
@@ -24,6 +25,7 @@ __all__ = [
     "OrphanDetector",
     "RetentionCleaner",
     "StoreError",
+    "StoreHealth",
     "TooManyOperations",
     "UnknownWorker",
     "WorkerRecord",

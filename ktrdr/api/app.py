@@ -24,6 +24,7 @@ from typing import Any
 
 import attrs
 from fastapi import APIRouter, FastAPI
+from fastapi.responses import JSONResponse
 from starlette.routing import Route
 
 import ktrdr
@@ -36,6 +37,11 @@ from ktrdr.api.periodic import run_until_stopped
 from ktrdr.api.registry import WorkerRegistry
 from ktrdr.api.reports import OperationReports
 from ktrdr.api.retention import RetentionCleaner
+from ktrdr.api.store_health import (
+    StoreHealth,
+    install_store_error_handlers,
+    store_unavailable_response,
+)
 from ktrdr.api.worker_auth import WorkerCredentialAuth
 from ktrdr.api.workers_api import workers_routers
 from ktrdr.config import AuthSettings, BackendConfig, Environment, env_name
@@ -110,11 +116,14 @@ def create_app(
     reports: OperationReports,
     orphan_detector: OrphanDetector,
     retention: RetentionCleaner,
+    store_health: StoreHealth,
 ) -> FastAPI:
     """Build the backend app; ``clock`` returns aware UTC datetimes.
 
     The app's lifespan owns the background loops and closes ``dispatcher`` (and its
-    HTTP client) on shutdown; the caller owns the store behind ``service``.
+    HTTP client) on shutdown; the caller owns the store behind ``service`` and
+    ``store_health``, which watches it: while it is unreachable, requests that need it
+    answer 503 ``store_unavailable`` and ``GET /health`` answers 503.
     """
     policy = LivenessPolicy.from_settings(config.worker)
     auth = BearerAuth(config.auth.worker_token)
@@ -136,7 +145,8 @@ def create_app(
             ),
             "dispatch": dispatcher.run_forever(stop),
             "heartbeats": reports.run_forever(stop),
-            "orphans": orphan_detector.run_forever(stop),
+            # Heartbeat stamps still in memory are written before orphans are judged.
+            "orphans": orphan_detector.run_forever(stop, prepare=reports.flush),
             "retention": retention.run_forever(stop),
         }
         tasks = [asyncio.create_task(loop, name=f"ktrdr-{name}") for name, loop in loops.items()]
@@ -159,6 +169,7 @@ def create_app(
     )
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=MAX_BODY_BYTES)
     install_error_handlers(app)
+    install_store_error_handlers(app, store_health)
 
     # Flat, heartbeat first: FastAPI matches included routers level by level.
     *worker_routers, worker_reads = workers_routers(
@@ -178,9 +189,19 @@ def create_app(
     for router in (worker_reads, operations_routes):
         app.include_router(router, responses={401: refused})
 
-    @app.get("/health", tags=["health"], summary="Liveness of the backend itself")
-    async def health() -> dict[str, object]:
-        return {"status": "ok", "version": ktrdr.__version__, "workers": len(registry)}
+    @app.get(
+        "/health",
+        tags=["health"],
+        summary="Liveness of the backend and its operations store",
+        responses={503: {"model": ErrorBody, "description": "the operations store is unavailable"}},
+    )
+    async def health() -> JSONResponse:
+        body: dict[str, object] = {"version": ktrdr.__version__, "workers": len(registry)}
+        if await store_health.check():
+            return JSONResponse({"status": "ok", **body, "store": "ok"})
+        return store_unavailable_response(
+            store_health.retry_after, status="unavailable", **body, store="unavailable"
+        )
 
     require_operator_token(app, operator_auth, worker_routers=(*worker_routers, report_routes))
     return app

@@ -28,6 +28,7 @@ from ktrdr.api.registry import WorkerRegistry
 from ktrdr.api.reports import OperationReports
 from ktrdr.api.retention import RetentionCleaner
 from ktrdr.api.store import OperationStore, StoreError
+from ktrdr.api.store_health import StoreHealth
 from ktrdr.config import (
     DEFAULT_ENV_FILE,
     APISettings,
@@ -68,9 +69,11 @@ def build_server(config: BackendConfig, *, store: OperationStore) -> GracefulSer
 
     Every collaborator is built here from its settings: the operations service
     (``KTRDR_OPS_*``), the dispatcher, the heartbeat stamp writer, the orphan detector
-    (``KTRDR_ORPHAN_*``) and the retention cleaner.
+    (``KTRDR_ORPHAN_*``), the retention cleaner, and the store's health watch (503s
+    while the database is unreachable, a grace for orphans after it comes back).
     """
     registry = WorkerRegistry()
+    store_health = StoreHealth(engine=store.engine, clock=utc_now)
     service = OperationsService(store=store, settings=config.operations, clock=utc_now)
     dispatcher = Dispatcher(
         service=service,
@@ -86,8 +89,11 @@ def build_server(config: BackendConfig, *, store: OperationStore) -> GracefulSer
         service=service,
         dispatcher=dispatcher,
         reports=OperationReports(service=service, registry=registry, dispatcher=dispatcher),
-        orphan_detector=OrphanDetector(store=store, settings=config.orphan, clock=utc_now),
+        orphan_detector=OrphanDetector(
+            store=store, settings=config.orphan, clock=utc_now, health=store_health
+        ),
         retention=RetentionCleaner(service=service),
+        store_health=store_health,
     )
     host, port = config.api.host, config.api.port
 

@@ -9,7 +9,12 @@ failed with a reason naming the worker and when it was last seen, and can be res
 from its checkpoint.
 
 After a backend restart, every worker gets one full ``timeout`` to report again before
-anything is failed: the backend's own downtime is not the workers' silence.
+anything is failed: the backend's own downtime is not the workers' silence. The same
+grace follows an outage of the store (:class:`~ktrdr.api.store_health.StoreHealth`
+says when it came back), and nothing is judged while the store is down: stamps and
+reports could not be written then. Each round first writes the heartbeat stamps still
+held in memory (the ``prepare`` hook of :meth:`OrphanDetector.run_forever`), so an
+operation is never judged on a stamp older than the heartbeats the backend received.
 """
 
 from __future__ import annotations
@@ -17,12 +22,13 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import attrs
 
 from ktrdr.api.periodic import Wait, run_until_stopped, wait_or_stop
 from ktrdr.api.store import OperationRecord, OperationStore
+from ktrdr.api.store_health import StoreHealth
 from ktrdr.config import OrphanDetectorSettings, env_name
 
 __all__ = ["OrphanDetector", "orphan_reason"]
@@ -53,7 +59,9 @@ class OrphanDetector:
     """Marks failed every running operation unreported for longer than ``timeout``.
 
     ``clock`` returns aware UTC datetimes. :meth:`check` does one round (tests call it
-    directly); :meth:`run_forever` repeats it every ``check_interval``.
+    directly); :meth:`run_forever` repeats it every ``check_interval``. With
+    ``health``, nothing is judged while the store is unavailable, nor for one
+    ``timeout`` after it came back.
     """
 
     def __init__(
@@ -63,8 +71,10 @@ class OrphanDetector:
         settings: OrphanDetectorSettings,
         clock: Callable[[], datetime.datetime],
         wait: Wait = wait_or_stop,
+        health: StoreHealth | None = None,
     ) -> None:
         self._store = store
+        self._health = health
         self._settings = settings
         self._clock = clock
         self._wait = wait
@@ -75,8 +85,8 @@ class OrphanDetector:
         now = self._clock()
         timeout = self._settings.timeout
         cutoff = now - timeout
-        if cutoff < self._started_at:
-            return []  # still within the grace period after (re)start
+        if cutoff < self._grace_from():
+            return []  # within the grace period after a (re)start or a store outage
         failed: list[OperationRecord] = []
         for record in self._store.running():
             if record.last_reported_at is not None and record.last_reported_at >= cutoff:
@@ -88,11 +98,38 @@ class OrphanDetector:
                 failed.append(done)
         return failed
 
-    async def run_forever(self, stop_event: asyncio.Event) -> int:
-        """Check now and every ``check_interval`` until ``stop_event`` is set."""
+    def _grace_from(self) -> datetime.datetime:
+        """Start of the current grace period: this detector's start or the store's
+        return from its last outage; the far future while the store is down.
+        """
+        health = self._health
+        if health is None:
+            return self._started_at
+        if not health.available:
+            return datetime.datetime.max.replace(tzinfo=datetime.timezone.utc)
+        recovered = health.recovered_at
+        return self._started_at if recovered is None else max(self._started_at, recovered)
+
+    async def run_forever(
+        self,
+        stop_event: asyncio.Event,
+        *,
+        prepare: Callable[[], Awaitable[object]] | None = None,
+    ) -> int:
+        """Check now and every ``check_interval`` until ``stop_event`` is set.
+
+        ``prepare`` runs before each check (the app writes the heartbeat stamps held in
+        memory); if it fails, that round judges nothing.
+        """
+
+        async def round_() -> None:
+            if prepare is not None:
+                await prepare()
+            await asyncio.to_thread(self.check)
+
         return await run_until_stopped(
             "orphan detection",
-            self.check,
+            round_,
             interval=self._settings.check_interval,
             stop_event=stop_event,
             wait=self._wait,

@@ -9,7 +9,8 @@ comes first, so the app lifespan stops it promptly by setting the event. The wai
 injected: unit tests pass a fake that returns at once (and records the interval), so
 they drive single rounds without real time passing. A failing round is logged with its
 traceback and the loop carries on; one bad round must not end housekeeping for the
-life of the process.
+life of the process. A round failed by a store outage is logged at DEBUG only: the
+outage itself is logged once, by :class:`~ktrdr.api.store_health.StoreHealth`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from ktrdr.api.store_health import is_store_outage
 
 __all__ = ["Wait", "run_until_stopped", "wait_or_stop", "wait_or_wake"]
 
@@ -84,8 +87,11 @@ async def run_until_stopped(
                 await job()
             else:
                 await asyncio.to_thread(job)
-        except Exception:
-            logger.exception("%s failed; next attempt in %gs", name, seconds)
+        except Exception as exc:
+            if is_store_outage(exc):
+                logger.debug("%s skipped: the operations store is unavailable", name)
+            else:
+                logger.exception("%s failed; next attempt in %gs", name, seconds)
         rounds += 1
         if await wait(stop_event, seconds):
             break

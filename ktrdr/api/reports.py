@@ -66,6 +66,10 @@ class OperationReports:
         #: Heartbeat stamps not written yet, the latest per operation id.
         self._stamps: dict[str, ProgressStamp] = {}
         self._noted = asyncio.Event()
+        #: One write at a time: a flush returns only once every stamp noted before it
+        #: was called is written (the orphan detector relies on that), and an older
+        #: batch can never overwrite a newer one.
+        self._flushing = asyncio.Lock()
 
     # --- worker API hooks -------------------------------------------------------------
 
@@ -108,18 +112,20 @@ class OperationReports:
 
         If the write fails, the stamps are kept (unless newer ones arrived meanwhile)
         for the next round, and the error propagates to the caller's loop, which logs it.
+        A flush called while another is writing waits for it, then writes the rest.
         """
-        self._noted.clear()
-        batch, self._stamps = self._stamps, {}
-        if not batch:
-            return 0
-        try:
-            await asyncio.to_thread(self._service.record_heartbeats, list(batch.values()))
-        except BaseException:
-            for operation_id, stamp in batch.items():
-                self._stamps.setdefault(operation_id, stamp)
-            raise
-        return len(batch)
+        async with self._flushing:
+            self._noted.clear()
+            batch, self._stamps = self._stamps, {}
+            if not batch:
+                return 0
+            try:
+                await asyncio.to_thread(self._service.record_heartbeats, list(batch.values()))
+            except BaseException:
+                for operation_id, stamp in batch.items():
+                    self._stamps.setdefault(operation_id, stamp)
+                raise
+            return len(batch)
 
     async def run_forever(self, stop_event: asyncio.Event) -> None:
         """Write stamps when there are some (at most every ``spacing``) until stopped;

@@ -65,6 +65,12 @@ MAX_PAGE = 1000
 #: How long a new SQLite connection retries switching a locked fresh file to WAL.
 _WAL_SWITCH_TIMEOUT_S = 30.0
 _WAL_SWITCH_RETRY_S = 0.02
+#: PostgreSQL: how long a new connection may take (an unreachable server fails a
+#: request within this, instead of the operating system's minutes-long TCP timeout).
+_PG_CONNECT_TIMEOUT_S = 5
+#: PostgreSQL: connections older than this are replaced (proxies and firewalls drop
+#: idle connections silently; ``pool_pre_ping`` catches the rest).
+_PG_POOL_RECYCLE_S = 1800
 #: Key of the PostgreSQL advisory lock that serialises creations (the live-count bound).
 _CREATE_LOCK_KEY = 0x6B74_7264_7200  # "ktrdr"
 
@@ -211,7 +217,15 @@ def make_engine(url: sa.URL | str, *, echo: bool = False) -> Engine:
         engine = sa.create_engine(url, echo=echo, connect_args={"timeout": 30})
         sa.event.listen(engine, "connect", _sqlite_on_connect)
         return engine
-    return sa.create_engine(url, echo=echo, pool_pre_ping=True)
+    # pool_pre_ping: after an outage, connections it killed are replaced on checkout,
+    # so the backend recovers without a restart.
+    return sa.create_engine(
+        url,
+        echo=echo,
+        pool_pre_ping=True,
+        pool_recycle=_PG_POOL_RECYCLE_S,
+        connect_args={"connect_timeout": _PG_CONNECT_TIMEOUT_S},
+    )
 
 
 def _ensure_sqlite_directory(database: str | None) -> None:

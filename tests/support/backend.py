@@ -24,6 +24,7 @@ from ktrdr.api.orphans import OrphanDetector
 from ktrdr.api.reports import OperationReports
 from ktrdr.api.retention import RetentionCleaner
 from ktrdr.api.store import OperationStore
+from ktrdr.api.store_health import StoreHealth
 from ktrdr.config import BackendConfig, validate_all
 from ktrdr.protocol import OperationType, RegisterRequest
 
@@ -108,6 +109,8 @@ class Backend:
     reports: OperationReports
     orphans: OrphanDetector
     retention: RetentionCleaner
+    #: Watches ``store``'s engine (503s while it is unreachable).
+    health: StoreHealth
     workers: FakeWorkers
     #: The dispatcher's client (the app's lifespan closes it).
     http: httpx.AsyncClient
@@ -164,7 +167,8 @@ def make_backend(
         clock=clock,
     )
     reports = OperationReports(service=service, registry=registry, dispatcher=dispatcher)
-    orphans = OrphanDetector(store=store, settings=config.orphan, clock=clock)
+    health = StoreHealth(engine=store.engine, clock=clock)
+    orphans = OrphanDetector(store=store, settings=config.orphan, clock=clock, health=health)
     retention = RetentionCleaner(service=service)
     app = create_app(
         config,
@@ -175,6 +179,7 @@ def make_backend(
         reports=reports,
         orphan_detector=orphans,
         retention=retention,
+        store_health=health,
     )
     return Backend(
         config=config,
@@ -186,6 +191,7 @@ def make_backend(
         reports=reports,
         orphans=orphans,
         retention=retention,
+        health=health,
         workers=workers,
         http=http,
         app=app,
