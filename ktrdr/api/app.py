@@ -23,13 +23,14 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from typing import Any
 
 import attrs
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import JSONResponse
 from starlette.routing import Route
 
 import ktrdr
 from ktrdr.api.dispatcher import Dispatcher
 from ktrdr.api.liveness import LivenessPolicy, sweep
+from ktrdr.api.metrics import BackendMetrics
 from ktrdr.api.operations import OperationsService
 from ktrdr.api.operations_api import operations_routers
 from ktrdr.api.orphans import OrphanDetector
@@ -45,8 +46,9 @@ from ktrdr.api.store_health import (
 from ktrdr.api.worker_auth import WorkerCredentialAuth
 from ktrdr.api.workers_api import workers_routers
 from ktrdr.config import AuthSettings, BackendConfig, Environment, env_name
-from ktrdr.protocol import MAX_BODY_BYTES, ErrorBody
+from ktrdr.protocol import MAX_BODY_BYTES, ErrorBody, OperationStatus
 from ktrdr.web import BearerAuth, BearerAuthMiddleware, BodyLimitMiddleware, install_error_handlers
+from ktrdr.web.metrics import METRICS_PATH, ScrapeAuth, metrics_endpoint
 
 logger = logging.getLogger(__name__)
 
@@ -78,14 +80,19 @@ def docs_enabled(config: BackendConfig) -> bool:
 
 
 def require_operator_token(
-    app: FastAPI, auth: BearerAuth, *, worker_routers: Iterable[APIRouter]
+    app: FastAPI,
+    auth: BearerAuth,
+    *,
+    worker_routers: Iterable[APIRouter],
+    self_checked: Iterable[str] = (),
 ) -> None:
     """Every request to ``app`` needs ``auth``'s token but /health, the docs and the workers'.
 
     A request matching one of ``worker_routers``' routes (path and method) passes
     through to that route's own check; any other is refused before anything reads
     it, unknown paths included, so a route added later is an operator route unless
-    it sits in a workers' router.
+    it sits in a workers' router. ``self_checked`` paths check their own tokens
+    (``/metrics`` takes the operator token or the scrape token).
     """
     worker_routes = [
         (route.path_regex, frozenset(route.methods or ()))
@@ -96,7 +103,7 @@ def require_operator_token(
     described = [app.openapi_url, app.docs_url, app.redoc_url]
     if app.docs_url:
         described.append(app.swagger_ui_oauth2_redirect_url)
-    open_paths = frozenset({"/health", *(path for path in described if path)})
+    open_paths = frozenset({"/health", *self_checked, *(path for path in described if path)})
 
     def exempt(method: str, path: str) -> bool:
         if path in open_paths:
@@ -117,13 +124,16 @@ def create_app(
     orphan_detector: OrphanDetector,
     retention: RetentionCleaner,
     store_health: StoreHealth,
+    metrics: BackendMetrics | None = None,
 ) -> FastAPI:
     """Build the backend app; ``clock`` returns aware UTC datetimes.
 
     The app's lifespan owns the background loops and closes ``dispatcher`` (and its
     HTTP client) on shutdown; the caller owns the store behind ``service`` and
     ``store_health``, which watches it: while it is unreachable, requests that need it
-    answer 503 ``store_unavailable`` and ``GET /health`` answers 503.
+    answer 503 ``store_unavailable`` and ``GET /health`` answers 503. With
+    ``metrics`` (enabled), ``GET /metrics`` serves them (the caller hands the same
+    object to the dispatcher and the reports, and instruments the store).
     """
     policy = LivenessPolicy.from_settings(config.worker)
     auth = BearerAuth(config.auth.worker_token)
@@ -203,7 +213,43 @@ def create_app(
             store_health.retry_after, status="unavailable", **body, store="unavailable"
         )
 
-    require_operator_token(app, operator_auth, worker_routers=(*worker_routers, report_routes))
+    self_checked: list[str] = []
+    if metrics is not None and metrics.enabled:
+        scrape_auth = ScrapeAuth.of(operator_auth, config.metrics.token)
+        backend_metrics = metrics
+
+        async def refresh() -> None:
+            sweep(registry, clock(), policy)
+            backend_metrics.observe_fleet(registry.records())
+            try:
+                counts = await asyncio.to_thread(service.live_counts)
+            except Exception as exc:  # noqa: BLE001 - a store outage must not hide the rest
+                logger.warning("metrics: operation counts not refreshed: %s", exc)
+                return
+            running = sum(n for (_, s), n in counts.items() if s is OperationStatus.RUNNING)
+            pending = {k: n for (k, s), n in counts.items() if s is OperationStatus.PENDING}
+            backend_metrics.observe_queue(running=running, pending=pending)
+
+        endpoint = metrics_endpoint(metrics.registry, auth=scrape_auth, refresh=refresh)
+        app.add_api_route(
+            METRICS_PATH,
+            endpoint,
+            methods=["GET"],
+            tags=["monitoring"],
+            summary="Prometheus metrics (operator token, or KTRDR_METRICS_TOKEN when set)",
+            response_class=Response,
+            responses={
+                200: {"content": {"text/plain": {}}, "description": "the text format"},
+                401: {"model": ErrorBody, "description": "missing or wrong token"},
+            },
+        )
+        self_checked.append(METRICS_PATH)
+    require_operator_token(
+        app,
+        operator_auth,
+        worker_routers=(*worker_routers, report_routes),
+        self_checked=self_checked,
+    )
     return app
 
 

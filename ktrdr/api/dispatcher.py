@@ -30,6 +30,7 @@ import datetime
 import enum
 import logging
 import re
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from urllib.parse import quote
@@ -37,6 +38,7 @@ from urllib.parse import quote
 import attrs
 import httpx
 
+from ktrdr.api.metrics import BackendMetrics, DisabledBackendMetrics
 from ktrdr.api.operations import OperationsService
 from ktrdr.api.periodic import run_until_stopped, wait_or_wake
 from ktrdr.api.registry import WorkerRecord, WorkerRegistry
@@ -137,8 +139,10 @@ class Dispatcher:
         clock: Clock,
         tick: datetime.timedelta = DEFAULT_TICK,
         request_timeout: datetime.timedelta = DEFAULT_REQUEST_TIMEOUT,
+        metrics: BackendMetrics | None = None,
     ) -> None:
         self._service = service
+        self._metrics = metrics if metrics is not None else DisabledBackendMetrics()
         self._registry = registry
         self._http = http
         self._headers = bearer_headers(token)
@@ -219,6 +223,13 @@ class Dispatcher:
         return claims, raced
 
     async def _start(self, view: OperationView, worker: WorkerRecord) -> Dispatch:
+        """Send one claimed operation to its worker, settle the outcome, time it."""
+        began = time.perf_counter()
+        dispatch = await self._send_start(view, worker)
+        self._metrics.dispatched(view.type, dispatch.outcome.value, time.perf_counter() - began)
+        return dispatch
+
+    async def _send_start(self, view: OperationView, worker: WorkerRecord) -> Dispatch:
         """Send one claimed operation to its worker and settle the outcome."""
         request = StartOperationRequest(
             operation_id=view.id,

@@ -22,6 +22,7 @@ import uvicorn
 
 from ktrdr.api.app import create_app, utc_now
 from ktrdr.api.dispatcher import Dispatcher
+from ktrdr.api.metrics import BackendMetrics, DisabledBackendMetrics, instrument_store
 from ktrdr.api.operations import OperationsService
 from ktrdr.api.orphans import OrphanDetector
 from ktrdr.api.registry import WorkerRegistry
@@ -67,13 +68,16 @@ def open_store_or_exit(
 def build_server(config: BackendConfig, *, store: OperationStore) -> GracefulServer:
     """The backend's uvicorn server, bound to exactly the configured host and port.
 
-    Every collaborator is built here from its settings: the operations service
-    (``KTRDR_OPS_*``), the dispatcher, the heartbeat stamp writer, the orphan detector
-    (``KTRDR_ORPHAN_*``), the retention cleaner, and the store's health watch (503s
-    while the database is unreachable, a grace for orphans after it comes back).
+    Every collaborator is built here from its settings: the metrics
+    (``KTRDR_METRICS_*``), the operations service (``KTRDR_OPS_*``), the dispatcher,
+    the heartbeat stamp writer, the orphan detector (``KTRDR_ORPHAN_*``), the
+    retention cleaner, and the store's health watch (503s while the database is
+    unreachable, a grace for orphans after it comes back).
     """
     registry = WorkerRegistry()
     store_health = StoreHealth(engine=store.engine, clock=utc_now)
+    metrics = BackendMetrics() if config.metrics.enabled else DisabledBackendMetrics()
+    instrument_store(store, metrics)
     service = OperationsService(store=store, settings=config.operations, clock=utc_now)
     dispatcher = Dispatcher(
         service=service,
@@ -81,6 +85,7 @@ def build_server(config: BackendConfig, *, store: OperationStore) -> GracefulSer
         http=httpx.AsyncClient(),
         token=config.auth.worker_token,
         clock=utc_now,
+        metrics=metrics,
     )
     app = create_app(
         config,
@@ -88,12 +93,15 @@ def build_server(config: BackendConfig, *, store: OperationStore) -> GracefulSer
         registry=registry,
         service=service,
         dispatcher=dispatcher,
-        reports=OperationReports(service=service, registry=registry, dispatcher=dispatcher),
+        reports=OperationReports(
+            service=service, registry=registry, dispatcher=dispatcher, metrics=metrics
+        ),
         orphan_detector=OrphanDetector(
             store=store, settings=config.orphan, clock=utc_now, health=store_health
         ),
         retention=RetentionCleaner(service=service),
         store_health=store_health,
+        metrics=metrics,
     )
     host, port = config.api.host, config.api.port
 

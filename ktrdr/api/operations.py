@@ -222,6 +222,10 @@ class OperationsService:
         record = self._store.release(operation_id, worker_id=worker_id)
         return self._remember(record)
 
+    def live_counts(self) -> dict[tuple[OperationType, OperationStatus], int]:
+        """Pending and running operations by (type, status), read from the store now."""
+        return self._store.count_live_by_type()
+
     def busy_workers(self) -> set[str]:
         """Ids of the workers the store says are running an operation.
 

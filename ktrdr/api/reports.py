@@ -24,7 +24,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ktrdr.api.dispatcher import Dispatcher
-from ktrdr.api.operations import OperationsService
+from ktrdr.api.metrics import BackendMetrics, DisabledBackendMetrics, ReportRejection
+from ktrdr.api.operations import InvalidTransition, OperationNotFound, OperationsService
 from ktrdr.api.periodic import run_until_stopped, wait_or_stop, wait_or_wake
 from ktrdr.api.registry import WorkerRecord, WorkerRegistry
 from ktrdr.api.store import ProgressStamp
@@ -58,8 +59,10 @@ class OperationReports:
         registry: WorkerRegistry,
         dispatcher: Dispatcher,
         spacing: datetime.timedelta = FLUSH_SPACING,
+        metrics: BackendMetrics | None = None,
     ) -> None:
         self._service = service
+        self._metrics = metrics if metrics is not None else DisabledBackendMetrics()
         self._registry = registry
         self._dispatcher = dispatcher
         self._spacing_s = spacing.total_seconds()
@@ -82,6 +85,7 @@ class OperationReports:
         self, previous: WorkerRecord, record: WorkerRecord, request: HeartbeatRequest
     ) -> None:
         """Note the stamp of the named operation; wake dispatch if the worker became idle."""
+        self._metrics.heartbeat_received(record.worker_type)
         operation_id = request.current_operation_id
         if operation_id is not None:
             progress: Mapping[str, Any] | None = None
@@ -161,6 +165,7 @@ class OperationReports:
         or :class:`OperationNotFound`. Either way the worker is done with it.
         """
         if report.worker_id != worker.worker_id:
+            self._metrics.report_rejected(ReportRejection.WRONG_WORKER)
             message = (
                 f"the credential is worker {worker.worker_id!r}'s; it cannot report "
                 "for another worker"
@@ -182,6 +187,12 @@ class OperationReports:
                 result=report.result,
                 error=error,
             )
+        except OperationNotFound:
+            self._metrics.report_rejected(ReportRejection.UNKNOWN_OPERATION)
+            raise
+        except InvalidTransition:
+            self._metrics.report_rejected(ReportRejection.NOT_CURRENT)
+            raise
         finally:
             # The worker is free (whatever the store made of its news): its next
             # operation need not wait for a heartbeat or the tick.

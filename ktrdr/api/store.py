@@ -19,7 +19,7 @@ import logging
 import sqlite3
 import time
 import uuid
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -300,6 +300,8 @@ class OperationStore:
 
     def __init__(self, *, engine: Engine, schema: str | None = None) -> None:
         self._engine = engine
+        #: Called with each record that just reached a final status (metrics).
+        self._finish_listeners: builtins.list[Callable[[OperationRecord], None]] = []
         self._metadata = sa.MetaData(schema=schema)
         self._table = _define_table(self._metadata)
         self._postgres = engine.dialect.name == "postgresql"
@@ -345,6 +347,20 @@ class OperationStore:
     def create_schema(self) -> SchemaUpgrade:
         """Upgrade the schema to the newest revision (Alembic; idempotent, data kept)."""
         return upgrade_schema(self._engine, schema=self._metadata.schema)
+
+    def add_finish_listener(self, listener: Callable[[OperationRecord], None]) -> None:
+        """Call ``listener`` with every operation this store moves to a final status.
+
+        Called after the transaction committed, in the thread that made the change,
+        once per operation (a transition happens once); a listener must be quick and
+        must not raise.
+        """
+        self._finish_listeners.append(listener)
+
+    def _finished(self, record: OperationRecord) -> OperationRecord:
+        for listener in self._finish_listeners:
+            listener(record)
+        return record
 
     def close(self) -> None:
         """Release every pooled connection."""
@@ -455,6 +471,21 @@ class OperationStore:
         """How many operations are pending or running."""
         with self._engine.connect() as conn:
             return self._count(conn, LIVE_STATUSES)
+
+    def count_live_by_type(self) -> dict[tuple[OperationType, OperationStatus], int]:
+        """Pending and running operations, counted by (type, status), in one query."""
+        table = self._table
+        query = (
+            sa.select(table.c.type, table.c.status, sa.func.count())
+            .where(table.c.status.in_([s.value for s in LIVE_STATUSES]))
+            .group_by(table.c.type, table.c.status)
+        )
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return {
+            (OperationType(kind), OperationStatus(status)): int(count)
+            for kind, status, count in rows
+        }
 
     def pending(
         self, *, operation_type: OperationType | None = None, limit: int = 100
@@ -667,7 +698,7 @@ class OperationStore:
         )
         with self._engine.begin() as conn:
             row = conn.execute(statement).first()
-        return None if row is None else _record(row._mapping)
+        return None if row is None else self._finished(_record(row._mapping))
 
     def delete_finished_before(self, cutoff: datetime.datetime) -> int:
         """Delete finished operations whose finish time is before ``cutoff``; the count."""
@@ -709,11 +740,14 @@ class OperationStore:
         statement = sa.update(table).where(*conditions).values(values).returning(*table.c)
         with self._engine.begin() as conn:
             row = conn.execute(statement).first()
-            if row is not None:
-                return _record(row._mapping)
-            current = conn.execute(
-                sa.select(table.c.status, table.c.worker_id).where(table.c.id == operation_id)
-            ).first()
+            current = None
+            if row is None:
+                current = conn.execute(
+                    sa.select(table.c.status, table.c.worker_id).where(table.c.id == operation_id)
+                ).first()
+        if row is not None:
+            record = _record(row._mapping)
+            return self._finished(record) if record.status.finished else record
         if current is None:
             raise OperationNotFound(operation_id)
         status = OperationStatus(current.status)

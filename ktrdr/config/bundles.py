@@ -24,6 +24,7 @@ from ktrdr.config.settings import (
     DataSettings,
     EnvironmentSettings,
     LoggingSettings,
+    MetricsSettings,
     OperationsSettings,
     OrphanDetectorSettings,
     WorkerSettings,
@@ -56,6 +57,7 @@ class WorkerConfig:
     data: DataSettings
     logging: LoggingSettings
     auth: AuthSettings
+    metrics: MetricsSettings = attrs.field(factory=MetricsSettings)
     report: ConfigReport
 
 
@@ -71,6 +73,7 @@ class BackendConfig:
     operations: OperationsSettings
     logging: LoggingSettings
     auth: AuthSettings
+    metrics: MetricsSettings = attrs.field(factory=MetricsSettings)
     report: ConfigReport
 
 
@@ -88,6 +91,7 @@ class FullConfig:
     operations: OperationsSettings
     logging: LoggingSettings
     auth: AuthSettings
+    metrics: MetricsSettings = attrs.field(factory=MetricsSettings)
     report: ConfigReport
 
 

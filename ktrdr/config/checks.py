@@ -151,6 +151,21 @@ class Token:
 
 
 @attrs.frozen
+class Unset:
+    """``inner``'s check, or no value at all (an optional setting left unset)."""
+
+    inner: Check
+
+    @property
+    def expected(self) -> str:
+        return self.inner.expected
+
+    def __call__(self, value: Any) -> None:
+        if value is not None:
+            self.inner(value)
+
+
+@attrs.frozen
 class Identifier:
     """A worker or operation id (``ktrdr.vocabulary``'s id rule, the one the wire checks)."""
 
@@ -171,4 +186,5 @@ HTTP_URL = HttpUrl()
 HOST = HostName()
 NON_EMPTY = NonEmpty()
 TOKEN = Token()
+OPTIONAL_TOKEN = Unset(TOKEN)
 IDENTIFIER = Identifier()

@@ -406,6 +406,32 @@ class AuthSettings:
     )
 
 
+@attrs.frozen(kw_only=True)
+class MetricsSettings:
+    """Prometheus metrics at ``GET /metrics`` on the backend and on every worker.
+
+    The backend's needs the operator token, a worker's the worker token; either also
+    takes ``token`` when it is set, so Prometheus can hold a read-only credential
+    instead of one that runs operations (see docs/monitoring.md).
+    """
+
+    PREFIX: ClassVar[str] = "KTRDR_METRICS_"
+
+    enabled: bool = setting(
+        True,
+        help="count and serve Prometheus metrics at /metrics (false: no /metrics, no counting)",
+    )
+    token: Secret | None = setting(
+        None,
+        help=(
+            "bearer token that may read /metrics only, for Prometheus (unset: the backend's "
+            "takes the operator token, a worker's the worker token)"
+        ),
+        secret=True,
+        check=checks.OPTIONAL_TOKEN,
+    )
+
+
 #: Every settings class, in the order the docs list them.
 ALL_SETTINGS: tuple[type[Any], ...] = (
     EnvironmentSettings,
@@ -418,4 +444,5 @@ ALL_SETTINGS: tuple[type[Any], ...] = (
     LoggingSettings,
     APISettings,
     AuthSettings,
+    MetricsSettings,
 )

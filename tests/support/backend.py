@@ -19,6 +19,7 @@ from fastapi import FastAPI
 
 from ktrdr.api import WorkerRegistry, create_app
 from ktrdr.api.dispatcher import Dispatcher
+from ktrdr.api.metrics import BackendMetrics, DisabledBackendMetrics, instrument_store
 from ktrdr.api.operations import OperationsService
 from ktrdr.api.orphans import OrphanDetector
 from ktrdr.api.reports import OperationReports
@@ -115,6 +116,8 @@ class Backend:
     #: The dispatcher's client (the app's lifespan closes it).
     http: httpx.AsyncClient
     app: FastAPI
+    #: The app's metrics (disabled when the configuration says so).
+    metrics: BackendMetrics
     #: Each worker's credential from its latest :meth:`register`.
     credentials: dict[str, str] = attrs.field(factory=dict)
 
@@ -158,6 +161,8 @@ def make_backend(
     registry = registry if registry is not None else WorkerRegistry()
     workers = FakeWorkers()
     http = httpx.AsyncClient(transport=httpx.MockTransport(workers))
+    metrics = BackendMetrics() if config.metrics.enabled else DisabledBackendMetrics()
+    instrument_store(store, metrics)
     service = OperationsService(store=store, settings=config.operations, clock=clock)
     dispatcher = Dispatcher(
         service=service,
@@ -165,8 +170,11 @@ def make_backend(
         http=http,
         token=config.auth.worker_token,
         clock=clock,
+        metrics=metrics,
     )
-    reports = OperationReports(service=service, registry=registry, dispatcher=dispatcher)
+    reports = OperationReports(
+        service=service, registry=registry, dispatcher=dispatcher, metrics=metrics
+    )
     health = StoreHealth(engine=store.engine, clock=clock)
     orphans = OrphanDetector(store=store, settings=config.orphan, clock=clock, health=health)
     retention = RetentionCleaner(service=service)
@@ -180,6 +188,7 @@ def make_backend(
         orphan_detector=orphans,
         retention=retention,
         store_health=health,
+        metrics=metrics,
     )
     return Backend(
         config=config,
@@ -195,6 +204,7 @@ def make_backend(
         workers=workers,
         http=http,
         app=app,
+        metrics=metrics,
     )
 
 

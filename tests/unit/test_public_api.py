@@ -36,6 +36,7 @@ CONFIG_ALL = [
     "LogFormat",
     "LogLevel",
     "LoggingSettings",
+    "MetricsSettings",
     "OperationsSettings",
     "OrphanDetectorSettings",
     "Secret",

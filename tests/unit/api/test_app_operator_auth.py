@@ -35,6 +35,7 @@ OPERATOR_ROUTES = {
     ("GET", "/api/v1/operations/{operation_id}"),
     ("POST", "/api/v1/operations/{operation_id}/cancel"),
     ("POST", "/api/v1/operations/{operation_id}/resume"),
+    ("GET", "/metrics"),
 }
 CREDENTIALS = {
     "none": None,

@@ -115,9 +115,10 @@ def test_any_string_in_any_variable(item: Declared, name: str, raw: str) -> None
             refusals.add(f"expected {item.spec.check.expected}")
         assert error.problems in {(f"{name}='********': {r}",) for r in refusals}
     elif item.spec.secret:
+        default = item.default_text()  # "(insecure development value)" or "(unset)"
         assert error.problems == (
             f"{name}={raw!r}: set but empty; expected a non-empty secret, or unset it "
-            "to use the default (insecure development value)",
+            f"to use the default {default}",
         )
 
 

@@ -12,6 +12,7 @@ from ktrdr.config import (
     DataSettings,
     EnvironmentSettings,
     LoggingSettings,
+    MetricsSettings,
     OperationsSettings,
     OrphanDetectorSettings,
     WorkerSettings,
@@ -20,7 +21,7 @@ from ktrdr.config.bundles import component_of, settings_classes, settings_of
 
 
 def test_worker_component_classes() -> None:
-    """A worker loads environment, worker, checkpoint, data, logging and auth, nothing else."""
+    """A worker loads environment, worker, checkpoint, data, logging, auth and metrics only."""
     assert dict(settings_classes("worker")) == {
         "environment": EnvironmentSettings,
         "worker": WorkerSettings,
@@ -28,6 +29,7 @@ def test_worker_component_classes() -> None:
         "data": DataSettings,
         "logging": LoggingSettings,
         "auth": AuthSettings,
+        "metrics": MetricsSettings,
     }
 
 
@@ -44,6 +46,7 @@ def test_backend_component_classes() -> None:
         "operations": OperationsSettings,
         "logging": LoggingSettings,
         "auth": AuthSettings,
+        "metrics": MetricsSettings,
     }
 
 

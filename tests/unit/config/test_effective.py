@@ -12,8 +12,13 @@ def test_rows_cover_every_variable_of_the_component_in_order() -> None:
     rows = effective_values(load("worker", {}))
     names = [row.variable for row in rows]
     assert names[:3] == ["KTRDR_ENV", "KTRDR_ACKNOWLEDGE_INSECURE_DEFAULTS", "KTRDR_WORKER_TYPE"]
-    assert names[-2:] == ["KTRDR_AUTH_WORKER_TOKEN", "KTRDR_AUTH_OPERATOR_TOKEN"]
-    assert len(names) == 26
+    assert names[-4:] == [
+        "KTRDR_AUTH_WORKER_TOKEN",
+        "KTRDR_AUTH_OPERATOR_TOKEN",
+        "KTRDR_METRICS_ENABLED",
+        "KTRDR_METRICS_TOKEN",
+    ]
+    assert len(names) == 28
     assert "KTRDR_DB_PASSWORD" not in names
 
 

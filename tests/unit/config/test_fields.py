@@ -60,7 +60,7 @@ def test_invalid_secret_is_masked_in_the_validator_error() -> None:
 def test_secret_fields_are_hidden_from_repr() -> None:
     """setting(secret=True) turns the field's repr off."""
     secrets = [item.attribute for cls in ALL_SETTINGS for item in declared(cls) if item.spec.secret]
-    assert [a.name for a in secrets] == ["password", "worker_token", "operator_token"]
+    assert [a.name for a in secrets] == ["password", "worker_token", "operator_token", "token"]
     assert all(a.repr is False for a in secrets)
 
 

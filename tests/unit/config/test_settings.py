@@ -90,6 +90,9 @@ DESIGN_TABLE: dict[str, tuple[tuple[str, ...], str]] = {
     "KTRDR_API_DOCS": ((), "true; false when KTRDR_ENV=production"),
     "KTRDR_AUTH_WORKER_TOKEN": ((), "(insecure development value)"),
     "KTRDR_AUTH_OPERATOR_TOKEN": ((), "(insecure development value)"),
+    # issue 12 (Prometheus metrics), beyond DESIGN.md's table
+    "KTRDR_METRICS_ENABLED": ((), "true"),
+    "KTRDR_METRICS_TOKEN": ((), "(unset)"),
 }
 
 DECLARED = [item for cls in ALL_SETTINGS for item in declared(cls)]
