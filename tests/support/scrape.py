@@ -1,4 +1,4 @@
-"""Reading a /metrics answer in tests: the samples by name and labels, parsed by prometheus-client."""
+"""A /metrics answer read in tests: samples by name and labels (prometheus-client parser)."""
 
 from __future__ import annotations
 
