@@ -99,6 +99,8 @@ class JobOutcome:
     result: Mapping[str, Any] | None = None
     error: str | None = None
     checkpoint_saved: bool = False
+    #: Peak resident memory of the job's process, in bytes, when it could tell.
+    memory_peak_bytes: int | None = None
 
 
 #: Anything a job process sends to its worker.

@@ -15,10 +15,13 @@ from __future__ import annotations
 import os
 import resource
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
+
+import attrs
 
 from ktrdr.job_messages import CheckpointData, JobRequest, StopReason, StopRequest
 from ktrdr.jobs.backtest import BacktestJob
@@ -26,7 +29,7 @@ from ktrdr.jobs.step_loop import Job, run_steps
 from ktrdr.jobs.training import TrainingJob
 from ktrdr.protocol import OperationType, Progress
 
-__all__ = ["EXIT_WORKER_GONE", "JOBS", "PipeChannel", "run_job_process"]
+__all__ = ["EXIT_WORKER_GONE", "JOBS", "PipeChannel", "memory_peak", "run_job_process"]
 
 #: Exit status of a job process whose worker went away.
 EXIT_WORKER_GONE = 3
@@ -36,6 +39,12 @@ JOBS: dict[OperationType, Job] = {
     OperationType.TRAINING: TrainingJob(),
     OperationType.BACKTEST: BacktestJob(),
 }
+
+
+def memory_peak() -> int:
+    """This process's peak resident memory in bytes (``ru_maxrss``: kB on Linux)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) if sys.platform == "darwin" else int(peak) * 1024
 
 
 def _exit_worker_gone() -> None:
@@ -98,5 +107,5 @@ def run_job_process(
     if request.max_memory is not None:
         resource.setrlimit(resource.RLIMIT_DATA, (request.max_memory, request.max_memory))
     outcome = run_steps(JOBS[request.operation_type], request, channel, clock=time.monotonic)
-    conn.send(outcome)
+    conn.send(attrs.evolve(outcome, memory_peak_bytes=memory_peak()))
     conn.close()

@@ -39,12 +39,14 @@ from ktrdr.config import (
 from ktrdr.errors import ConfigurationError
 from ktrdr.job_messages import JOB_ENTRY, JobEntry
 from ktrdr.logs import configure_logging
+from ktrdr.protocol import OperationType
 from ktrdr.startup import EXIT_CONFIG_ERROR, load_or_exit
 from ktrdr.web import ExitSignals, ensure_bindable
 from ktrdr.workers.backend_client import BackendClient
 from ktrdr.workers.checkpoints import CheckpointStore
 from ktrdr.workers.job_host import JobHost
 from ktrdr.workers.job_process import JobLauncher
+from ktrdr.workers.metrics import DisabledWorkerMetrics, WorkerMetrics
 from ktrdr.workers.server import build_worker_server
 from ktrdr.workers.worker import Worker
 
@@ -115,12 +117,19 @@ def warn_about_data_dir(config: WorkerConfig) -> bool:
 def job_launcher(
     config: WorkerConfig, checkpoints: CheckpointStore, *, entry: JobEntry = JOB_ENTRY
 ) -> JobLauncher:
-    """The launcher of this worker's job processes, storing checkpoints in ``checkpoints``."""
+    """The launcher of this worker's job processes, storing checkpoints in ``checkpoints``.
+
+    Its job host carries the worker's metrics (``KTRDR_METRICS_ENABLED``).
+    """
+    settings = config.worker
+    kind = OperationType(settings.type.value if settings.type is not None else "training")
+    metrics_class = WorkerMetrics if config.metrics.enabled else DisabledWorkerMetrics
     host = JobHost(
         checkpoints=checkpoints,
-        worker=config.worker,
+        worker=settings,
         checkpoint_settings=config.checkpoint,
         data=config.data,
+        metrics=metrics_class(worker_id=settings.id, worker_type=kind),
     )
     return JobLauncher(entry=entry, host=host)
 
@@ -152,7 +161,9 @@ async def serve_worker(
             backend=backend,
             clock=time.monotonic,
         )
-        server = build_worker_server(worker, auth=config.auth, logging_settings=config.logging)
+        server = build_worker_server(
+            worker, auth=config.auth, logging_settings=config.logging, metrics=config.metrics
+        )
         signals.attach(server)
         purging = None
         if purge:

@@ -14,14 +14,16 @@ from __future__ import annotations
 import datetime
 import logging
 import signal
+import time
 
 import attrs
 
 from ktrdr.config import CheckpointSettings, DataSettings, WorkerSettings, env_name
 from ktrdr.config.fields import format_duration
 from ktrdr.job_messages import CheckpointData, JobOutcome, JobRequest, StopReason
-from ktrdr.protocol import OperationStatus, StartOperationRequest
+from ktrdr.protocol import OperationStatus, OperationType, StartOperationRequest
 from ktrdr.workers.checkpoints import CheckpointError, CheckpointStore
+from ktrdr.workers.metrics import DisabledWorkerMetrics, WorkerMetrics
 
 __all__ = ["JobEnd", "JobHost"]
 
@@ -63,9 +65,13 @@ class JobHost:
         worker: WorkerSettings,
         checkpoint_settings: CheckpointSettings,
         data: DataSettings | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
-        """``data`` defaults to ``DataSettings()`` (``KTRDR_DATA_DIR`` and its size limit)."""
+        """``data`` defaults to ``DataSettings()`` (``KTRDR_DATA_DIR`` and its size limit);
+        ``metrics`` times the checkpoint writes (none counted by default).
+        """
         self.checkpoints = checkpoints
+        self.metrics = metrics if metrics is not None else _no_metrics(worker)
         self._worker = worker
         self._checkpoint_settings = checkpoint_settings
         self._data = data if data is not None else DataSettings()
@@ -110,10 +116,12 @@ class JobHost:
 
     def save(self, request: JobRequest, data: CheckpointData) -> str | None:
         """Store a checkpoint the job sent; the failure reason when the disk refuses."""
+        began = time.perf_counter()
         try:
             self.checkpoints.save(
                 request.operation_id, kind=request.operation_type.value, data=data
             )
+            self.metrics.checkpoint_written(time.perf_counter() - began)
         except OSError as exc:
             path = self.checkpoints.path_for(request.operation_id)
             return f"cannot write checkpoint {path}: {exc.strerror or exc}"
@@ -148,6 +156,11 @@ class JobHost:
         if end.outcome is not None:
             return end.outcome
         return JobOutcome(status=OperationStatus.FAILED, error=_death(end.exitcode))
+
+
+def _no_metrics(worker: WorkerSettings) -> WorkerMetrics:
+    kind = OperationType(worker.type.value) if worker.type is not None else OperationType.TRAINING
+    return DisabledWorkerMetrics(worker_id=worker.id, worker_type=kind)
 
 
 def _death(exitcode: int | None) -> str:

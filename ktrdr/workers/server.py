@@ -18,7 +18,7 @@ import uvicorn
 from fastapi import APIRouter, FastAPI
 
 import ktrdr
-from ktrdr.config import AuthSettings, LoggingSettings, LogLevel
+from ktrdr.config import AuthSettings, LoggingSettings, LogLevel, MetricsSettings
 from ktrdr.protocol import (
     MAX_BODY_BYTES,
     WORKER_OPERATIONS_PATH,
@@ -31,6 +31,7 @@ from ktrdr.web import (
     GracefulServer,
     install_error_handlers,
 )
+from ktrdr.web.metrics import METRICS_PATH, ScrapeAuth, metrics_endpoint
 from ktrdr.workers.worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -44,8 +45,14 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def create_worker_app(worker: Worker, *, auth: AuthSettings) -> FastAPI:
-    """The worker's FastAPI app; its lifespan shutdown stops ``worker``."""
+def create_worker_app(
+    worker: Worker, *, auth: AuthSettings, metrics: MetricsSettings | None = None
+) -> FastAPI:
+    """The worker's FastAPI app; its lifespan shutdown stops ``worker``.
+
+    When ``worker.metrics`` is enabled, ``GET /metrics`` serves them to a bearer of
+    the worker token or of ``metrics.token`` (``KTRDR_METRICS_TOKEN``) when set.
+    """
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -92,6 +99,21 @@ def create_worker_app(worker: Worker, *, auth: AuthSettings) -> FastAPI:
         return {"operation_id": operation_id, "status": "cancelling"}
 
     app.include_router(writes)
+    if worker.metrics.enabled:
+        scrape_token = metrics.token if metrics is not None else None
+        scrape_auth = ScrapeAuth.of(BearerAuth(auth.worker_token), scrape_token)
+
+        async def refresh() -> None:
+            worker.refresh_metrics()
+
+        app.add_api_route(
+            METRICS_PATH,
+            metrics_endpoint(worker.metrics.registry, auth=scrape_auth, refresh=refresh),
+            methods=["GET"],
+            tags=["monitoring"],
+            summary="Prometheus metrics (worker token, or KTRDR_METRICS_TOKEN when set)",
+            responses={401: {"model": ErrorBody, "description": "missing or wrong token"}},
+        )
     return app
 
 
@@ -101,7 +123,11 @@ def graceful_requests_timeout(worker: Worker) -> int:
 
 
 def build_worker_server(
-    worker: Worker, *, auth: AuthSettings, logging_settings: LoggingSettings
+    worker: Worker,
+    *,
+    auth: AuthSettings,
+    logging_settings: LoggingSettings,
+    metrics: MetricsSettings | None = None,
 ) -> GracefulServer:
     """uvicorn on exactly ``KTRDR_WORKER_HOST:KTRDR_WORKER_PORT``, hooked to ``worker``."""
     settings = worker.settings
@@ -117,7 +143,7 @@ def build_worker_server(
         await worker.start()
 
     config = uvicorn.Config(
-        create_worker_app(worker, auth=auth),
+        create_worker_app(worker, auth=auth, metrics=metrics),
         host=settings.host,
         port=settings.port,
         log_config=None,

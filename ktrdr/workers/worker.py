@@ -51,6 +51,7 @@ from ktrdr.workers.backend_client import BackendClient
 from ktrdr.workers.backoff import registration_backoff
 from ktrdr.workers.fingerprint import config_fingerprint
 from ktrdr.workers.job_process import JobLauncher, RunningJob
+from ktrdr.workers.metrics import WorkerMetrics, process_memory_peak
 
 logger = logging.getLogger(__name__)
 
@@ -67,13 +68,16 @@ class _Running:
     """The operation in progress: its job process and its latest progress."""
 
     operation_id: str
+    operation_type: OperationType
     loop: asyncio.AbstractEventLoop
+    metrics: WorkerMetrics
     job: RunningJob | None = None
     progress: Progress | None = None
     reporter: asyncio.Task[None] | None = None
 
     def set_progress(self, progress: Progress) -> None:
         self.progress = progress
+        self.metrics.progress_reported(progress.percent)
 
     def stop(self, reason: StopReason) -> None:
         if self.job is not None:
@@ -101,6 +105,8 @@ class Worker:
         self.worker_type = OperationType(settings.type.value)
         self.fingerprint = config_fingerprint(settings, checkpoint)
         self._launcher = launcher
+        #: The launcher's metrics (its job host times the checkpoint writes).
+        self.metrics: WorkerMetrics = launcher.host.metrics
         self._backend = backend
         self._clock = clock
         self._sleep = sleep
@@ -207,6 +213,15 @@ class Worker:
             "progress": progress.model_dump(mode="json") if progress is not None else None,
             "job_pid": running.job.pid if running is not None and running.job else None,
         }
+
+    def refresh_metrics(self) -> None:
+        """Scrape time: the running job's memory peak so far (Linux; else left as is)."""
+        running = self._running
+        pid = running.job.pid if running is not None and running.job is not None else None
+        if pid is not None:
+            peak = process_memory_peak(pid)
+            if peak is not None:
+                self.metrics.job_memory_seen(peak)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -376,10 +391,16 @@ class Worker:
                 f"{request.operation_type.value} operation"
             )
             raise WrongOperationType(message)
-        running = _Running(operation_id=request.operation_id, loop=asyncio.get_running_loop())
+        running = _Running(
+            operation_id=request.operation_id,
+            operation_type=request.operation_type,
+            loop=asyncio.get_running_loop(),
+            metrics=self.metrics,
+        )
         job = self._launcher.launch(request, on_progress=running.set_progress)
         running.job = job
         self._running = running
+        self.metrics.operation_started()
         running.reporter = asyncio.create_task(self._report_when_done(running, job))
         self._reporters.add(running.reporter)
         running.reporter.add_done_callback(self._reporters.discard)
@@ -408,6 +429,9 @@ class Worker:
             if self._running is running:
                 self._running = None
         report = self._report_for(outcome)
+        self.metrics.operation_ended(
+            running.operation_type, report.status, outcome.memory_peak_bytes
+        )
         logger.info(
             "operation %s ended: %s%s",
             running.operation_id,

@@ -28,6 +28,7 @@ from ktrdr.protocol import OperationStatus, Progress
 from ktrdr.workers.checkpoints import CheckpointStore
 from ktrdr.workers.job_host import JobHost
 from ktrdr.workers.job_process import JobLauncher
+from ktrdr.workers.metrics import WorkerMetrics
 
 DEFAULT_OUTCOME = JobOutcome(status=OperationStatus.COMPLETED, result={"loss": 0.1})
 
@@ -118,13 +119,16 @@ class ScriptedJob:
         """The parameters and resume flag the job process received."""
         return json.loads((self.control / "request.json").read_text())  # type: ignore[no-any-return]
 
-    def launcher(self, settings: WorkerSettings) -> JobLauncher:
+    def launcher(
+        self, settings: WorkerSettings, *, metrics: WorkerMetrics | None = None
+    ) -> JobLauncher:
         """A real launcher for this job, with checkpoints under the control directory."""
         checkpoint = CheckpointSettings(dir=self.control / "checkpoints")
         host = JobHost(
             checkpoints=CheckpointStore(settings=checkpoint),
             worker=settings,
             checkpoint_settings=checkpoint,
+            metrics=metrics,
         )
         return JobLauncher(entry=self.entry, host=host)
 

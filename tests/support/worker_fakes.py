@@ -22,6 +22,7 @@ import httpx
 from ktrdr.config import CheckpointSettings, Secret, WorkerSettings, WorkerType
 from ktrdr.protocol import OperationType, StartOperationRequest
 from ktrdr.workers.backend_client import BackendClient
+from ktrdr.workers.metrics import WorkerMetrics
 from ktrdr.workers.worker import Worker
 from support.scripted_jobs import ScriptedJob
 
@@ -150,6 +151,7 @@ def make_worker(
     job: ScriptedJob | None = None,
     settings: WorkerSettings = SETTINGS,
     fake_time: FakeTime | None = None,
+    metrics: WorkerMetrics | None = None,
 ) -> Worker:
     """A Worker over ``backend``; fake time when given, real monotonic time otherwise."""
     clock: Callable[[], float] = fake_time.clock if fake_time else time.monotonic
@@ -165,7 +167,7 @@ def make_worker(
     return Worker(
         settings=settings,
         checkpoint=CheckpointSettings(),
-        launcher=(job or ScriptedJob()).launcher(settings),
+        launcher=(job or ScriptedJob()).launcher(settings, metrics=metrics),
         backend=client,
         clock=clock,
         sleep=sleep,
