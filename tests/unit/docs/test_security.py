@@ -46,9 +46,11 @@ def test_every_route_of_the_backend_is_placed_in_the_ports_table(tmp_path: Path)
         assert f"`{route}`" in text
     for route in sorted(routes - set(WORKER_ROUTES)):
         path = route.split(" ", 1)[1]
-        assert path == "/health" or path.startswith(("/api/v1/operations", "/api/v1/workers"))
+        assert path in ("/health", "/metrics") or path.startswith(
+            ("/api/v1/operations", "/api/v1/workers")
+        )
     assert "`GET /health`" in text
-    assert "`/api/v1/operations...`, `GET /api/v1/workers...`" in text
+    assert "`/api/v1/operations...`, `GET /api/v1/workers...`, `GET /metrics`" in text
 
 
 @pytest.mark.parametrize("command", ["openssl rand -hex 24"])
