@@ -2,8 +2,9 @@
 
 Each operation runs in a job process of its own: a FIFO as data file, which used to
 block a job for good, is refused at once while ``/health`` keeps answering; a training
-frozen mid-epoch is killed ``KTRDR_WORKER_STOP_GRACE`` after its cancel; a job over ``KTRDR_WORKER_MAX_MEMORY``
-fails naming the cap; a job killed from outside fails its operation; and the worker,
+frozen mid-epoch is killed ``KTRDR_WORKER_STOP_GRACE`` after its cancel; a job over
+``KTRDR_WORKER_MAX_MEMORY`` fails naming the cap; a job killed from outside fails its
+operation; and the worker,
 still registered, runs the next operation each time.
 """
 
