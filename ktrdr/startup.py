@@ -1,5 +1,8 @@
 """What every entrypoint does first: validate the configuration or exit 1.
 
+Also :func:`without_httpx_cli`, which a server entrypoint calls before its runtime's
+imports to keep httpx's command-line client out of the process.
+
 Deprecated names and warnings are written to stderr (visible under any runner);
 a ``ConfigurationError`` becomes its report on stderr and exit code 1, never a
 traceback. Validation runs here, at process start, never at import time, so a
@@ -27,6 +30,25 @@ from ktrdr.config import (
 from ktrdr.config.deprecation import WARNING_PREFIX
 
 EXIT_CONFIG_ERROR = 1
+
+#: The module httpx's ``__init__`` imports its command-line client from.
+HTTPX_CLI_MODULE = "httpx._main"
+
+
+def without_httpx_cli() -> bool:
+    """Keep httpx's command-line client out of this process; True if it took effect.
+
+    ``import httpx`` also imports ``httpx._main`` (click, rich and pygments: about a
+    tenth of a worker's cold start) whenever those are installed, as they are for
+    ktrdr's own CLI; a server never runs it. ``None`` in ``sys.modules`` makes that
+    import raise ``ImportError`` (the import system's documented rule), which httpx
+    answers with its own fallback ``httpx.main``. Call it before anything imports
+    httpx; once httpx is loaded it does nothing and returns False.
+    """
+    if "httpx" in sys.modules:
+        return False
+    sys.modules.setdefault(HTTPX_CLI_MODULE, None)  # type: ignore[arg-type]
+    return sys.modules[HTTPX_CLI_MODULE] is None
 
 
 @overload
@@ -111,4 +133,11 @@ def write_notes(stream: TextIO, notes: Iterable[str]) -> None:
     stream.flush()
 
 
-__all__ = ["EXIT_CONFIG_ERROR", "load_or_exit", "write_notes", "write_warnings"]
+__all__ = [
+    "EXIT_CONFIG_ERROR",
+    "HTTPX_CLI_MODULE",
+    "load_or_exit",
+    "without_httpx_cli",
+    "write_notes",
+    "write_warnings",
+]

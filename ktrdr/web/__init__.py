@@ -1,10 +1,11 @@
 """HTTP plumbing shared by the backend and the workers' servers.
 
-JSON error bodies, a body-size limit, bearer-token checks and a uvicorn server whose
-graceful shutdown runs our own; on the client side, the bearer header and the reading
-of error bodies that every ktrdr HTTP client shares. It knows nothing about workers
-or operations, so ``ktrdr.api`` and ``ktrdr.workers`` can both use it without
-importing each other.
+JSON error bodies, JSON request bodies for plain Starlette routes, a body-size limit,
+bearer-token checks and a uvicorn server whose graceful shutdown runs our own (none
+of it imports FastAPI; the two helpers only FastAPI apps use import it when called);
+on the client side, the bearer header and the reading of error bodies that every
+ktrdr HTTP client shares. It knows nothing about workers or operations, so
+``ktrdr.api`` and ``ktrdr.workers`` can both use it without importing each other.
 """
 
 from ktrdr.web.bearer_auth import BearerAuth, BearerAuthMiddleware
@@ -17,7 +18,9 @@ from ktrdr.web.http_errors import (
     error_code,
     error_response,
     install_error_handlers,
+    install_json_error_handlers,
 )
+from ktrdr.web.json_body import read_model
 from ktrdr.web.ports import ensure_bindable
 
 __all__ = [
@@ -37,5 +40,7 @@ __all__ = [
     "error_code",
     "error_response",
     "install_error_handlers",
+    "install_json_error_handlers",
     "read_error_body",
+    "read_model",
 ]

@@ -13,16 +13,19 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-from fastapi import Request, Response
-from fastapi.routing import APIRoute
 from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ktrdr.config import AuthSettings, Secret, env_name
 from ktrdr.web.http_errors import ApiError, error_response
+
+if TYPE_CHECKING:
+    from fastapi.routing import APIRoute
 
 _SCHEME = "bearer"
 
@@ -68,7 +71,13 @@ class BearerAuth:
             raise self.refusal()
 
     def route_class(self) -> type[APIRoute]:
-        """An ``APIRoute`` class whose routes check the token before anything else."""
+        """An ``APIRoute`` class whose routes check the token before anything else.
+
+        Plain Starlette routes (the worker's) call :meth:`check` themselves instead.
+        """
+        # Imported here: only FastAPI apps (the backend) use it, and they have FastAPI loaded.
+        from fastapi.routing import APIRoute
+
         auth = self
 
         class AuthenticatedRoute(APIRoute):

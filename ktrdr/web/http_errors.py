@@ -7,20 +7,26 @@ field; nothing a client sends can turn into a 500. A domain error a route lets
 through (``ktrdr.errors``) gets the status ``ktrdr.errors.HTTP_STATUSES`` gives it, and
 its message as the detail. Error bodies never echo the offending input, so a secret
 sent in the wrong place is not reflected back.
+
+Only :func:`install_error_handlers` knows FastAPI (and imports it when called): the
+worker serves plain Starlette routes and must not pay for FastAPI at start.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
 
 from ktrdr.errors import KtrdrError, http_status
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 logger = logging.getLogger(__name__)
 
@@ -92,12 +98,13 @@ def describe_validation_errors(errors: Any) -> list[dict[str, Any]]:
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    return error_response(422, "invalid_request", describe_validation_errors(exc.errors()))
+    # Registered for FastAPI's RequestValidationError only, whose errors() lists them.
+    errors = exc.errors()  # type: ignore[attr-defined]
+    return error_response(422, "invalid_request", describe_validation_errors(errors))
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)
+    assert isinstance(exc, HTTPException)
     code = exc.error if isinstance(exc, ApiError) else error_code(exc.status_code)
     return error_response(exc.status_code, code, exc.detail, headers=exc.headers)
 
@@ -117,12 +124,24 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(500, "internal_error", "the server failed; see its log")
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Make every error ``app`` returns a JSON ``ErrorBody``."""
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
+def install_json_error_handlers(app: Starlette) -> None:
+    """Make every error a plain Starlette ``app`` returns a JSON ``ErrorBody``.
+
+    Its routes validate their own bodies (:func:`ktrdr.web.read_model`), whose
+    refusals are ``ApiError`` 422s.
+    """
+    app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(KtrdrError, _domain_error)
     app.add_exception_handler(Exception, _unexpected_error)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Make every error a FastAPI ``app`` returns a JSON ``ErrorBody``, its 422s included."""
+    # Imported here: only FastAPI apps (the backend) need it, and they have FastAPI loaded.
+    from fastapi.exceptions import RequestValidationError
+
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    install_json_error_handlers(app)
 
 
 __all__ = [
@@ -132,4 +151,5 @@ __all__ = [
     "error_code",
     "error_response",
     "install_error_handlers",
+    "install_json_error_handlers",
 ]

@@ -19,10 +19,12 @@ import asyncio
 import contextlib
 import datetime
 import logging
+import ssl
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import attrs
 import httpx
@@ -114,6 +116,20 @@ def warn_about_data_dir(config: WorkerConfig) -> bool:
     return False
 
 
+def backend_tls(backend_url: str) -> ssl.SSLContext | bool:
+    """The ``verify`` argument of the worker's HTTP client for ``backend_url``.
+
+    An ``https`` backend gets httpx's default verification (True). A plain ``http``
+    backend needs no TLS, so no certificate bundle is loaded (httpx's default costs
+    about 40 ms of every worker's start): the context given instead verifies as
+    strictly (hostname checked, certificate required) but trusts no authority, so
+    anything that ever reached for TLS through it would fail closed.
+    """
+    if urlsplit(backend_url).scheme.lower() == "https":
+        return True
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
 def job_launcher(
     config: WorkerConfig, checkpoints: CheckpointStore, *, entry: JobEntry = JOB_ENTRY
 ) -> JobLauncher:
@@ -146,7 +162,7 @@ async def serve_worker(
     With ``purge``, expired checkpoint files are purged periodically meanwhile.
     """
     settings = config.worker
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(verify=backend_tls(settings.backend_url)) as http:
         backend = BackendClient(
             http=http,
             base_url=settings.backend_url,
@@ -217,6 +233,7 @@ def run_worker(
 
 __all__ = [
     "CHECKPOINT_PURGE_INTERVAL",
+    "backend_tls",
     "job_launcher",
     "prepare_checkpoints",
     "purge_checkpoints",

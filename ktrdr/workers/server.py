@@ -1,5 +1,12 @@
 """The worker's HTTP server: its app (health, start and cancel operations) and uvicorn.
 
+The app is plain Starlette: three routes do not need FastAPI, whose import (its
+OpenAPI models above all) was the largest part of a worker's cold start. The routes
+answer exactly as FastAPI body and path parameters did: the token is checked before
+the body is read, bodies are validated by ``ktrdr.web.read_model`` (422 items under
+``body``), and every error is a JSON ``ErrorBody``. The wire schema is published by
+the backend's OpenAPI document (``ktrdr.protocol``), not by each worker.
+
 The server is built from ``WorkerSettings`` (host and port), so the port the worker
 listens on and the port it registers cannot drift apart. Shutdown is chained to
 uvicorn's own: a signal marks the worker as stopping at once (new operations get
@@ -12,24 +19,22 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 import uvicorn
-from fastapi import APIRouter, FastAPI
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
-import ktrdr
 from ktrdr.config import AuthSettings, LoggingSettings, LogLevel, MetricsSettings
-from ktrdr.protocol import (
-    MAX_BODY_BYTES,
-    WORKER_OPERATIONS_PATH,
-    ErrorBody,
-    StartOperationRequest,
-)
+from ktrdr.protocol import MAX_BODY_BYTES, WORKER_OPERATIONS_PATH, StartOperationRequest
 from ktrdr.web import (
     BearerAuth,
     BodyLimitMiddleware,
     GracefulServer,
-    install_error_handlers,
+    install_json_error_handlers,
+    read_model,
 )
 from ktrdr.web.metrics import METRICS_PATH, ScrapeAuth, metrics_endpoint
 from ktrdr.workers.worker import Worker
@@ -38,82 +43,62 @@ logger = logging.getLogger(__name__)
 
 OPERATIONS_ROUTE = WORKER_OPERATIONS_PATH
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorBody, "description": "missing or wrong worker token"},
-    413: {"model": ErrorBody, "description": "request body too large"},
-    422: {"model": ErrorBody, "description": "invalid request"},
-}
-
 
 def create_worker_app(
     worker: Worker, *, auth: AuthSettings, metrics: MetricsSettings | None = None
-) -> FastAPI:
-    """The worker's FastAPI app; its lifespan shutdown stops ``worker``.
+) -> Starlette:
+    """The worker's Starlette app; its lifespan shutdown stops ``worker``.
 
     When ``worker.metrics`` is enabled, ``GET /metrics`` serves them to a bearer of
     the worker token or of ``metrics.token`` (``KTRDR_METRICS_TOKEN``) when set.
     """
+    bearer = BearerAuth(auth.worker_token)
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
         await worker.stop()
 
-    app = FastAPI(
-        title=f"ktrdr {worker.worker_type.value} worker",
-        version=ktrdr.__version__,
-        lifespan=lifespan,
-    )
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=MAX_BODY_BYTES)
-    install_error_handlers(app)
+    async def health(request: Request) -> JSONResponse:
+        """Id, type, status and current operation (no token needed)."""
+        return JSONResponse(worker.health())
 
-    @app.get("/health", tags=["health"], summary="Id, type, status and current operation")
-    async def health() -> dict[str, Any]:
-        return worker.health()
-
-    writes = APIRouter(route_class=BearerAuth(auth.worker_token).route_class(), tags=["operations"])
-
-    @writes.post(
-        OPERATIONS_ROUTE,
-        status_code=202,
-        responses={
-            409: {"model": ErrorBody, "description": "busy with another operation"},
-            503: {"model": ErrorBody, "description": "shutting down"},
-            **_ERRORS,
-        },
-        summary="Start (or resume) an operation",
-    )
-    async def start_operation(body: StartOperationRequest) -> dict[str, str]:
+    async def start_operation(request: Request) -> JSONResponse:
+        """Start (or resume) an operation: 202; 409 busy, 503 stopping, 422 invalid."""
+        bearer.check(request)  # before the body is read
+        body = await read_model(request, StartOperationRequest)
         # A refusal (busy, stopping, wrong type) answers with its ktrdr.errors status.
         await worker.start_operation(body)
-        return {"operation_id": body.operation_id, "status": "running"}
+        return JSONResponse({"operation_id": body.operation_id, "status": "running"}, 202)
 
-    @writes.post(
-        OPERATIONS_ROUTE + "/{operation_id}/cancel",
-        status_code=202,
-        responses={404: {"model": ErrorBody, "description": "not running here"}, **_ERRORS},
-        summary="Ask the running operation to stop",
-    )
-    async def cancel_operation(operation_id: str) -> dict[str, str]:
+    async def cancel_operation(request: Request) -> JSONResponse:
+        """Ask the running operation to stop: 202; 404 when it is not running here."""
+        bearer.check(request)
+        operation_id: str = request.path_params["operation_id"]
         worker.cancel_operation(operation_id)  # UnknownOperation answers 404
-        return {"operation_id": operation_id, "status": "cancelling"}
+        return JSONResponse({"operation_id": operation_id, "status": "cancelling"}, 202)
 
-    app.include_router(writes)
+    routes = [
+        Route("/health", health, methods=["GET"]),
+        Route(OPERATIONS_ROUTE, start_operation, methods=["POST"]),
+        Route(OPERATIONS_ROUTE + "/{operation_id}/cancel", cancel_operation, methods=["POST"]),
+    ]
     if worker.metrics.enabled:
         scrape_token = metrics.token if metrics is not None else None
-        scrape_auth = ScrapeAuth.of(BearerAuth(auth.worker_token), scrape_token)
+        scrape_auth = ScrapeAuth.of(bearer, scrape_token)
 
         async def refresh() -> None:
             worker.refresh_metrics()
 
-        app.add_api_route(
-            METRICS_PATH,
-            metrics_endpoint(worker.metrics.registry, auth=scrape_auth, refresh=refresh),
-            methods=["GET"],
-            tags=["monitoring"],
-            summary="Prometheus metrics (worker token, or KTRDR_METRICS_TOKEN when set)",
-            responses={401: {"model": ErrorBody, "description": "missing or wrong token"}},
-        )
+        # Checks its own tokens (the worker token, or KTRDR_METRICS_TOKEN when set).
+        endpoint = metrics_endpoint(worker.metrics.registry, auth=scrape_auth, refresh=refresh)
+        routes.append(Route(METRICS_PATH, endpoint, methods=["GET"]))
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(BodyLimitMiddleware, max_body_bytes=MAX_BODY_BYTES)],
+        lifespan=lifespan,
+    )
+    install_json_error_handlers(app)
     return app
 
 

@@ -226,9 +226,13 @@ class Worker:
     # -- lifecycle ------------------------------------------------------------
 
     async def start(self) -> None:
-        """Begin registering and heartbeating in the background (the server listens)."""
+        """Begin registering and heartbeating in the background (the server listens).
+
+        The job processes' server is warmed up once registration has succeeded: started
+        alongside it, the server's imports competed with the registration for the CPU
+        and about doubled the time until the backend listed the worker.
+        """
         if self._lifecycle is None and not self._stopping:
-            self._warm_up = asyncio.create_task(self._warm_up_jobs(), name="job-warm-up")
             self._lifecycle = asyncio.create_task(self._lifecycle_loop(), name="worker-lifecycle")
 
     async def _warm_up_jobs(self) -> None:
@@ -241,6 +245,7 @@ class Worker:
     async def _lifecycle_loop(self) -> None:
         if not await self.register_until_success():
             return  # stopping before the backend ever answered
+        self._warm_up = asyncio.create_task(self._warm_up_jobs(), name="job-warm-up")
         interval = self.heartbeat_interval_s
         next_due = self._clock() + interval
         while True:

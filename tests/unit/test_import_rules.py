@@ -92,3 +92,44 @@ def test_a_worker_entrypoint_and_the_backend_load_no_numpy() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_a_worker_process_loads_neither_fastapi_nor_httpxs_cli(tmp_path: Path) -> None:
+    """A worker run as ``python -m`` (stopped by a bad port right after its imports) never
+    loads FastAPI, httpx's command-line client (rich, pygments) or numpy.
+    """
+    code = (
+        "import runpy, sys\n"
+        "try:\n"
+        "    runpy.run_module('ktrdr.workers.training_worker', run_name='__main__')\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 1, exc.code\n"
+        "unwanted = ('fastapi', 'httpx._main', 'rich', 'pygments', 'numpy')\n"
+        "print([m for m in unwanted if sys.modules.get(m) is not None],"
+        " 'ktrdr.workers.server' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={"KTRDR_WORKER_PORT": "not-a-port"},
+    )
+    assert done.stdout.strip() == "[] True"
+
+
+def test_importing_the_workers_package_loads_none_of_its_modules() -> None:
+    """``import ktrdr.workers`` defines names only (loaded on first use), so an entrypoint
+    can prepare the process before the runtime's imports.
+    """
+    code = (
+        "import sys, ktrdr.workers\n"
+        "print(sorted(m for m in sys.modules if m.startswith('ktrdr.workers.')),"
+        " 'httpx' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "[] False"

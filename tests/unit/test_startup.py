@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ktrdr.config import WorkerConfig, WorkerType
-from ktrdr.startup import EXIT_CONFIG_ERROR, load_or_exit
+from ktrdr.startup import EXIT_CONFIG_ERROR, HTTPX_CLI_MODULE, load_or_exit, without_httpx_cli
 
 REPO = Path(__file__).resolve().parents[2]
 ACK = {"KTRDR_ACKNOWLEDGE_INSECURE_DEFAULTS": "true"}
@@ -111,3 +111,48 @@ def test_configuration_error_in_a_process_is_exit_1_without_traceback() -> None:
     assert result.returncode == EXIT_CONFIG_ERROR
     assert "Traceback" not in result.stderr
     assert "KTRDR_WORKER_PORT='0': expected a whole number between 1 and 65535" in result.stderr
+
+
+def _fresh_interpreter(code: str) -> str:
+    """What ``code`` prints in a new interpreter (nothing imported beforehand)."""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    return result.stdout.strip()
+
+
+def test_without_httpx_cli_keeps_httpxs_command_line_client_out() -> None:
+    """Called first, httpx loads without its CLI (no rich, no pygments) and still works."""
+    code = (
+        "import sys\n"
+        "from ktrdr.startup import without_httpx_cli\n"
+        "took = without_httpx_cli()\n"
+        "import httpx\n"
+        "client = httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(204)))\n"
+        "print(took, sys.modules['httpx._main'], 'rich' in sys.modules,"
+        " 'pygments' in sys.modules, httpx.main.__module__, client.get('http://x').status_code)"
+    )
+    assert _fresh_interpreter(code) == "True None False False httpx 204"
+
+
+def test_httpx_still_imports_its_cli_from_the_module_the_hook_names() -> None:
+    """Plain ``import httpx`` loads httpx._main and rich: the hook aims at a live import.
+
+    If an httpx upgrade stops importing its CLI (or moves it), this fails: the hook
+    can then go, or must follow the new name.
+    """
+    code = (
+        f"import sys, httpx; print(type(sys.modules.get({HTTPX_CLI_MODULE!r})).__name__,"
+        " 'rich' in sys.modules)"
+    )
+    assert _fresh_interpreter(code) == "module True"
+
+
+def test_without_httpx_cli_does_nothing_once_httpx_is_loaded() -> None:
+    """In a process that already holds httpx (this one), the hook changes nothing."""
+    import httpx  # noqa: F401 - make sure it is loaded, as it is in any test process
+
+    before = sys.modules.get(HTTPX_CLI_MODULE)
+
+    assert without_httpx_cli() is False
+    assert sys.modules.get(HTTPX_CLI_MODULE) is before

@@ -24,6 +24,8 @@ def test_public_names_are_pinned() -> None:
         "error_code",
         "error_response",
         "install_error_handlers",
+        "install_json_error_handlers",
         "read_error_body",
+        "read_model",
     ]
     assert all(hasattr(ktrdr.web, name) for name in ktrdr.web.__all__)

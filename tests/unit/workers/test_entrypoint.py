@@ -6,6 +6,7 @@ import asyncio
 import datetime
 import logging
 import os
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from ktrdr.protocol import OperationType, StartOperationRequest
 from ktrdr.workers.checkpoints import CheckpointStore
 from ktrdr.workers.entrypoint import (
     CHECKPOINT_PURGE_INTERVAL,
+    backend_tls,
     job_launcher,
     prepare_checkpoints,
     purge_checkpoints_forever,
@@ -184,3 +186,14 @@ async def test_checkpoints_are_purged_every_interval_while_serving(tmp_path: Pat
 
     assert sleeps == [CHECKPOINT_PURGE_INTERVAL.total_seconds()] * 3
     assert expired == [True, True, True]  # each file planted was gone by the next round
+
+
+def test_a_plain_http_backend_gets_a_client_that_loads_no_certificates() -> None:
+    """http:// backend: a strict TLS context trusting no authority; https://: httpx's default."""
+    plain = backend_tls("http://backend:8000")
+
+    assert isinstance(plain, ssl.SSLContext)
+    assert plain.cert_store_stats()["x509_ca"] == 0
+    assert (plain.verify_mode, plain.check_hostname) == (ssl.CERT_REQUIRED, True)
+    assert backend_tls("https://backend.example:8443") is True
+    assert backend_tls("HTTPS://backend.example") is True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import signal
 from collections.abc import AsyncIterator
 
@@ -173,3 +174,75 @@ def test_requests_in_flight_get_a_fifth_of_the_shutdown_budget(
     settings = attrs.evolve(SETTINGS, shutdown_timeout=datetime.timedelta(seconds=timeout_s))
 
     assert graceful_requests_timeout(make_worker(FakeBackend(), settings=settings)) == expected
+
+
+async def test_the_token_is_checked_before_the_body_is_read(client: httpx.AsyncClient) -> None:
+    """Without the token even a malformed body gets 401, so nothing about the schema leaks."""
+    response = await client.post(
+        "/operations", content=b"{not json", headers={"content-type": "application/json"}
+    )
+
+    assert response.status_code == 401
+    assert response.json()["error"] == "unauthorized"
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "loc", "kind"),
+    [
+        ("application/json", b"{not json", ["body", 1], "json_invalid"),
+        ("text/plain", b'{"operation_id": "op-1"}', ["body"], "model_attributes_type"),
+        ("application/json", b"", ["body"], "missing"),
+        (
+            "application/json",
+            json.dumps({**START, "x": 1}).encode(),
+            ["body", "x"],
+            "extra_forbidden",
+        ),
+    ],
+    ids=["malformed-json", "not-json", "empty", "extra-field"],
+)
+async def test_unusable_bodies_are_422_items_under_body(
+    client: httpx.AsyncClient,
+    worker: Worker,
+    content_type: str,
+    body: bytes,
+    loc: list[object],
+    kind: str,
+) -> None:
+    """Malformed, non-JSON, empty and over-specified bodies: 422 naming where, worker idle."""
+    headers = {**AUTH, "content-type": content_type}
+    response = await client.post("/operations", content=body, headers=headers)
+
+    assert response.status_code == 422
+    assert response.json()["error"] == "invalid_request"
+    assert (response.json()["detail"][0]["loc"], response.json()["detail"][0]["type"]) == (
+        loc,
+        kind,
+    )
+    assert worker.status is WorkerStatus.IDLE
+
+
+async def test_unknown_paths_and_methods_are_json_errors(client: httpx.AsyncClient) -> None:
+    """404 for an unknown path, 405 (with Allow) for a wrong method, both as ErrorBody."""
+    missing = await client.get("/nowhere")
+    wrong = await client.get("/operations", headers=AUTH)
+
+    assert (missing.status_code, missing.json()["error"]) == (404, "not_found")
+    assert (wrong.status_code, wrong.json()["error"]) == (405, "method_not_allowed")
+    assert wrong.headers["allow"] == "POST"
+
+
+@pytest.mark.parametrize("path", ["/docs", "/redoc", "/openapi.json"])
+async def test_a_worker_serves_no_api_description(client: httpx.AsyncClient, path: str) -> None:
+    """The worker publishes no OpenAPI document or docs page (the backend's covers the wire)."""
+    response = await client.get(path)
+
+    assert response.status_code == 404
+
+
+async def test_health_answers_head_too(client: httpx.AsyncClient) -> None:
+    """HEAD /health is 200 with no body (probes that use HEAD work)."""
+    response = await client.head("/health")
+
+    assert response.status_code == 200
+    assert response.content == b""

@@ -561,3 +561,21 @@ async def test_stop_waits_for_a_report_still_in_flight() -> None:
     assert paths.index("ANSWERED /api/v1/operations/op-1/report (answered)") < paths.index(
         "DELETE /api/v1/workers/training-test-5003"
     )
+
+
+async def test_job_processes_are_warmed_up_only_once_registered() -> None:
+    """The job server's warm-up waits for a successful registration (it would slow it down)."""
+    backend = FakeBackend()
+    backend.refuse_connections = 2
+    worker = make_worker(backend, fake_time=FakeTime())
+    registrations_seen: list[int] = []
+
+    def warm_up() -> None:
+        registrations_seen.append(backend.paths().count("POST /api/v1/workers/register"))
+
+    worker._launcher.warm_up = warm_up  # type: ignore[method-assign]
+    await worker.start()
+    await wait_for(lambda: registrations_seen)
+    await worker.stop()
+
+    assert registrations_seen == [3]  # two refused attempts, then the one that succeeded

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import ktrdr.workers
 
 
@@ -19,3 +21,10 @@ def test_public_names_are_pinned() -> None:
         "registration_backoff",
     ]
     assert all(hasattr(ktrdr.workers, name) for name in ktrdr.workers.__all__)
+    assert set(ktrdr.workers.__all__) <= set(dir(ktrdr.workers))
+
+
+def test_an_unknown_name_is_an_attribute_error() -> None:
+    """The lazy loading of public names does not invent others."""
+    with pytest.raises(AttributeError, match="no attribute 'Nothing'"):
+        ktrdr.workers.Nothing  # noqa: B018 - the attribute access is the test
