@@ -1,17 +1,20 @@
 """Benchmark: worker cold start, from process spawn to "visible in the backend's list".
 
 Run with ``.venv/bin/python benchmarks/bench_worker_start.py``. In the same run it
-measures a baseline: a bare uvicorn + Starlette app with one route, from process
-spawn to its first HTTP response. The target is the worker's median <= 2 x the
-baseline's median.
+measures two references, from process spawn to their first HTTP response: the
+baseline, a bare uvicorn + Starlette app with one route, and the floor of the
+worker's stack, the same app in a process that also imports the configuration
+package, the pydantic wire protocol and httpx (without its command-line client).
+The target is the worker's median <= 3 x the baseline's median; the floor shows how
+much of that the chosen stack takes before any worker code runs.
 
 Setup: one backend (``python -m ktrdr.api.main``) is started first and stays warm.
 Each worker run spawns ``python -m ktrdr.workers.training_worker`` on a free loopback
 port and polls ``GET /api/v1/workers/<id>`` on the backend over a keep-alive
 connection until it answers 200, so the figure includes interpreter start, imports,
-configuration validation, the server bind and the registration round trip. Baseline
-and worker runs alternate so both see the same machine state; the first run of each
-is a discarded warm-up (file cache). Every child is stopped before the next run.
+configuration validation, the server bind and the registration round trip. Baseline,
+floor and worker runs alternate so all see the same machine state; the first run of
+each is a discarded warm-up (file cache). Every child is stopped before the next run.
 """
 
 from __future__ import annotations
