@@ -118,6 +118,11 @@ class FleetClient:
         result: dict[str, Any] = self._request("GET", _one(operation_id))
         return result
 
+    def series(self, operation_id: str) -> dict[str, Any]:
+        """``GET /api/v1/operations/{id}/series``: ``{"x": ..., "series": {name: [[x, y]]}}``."""
+        result: dict[str, Any] = self._request("GET", _one(operation_id) + "/series")
+        return result
+
     def cancel(self, operation_id: str) -> dict[str, Any]:
         """``POST /api/v1/operations/{id}/cancel``."""
         result: dict[str, Any] = self._request("POST", _one(operation_id) + "/cancel")

@@ -6,8 +6,9 @@ import this module and nothing of each other, so the messages are defined once:
 
 - worker -> job: the :class:`JobRequest` (the child's start argument), then at most
   one :class:`StopRequest`;
-- job -> worker: any number of ``Progress`` (``ktrdr.protocol``) and
-  :class:`CheckpointData` messages, then exactly one :class:`JobOutcome`.
+- job -> worker: any number of ``Progress`` (``ktrdr.protocol``),
+  :class:`SeriesUpdate` and :class:`CheckpointData` messages, then exactly one
+  :class:`JobOutcome`.
 
 Checkpoints travel as bytes: the job encodes its state, the worker's checkpoint store
 writes it (atomically, where the runtime can also delete and expire it). The worker
@@ -36,6 +37,7 @@ __all__ = [
     "JobMessage",
     "JobOutcome",
     "JobRequest",
+    "SeriesUpdate",
     "StopReason",
     "StopRequest",
 ]
@@ -59,6 +61,17 @@ class CheckpointData:
     step: int
     meta: Mapping[str, Any]
     state: bytes = attrs.field(repr=lambda state: f"<{len(state)} bytes>")
+
+
+@attrs.frozen(kw_only=True)
+class SeriesUpdate:
+    """Series points a job recorded since its last update: ``{name: ((x, y), ...)}``.
+
+    ``x`` is the step count (epoch, bar) the value was taken after; values are finite.
+    A resumed job first sends the points its checkpoint remembers.
+    """
+
+    points: Mapping[str, tuple[tuple[int, float], ...]]
 
 
 @attrs.frozen(kw_only=True)
@@ -104,7 +117,7 @@ class JobOutcome:
 
 
 #: Anything a job process sends to its worker.
-JobMessage = Progress | CheckpointData | JobOutcome
+JobMessage = Progress | SeriesUpdate | CheckpointData | JobOutcome
 
 
 @attrs.frozen

@@ -18,15 +18,18 @@ from __future__ import annotations
 import datetime
 import posixpath
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
+    StringConstraints,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -124,6 +127,60 @@ class Progress(_Message):
     details: dict[str, Any] = Field(default_factory=dict)
 
 
+# --- Series: the curves a running operation draws (loss per epoch, equity per bar) ---------
+
+#: Most points one series holds: jobs down-sample longer runs to this many.
+MAX_SERIES_POINTS = 1000
+#: Most series one operation reports.
+MAX_SERIES_NAMES = 8
+#: What a series is called: lower case, digits and ``_`` (``loss``, ``validation_loss``).
+SERIES_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
+
+SeriesName = Annotated[str, StringConstraints(pattern=SERIES_NAME_PATTERN)]
+#: One point: the step (epoch or bar number, from 1) and a finite value.
+SeriesPoint = tuple[Annotated[int, Field(ge=0)], Annotated[float, Field(allow_inf_nan=False)]]
+#: Points by series name, as heartbeats, reports and ``GET .../series`` carry them.
+SeriesPoints = Annotated[
+    dict[SeriesName, Annotated[list[SeriesPoint], Field(max_length=MAX_SERIES_POINTS)]],
+    Field(max_length=MAX_SERIES_NAMES),
+]
+#: What a series' x counts, by operation type.
+SeriesAxis = Literal["epoch", "bar"]
+SERIES_AXES: Mapping[OperationType, SeriesAxis] = {
+    OperationType.TRAINING: "epoch",
+    OperationType.BACKTEST: "bar",
+}
+
+
+class _MaySendSeries(_Message):
+    """A message with optional ``series``: left out of the JSON when there are none.
+
+    So a worker without points sends exactly what a backend from before series
+    expects (it refuses unknown fields).
+    """
+
+    series: SeriesPoints | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_empty_series(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and data.get("series") is None:
+            data.pop("series", None)
+        return data
+
+
+class OperationSeries(_Message):
+    """``GET /api/v1/operations/{id}/series``: every stored point, by series, x ascending.
+
+    ``x`` names what the first coordinate counts: ``epoch`` for training (loss,
+    accuracy, validation_loss, validation_accuracy after each epoch), ``bar`` for a
+    backtest (equity after each bar, at most :data:`MAX_SERIES_POINTS` bars).
+    """
+
+    x: SeriesAxis
+    series: SeriesPoints = Field(default_factory=dict)
+
+
 class RegisterRequest(_Message):
     """``POST /api/v1/workers/register``: a worker announces itself (idempotent per id)."""
 
@@ -146,12 +203,13 @@ class RegisterRequest(_Message):
         return value
 
 
-class HeartbeatRequest(_Message):
+class HeartbeatRequest(_MaySendSeries):
     """``POST /api/v1/workers/{id}/heartbeat``: status and the running operation's progress."""
 
     status: WorkerStatus
     current_operation_id: str | None = Field(default=None, pattern=_ID)
     progress: Progress | None = None
+    # series: points of the current operation not acknowledged yet (answered 200).
 
 
 class WorkerView(_Message):
@@ -191,7 +249,7 @@ class StartOperationRequest(_Message):
     resume: bool = False
 
 
-class OperationReport(_Message):
+class OperationReport(_MaySendSeries):
     """Worker → backend ``POST /api/v1/operations/{id}/report``: how an operation ended."""
 
     worker_id: str = Field(pattern=_ID)
@@ -199,6 +257,7 @@ class OperationReport(_Message):
     result: dict[str, Any] | None = None
     error: str | None = Field(default=None, max_length=4000)
     checkpoint_saved: bool = False
+    # series: every point of the operation (the worker's whole record of it).
 
 
 class ErrorBody(_Message):
@@ -355,8 +414,12 @@ __all__ = [
     "ID_PATTERN",
     "MAX_BODY_BYTES",
     "MAX_PAGE_ITEMS",
+    "MAX_SERIES_NAMES",
+    "MAX_SERIES_POINTS",
     "OPERATIONS_PATH",
     "REGISTER_PATH",
+    "SERIES_AXES",
+    "SERIES_NAME_PATTERN",
     "WORKERS_PATH",
     "WORKER_OPERATIONS_PATH",
     "BacktestParameters",
@@ -366,12 +429,16 @@ __all__ = [
     "OperationList",
     "OperationParameters",
     "OperationReport",
+    "OperationSeries",
     "OperationStatus",
     "OperationType",
     "OperationView",
     "Progress",
     "RegisterRequest",
     "RegisterResponse",
+    "SeriesAxis",
+    "SeriesPoint",
+    "SeriesPoints",
     "StartOperationRequest",
     "TrainingParameters",
     "WorkerStatus",

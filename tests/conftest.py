@@ -25,3 +25,13 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
         yield mount
     finally:
         subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests run on asyncio, what ktrdr runs on, even where trio is installed.
+
+    anyio's plugin otherwise runs each async test once per installed backend, and
+    selenium (the browser tests' driver) brings trio along.
+    """
+    return "asyncio"

@@ -23,6 +23,7 @@ from typing import Any
 
 import attrs
 
+from ktrdr.api.series_store import Points
 from ktrdr.api.store import (
     InvalidTransition,
     LiveLimitReached,
@@ -34,7 +35,9 @@ from ktrdr.api.store import (
 from ktrdr.config import OperationsSettings, env_name
 from ktrdr.errors import TooManyOperations
 from ktrdr.protocol import (
+    SERIES_AXES,
     OperationList,
+    OperationSeries,
     OperationStatus,
     OperationType,
     OperationView,
@@ -272,12 +275,17 @@ class OperationsService:
         worker_id: str | None = None,
         result: Mapping[str, Any] | None = None,
         error: str | None = None,
+        series: Points | None = None,
     ) -> OperationView:
         """The operation ended (a worker's report); only once, only by its worker.
 
         Raises :class:`InvalidTransition` when it already finished (e.g. cancelled by a
-        user before the worker's report arrived) or runs on another worker.
+        user before the worker's report arrived) or runs on another worker. ``series``
+        (the worker's points) is stored first, if the operation was given to
+        ``worker_id``, so a run cancelled meanwhile still keeps its whole curve.
         """
+        if series and worker_id is not None:
+            self._store.record_series(operation_id, worker_id=worker_id, points=series)
         record = self._store.finish(
             operation_id,
             status=status,
@@ -287,6 +295,13 @@ class OperationsService:
             worker_id=worker_id,
         )
         return self._remember(record)
+
+    def series(self, operation_id: str) -> OperationSeries:
+        """The operation's series points; raises :class:`OperationNotFound` (never cached:
+        a chart wants the newest points).
+        """
+        stored = self._store.series(operation_id)
+        return OperationSeries(x=SERIES_AXES[stored.type], series=dict(stored.points))
 
     # --- retention --------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""The operations API: create, list, get, cancel, resume; and the workers' outcome reports.
+"""The operations API: create, list, get, series, cancel, resume; and the workers' reports.
 
 ``POST /api/v1/operations/{id}/report`` is for workers and needs the reporting
 worker's own credential (``ktrdr.api.worker_auth``, checked before the body is read);
@@ -39,6 +39,7 @@ from ktrdr.protocol import (
     ErrorBody,
     OperationList,
     OperationReport,
+    OperationSeries,
     OperationStatus,
     OperationType,
     OperationView,
@@ -169,6 +170,15 @@ def operations_routers(
     )
     async def get_operation(operation_id: OperationId) -> Response:
         return await _json_of(lambda: service.get(operation_id))
+
+    @router.get(
+        _ONE + "/series",
+        response_model=OperationSeries,
+        responses=_NOT_FOUND,
+        summary="One operation's series: loss and accuracy per epoch, or equity per bar",
+    )
+    async def get_series(operation_id: OperationId) -> Response:
+        return await _json_of(lambda: service.series(operation_id))
 
     @router.post(
         _ONE + "/cancel",

@@ -5,9 +5,10 @@ The worker API calls :meth:`OperationReports.registered` and
 calls :meth:`OperationReports.report` for ``POST /api/v1/operations/{id}/report``.
 
 Every heartbeat that names an operation stamps it in the store (the orphan detector
-relies on that, progress or not). Heartbeats are the hot path, so they are not
-written one transaction each: the heartbeat only notes its stamp (the time it
-arrived and its progress, the latest per operation), and :meth:`run_forever` writes
+relies on that, progress or not), with the series points it carries. Heartbeats are
+the hot path, so they are not written one transaction each: the heartbeat only notes
+its stamp (the time it arrived and its progress, the latest per operation, and its
+series points, merged with those not written yet), and :meth:`run_forever` writes
 whatever has accumulated in one transaction, at most every :data:`FLUSH_SPACING`
 (group commit: a bounded write load however many workers heartbeat). A stamp or report
 about an operation that has moved on (cancelled by a user, failed as an orphan,
@@ -23,11 +24,14 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+import attrs
+
 from ktrdr.api.dispatcher import Dispatcher
 from ktrdr.api.metrics import BackendMetrics, DisabledBackendMetrics, ReportRejection
 from ktrdr.api.operations import InvalidTransition, OperationNotFound, OperationsService
 from ktrdr.api.periodic import run_until_stopped, wait_or_stop, wait_or_wake
 from ktrdr.api.registry import WorkerRecord, WorkerRegistry
+from ktrdr.api.series_store import merge_points
 from ktrdr.api.store import ProgressStamp
 from ktrdr.protocol import HeartbeatRequest, OperationReport, OperationView, WorkerStatus
 from ktrdr.web import ApiError
@@ -91,14 +95,19 @@ class OperationReports:
             progress: Mapping[str, Any] | None = None
             if request.progress is not None:
                 progress = request.progress.model_dump(mode="json")
+            series = request.series
             earlier = self._stamps.get(operation_id)
-            if progress is None and earlier is not None and earlier.worker_id == record.worker_id:
-                progress = earlier.progress  # a bare heartbeat must not drop unwritten progress
+            if earlier is not None and earlier.worker_id == record.worker_id:
+                if progress is None:
+                    progress = earlier.progress  # a bare heartbeat must not drop unwritten progress
+                if earlier.series:
+                    series = merge_points(earlier.series, series)  # nor unwritten points
             self._stamps[operation_id] = ProgressStamp(
                 operation_id=operation_id,
                 worker_id=record.worker_id,
                 at=record.last_heartbeat_at,
                 progress=progress,
+                series=series or None,
             )
             self._noted.set()
         if record.status is WorkerStatus.IDLE and previous.status is not WorkerStatus.IDLE:
@@ -127,7 +136,10 @@ class OperationReports:
                 await asyncio.to_thread(self._service.record_heartbeats, list(batch.values()))
             except BaseException:
                 for operation_id, stamp in batch.items():
-                    self._stamps.setdefault(operation_id, stamp)
+                    newer = self._stamps.setdefault(operation_id, stamp)
+                    if newer is not stamp and stamp.series and newer.worker_id == stamp.worker_id:
+                        series = merge_points(stamp.series, newer.series)
+                        self._stamps[operation_id] = attrs.evolve(newer, series=series)
                 raise
             return len(batch)
 
@@ -177,7 +189,9 @@ class OperationReports:
             error = f"{error}; {CHECKPOINT_SAVED}" if error else CHECKPOINT_SAVED
         noted = self._stamps.get(operation_id)
         if noted is not None and noted.worker_id == report.worker_id:
-            del self._stamps[operation_id]  # the outcome supersedes its progress
+            # The outcome supersedes its progress; its points are the worker's whole
+            # record, which holds every point a heartbeat carried.
+            del self._stamps[operation_id]
         try:
             view = await asyncio.to_thread(
                 self._service.finish,
@@ -186,6 +200,7 @@ class OperationReports:
                 worker_id=report.worker_id,
                 result=report.result,
                 error=error,
+                series=report.series,
             )
         except OperationNotFound:
             self._metrics.report_rejected(ReportRejection.UNKNOWN_OPERATION)

@@ -1,6 +1,7 @@
 """The operations store: operations persisted in SQLite (default) or PostgreSQL.
 
-SQLAlchemy 2 Core over one ``operations`` table; the same code runs on both engines
+SQLAlchemy 2 Core over the ``operations`` table and its series points
+(``ktrdr.api.series_store``); the same code runs on both engines
 and the same tests run against both. Every status transition is one conditional
 ``UPDATE ... WHERE status IN (...) RETURNING`` inside a transaction, so two callers
 racing for the same operation (a worker's report and a user's cancel, the orphan
@@ -28,6 +29,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Dialect, Engine, RowMapping
 
 from ktrdr.api.migrations import SchemaUpgrade, upgrade_schema
+from ktrdr.api.series_store import (
+    Points,
+    define_series_table,
+    delete_series,
+    read_series,
+    upsert_points,
+)
 from ktrdr.config import DatabaseSettings, DbEngine, env_name
 from ktrdr.errors import (
     ConfigurationError,
@@ -51,6 +59,7 @@ __all__ = [
     "OperationRecord",
     "OperationStore",
     "ProgressStamp",
+    "SeriesRecord",
     "StoreError",
     "database_url",
     "make_engine",
@@ -106,6 +115,16 @@ class ProgressStamp:
     at: datetime.datetime
     #: The progress to record, or None to only record the time.
     progress: Mapping[str, Any] | None = None
+    #: Series points the heartbeat carried, if any.
+    series: Points | None = None
+
+
+@attrs.frozen(kw_only=True)
+class SeriesRecord:
+    """An operation's stored series points and its type (which says what x counts)."""
+
+    type: OperationType
+    points: Mapping[str, builtins.list[tuple[int, float]]]
 
 
 @attrs.frozen(kw_only=True)
@@ -304,6 +323,7 @@ class OperationStore:
         self._finish_listeners: builtins.list[Callable[[OperationRecord], None]] = []
         self._metadata = sa.MetaData(schema=schema)
         self._table = _define_table(self._metadata)
+        self._series = define_series_table(self._metadata)
         self._postgres = engine.dialect.name == "postgresql"
 
     @classmethod
@@ -553,13 +573,14 @@ class OperationStore:
             worker_id=worker_id,
         )
 
-    def stamp_many(self, stamps: Iterable[ProgressStamp]) -> None:
+    def stamp_many(self, stamps: Collection[ProgressStamp]) -> None:
         """Record many heartbeats in one transaction (the backend batches them).
 
         Like :meth:`update_progress` for each stamp, except that a stamp whose
         operation is no longer running on its worker is skipped silently (the news came
         too late), and progress that is not plain JSON (NaN) is dropped with a warning
-        while the time is still recorded. One bad stamp never loses the others.
+        while the time is still recorded. One bad stamp never loses the others. Series
+        points are kept for operations running on the stamping worker.
         """
         table = self._table
         timed: list[dict[str, Any]] = []
@@ -593,6 +614,18 @@ class OperationStore:
             if with_progress:
                 progress = sa.bindparam("b_progress", type_=table.c.progress.type)
                 conn.execute(running.values(last_reported_at=at, progress=progress), with_progress)
+            plotted = [s for s in stamps if s.series]
+            if plotted:
+                owners = self._owners(conn, [s.operation_id for s in plotted], running_only=True)
+                upsert_points(
+                    conn,
+                    self._series,
+                    (
+                        (s.operation_id, s.series)
+                        for s in plotted
+                        if s.series and owners.get(s.operation_id) == s.worker_id
+                    ),
+                )
 
     def finish(
         self,
@@ -701,14 +734,53 @@ class OperationStore:
         return None if row is None else self._finished(_record(row._mapping))
 
     def delete_finished_before(self, cutoff: datetime.datetime) -> int:
-        """Delete finished operations whose finish time is before ``cutoff``; the count."""
+        """Delete finished operations whose finish time is before ``cutoff`` (and their
+        series points); the count.
+        """
         table = self._table
-        statement = sa.delete(table).where(
+        expired = (
             table.c.status.in_([s.value for s in FINISHED_STATUSES]),
             table.c.finished_at < _aware("cutoff", cutoff),
         )
         with self._engine.begin() as conn:
-            return int(conn.execute(statement).rowcount)
+            delete_series(conn, self._series, sa.select(table.c.id).where(*expired))
+            return int(conn.execute(sa.delete(table).where(*expired)).rowcount)
+
+    # --- series -----------------------------------------------------------------------
+
+    def record_series(self, operation_id: str, *, worker_id: str, points: Points) -> bool:
+        """Store points ``worker_id`` reports for ``operation_id``, whatever its status.
+
+        Only the worker the operation was last given to may add points (a report of a
+        cancelled run still completes its curve); False when it is not that worker's
+        (or no longer exists) and nothing was written.
+        """
+        with self._engine.begin() as conn:
+            owners = self._owners(conn, [operation_id], running_only=False)
+            if owners.get(operation_id) != worker_id:
+                return False
+            upsert_points(conn, self._series, [(operation_id, points)])
+        return True
+
+    def series(self, operation_id: str) -> SeriesRecord:
+        """The operation's stored points; raises :class:`OperationNotFound`."""
+        table = self._table
+        with self._engine.connect() as conn:
+            kind = conn.execute(sa.select(table.c.type).where(table.c.id == operation_id)).first()
+            if kind is None:
+                raise OperationNotFound(operation_id)
+            points = read_series(conn, self._series, operation_id)
+        return SeriesRecord(type=OperationType(kind.type), points=points)
+
+    def _owners(
+        self, conn: Connection, operation_ids: Collection[str], *, running_only: bool
+    ) -> dict[str, str | None]:
+        """The worker each operation was given to (running ones only, if asked)."""
+        table = self._table
+        query = sa.select(table.c.id, table.c.worker_id).where(table.c.id.in_(operation_ids))
+        if running_only:
+            query = query.where(table.c.status == OperationStatus.RUNNING.value)
+        return {row.id: row.worker_id for row in conn.execute(query)}
 
     # --- helpers ----------------------------------------------------------------------
 

@@ -22,8 +22,10 @@ import httpx
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from ktrdr.cli.operator_token import DEFAULT_TOKEN_FILE, resolve_operator_token
+from ktrdr.cli.plot import render_charts
 from ktrdr.config import AuthSettings, ConfigurationError, WorkerSettings, env_name
 from ktrdr.errors import BackendError, BackendUnreachable
 from ktrdr.fleet_client import FleetClient
@@ -221,16 +223,36 @@ def list_operations(
 @ops.command("show")
 @click.argument("operation_id")
 @click.option("--json", "as_json", is_flag=True, help="print the backend's JSON")
+@click.option(
+    "--plot",
+    is_flag=True,
+    help="also draw its series: loss and accuracy per epoch, or equity per bar",
+)
 @backend_url_option
 @token_option
-def show(operation_id: str, as_json: bool, backend_url: str, token: str | None) -> None:
-    """Show one operation: status, progress, result or error."""
+def show(operation_id: str, as_json: bool, plot: bool, backend_url: str, token: str | None) -> None:
+    """Show one operation: status, progress, result or error (and its charts)."""
+    if as_json and plot:
+        message = "--plot draws charts in the terminal; use --json alone for the data"
+        raise click.UsageError(message)
     with fleet(backend_url, token) as client:
         operation = client.operation(operation_id)
+        series = client.series(operation_id) if plot else None
     if as_json:
         _print_json(operation)
         return
-    _print_operation(Console(), operation)
+    console = Console()
+    _print_operation(console, operation)
+    if series is not None:
+        _print_charts(console, series)
+
+
+def _print_charts(console: Console, series: dict[str, Any]) -> None:
+    charts = render_charts(series, width=min(console.width, 120), color=console.is_terminal)
+    if not charts:
+        console.print("no series recorded yet")
+    for chart in charts:
+        console.print(Text.from_ansi(chart), no_wrap=True, crop=True)
 
 
 def _print_operation(console: Console, operation: dict[str, Any]) -> None:

@@ -183,6 +183,10 @@ class _BacktestRun:
     def progress(self, state: _State, message: str) -> Progress:
         return _progress(state, self.total, message)
 
+    def series_at(self, state: _State, step: int) -> dict[str, float]:
+        """The equity after bar ``step`` (closes included)."""
+        return {"equity": float(state.equity[step - 1])}
+
     def result(self, state: _State) -> dict[str, Any]:
         return _result(state, self.params, self.total)
 

@@ -23,7 +23,13 @@ from multiprocessing.connection import Connection
 
 import attrs
 
-from ktrdr.job_messages import CheckpointData, JobRequest, StopReason, StopRequest
+from ktrdr.job_messages import (
+    CheckpointData,
+    JobRequest,
+    SeriesUpdate,
+    StopReason,
+    StopRequest,
+)
 from ktrdr.jobs.backtest import BacktestJob
 from ktrdr.jobs.step_loop import Job, run_steps
 from ktrdr.jobs.training import TrainingJob
@@ -87,6 +93,10 @@ class PipeChannel:
     def checkpoint(self, data: CheckpointData) -> None:
         """Send a checkpoint for the worker to store."""
         self._conn.send(data)
+
+    def series(self, update: SeriesUpdate) -> None:
+        """Send series points to the worker."""
+        self._conn.send(update)
 
     def stop_requested(self) -> StopReason | None:
         """The worker's stop reason, once one arrived (a plain attribute read)."""

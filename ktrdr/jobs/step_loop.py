@@ -2,17 +2,20 @@
 
 A job (training, backtest) supplies only what is specific to it, through the
 :class:`Job` and :class:`PreparedRun` protocols: parse the parameters and load the
-data, an initial state, a state from a checkpoint, one step, progress and the result.
-The loop owns the rest, the same for every job: stop requests (checkpoint first),
-when a checkpoint is due (every N steps or after a time interval, whichever first),
-progress reporting, resume checks and completion. Whatever goes wrong ends as a FAILED
-:class:`~ktrdr.job_messages.JobOutcome` with a one-line reason; nothing raised by a
-job escapes :func:`run_steps`.
+data, an initial state, a state from a checkpoint, one step, progress, the values its
+series take after a step, and the result. The loop owns the rest, the same for every
+job: stop requests (checkpoint first), when a checkpoint is due (every N steps or after
+a time interval, whichever first), progress reporting, series sampling
+(``ktrdr.jobs.series``: sent before each progress report; a resumed run first sends
+the points its checkpoint remembers), resume checks and completion. Whatever goes
+wrong ends as a FAILED :class:`~ktrdr.job_messages.JobOutcome` with a one-line reason;
+nothing raised by a job escapes :func:`run_steps`.
 """
 
 from __future__ import annotations
 
 import datetime
+import functools
 import io
 import logging
 import zipfile
@@ -25,7 +28,8 @@ import numpy.typing as npt
 
 from ktrdr.config import CheckpointSettings, DataSettings, WorkerSettings, env_name
 from ktrdr.errors import JobFailed
-from ktrdr.job_messages import CheckpointData, JobOutcome, JobRequest, StopReason
+from ktrdr.job_messages import CheckpointData, JobOutcome, JobRequest, SeriesUpdate, StopReason
+from ktrdr.jobs.series import SeriesRecorder
 from ktrdr.protocol import OperationStatus, OperationType, Progress
 
 __all__ = [
@@ -54,6 +58,9 @@ class JobChannel(Protocol):
 
     def checkpoint(self, data: CheckpointData) -> None:
         """Hand a checkpoint to the worker, which stores it."""
+
+    def series(self, update: SeriesUpdate) -> None:
+        """Send series points recorded since the last update."""
 
     def stop_requested(self) -> StopReason | None:
         """The reason to stop, or None while the job should go on."""
@@ -84,6 +91,9 @@ class PreparedRun(Protocol[StateT]):
 
     def progress(self, state: StateT, message: str) -> Progress:
         """Progress as of ``state``."""
+
+    def series_at(self, state: StateT, step: int) -> Mapping[str, float]:
+        """Each series' value after ``step`` (1 to the position of ``state``)."""
 
     def result(self, state: StateT) -> dict[str, Any]:
         """The operation's result after the last step (JSON-ready)."""
@@ -202,25 +212,39 @@ def _run(
         clock=clock,
         start_step=position,
     )
+    recorder = SeriesRecorder(run.total)
     if request.resume:
+        recorder.replay(position, functools.partial(run.series_at, state))
+        _send_series(channel, recorder)
         channel.progress(run.progress(state, f"resumed at {job.unit} {position}"))
 
     while position < run.total:
         reason = channel.stop_requested()
         if reason is not None:
+            _send_series(channel, recorder)
             channel.checkpoint(_checkpoint(run, state, position))
             where = f"{job.unit} {position}/{run.total}"
             error = f"checkpoint saved at {where} ({reason.value})"
             return JobOutcome(status=OperationStatus.CANCELLED, error=error, checkpoint_saved=True)
         report = run.step(state)
         position = run.position(state)
+        if recorder.is_sampled(position):
+            recorder.record(position, run.series_at(state, position))
         if report or position == run.total:
+            _send_series(channel, recorder)
             channel.progress(run.progress(state, f"{job.unit} {position}"))
         if position < run.total and policy.due(position):
             channel.checkpoint(_checkpoint(run, state, position))
             policy.saved(position)
 
+    _send_series(channel, recorder)
     return JobOutcome(status=OperationStatus.COMPLETED, result=run.result(state))
+
+
+def _send_series(channel: JobChannel, recorder: SeriesRecorder) -> None:
+    update = recorder.take()
+    if update is not None:
+        channel.series(update)
 
 
 def _checkpoint(run: PreparedRun[Any], state: Any, position: int) -> CheckpointData:

@@ -129,7 +129,18 @@ class _Data:
         )
 
 
-_STATE_ARRAYS = ("w1", "b1", "w2", "b2", "vw1", "vb1", "vw2", "vb2", "losses", "accuracies")
+_WEIGHTS = ("w1", "b1", "w2", "b2", "vw1", "vb1", "vw2", "vb2")
+#: Per-epoch metrics, one value per epoch done (the series and the checkpoint keep them).
+_HISTORY = ("losses", "accuracies", "validation_losses", "validation_accuracies")
+#: What a checkpoint written before validation metrics were kept per epoch lacks.
+_ADDED_LATER = frozenset({"validation_losses", "validation_accuracies"})
+#: The series of a training run and the history each is read from.
+SERIES = {
+    "loss": "losses",
+    "accuracy": "accuracies",
+    "validation_loss": "validation_losses",
+    "validation_accuracy": "validation_accuracies",
+}
 
 
 @attrs.define(kw_only=True, eq=False)
@@ -147,6 +158,8 @@ class _State:
     vb2: FloatArray
     losses: list[float]
     accuracies: list[float]
+    validation_losses: list[float]
+    validation_accuracies: list[float]
 
     @classmethod
     def initial(cls, *, n_features: int, hidden_units: int, seed: int) -> _State:
@@ -166,32 +179,43 @@ class _State:
             vb2=np.zeros_like(b2),
             losses=[],
             accuracies=[],
+            validation_losses=[],
+            validation_accuracies=[],
         )
 
     @classmethod
     def restore(cls, step: int, saved: Mapping[str, npt.NDArray[Any]]) -> _State:
-        arrays = {name: np.asarray(saved[name], np.float64) for name in _STATE_ARRAYS}
-        if arrays["losses"].shape[0] != step:
-            message = f"it records {arrays['losses'].shape[0]} losses for epoch {step}"
-            raise ValueError(message)
-        return cls(
-            epoch=step,
-            losses=[float(v) for v in arrays.pop("losses")],
-            accuracies=[float(v) for v in arrays.pop("accuracies")],
-            **arrays,
-        )
+        weights: dict[str, Any] = {name: np.asarray(saved[name], np.float64) for name in _WEIGHTS}
+        history: dict[str, Any] = {}
+        for name in _HISTORY:
+            if name not in saved and name in _ADDED_LATER:
+                history[name] = [math.nan] * step  # an older checkpoint: a gap in the series
+                continue
+            values = np.asarray(saved[name], np.float64)
+            if values.shape != (step,):
+                count = values.shape[0] if values.ndim else 0
+                message = f"it records {count} {name.replace('_', ' ')} for epoch {step}"
+                raise ValueError(message)
+            history[name] = [float(v) for v in values]
+        return cls(epoch=step, **weights, **history)
 
     def arrays(self) -> dict[str, FloatArray]:
-        values = {name: getattr(self, name) for name in _STATE_ARRAYS[:8]}
-        values["losses"] = np.asarray(self.losses, dtype=np.float64)
-        values["accuracies"] = np.asarray(self.accuracies, dtype=np.float64)
+        values = {name: getattr(self, name) for name in _WEIGHTS}
+        for name in _HISTORY:
+            values[name] = np.asarray(getattr(self, name), dtype=np.float64)
         return values
 
     def step(self, data: _Data, learning_rate: float) -> tuple[float, float]:
-        """One epoch of full-batch gradient descent with momentum; returns loss, accuracy."""
+        """One epoch of full-batch gradient descent with momentum; returns loss, accuracy.
+
+        The epoch's metrics (training and validation) are those of the weights it
+        started from, the ones its gradient was computed with.
+        """
         x, y = data.x_train, data.y_train
         hidden, p = _forward(x, self.w1, self.b1, self.w2, self.b2)
         loss, accuracy = _loss_and_accuracy(p, y)
+        _, p_valid = _forward(data.x_valid, self.w1, self.b1, self.w2, self.b2)
+        validation_loss, validation_accuracy = _loss_and_accuracy(p_valid, data.y_valid)
         dz2 = (p - y) / x.shape[0]
         grads = {
             "w2": hidden.T @ dz2,
@@ -207,6 +231,8 @@ class _State:
         self.epoch += 1
         self.losses.append(loss)
         self.accuracies.append(accuracy)
+        self.validation_losses.append(validation_loss)
+        self.validation_accuracies.append(validation_accuracy)
         return loss, accuracy
 
 
@@ -274,6 +300,10 @@ class _TrainingRun:
 
     def progress(self, state: _State, message: str) -> Progress:
         return _progress(state, self.params, message)
+
+    def series_at(self, state: _State, step: int) -> dict[str, float]:
+        """Loss and accuracy (training and validation) of epoch ``step``."""
+        return {name: getattr(state, history)[step - 1] for name, history in SERIES.items()}
 
     def result(self, state: _State) -> dict[str, Any]:
         return _result(state, self.data, self.params, self.bar_count)

@@ -16,8 +16,9 @@ pipe: ``concurrent.futures.ProcessPoolExecutor`` cannot kill one task and breaks
 whole pool when a child dies.
 
 One supervising thread per job does the blocking parts: it prepares the job's request
-(checkpoint files), starts the process, receives its messages (progress goes to the
-event loop, checkpoints are stored by the :class:`~ktrdr.workers.job_host.JobHost`),
+(checkpoint files), starts the process, receives its messages (progress and series
+points go to the event loop, checkpoints are stored by the
+:class:`~ktrdr.workers.job_host.JobHost`),
 waits for the process to end and resolves :attr:`RunningJob.done` with the outcome.
 The event loop only sets flags, sends a stop request and arms the kill timer.
 """
@@ -39,6 +40,7 @@ from ktrdr.job_messages import (
     JobEntry,
     JobOutcome,
     JobRequest,
+    SeriesUpdate,
     StopReason,
     StopRequest,
 )
@@ -78,15 +80,24 @@ class JobLauncher:
         process.join()
 
     def launch(
-        self, start: StartOperationRequest, *, on_progress: Callable[[Progress], None]
+        self,
+        start: StartOperationRequest,
+        *,
+        on_progress: Callable[[Progress], None],
+        on_series: Callable[[SeriesUpdate], None] | None = None,
     ) -> RunningJob:
-        """Start ``start`` in the background; its outcome arrives on ``RunningJob.done``."""
+        """Start ``start`` in the background; its outcome arrives on ``RunningJob.done``.
+
+        ``on_progress`` and ``on_series`` run on the event loop, for each message of
+        that kind the job sends.
+        """
         self._context.set_forkserver_preload(self._preload)
         job = RunningJob(
             start=start,
             launcher=self,
             loop=asyncio.get_running_loop(),
             on_progress=on_progress,
+            on_series=on_series,
         )
         job.begin()
         return job
@@ -115,6 +126,7 @@ class RunningJob:
         launcher: JobLauncher,
         loop: asyncio.AbstractEventLoop,
         on_progress: Callable[[Progress], None],
+        on_series: Callable[[SeriesUpdate], None] | None = None,
     ) -> None:
         self.operation_id = start.operation_id
         self.done: asyncio.Future[JobOutcome] = loop.create_future()
@@ -123,6 +135,7 @@ class RunningJob:
         self._host = launcher.host
         self._loop = loop
         self._on_progress = on_progress
+        self._on_series = on_series
         self._lock = threading.Lock()
         self._process: Any = None
         self._conn: Connection | None = None
@@ -246,6 +259,9 @@ class RunningJob:
                 return None, None
             if isinstance(message, Progress):
                 self._loop.call_soon_threadsafe(self._on_progress, message)
+            elif isinstance(message, SeriesUpdate):
+                if self._on_series is not None:
+                    self._loop.call_soon_threadsafe(self._on_series, message)
             elif isinstance(message, CheckpointData):
                 failure = self._host.save(request, message)
                 if failure is not None:

@@ -36,7 +36,7 @@ from ktrdr.errors import (
     WorkerStopping,
     WrongOperationType,
 )
-from ktrdr.job_messages import JobOutcome, StopReason
+from ktrdr.job_messages import JobOutcome, SeriesUpdate, StopReason
 from ktrdr.protocol import (
     HeartbeatRequest,
     OperationReport,
@@ -52,6 +52,7 @@ from ktrdr.workers.backoff import registration_backoff
 from ktrdr.workers.fingerprint import config_fingerprint
 from ktrdr.workers.job_process import JobLauncher, RunningJob
 from ktrdr.workers.metrics import WorkerMetrics, process_memory_peak
+from ktrdr.workers.series_buffer import SeriesBuffer
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ _LOG_EVERY = 10
 
 @attrs.define(kw_only=True, eq=False)
 class _Running:
-    """The operation in progress: its job process and its latest progress."""
+    """The operation in progress: its job process, its latest progress, its series."""
 
     operation_id: str
     operation_type: OperationType
@@ -73,11 +74,15 @@ class _Running:
     metrics: WorkerMetrics
     job: RunningJob | None = None
     progress: Progress | None = None
+    series: SeriesBuffer = attrs.field(factory=SeriesBuffer)
     reporter: asyncio.Task[None] | None = None
 
     def set_progress(self, progress: Progress) -> None:
         self.progress = progress
         self.metrics.progress_reported(progress.percent)
+
+    def add_series(self, update: SeriesUpdate) -> None:
+        self.series.add(update)
 
     def stop(self, reason: StopReason) -> None:
         if self.job is not None:
@@ -192,12 +197,13 @@ class Worker:
         return self._registered
 
     def heartbeat_request(self) -> HeartbeatRequest:
-        """The body of a heartbeat: status, current operation and its progress."""
+        """The body of a heartbeat: status, current operation, its progress and new points."""
         running = self._running
         return HeartbeatRequest(
             status=self.status,
             current_operation_id=running.operation_id if running is not None else None,
             progress=running.progress if running is not None else None,
+            series=running.series.unsent() if running is not None else None,
         )
 
     def health(self) -> dict[str, Any]:
@@ -291,8 +297,10 @@ class Worker:
         """Send one heartbeat; on 404 (the backend restarted) or 401 (our credential was
         replaced) register again at once.
         """
+        running = self._running
+        request = self.heartbeat_request()
         try:
-            await self._backend.heartbeat(self.worker_id, self.heartbeat_request())
+            await self._backend.heartbeat(self.worker_id, request)
         except WorkerNotRegistered as exc:
             self._registered = False
             if exc.status_code == 401:
@@ -310,6 +318,9 @@ class Worker:
         except BackendError as exc:
             level = logging.ERROR if isinstance(exc, BackendRejected) else logging.WARNING
             logger.log(level, "heartbeat failed: %s", exc)
+        else:
+            if running is not None and request.series is not None:
+                running.series.acknowledge(request.series)
 
     def request_shutdown(self) -> None:
         """Stop taking work and ask the running operation to stop (signal-safe, idempotent).
@@ -402,7 +413,9 @@ class Worker:
             loop=asyncio.get_running_loop(),
             metrics=self.metrics,
         )
-        job = self._launcher.launch(request, on_progress=running.set_progress)
+        job = self._launcher.launch(
+            request, on_progress=running.set_progress, on_series=running.add_series
+        )
         running.job = job
         self._running = running
         self.metrics.operation_started()
@@ -433,7 +446,7 @@ class Worker:
             # for the report's round trip (or its retries while the backend is away).
             if self._running is running:
                 self._running = None
-        report = self._report_for(outcome)
+        report = self._report_for(outcome, series=running.series)
         self.metrics.operation_ended(
             running.operation_type, report.status, outcome.memory_peak_bytes
         )
@@ -478,10 +491,15 @@ class Worker:
                 self._registered = True
         await self._backend.report_operation(operation_id, report, budget_s=self._report_budget())
 
-    def _report_for(self, outcome: JobOutcome) -> OperationReport:
-        """The wire report of ``outcome``; an unserialisable result becomes a failure."""
+    def _report_for(
+        self, outcome: JobOutcome, *, series: SeriesBuffer | None = None
+    ) -> OperationReport:
+        """The wire report of ``outcome`` with every series point; an unserialisable
+        result becomes a failure.
+        """
         error = outcome.error[:MAX_REPORT_ERROR] if outcome.error is not None else None
         result = _plain(outcome.result)
+        points = series.everything() if series is not None else None
         try:
             report = OperationReport(
                 worker_id=self.worker_id,
@@ -489,6 +507,7 @@ class Worker:
                 result=result,
                 error=error,
                 checkpoint_saved=outcome.checkpoint_saved,
+                series=points,
             )
             report.model_dump_json()
         except (ValidationError, ValueError, TypeError) as exc:

@@ -23,7 +23,7 @@ from support.fleet import Fleet, Server, backend_env, operator_client, worker_en
 from support.processes import ProcessGroup, free_port, wait_until
 
 from ktrdr.config import CheckpointSettings
-from ktrdr.job_messages import CheckpointData, JobRequest, StopReason
+from ktrdr.job_messages import CheckpointData, JobRequest, SeriesUpdate, StopReason
 from ktrdr.jobs import TrainingJob, run_steps
 from ktrdr.protocol import OperationStatus, OperationType, Progress
 from ktrdr.workers.checkpoints import CheckpointStore
@@ -146,6 +146,9 @@ class _Uninterrupted:
         """Dropped."""
 
     def checkpoint(self, data: CheckpointData) -> None:
+        """Dropped."""
+
+    def series(self, update: SeriesUpdate) -> None:
         """Dropped."""
 
     def stop_requested(self) -> StopReason | None:

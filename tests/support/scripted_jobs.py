@@ -22,7 +22,7 @@ from pathlib import Path
 import attrs
 
 from ktrdr.config import CheckpointSettings, WorkerSettings
-from ktrdr.job_messages import JobEntry, JobOutcome, JobRequest
+from ktrdr.job_messages import JobEntry, JobOutcome, JobRequest, SeriesUpdate
 from ktrdr.jobs.process import PipeChannel
 from ktrdr.protocol import OperationStatus, Progress
 from ktrdr.workers.checkpoints import CheckpointStore
@@ -59,13 +59,14 @@ class ScriptedEntry(JobEntry):
 
 
 def run_scripted(conn: Connection, request: JobRequest, entry: ScriptedEntry) -> None:
-    """The job process: progress, then wait for the release or a stop request."""
+    """The job process: a series point and progress, then wait for the release or a stop request."""
     control = Path(entry.control)
     channel = PipeChannel(conn)
     channel.listen()
     (control / "request.json").write_text(
         json.dumps({"parameters": dict(request.parameters), "resume": request.resume})
     )
+    channel.series(SeriesUpdate(points={"loss": ((1, 0.5),)}))
     channel.progress(Progress(percent=25, message="epoch 1"))
     (control / "started").touch()
     if entry.behaviour == "raise":

@@ -33,6 +33,7 @@ OPERATOR_ROUTES = {
     ("POST", "/api/v1/operations"),
     ("GET", "/api/v1/operations"),
     ("GET", "/api/v1/operations/{operation_id}"),
+    ("GET", "/api/v1/operations/{operation_id}/series"),
     ("POST", "/api/v1/operations/{operation_id}/cancel"),
     ("POST", "/api/v1/operations/{operation_id}/resume"),
     ("GET", "/metrics"),

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ktrdr.config import CheckpointSettings, DataSettings, WorkerSettings
-from ktrdr.job_messages import CheckpointData, JobOutcome, JobRequest, StopReason
+from ktrdr.job_messages import CheckpointData, JobOutcome, JobRequest, SeriesUpdate, StopReason
 from ktrdr.jobs.step_loop import Job, run_steps
 from ktrdr.protocol import Progress, StartOperationRequest
 from ktrdr.workers.checkpoints import CheckpointStore
@@ -55,6 +55,7 @@ class Harness:
         self, *, stop_after: int | None = None, reason: StopReason = StopReason.SHUTDOWN
     ) -> None:
         self.progress_reports: list[Progress] = []
+        self.series_updates: list[SeriesUpdate] = []
         self.checkpoints: list[CheckpointData] = []
         self.stop_after = stop_after
         self.reason = reason
@@ -75,6 +76,18 @@ class Harness:
         self.progress_reports.append(progress)
         if self.on_progress is not None:
             self.on_progress(progress)
+
+    def series(self, update: SeriesUpdate) -> None:
+        """Record the series points."""
+        self.series_updates.append(update)
+
+    def points(self) -> dict[str, list[tuple[int, float]]]:
+        """Every series point sent so far, by name, in the order sent."""
+        merged: dict[str, list[tuple[int, float]]] = {}
+        for update in self.series_updates:
+            for name, values in update.points.items():
+                merged.setdefault(name, []).extend(values)
+        return merged
 
     def checkpoint(self, data: CheckpointData) -> None:
         """Record the checkpoint and store it; a refused save kills the job."""

@@ -312,3 +312,16 @@ def test_unwritable_checkpoint_fails_clearly(tmp_path: Path) -> None:
     assert outcome.status is OperationStatus.FAILED
     assert outcome.error is not None
     assert outcome.error.startswith(f"cannot write checkpoint {blocker / OP / 'checkpoint.zip'}")
+
+
+def test_the_equity_curve_is_down_sampled_to_the_cap_and_ends_at_the_final_equity(
+    tmp_path: Path,
+) -> None:
+    """2,000 bars give 1,000 equity points (every second bar), the last one the final equity."""
+    harness = Harness()
+    outcome = run(JOB, tmp_path, OP, PARAMS, harness=harness)
+    assert outcome.result is not None
+    equity = harness.points()["equity"]
+    assert len(equity) == 1000
+    assert [x for x, _ in equity[:3]] == [2, 4, 6]
+    assert equity[-1] == (2000, outcome.result["final_equity"])

@@ -80,9 +80,14 @@ def test_progress_checkpoints_then_the_outcome_go_over_the_pipe(tmp_path: Path) 
 
     messages: list[Any] = []
     while worker_end.poll():
-        messages.append(worker_end.recv())
+        try:
+            messages.append(worker_end.recv())
+        except EOFError:  # the job closed its end: poll() reports that as readable
+            break
     kinds = [type(m).__name__ for m in messages]
     assert kinds.count("Progress") == 5
+    assert kinds.count("SeriesUpdate") == 5
+    assert kinds.index("SeriesUpdate") < kinds.index("Progress")
     assert [m.step for m in messages if isinstance(m, CheckpointData)] == [2, 4]
     assert isinstance(messages[-1], JobOutcome)
     assert messages[-1].status is OperationStatus.COMPLETED
@@ -97,7 +102,7 @@ def test_a_stop_request_ends_the_run_with_a_checkpoint(tmp_path: Path) -> None:
         while True:
             message = worker_end.recv()
             received.append(message)
-            if isinstance(message, Progress) and len(received) == 1:
+            if isinstance(message, Progress) and len(received) <= 2:
                 worker_end.send(StopRequest(reason=StopReason.SHUTDOWN))
             if isinstance(message, JobOutcome):
                 return

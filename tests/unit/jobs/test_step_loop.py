@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import io
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from job_helpers import FakeClock, Harness, run, store
 
 from ktrdr.config import CheckpointSettings, DataSettings
 from ktrdr.errors import JobFailed
-from ktrdr.job_messages import CheckpointData, JobRequest, StopReason
+from ktrdr.job_messages import CheckpointData, JobRequest, SeriesUpdate, StopReason
 from ktrdr.jobs.backtest import BacktestJob
 from ktrdr.jobs.step_loop import (
     CheckpointPolicy,
@@ -199,6 +200,22 @@ def test_resume_after_a_stop_gives_the_uninterrupted_result(case: Case, tmp_path
     assert resumed.result == uninterrupted.result
 
 
+def test_a_resumed_run_sends_the_series_of_an_uninterrupted_one(case: Case, tmp_path: Path) -> None:
+    """Stopped and resumed, a run's points (history re-sent, then new) equal a whole run's."""
+    whole = Harness()
+    run(case.job, tmp_path / "a", OP, case.parameters, harness=whole)
+    first = Harness(stop_after=case.stop_after, reason=StopReason.CANCELLED)
+    run(case.job, tmp_path / "b", OP, case.parameters, harness=first)
+    second = Harness()
+    run(case.job, tmp_path / "b", OP, case.parameters, resume=True, harness=second)
+    expected = whole.points()
+    assert expected
+    assert all(len(points) == case.total for points in expected.values())
+    stopped_at = {n: [p for p in v if p[0] <= case.stop_after] for n, v in expected.items()}
+    assert first.points() == stopped_at
+    assert second.points() == expected
+
+
 def test_truncated_checkpoint_fails_the_resume(case: Case, tmp_path: Path) -> None:
     """A checkpoint file cut short ends the resume FAILED with 'cannot resume: ...'."""
     stop(case, tmp_path)
@@ -266,6 +283,9 @@ class _CountingRun:
     def progress(self, state: list[int], message: str) -> Progress:
         return Progress(percent=100.0 * state[0] / self.total, message=message)
 
+    def series_at(self, state: list[int], step: int) -> dict[str, float]:
+        return {"count": float(step), "broken": math.nan}
+
     def result(self, state: list[int]) -> dict[str, Any]:
         return {"count": state[0]}
 
@@ -306,6 +326,23 @@ def test_the_loop_reports_the_last_step_and_checkpoints_only_before_it(tmp_path:
     assert outcome.result == {"count": 3}
     assert [p.message for p in harness.progress_reports] == ["step 3"]
     assert [c.step for c in harness.checkpoints] == [1, 2]
+
+
+def test_series_points_go_before_the_progress_they_belong_to(tmp_path: Path) -> None:
+    """Every sampled step's finite values are sent, before the progress report that covers them."""
+    sent: list[str] = []
+    harness = Harness()
+    harness.on_progress = lambda progress: sent.append(progress.message)
+    original = harness.series
+
+    def series(update: SeriesUpdate) -> None:
+        sent.append(f"series {sorted(update.points)}")
+        original(update)
+
+    harness.series = series  # type: ignore[method-assign]
+    run_steps(CountingJob(), request_for(tmp_path), harness, clock=FakeClock())
+    assert sent == ["series ['count']", "step 3"]
+    assert harness.points() == {"count": [(1, 1.0), (2, 2.0), (3, 3.0)]}
 
 
 def test_unexpected_exception_fails_the_run_with_its_kind(tmp_path: Path) -> None:

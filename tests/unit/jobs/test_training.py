@@ -297,3 +297,35 @@ def test_unwritable_checkpoint_fails_clearly(tmp_path: Path) -> None:
     assert outcome.checkpoint_saved is False
     assert outcome.error is not None
     assert outcome.error.startswith(f"cannot write checkpoint {blocker / OP / 'checkpoint.zip'}")
+
+
+def test_training_reports_loss_accuracy_and_validation_per_epoch(tmp_path: Path) -> None:
+    """Four series, one point per epoch 1..N; the first loss is the result's initial_loss."""
+    harness = Harness()
+    outcome = run(JOB, tmp_path, OP, PARAMS, harness=harness)
+    assert outcome.result is not None
+    points = harness.points()
+    assert sorted(points) == ["accuracy", "loss", "validation_accuracy", "validation_loss"]
+    for values in points.values():
+        assert [x for x, _ in values] == list(range(1, PARAMS["epochs"] + 1))
+    assert points["loss"][0][1] == outcome.result["initial_loss"]
+    for name in ("accuracy", "validation_accuracy"):
+        assert all(0.0 <= y <= 1.0 for _, y in points[name])
+    assert points["validation_loss"] != points["loss"]
+
+
+def test_a_checkpoint_without_validation_history_resumes_with_a_gap(tmp_path: Path) -> None:
+    """A checkpoint without per-epoch validation metrics resumes; those epochs have no points."""
+    run(JOB, tmp_path, OP, PARAMS, harness=Harness(stop_after=4))
+    checkpoints = store(tmp_path)
+    good = checkpoints.load(OP, kind="training")
+    arrays = decode_state(good.state)
+    del arrays["validation_losses"], arrays["validation_accuracies"]
+    older = CheckpointData(step=4, meta=good.meta, state=encode_state(arrays))
+    checkpoints.save(OP, kind="training", data=older)
+    harness = Harness()
+    outcome = run(JOB, tmp_path, OP, PARAMS, resume=True, harness=harness)
+    assert outcome.status is OperationStatus.COMPLETED, outcome.error
+    points = harness.points()
+    assert [x for x, _ in points["loss"]] == list(range(1, PARAMS["epochs"] + 1))
+    assert [x for x, _ in points["validation_loss"]] == list(range(5, PARAMS["epochs"] + 1))

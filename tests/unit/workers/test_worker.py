@@ -292,6 +292,7 @@ async def test_an_operation_runs_reports_progress_and_its_outcome() -> None:
     assert beat.status is WorkerStatus.BUSY
     assert beat.current_operation_id == "op-1"
     assert beat.progress == Progress(percent=25, message="epoch 1")
+    assert beat.series == {"loss": [(1, 0.5)]}
     assert job.request()["parameters"] == {"epochs": 3}
     assert backend.reports() == [
         {
@@ -300,9 +301,33 @@ async def test_an_operation_runs_reports_progress_and_its_outcome() -> None:
             "result": {"loss": 0.1},
             "error": None,
             "checkpoint_saved": False,
+            "series": {"loss": [[1, 0.5]]},
         }
     ]
     assert worker.current_operation_id is None
+
+
+async def test_series_points_go_in_heartbeats_until_one_is_answered() -> None:
+    """A heartbeat that fails keeps its points for the next; one answered 200 sends them once."""
+    backend = FakeBackend()
+    job = ScriptedJob()
+    worker = make_worker(backend, job=job)
+    await worker.register_until_success()
+    await worker.start_operation(start_request())
+    await wait_for(job.started.is_set)
+    await wait_for(lambda: worker.heartbeat_request().series is not None)
+
+    backend.down = True
+    await worker.heartbeat_once()
+    backend.down = False
+    await worker.heartbeat_once()
+    await worker.heartbeat_once()
+    job.release.set()
+    await wait_for(lambda: backend.reports())
+
+    sent = [body.get("series") for _, path, body in backend.calls if path.endswith("/heartbeat")]
+    assert sent == [{"loss": [[1, 0.5]]}, {"loss": [[1, 0.5]]}, None]
+    assert backend.reports()[0]["series"] == {"loss": [[1, 0.5]]}
 
 
 async def test_a_second_operation_is_refused_while_busy() -> None:

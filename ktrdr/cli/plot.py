@@ -1,0 +1,79 @@
+"""Terminal charts of an operation's series for ``ktrdr ops show ID --plot``.
+
+Drawn with plotext (braille line charts, axes, legend): a maintained, pure-Python
+library with no dependencies, where rich has no line charts. Pinned to its 5.x API
+(``plt.plot``/``plt.build``), stable since 2022; 6.0 rewrote that API. plotext keeps
+one global figure, so it is imported only when a chart is drawn (the ``ktrdr``
+command stays quick to start) and cleared before each chart.
+
+Series are grouped into charts by what they measure: ``loss`` with
+``validation_loss``, ``accuracy`` with ``validation_accuracy``, ``equity`` alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = ["chart_groups", "render_charts"]
+
+#: A prefix that puts a series on the chart of the series it names the rest of.
+_VARIANT_PREFIXES = ("validation_",)
+#: Line colours in the order series are drawn (plotext colour names).
+_COLORS = ("cyan", "orange", "green", "magenta", "blue", "red")
+
+
+def chart_groups(names: Sequence[str]) -> dict[str, list[str]]:
+    """Chart title -> the series drawn on it, in first-seen order of ``names``."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        base = name
+        for prefix in _VARIANT_PREFIXES:
+            base = base.removeprefix(prefix)
+        groups.setdefault(base, []).append(name)
+    return groups
+
+
+def _points(raw: Any) -> tuple[list[float], list[float]]:
+    """The x and y of ``[[x, y], ...]``, skipping anything that is not a number pair."""
+    xs: list[float] = []
+    ys: list[float] = []
+    for point in raw if isinstance(raw, list) else []:
+        if (
+            isinstance(point, list | tuple)
+            and len(point) == 2
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in point)
+        ):
+            xs.append(float(point[0]))
+            ys.append(float(point[1]))
+    return xs, ys
+
+
+def render_charts(
+    data: Mapping[str, Any], *, width: int, height: int = 15, color: bool = True
+) -> list[str]:
+    """One chart per group of ``data`` (``GET .../series``), as text; [] when no points.
+
+    ``width`` and ``height`` are in terminal cells; ``color`` keeps ANSI colours.
+    """
+    series = data.get("series")
+    if not isinstance(series, Mapping):
+        return []
+    axis = str(data.get("x") or "step")
+    drawable = {name: _points(raw) for name, raw in series.items()}
+    drawable = {name: xy for name, xy in drawable.items() if xy[0]}
+    import plotext as plt  # lazily: see the module docstring
+
+    charts = []
+    for title, names in chart_groups(list(drawable)).items():
+        plt.clf()
+        plt.plotsize(max(30, width), max(8, height))
+        plt.theme("pro" if color else "clear")
+        for index, name in enumerate(names):
+            xs, ys = drawable[name]
+            plt.plot(xs, ys, label=name, marker="braille", color=_COLORS[index % len(_COLORS)])
+        plt.title(title)
+        plt.xlabel(axis)
+        text = plt.build()
+        charts.append(text if color else plt.uncolorize(text))
+    return charts

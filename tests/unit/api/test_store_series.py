@@ -1,0 +1,82 @@
+"""Series points in the store, on SQLite and PostgreSQL: upserts, owners, restarts, retention."""
+
+from __future__ import annotations
+
+import datetime
+from typing import TYPE_CHECKING
+
+import pytest
+
+from ktrdr.api.store import OperationNotFound, OperationStore, ProgressStamp
+from ktrdr.protocol import OperationStatus, OperationType
+
+if TYPE_CHECKING:
+    from tests.unit.api.conftest import StoreFactory
+
+T0 = datetime.datetime(2026, 5, 1, 8, 30, tzinfo=datetime.timezone.utc)
+
+
+def running(store: OperationStore, worker: str = "w-1") -> str:
+    """A backtest running on ``worker``; its id."""
+    record = store.create(operation_type=OperationType.BACKTEST, parameters={}, now=T0)
+    store.mark_running(record.id, worker_id=worker, now=T0)
+    return record.id
+
+
+def test_a_point_sent_twice_is_stored_once_with_the_latest_value(store: OperationStore) -> None:
+    """Upserts keyed by (operation, series, step): repeats and duplicates fold into one row."""
+    op = running(store)
+    assert store.record_series(op, worker_id="w-1", points={"equity": [(2, 1.0), (1, 5.0)]})
+    assert store.record_series(op, worker_id="w-1", points={"equity": [(2, 2.0), (2, 3.0)]})
+    series = store.series(op)
+    assert series.type is OperationType.BACKTEST
+    assert series.points == {"equity": [(1, 5.0), (2, 3.0)]}
+
+
+def test_only_the_operations_worker_adds_points(store: OperationStore) -> None:
+    """Another worker's points are refused (False, nothing written); a finished run's owner may."""
+    op = running(store)
+    assert not store.record_series(op, worker_id="w-2", points={"equity": [(1, 1.0)]})
+    store.finish(op, status=OperationStatus.CANCELLED, now=T0, error="cancelled by request")
+    assert store.record_series(op, worker_id="w-1", points={"equity": [(1, 1.0)]})
+    assert not store.record_series("gone", worker_id="w-1", points={"equity": [(1, 1.0)]})
+    assert store.series(op).points == {"equity": [(1, 1.0)]}
+
+
+def test_heartbeat_points_are_kept_only_for_running_operations_of_their_worker(
+    store: OperationStore,
+) -> None:
+    """stamp_many writes the points of live stamps and skips stale ones, in one batch."""
+    mine, theirs = running(store, "w-1"), running(store, "w-2")
+    stamps = [
+        ProgressStamp(operation_id=mine, worker_id="w-1", at=T0, series={"equity": [(1, 2.0)]}),
+        ProgressStamp(operation_id=theirs, worker_id="w-1", at=T0, series={"equity": [(1, 9.0)]}),
+    ]
+    store.stamp_many(stamps)
+    assert store.series(mine).points == {"equity": [(1, 2.0)]}
+    assert store.series(theirs).points == {}
+
+
+def test_points_survive_a_restart(store_factory: StoreFactory) -> None:
+    """A new store on the same database (a backend restart) reads the same points."""
+    first = store_factory.open()
+    op = running(first)
+    first.record_series(op, worker_id="w-1", points={"equity": [(1, 10_000.0), (2, 10_012.5)]})
+    first.close()
+    assert store_factory.open().series(op).points == {"equity": [(1, 10_000.0), (2, 10_012.5)]}
+
+
+def test_retention_deletes_the_points_with_their_operation(store: OperationStore) -> None:
+    """An operation removed by retention leaves no points behind; a newer one keeps its own."""
+    old, new = running(store), running(store)
+    for op in (old, new):
+        store.record_series(op, worker_id="w-1", points={"equity": [(1, 1.0)]})
+    store.finish(old, status=OperationStatus.COMPLETED, now=T0)
+    assert store.delete_finished_before(T0 + datetime.timedelta(seconds=1)) == 1
+    with pytest.raises(OperationNotFound):
+        store.series(old)
+    recreated = store.create(
+        operation_type=OperationType.BACKTEST, parameters={}, now=T0, operation_id=old
+    )
+    assert store.series(recreated.id).points == {}
+    assert store.series(new).points == {"equity": [(1, 1.0)]}
