@@ -31,6 +31,7 @@ from ktrdr.config.settings import (
     MetricsSettings,
     OperationsSettings,
     OrphanDetectorSettings,
+    TracingSettings,
     WorkerSettings,
 )
 from ktrdr.config.types import (
@@ -76,6 +77,7 @@ __all__ = [
     "Secret",
     "Source",
     "SourceKind",
+    "TracingSettings",
     "WorkerConfig",
     "WorkerSettings",
     "WorkerType",

@@ -27,6 +27,7 @@ from ktrdr.config.settings import (
     MetricsSettings,
     OperationsSettings,
     OrphanDetectorSettings,
+    TracingSettings,
     WorkerSettings,
 )
 
@@ -58,6 +59,7 @@ class WorkerConfig:
     logging: LoggingSettings
     auth: AuthSettings
     metrics: MetricsSettings = attrs.field(factory=MetricsSettings)
+    tracing: TracingSettings = attrs.field(factory=TracingSettings)
     report: ConfigReport
 
 
@@ -74,6 +76,7 @@ class BackendConfig:
     logging: LoggingSettings
     auth: AuthSettings
     metrics: MetricsSettings = attrs.field(factory=MetricsSettings)
+    tracing: TracingSettings = attrs.field(factory=TracingSettings)
     report: ConfigReport
 
 
@@ -92,6 +95,7 @@ class FullConfig:
     logging: LoggingSettings
     auth: AuthSettings
     metrics: MetricsSettings = attrs.field(factory=MetricsSettings)
+    tracing: TracingSettings = attrs.field(factory=TracingSettings)
     report: ConfigReport
 
 

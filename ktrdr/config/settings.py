@@ -432,6 +432,38 @@ class MetricsSettings:
     )
 
 
+@attrs.frozen(kw_only=True)
+class TracingSettings:
+    """OpenTelemetry tracing: one trace per operation attempt, exported over OTLP (gRPC).
+
+    Off by default. The names and the endpoint default are those of the system ktrdr
+    replaces, whose tracing was on by default: an OTLP endpoint set without
+    ``KTRDR_OTEL_ENABLED`` still means tracing on.
+    """
+
+    PREFIX: ClassVar[str] = "KTRDR_OTEL_"
+
+    enabled: bool = setting(
+        False,
+        help="export OpenTelemetry traces (one per operation attempt, backend and workers)",
+        inferred=Inference("otlp_endpoint", True, "an OTLP endpoint is set"),
+    )
+    otlp_endpoint: str = setting(
+        "http://jaeger:4317",
+        help="OTLP gRPC receiver spans are sent to (Jaeger, an OpenTelemetry Collector)",
+        deprecated=("OTLP_ENDPOINT",),
+        check=checks.HTTP_URL,
+    )
+    service_name: str = setting(
+        "ktrdr",
+        help="service.name of the spans (backend and workers; the component is an attribute)",
+        check=checks.NON_EMPTY,
+    )
+    console_output: bool = setting(
+        False, help="also write every span to standard output, as JSON (for debugging)"
+    )
+
+
 #: Every settings class, in the order the docs list them.
 ALL_SETTINGS: tuple[type[Any], ...] = (
     EnvironmentSettings,
@@ -445,4 +477,5 @@ ALL_SETTINGS: tuple[type[Any], ...] = (
     APISettings,
     AuthSettings,
     MetricsSettings,
+    TracingSettings,
 )

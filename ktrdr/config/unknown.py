@@ -2,7 +2,7 @@
 
 A ``KTRDR_*`` variable that no settings class declares is often a typo, and a typo
 silently leaves the default in place. But a ktrdr process also carries variables
-that other parts of ktrdr read (tracing, the IB gateway, agents, data paths, the
+that other parts of ktrdr read (the IB gateway, agents, data paths, the
 API's JWT settings, deployment tooling): those are declared here, by name and by
 prefix, so they are mentioned once as another component's and never reported as
 typos. Variables of the system ktrdr 0.4 replaces that configured something this
@@ -40,16 +40,6 @@ class OtherComponent:
 #: Other ktrdr components' variables (from the configuration reference of the system
 #: ktrdr 0.4 replaces, and its deployment files). Present: mentioned, never an error.
 OTHER_COMPONENTS: tuple[OtherComponent, ...] = (
-    OtherComponent(
-        "observability (OpenTelemetry)",
-        names=(
-            "KTRDR_OTEL_ENABLED",
-            "KTRDR_OTEL_OTLP_ENDPOINT",
-            "KTRDR_OTEL_SERVICE_NAME",
-            "KTRDR_OTEL_CONSOLE_OUTPUT",
-        ),
-        prefixes=("KTRDR_OTEL_",),
-    ),
     OtherComponent(
         "IB gateway and IB host service",
         names=(

@@ -42,6 +42,7 @@ CONFIG_ALL = [
     "Secret",
     "Source",
     "SourceKind",
+    "TracingSettings",
     "WorkerConfig",
     "WorkerSettings",
     "WorkerType",

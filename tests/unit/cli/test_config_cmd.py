@@ -226,10 +226,10 @@ def test_show_sources_says_what_an_old_value_was_read_as(tmp_path: Path) -> None
 
 def test_check_mentions_other_components_variables_once(tmp_path: Path) -> None:
     """Another component's variable is one `ktrdr: note:` line, and the check passes."""
-    environ = {**ACK, "KTRDR_OTEL_OTLP_ENDPOINT": "http://jaeger:4317", "KTRDR_ENV": "test"}
+    environ = {**ACK, "KTRDR_IB_HOST": "ib-gateway", "KTRDR_ENV": "test"}
     result = invoke(["check", "--component", "worker"], environ, tmp_path)
     assert result.exit_code == 0, result.output
     assert result.stderr.splitlines() == [
         "ktrdr: note: used by another ktrdr component, not by this worker "
-        "(observability (OpenTelemetry): KTRDR_OTEL_OTLP_ENDPOINT)"
+        "(IB gateway and IB host service: KTRDR_IB_HOST)"
     ]

@@ -11,8 +11,8 @@ from click.testing import CliRunner, Result
 from ktrdr.cli.config_cmd import register
 
 REPO = Path(__file__).resolve().parents[3]
-OLD = "# worker\nWORKER_TYPE=backtesting\nKTRDR_OTEL_OTLP_ENDPOINT=http://jaeger:4317\n"
-NEW = "# worker\nKTRDR_WORKER_TYPE=backtest\nKTRDR_OTEL_OTLP_ENDPOINT=http://jaeger:4317\n"
+OLD = "# worker\nWORKER_TYPE=backtesting\nKTRDR_IB_HOST=ib-gateway\n"
+NEW = "# worker\nKTRDR_WORKER_TYPE=backtest\nKTRDR_IB_HOST=ib-gateway\n"
 
 
 def invoke(*args: str) -> Result:
@@ -36,8 +36,8 @@ def test_prints_the_migrated_file_and_reports_each_change(tmp_path: Path) -> Non
     assert result.stdout == NEW
     assert result.stderr.splitlines() == [
         f"ktrdr: {path}: line 2: WORKER_TYPE=backtesting → KTRDR_WORKER_TYPE=backtest",
-        f"ktrdr: note: {path}: {path}: KTRDR_OTEL_OTLP_ENDPOINT is read by observability "
-        "(OpenTelemetry); left alone",
+        f"ktrdr: note: {path}: {path}: KTRDR_IB_HOST is read by IB gateway and IB host "
+        "service; left alone",
     ]
     assert path.read_text() == OLD
 

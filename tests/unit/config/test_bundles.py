@@ -15,13 +15,16 @@ from ktrdr.config import (
     MetricsSettings,
     OperationsSettings,
     OrphanDetectorSettings,
+    TracingSettings,
     WorkerSettings,
 )
 from ktrdr.config.bundles import component_of, settings_classes, settings_of
 
 
 def test_worker_component_classes() -> None:
-    """A worker loads environment, worker, checkpoint, data, logging, auth and metrics only."""
+    """A worker loads environment, worker, checkpoint, data, logging, auth, metrics and
+    tracing only.
+    """
     assert dict(settings_classes("worker")) == {
         "environment": EnvironmentSettings,
         "worker": WorkerSettings,
@@ -30,6 +33,7 @@ def test_worker_component_classes() -> None:
         "logging": LoggingSettings,
         "auth": AuthSettings,
         "metrics": MetricsSettings,
+        "tracing": TracingSettings,
     }
 
 
@@ -47,6 +51,7 @@ def test_backend_component_classes() -> None:
         "logging": LoggingSettings,
         "auth": AuthSettings,
         "metrics": MetricsSettings,
+        "tracing": TracingSettings,
     }
 
 

@@ -25,7 +25,7 @@ def test_table_is_generated_from_the_declarations() -> None:
     }
     assert deprecated_names() == expected
     assert deprecated_names()["WORKER_PORT"] == "KTRDR_WORKER_PORT"
-    assert len(deprecated_names()) == 35
+    assert len(deprecated_names()) == 36
 
 
 def test_no_old_name_is_ambiguous() -> None:

@@ -12,13 +12,16 @@ def test_rows_cover_every_variable_of_the_component_in_order() -> None:
     rows = effective_values(load("worker", {}))
     names = [row.variable for row in rows]
     assert names[:3] == ["KTRDR_ENV", "KTRDR_ACKNOWLEDGE_INSECURE_DEFAULTS", "KTRDR_WORKER_TYPE"]
-    assert names[-4:] == [
-        "KTRDR_AUTH_WORKER_TOKEN",
-        "KTRDR_AUTH_OPERATOR_TOKEN",
+    assert names[-8:-6] == ["KTRDR_AUTH_WORKER_TOKEN", "KTRDR_AUTH_OPERATOR_TOKEN"]
+    assert names[-6:] == [
         "KTRDR_METRICS_ENABLED",
         "KTRDR_METRICS_TOKEN",
+        "KTRDR_OTEL_ENABLED",
+        "KTRDR_OTEL_OTLP_ENDPOINT",
+        "KTRDR_OTEL_SERVICE_NAME",
+        "KTRDR_OTEL_CONSOLE_OUTPUT",
     ]
-    assert len(names) == 28
+    assert len(names) == 32
     assert "KTRDR_DB_PASSWORD" not in names
 
 

@@ -124,11 +124,11 @@ def test_retired_variables_are_warnings_in_every_mode() -> None:
 
 
 def test_other_components_variables_are_one_note_never_an_error() -> None:
-    """Tracing, data paths, the database in a worker: one note in production, no problem."""
+    """The IB gateway, data paths, the database in a worker: one note in production, no problem."""
     environ = {
         "KTRDR_ENV": "production",
         "KTRDR_AUTH_WORKER_TOKEN": "prod-token-8c1f",
-        "KTRDR_OTEL_OTLP_ENDPOINT": "http://jaeger:4317",
+        "KTRDR_IB_HOST": "ib-gateway",
         "KTRDR_DATA_MODELS_DIR": "/models",
         "DB_HOST": "db",
     }
@@ -136,8 +136,7 @@ def test_other_components_variables_are_one_note_never_an_error() -> None:
     assert config.report.warnings == ()
     assert config.report.notes == (
         "used by another ktrdr component, not by this worker (the backend: DB_HOST; "
-        "data paths: KTRDR_DATA_MODELS_DIR; observability (OpenTelemetry): "
-        "KTRDR_OTEL_OTLP_ENDPOINT)",
+        "data paths: KTRDR_DATA_MODELS_DIR; IB gateway and IB host service: KTRDR_IB_HOST)",
     )
 
 

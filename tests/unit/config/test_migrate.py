@@ -46,14 +46,14 @@ def test_secret_values_never_appear_in_the_changes() -> None:
 
 
 def test_labels_and_other_components_are_left_alone_and_noted() -> None:
-    """ENVIRONMENT=canary (a tracing label) and KTRDR_OTEL_* stay; the notes say why."""
+    """ENVIRONMENT=canary (a tracing label) and KTRDR_IB_* stay; the notes say why."""
     decided = plan(
-        [Entry("ENVIRONMENT", "canary"), Entry("KTRDR_OTEL_OTLP_ENDPOINT", "http://j:4317")],
+        [Entry("ENVIRONMENT", "canary"), Entry("KTRDR_IB_HOST", "ib-gateway")],
         "backend",
     )
     assert decided.actions == ()
     assert decided.notes[0] == (
-        "KTRDR_OTEL_OTLP_ENDPOINT is read by observability (OpenTelemetry); left alone"
+        "KTRDR_IB_HOST is read by IB gateway and IB host service; left alone"
     )
     assert decided.notes[1].startswith("ENVIRONMENT='canary' is ignored: not one of")
 
@@ -103,6 +103,7 @@ def test_env_file_keeps_comments_quotes_and_order() -> None:
         "KTRDR_WORKER_PUBLIC_URL=http://10.0.0.2:5004\n"
         "KTRDR_WORKER_TYPE='backtest'\n"
         "# KTRDR_WORKER_HEALTH_CHECK_TIMEOUT=5  # removed by ktrdr config migrate\n"
+        "KTRDR_OTEL_ENABLED=true\n"
         "KTRDR_OTEL_OTLP_ENDPOINT=http://jaeger:4317\n"
         "\n"
         "KTRDR_DB_ENGINE=postgresql\n"
@@ -114,6 +115,7 @@ def test_env_file_keeps_comments_quotes_and_order() -> None:
         "line 3",
         "line 4",
         "line 5",
+        "line 6",
         "line 8",
         "line 8",
     ]
@@ -168,7 +170,10 @@ services:
 def test_compose_file_edits_only_ktrdr_services_and_keeps_everything_else() -> None:
     """Anchors, merge keys, comments and other services stay; each service is migrated."""
     result = migrate_compose(COMPOSE, "compose.yml")
-    assert result.text == COMPOSE.replace("LOG_LEVEL: INFO", "KTRDR_LOG_LEVEL: INFO").replace(
+    assert result.text == COMPOSE.replace(
+        "LOG_LEVEL: INFO   # shared\n",
+        'KTRDR_LOG_LEVEL: INFO   # shared\n  KTRDR_OTEL_ENABLED: "true"\n',
+    ).replace(
         '      DB_HOST: db\n      DB_NAME: "ktrdr_canary"',
         "      KTRDR_DB_ENGINE: postgresql\n      KTRDR_DB_HOST: db\n"
         '      KTRDR_DB_NAME: "ktrdr_canary"',

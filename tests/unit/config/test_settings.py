@@ -93,6 +93,11 @@ DESIGN_TABLE: dict[str, tuple[tuple[str, ...], str]] = {
     # issue 12 (Prometheus metrics), beyond DESIGN.md's table
     "KTRDR_METRICS_ENABLED": ((), "true"),
     "KTRDR_METRICS_TOKEN": ((), "(unset)"),
+    # issue 12 (tracing), the names of the system ktrdr replaces
+    "KTRDR_OTEL_ENABLED": ((), "false"),
+    "KTRDR_OTEL_OTLP_ENDPOINT": (("OTLP_ENDPOINT",), "http://jaeger:4317"),
+    "KTRDR_OTEL_SERVICE_NAME": ((), "ktrdr"),
+    "KTRDR_OTEL_CONSOLE_OUTPUT": ((), "false"),
 }
 
 DECLARED = [item for cls in ALL_SETTINGS for item in declared(cls)]
