@@ -7,7 +7,8 @@ import this module and nothing of each other, so the messages are defined once:
 - worker -> job: the :class:`JobRequest` (the child's start argument), then at most
   one :class:`StopRequest`;
 - job -> worker: any number of ``Progress`` (``ktrdr.protocol``),
-  :class:`SeriesUpdate` and :class:`CheckpointData` messages, then exactly one
+  :class:`SeriesUpdate`, :class:`CheckpointData` and ``SpanRecord`` (``ktrdr.tracing``:
+  the job's spans, which the worker exports) messages, then exactly one
   :class:`JobOutcome`.
 
 Checkpoints travel as bytes: the job encodes its state, the worker's checkpoint store
@@ -29,6 +30,7 @@ import attrs
 
 from ktrdr.config import CheckpointSettings, DataSettings
 from ktrdr.protocol import OperationStatus, OperationType, Progress
+from ktrdr.tracing.records import SpanRecord
 
 __all__ = [
     "JOB_ENTRY",
@@ -82,7 +84,8 @@ class JobRequest:
     start; ``checkpoint_path`` only names the file in messages. ``max_memory`` is the
     process's memory cap in bytes (``KTRDR_WORKER_MAX_MEMORY``), ``max_memory_text``
     how the operator wrote it. ``data`` says where the job may read data files
-    (``KTRDR_DATA_DIR``) and how large one may be.
+    (``KTRDR_DATA_DIR``) and how large one may be. ``trace_parent`` is the
+    ``traceparent`` of the worker's span for this operation (None: not traced).
     """
 
     operation_id: str
@@ -95,6 +98,7 @@ class JobRequest:
     max_memory: int | None = None
     max_memory_text: str = ""
     data: DataSettings = attrs.field(factory=DataSettings)
+    trace_parent: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -117,7 +121,7 @@ class JobOutcome:
 
 
 #: Anything a job process sends to its worker.
-JobMessage = Progress | SeriesUpdate | CheckpointData | JobOutcome
+JobMessage = Progress | SeriesUpdate | CheckpointData | SpanRecord | JobOutcome
 
 
 @attrs.frozen

@@ -392,6 +392,8 @@ class OperationView(_Message):
     last_reported_at: datetime.datetime | None = None
     #: True when the operation was re-queued to continue from its checkpoint.
     resume: bool = False
+    #: OpenTelemetry trace of the current attempt (32 hex digits); None when not traced.
+    trace_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
 
 
 #: Most operations one ``GET /api/v1/operations`` page holds (``?limit`` at most).

@@ -53,6 +53,7 @@ from ktrdr.protocol import (
     WorkerStatus,
     base_url_problem,
 )
+from ktrdr.tracing import Tracing, current_traceparent
 from ktrdr.web.http_client import bearer_headers, describe_error
 
 __all__ = [
@@ -140,6 +141,7 @@ class Dispatcher:
         tick: datetime.timedelta = DEFAULT_TICK,
         request_timeout: datetime.timedelta = DEFAULT_REQUEST_TIMEOUT,
         metrics: BackendMetrics | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._service = service
         self._metrics = metrics if metrics is not None else DisabledBackendMetrics()
@@ -149,6 +151,7 @@ class Dispatcher:
         self._clock = clock
         self._tick = tick
         self._timeout_s = request_timeout.total_seconds()
+        self._tracing = tracing if tracing is not None else Tracing.off()
         self._wake = asyncio.Event()
         #: Workers that just failed a start, and when they may be tried again.
         self._resting: dict[str, datetime.datetime] = {}
@@ -223,14 +226,39 @@ class Dispatcher:
         return claims, raced
 
     async def _start(self, view: OperationView, worker: WorkerRecord) -> Dispatch:
-        """Send one claimed operation to its worker, settle the outcome, time it."""
-        began = time.perf_counter()
-        dispatch = await self._send_start(view, worker)
-        self._metrics.dispatched(view.type, dispatch.outcome.value, time.perf_counter() - began)
-        return dispatch
+        """Send one claimed operation to its worker, in its attempt's trace; time it.
+
+        The ``dispatch`` span continues the span that began the attempt (the create or
+        resume request); an attempt begun without one (tracing was off then) begins its
+        trace here, and the operation records it.
+        """
+        parent = None
+        if self._tracing.enabled:
+            try:
+                parent = await asyncio.to_thread(self._service.trace_parent, view.id)
+            except OperationNotFound:
+                parent = None  # deleted meanwhile: the round settles it below
+        attributes = {
+            "ktrdr.operation.id": view.id,
+            "ktrdr.operation.type": view.type.value,
+            "ktrdr.operation.resume": view.resume,
+            "ktrdr.worker.id": worker.worker_id,
+        }
+        with self._tracing.span(
+            "dispatch", parent=parent, root=parent is None, attributes=attributes
+        ) as span:
+            if self._tracing.enabled and parent is None:
+                begun = current_traceparent()
+                if begun is not None:
+                    await asyncio.to_thread(self._service.set_trace_parent, view.id, begun)
+            began = time.perf_counter()
+            dispatch = await self._send_start(view, worker)
+            self._metrics.dispatched(view.type, dispatch.outcome.value, time.perf_counter() - began)
+            span.set_attribute("ktrdr.dispatch.outcome", dispatch.outcome.value)
+            return dispatch
 
     async def _send_start(self, view: OperationView, worker: WorkerRecord) -> Dispatch:
-        """Send one claimed operation to its worker and settle the outcome."""
+        """``POST /operations`` to the worker and settle the outcome."""
         request = StartOperationRequest(
             operation_id=view.id,
             operation_type=view.type,

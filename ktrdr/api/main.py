@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -41,12 +42,24 @@ from ktrdr.config import (
 from ktrdr.errors import ConfigurationError
 from ktrdr.logs import configure_logging
 from ktrdr.startup import EXIT_CONFIG_ERROR, load_or_exit
+from ktrdr.tracing import (
+    Tracing,
+    build_tracing,
+    instrument_app,
+    instrument_client,
+    instrument_engine,
+)
 from ktrdr.web import ExitSignals, GracefulServer, ensure_bindable
 
 logger = logging.getLogger("ktrdr.api")
 
 #: How long uvicorn waits for requests in flight after SIGTERM.
 GRACEFUL_REQUESTS_TIMEOUT_S = 5
+#: How long the last spans may take to leave at exit (an endpoint that does not answer).
+TRACING_SHUTDOWN_S = 2.0
+#: Requests served without a span: one trace per heartbeat, health check or scrape
+#: would bury the operations' traces (their counts and latencies are metrics).
+UNTRACED_PATHS = (r"/api/v1/workers/[^/]+/heartbeat$", r"/health$", r"/metrics$")
 
 
 def open_store_or_exit(
@@ -65,7 +78,9 @@ def open_store_or_exit(
         raise SystemExit(EXIT_CONFIG_ERROR) from None
 
 
-def build_server(config: BackendConfig, *, store: OperationStore) -> GracefulServer:
+def build_server(
+    config: BackendConfig, *, store: OperationStore, tracing: Tracing | None = None
+) -> GracefulServer:
     """The backend's uvicorn server, bound to exactly the configured host and port.
 
     Every collaborator is built here from its settings: the metrics
@@ -73,19 +88,25 @@ def build_server(config: BackendConfig, *, store: OperationStore) -> GracefulSer
     the heartbeat stamp writer, the orphan detector (``KTRDR_ORPHAN_*``), the
     retention cleaner, and the store's health watch (503s while the database is
     unreachable, a grace for orphans after it comes back).
+    With ``tracing`` on, the app and the dispatcher's HTTP client are instrumented
+    with its provider.
     """
+    tracing = tracing if tracing is not None else Tracing.off()
     registry = WorkerRegistry()
     store_health = StoreHealth(engine=store.engine, clock=utc_now)
     metrics = BackendMetrics() if config.metrics.enabled else DisabledBackendMetrics()
     instrument_store(store, metrics)
     service = OperationsService(store=store, settings=config.operations, clock=utc_now)
+    http = httpx.AsyncClient()
+    instrument_client(http, tracing)
     dispatcher = Dispatcher(
         service=service,
         registry=registry,
-        http=httpx.AsyncClient(),
+        http=http,
         token=config.auth.worker_token,
         clock=utc_now,
         metrics=metrics,
+        tracing=tracing,
     )
     app = create_app(
         config,
@@ -103,6 +124,7 @@ def build_server(config: BackendConfig, *, store: OperationStore) -> GracefulSer
         store_health=store_health,
         metrics=metrics,
     )
+    instrument_app(app, tracing, excluded=UNTRACED_PATHS)
     host, port = config.api.host, config.api.port
 
     async def announce() -> None:
@@ -132,11 +154,18 @@ def run(environ: Mapping[str, str], *, env_file: str | Path | None = DEFAULT_ENV
             sys.stderr.write(f"ktrdr: {exc}\n")
             return EXIT_CONFIG_ERROR
         store = open_store_or_exit(config.database)
+        tracing = build_tracing(
+            config.tracing,
+            component="backend",
+            instance=f"{socket.gethostname()}:{config.api.port}",
+        )
+        instrument_engine(store.engine, tracing)
         try:
-            server = build_server(config, store=store)
+            server = build_server(config, store=store, tracing=tracing)
             signals.attach(server)
             server.run()
         finally:
+            tracing.shutdown(TRACING_SHUTDOWN_S)
             store.close()
     return 0
 

@@ -44,6 +44,7 @@ from ktrdr.protocol import (
     Progress,
     parse_parameters,
 )
+from ktrdr.tracing import trace_id_of
 
 __all__ = [
     "InvalidTransition",
@@ -76,6 +77,7 @@ def to_view(record: OperationRecord) -> OperationView:
         finished_at=record.finished_at,
         last_reported_at=record.last_reported_at,
         resume=record.resume,
+        trace_id=trace_id_of(record.trace_parent),
     )
 
 
@@ -113,13 +115,19 @@ class OperationsService:
     # --- the operations API -----------------------------------------------------------
 
     def create(
-        self, operation_type: OperationType | str, parameters: Mapping[str, Any]
+        self,
+        operation_type: OperationType | str,
+        parameters: Mapping[str, Any],
+        *,
+        trace_parent: str | None = None,
     ) -> OperationView:
         """Validate the parameters for the type and store a pending operation.
 
         The stored parameters are the validated ones with every default filled in, so
-        the operation says exactly what it will run. Raises pydantic ``ValidationError``
-        (bad parameters), ``ValueError`` (unknown type) or :class:`TooManyOperations`.
+        the operation says exactly what it will run. ``trace_parent`` is the span its
+        first attempt's trace continues (the create request's). Raises pydantic
+        ``ValidationError`` (bad parameters), ``ValueError`` (unknown type) or
+        :class:`TooManyOperations`.
         """
         model = parse_parameters(operation_type, parameters)
         try:
@@ -128,6 +136,7 @@ class OperationsService:
                 parameters=model.model_dump(mode="json"),
                 now=self._clock(),
                 max_live=self._settings.max_operations,
+                trace_parent=trace_parent,
             )
         except LiveLimitReached as exc:
             variable = env_name(attrs.fields(OperationsSettings).max_operations)
@@ -196,15 +205,25 @@ class OperationsService:
         )
         return self._remember(record)
 
-    def resume(self, operation_id: str) -> OperationView:
+    def resume(self, operation_id: str, *, trace_parent: str | None = None) -> OperationView:
         """Queue a failed or cancelled operation again, to continue from its checkpoint.
 
         The backend cannot see worker disks: the operation goes back to pending with
         ``resume=True``, and the worker that picks it up fails it with a clear reason if
         it has no usable checkpoint. Completed, pending or running operations raise
-        :class:`InvalidTransition`.
+        :class:`InvalidTransition`. The new attempt's trace continues ``trace_parent``
+        (the resume request's span).
         """
-        return self._remember(self._store.requeue(operation_id))
+        return self._remember(self._store.requeue(operation_id, trace_parent=trace_parent))
+
+    def trace_parent(self, operation_id: str) -> str | None:
+        """The ``traceparent`` the operation's current attempt continues (the dispatcher's)."""
+        return self._store.trace_parent(operation_id)
+
+    def set_trace_parent(self, operation_id: str, trace_parent: str) -> None:
+        """Record the trace of an attempt begun by its dispatch (none was recorded)."""
+        if self._store.set_trace_parent(operation_id, trace_parent):
+            self._forget(operation_id)
 
     # --- dispatch and worker reports --------------------------------------------------
 

@@ -44,6 +44,7 @@ from ktrdr.protocol import (
     OperationType,
     OperationView,
 )
+from ktrdr.tracing import current_traceparent
 from ktrdr.web import ApiError, describe_validation_errors
 
 __all__ = ["MAX_OFFSET", "operations_routers"]
@@ -128,8 +129,11 @@ def operations_routers(
     )
     async def create_operation(body: CreateOperationRequest) -> Response:
         _check_depth(body.parameters, ["body", "parameters"])
+        trace_parent = current_traceparent()  # this request's span begins the first attempt
         try:
-            view = await asyncio.to_thread(service.create, body.type, body.parameters)
+            view = await asyncio.to_thread(
+                service.create, body.type, body.parameters, trace_parent=trace_parent
+            )
         except ValidationError as exc:
             raise ApiError(422, "invalid_request", _parameter_errors(exc)) from None
         dispatcher.wake()
@@ -199,7 +203,9 @@ def operations_routers(
         summary="Queue a failed or cancelled operation to continue from its checkpoint",
     )
     async def resume_operation(operation_id: OperationId) -> Response:
-        view = await asyncio.to_thread(service.resume, operation_id)
+        view = await asyncio.to_thread(
+            service.resume, operation_id, trace_parent=current_traceparent()
+        )
         dispatcher.wake()
         return _json(view)
 

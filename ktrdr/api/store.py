@@ -103,6 +103,8 @@ class OperationRecord:
     finished_at: datetime.datetime | None
     #: Last time a worker reported this operation (start, progress, heartbeat).
     last_reported_at: datetime.datetime | None
+    #: W3C ``traceparent`` of the span that began the current attempt (None: not traced).
+    trace_parent: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -183,6 +185,7 @@ def _define_table(metadata: sa.MetaData) -> sa.Table:
         sa.Column("started_at", UtcDateTime, nullable=True),
         sa.Column("finished_at", UtcDateTime, nullable=True),
         sa.Column("last_reported_at", UtcDateTime, nullable=True),
+        sa.Column("trace_parent", sa.String(55), nullable=True),
         sa.Index(f"ix_{TABLE_NAME}_status_created", "status", "created_at"),
         sa.Index(f"ix_{TABLE_NAME}_type_status", "type", "status"),
         sa.Index(f"ix_{TABLE_NAME}_finished", "finished_at"),
@@ -396,8 +399,11 @@ class OperationStore:
         now: datetime.datetime,
         operation_id: str | None = None,
         max_live: int | None = None,
+        trace_parent: str | None = None,
     ) -> OperationRecord:
         """Insert a pending operation; its id is a new uuid4 hex unless given.
+
+        ``trace_parent`` is the ``traceparent`` of the span its first attempt continues.
 
         With ``max_live``, refuses with :class:`LiveLimitReached` when the pending and
         running operations would then number more than ``max_live``; the insert and
@@ -416,6 +422,7 @@ class OperationStore:
             "worker_id": None,
             "resume": False,
             "created_at": _aware("now", now),
+            "trace_parent": trace_parent,
         }
         try:
             with self._engine.begin() as conn:
@@ -659,11 +666,12 @@ class OperationStore:
             worker_id=worker_id,
         )
 
-    def requeue(self, operation_id: str) -> OperationRecord:
+    def requeue(self, operation_id: str, *, trace_parent: str | None = None) -> OperationRecord:
         """failed/cancelled → pending with ``resume=True``: run again from the checkpoint.
 
         The worker, result, error and finish time are cleared; the last progress stays
-        so a client still sees how far it got.
+        so a client still sees how far it got. A new attempt is a new trace:
+        ``trace_parent`` replaces the previous attempt's (None: the dispatch begins one).
         """
         return self._transition(
             operation_id,
@@ -678,8 +686,36 @@ class OperationStore:
                 "started_at": None,
                 "finished_at": None,
                 "last_reported_at": None,
+                "trace_parent": trace_parent,
             },
         )
+
+    def trace_parent(self, operation_id: str) -> str | None:
+        """The ``traceparent`` the current attempt continues; raises :class:`OperationNotFound`."""
+        table = self._table
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                sa.select(table.c.trace_parent).where(table.c.id == operation_id)
+            ).first()
+        if row is None:
+            raise OperationNotFound(operation_id)
+        value: str | None = row.trace_parent
+        return value
+
+    def set_trace_parent(self, operation_id: str, trace_parent: str) -> bool:
+        """Record the trace of an attempt begun without one (by its dispatch).
+
+        Only while the operation has none, so a trace once shown is never replaced
+        within an attempt; True when it was recorded.
+        """
+        table = self._table
+        statement = (
+            sa.update(table)
+            .where(table.c.id == operation_id, table.c.trace_parent.is_(None))
+            .values(trace_parent=trace_parent)
+        )
+        with self._engine.begin() as conn:
+            return int(conn.execute(statement).rowcount) == 1
 
     def release(self, operation_id: str, *, worker_id: str) -> OperationRecord:
         """running on ``worker_id`` → pending again: the worker never got the operation.
@@ -846,4 +882,5 @@ def _record(row: RowMapping) -> OperationRecord:
         started_at=row["started_at"],
         finished_at=row["finished_at"],
         last_reported_at=row["last_reported_at"],
+        trace_parent=row["trace_parent"],
     )

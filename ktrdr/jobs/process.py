@@ -4,7 +4,8 @@
 (``ktrdr.workers.job_process``). It caps its own memory (``KTRDR_WORKER_MAX_MEMORY``,
 as ``RLIMIT_DATA``: the private writable memory numpy allocates, so a job over the cap
 gets a ``MemoryError`` that the step loop turns into a clear failure), listens for a
-stop request on a thread, runs the step loop and sends its outcome. It leaves
+stop request on a thread, runs the step loop and sends its outcome (a traced
+operation's spans go first, as messages: ``ktrdr.tracing.job``). It leaves
 signals to the worker: Ctrl-C in a terminal reaches the whole process group, and the
 worker, not the job, decides how its operation stops. When the worker goes away (its
 end of the pipe closes), the job exits at once rather than compute for nobody.
@@ -34,6 +35,7 @@ from ktrdr.jobs.backtest import BacktestJob
 from ktrdr.jobs.step_loop import Job, run_steps
 from ktrdr.jobs.training import TrainingJob
 from ktrdr.protocol import OperationType, Progress
+from ktrdr.tracing import SpanRecord, Tracing
 
 __all__ = ["EXIT_WORKER_GONE", "JOBS", "PipeChannel", "memory_peak", "run_job_process"]
 
@@ -98,6 +100,10 @@ class PipeChannel:
         """Send series points to the worker."""
         self._conn.send(update)
 
+    def span(self, record: SpanRecord) -> None:
+        """Send a finished span for the worker to export."""
+        self._conn.send(record)
+
     def stop_requested(self) -> StopReason | None:
         """The worker's stop reason, once one arrived (a plain attribute read)."""
         return self._stop
@@ -114,8 +120,15 @@ def run_job_process(
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     channel = PipeChannel(conn, on_worker_gone=on_worker_gone)
     channel.listen()
+    tracing = Tracing.off()
+    if request.trace_parent is not None:  # the SDK is loaded only for a traced operation
+        from ktrdr.tracing.job import job_tracing
+
+        tracing = job_tracing(channel.span)
     if request.max_memory is not None:
         resource.setrlimit(resource.RLIMIT_DATA, (request.max_memory, request.max_memory))
-    outcome = run_steps(JOBS[request.operation_type], request, channel, clock=time.monotonic)
+    outcome = run_steps(
+        JOBS[request.operation_type], request, channel, clock=time.monotonic, tracing=tracing
+    )
     conn.send(attrs.evolve(outcome, memory_peak_bytes=memory_peak()))
     conn.close()

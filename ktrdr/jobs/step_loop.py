@@ -18,6 +18,7 @@ import datetime
 import functools
 import io
 import logging
+import os
 import zipfile
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TypeVar
@@ -25,12 +26,14 @@ from typing import Any, Protocol, TypeVar
 import attrs
 import numpy as np
 import numpy.typing as npt
+from opentelemetry.trace import Status, StatusCode
 
 from ktrdr.config import CheckpointSettings, DataSettings, WorkerSettings, env_name
 from ktrdr.errors import JobFailed
 from ktrdr.job_messages import CheckpointData, JobOutcome, JobRequest, SeriesUpdate, StopReason
 from ktrdr.jobs.series import SeriesRecorder
 from ktrdr.protocol import OperationStatus, OperationType, Progress
+from ktrdr.tracing import Tracing
 
 __all__ = [
     "CheckpointPolicy",
@@ -176,11 +179,40 @@ def run_steps(
     channel: JobChannel,
     *,
     clock: Callable[[], float],
+    tracing: Tracing | None = None,
 ) -> JobOutcome:
-    """Run ``request`` to completion, a stop, or a failure; never raises."""
+    """Run ``request`` to completion, a stop, or a failure; never raises.
+
+    With ``tracing``, the run is a ``job`` span continuing ``request.trace_parent``,
+    with a ``checkpoint`` span per checkpoint sent.
+    """
+    tracing = tracing if tracing is not None else Tracing.off()
+    attributes = {
+        "ktrdr.operation.id": request.operation_id,
+        "ktrdr.operation.type": job.operation_type.value,
+        "ktrdr.operation.resume": request.resume,
+        "process.pid": os.getpid(),
+    }
+    with tracing.span(
+        f"job {job.operation_type.value}", parent=request.trace_parent, attributes=attributes
+    ) as span:
+        outcome = _outcome(job, request, channel, clock, tracing)
+        span.set_attribute("ktrdr.operation.status", outcome.status.value)
+        if outcome.status is OperationStatus.FAILED:
+            span.set_status(Status(StatusCode.ERROR, outcome.error))
+    return outcome
+
+
+def _outcome(
+    job: Job,
+    request: JobRequest,
+    channel: JobChannel,
+    clock: Callable[[], float],
+    tracing: Tracing,
+) -> JobOutcome:
     kind = job.operation_type.value
     try:
-        return _run(job, request, channel, clock)
+        return _run(job, request, channel, clock, tracing)
     except JobFailed as exc:
         return JobOutcome(status=OperationStatus.FAILED, error=str(exc))
     except MemoryError:
@@ -201,7 +233,11 @@ def _out_of_memory(kind: str, request: JobRequest) -> str:
 
 
 def _run(
-    job: Job, request: JobRequest, channel: JobChannel, clock: Callable[[], float]
+    job: Job,
+    request: JobRequest,
+    channel: JobChannel,
+    clock: Callable[[], float],
+    tracing: Tracing,
 ) -> JobOutcome:
     run = job.prepare(request.parameters, request.data)
     state = _starting_state(job, run, request)
@@ -222,7 +258,8 @@ def _run(
         reason = channel.stop_requested()
         if reason is not None:
             _send_series(channel, recorder)
-            channel.checkpoint(_checkpoint(run, state, position))
+            with tracing.span("checkpoint", attributes=_saved(position, reason.value)):
+                channel.checkpoint(_checkpoint(run, state, position))
             where = f"{job.unit} {position}/{run.total}"
             error = f"checkpoint saved at {where} ({reason.value})"
             return JobOutcome(status=OperationStatus.CANCELLED, error=error, checkpoint_saved=True)
@@ -234,11 +271,17 @@ def _run(
             _send_series(channel, recorder)
             channel.progress(run.progress(state, f"{job.unit} {position}"))
         if position < run.total and policy.due(position):
-            channel.checkpoint(_checkpoint(run, state, position))
+            with tracing.span("checkpoint", attributes=_saved(position, "due")):
+                channel.checkpoint(_checkpoint(run, state, position))
             policy.saved(position)
 
     _send_series(channel, recorder)
     return JobOutcome(status=OperationStatus.COMPLETED, result=run.result(state))
+
+
+def _saved(step: int, why: str) -> dict[str, Any]:
+    """A checkpoint span's attributes: the step saved and why (due, cancelled, shutdown)."""
+    return {"ktrdr.checkpoint.step": step, "ktrdr.checkpoint.reason": why}
 
 
 def _send_series(channel: JobChannel, recorder: SeriesRecorder) -> None:

@@ -20,7 +20,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, TextIO
 
 from ktrdr.config import TracingSettings
-from ktrdr.tracing.context import context_from, current_traceparent, is_traceparent, trace_id_of
+from ktrdr.tracing.context import (
+    context_from,
+    current_traceparent,
+    is_traceparent,
+    trace_id_of,
+    traceparent_of,
+)
 from ktrdr.tracing.instrument import instrument_app, instrument_client, instrument_engine
 from ktrdr.tracing.records import SpanEvent, SpanRecord
 from ktrdr.tracing.tracing import Tracing
@@ -40,6 +46,7 @@ __all__ = [
     "instrument_engine",
     "is_traceparent",
     "trace_id_of",
+    "traceparent_of",
 ]
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "current_traceparent",
     "is_traceparent",
     "trace_id_of",
+    "traceparent_of",
 ]
 
 TRACEPARENT_HEADER = "traceparent"
@@ -44,6 +45,12 @@ def current_traceparent() -> str | None:
     carrier: dict[str, str] = {}
     _PROPAGATOR.inject(carrier)
     return carrier.get(TRACEPARENT_HEADER)
+
+
+def traceparent_of(span: trace.Span) -> str | None:
+    """The ``traceparent`` of ``span``, or None when it is not being recorded."""
+    with trace.use_span(span, end_on_exit=False):
+        return current_traceparent()
 
 
 def context_from(traceparent: str | None) -> Context | None:

@@ -102,6 +102,12 @@ class Tracing:
         with trace.use_span(span, end_on_exit=True):
             yield span
 
+    @contextlib.contextmanager
+    def within(self, span: trace.Span, *, end: bool = True) -> Iterator[trace.Span]:
+        """Make a span from :meth:`start` current for the ``with`` block (and end it)."""
+        with trace.use_span(span, end_on_exit=end):
+            yield span
+
     def export_record(self, record: SpanRecord) -> None:
         """Export a span recorded by a job's process, with this process's spans."""
         if self._on_record is not None:

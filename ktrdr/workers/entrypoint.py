@@ -43,6 +43,7 @@ from ktrdr.job_messages import JOB_ENTRY, JobEntry
 from ktrdr.logs import configure_logging
 from ktrdr.protocol import OperationType
 from ktrdr.startup import EXIT_CONFIG_ERROR, load_or_exit
+from ktrdr.tracing import Tracing, build_tracing, instrument_client
 from ktrdr.web import ExitSignals, ensure_bindable
 from ktrdr.workers.backend_client import BackendClient
 from ktrdr.workers.checkpoints import CheckpointStore
@@ -56,6 +57,8 @@ logger = logging.getLogger("ktrdr.workers")
 
 #: How often a serving worker deletes checkpoints older than KTRDR_CHECKPOINT_MAX_AGE_DAYS.
 CHECKPOINT_PURGE_INTERVAL = datetime.timedelta(hours=1)
+#: How long the last spans may take to leave at exit (an endpoint that does not answer).
+TRACING_SHUTDOWN_S = 2.0
 
 
 def utc_now() -> datetime.datetime:
@@ -156,13 +159,17 @@ async def serve_worker(
     *,
     signals: ExitSignals,
     purge: bool = True,
+    tracing: Tracing | None = None,
 ) -> None:
     """Build the backend client, the worker and its server; serve until shutdown.
 
-    With ``purge``, expired checkpoint files are purged periodically meanwhile.
+    With ``purge``, expired checkpoint files are purged periodically meanwhile. With
+    ``tracing`` on, the server and the client to the backend are instrumented.
     """
     settings = config.worker
+    tracing = tracing if tracing is not None else Tracing.off()
     async with httpx.AsyncClient(verify=backend_tls(settings.backend_url)) as http:
+        instrument_client(http, tracing)
         backend = BackendClient(
             http=http,
             base_url=settings.backend_url,
@@ -176,9 +183,17 @@ async def serve_worker(
             launcher=launcher,
             backend=backend,
             clock=time.monotonic,
+            tracing=tracing,
         )
         server = build_worker_server(
-            worker, auth=config.auth, logging_settings=config.logging, metrics=config.metrics
+            worker, auth=config.auth, logging_settings=config.logging, tracing=tracing
+        )
+        server = build_worker_server(
+            worker,
+            auth=config.auth,
+            logging_settings=config.logging,
+            metrics=config.metrics,
+            tracing=tracing,
         )
         signals.attach(server)
         purging = None
@@ -218,16 +233,21 @@ def run_worker(
         )
         warn_about_data_dir(config)
         checkpoints = CheckpointStore(settings=config.checkpoint)
+        tracing = build_tracing(
+            config.tracing, component=f"{worker_type.value}-worker", instance=settings.id
+        )
         try:
             ensure_bindable(
                 settings.host, settings.port, variable=env_name(attrs.fields(WorkerSettings).port)
             )
             prepare_checkpoints(checkpoints, utc_now())
             launcher = job_launcher(config, checkpoints, entry=job_entry)
-            asyncio.run(serve_worker(config, launcher, signals=signals))
+            asyncio.run(serve_worker(config, launcher, signals=signals, tracing=tracing))
         except ConfigurationError as exc:
             sys.stderr.write(f"ktrdr: {exc}\n")
             return EXIT_CONFIG_ERROR
+        finally:
+            tracing.shutdown(TRACING_SHUTDOWN_S)
     return 0
 
 

@@ -88,8 +88,13 @@ class JobHost:
             return min(grace, self._worker.shutdown_timeout.total_seconds() / 2)
         return grace
 
-    def prepare(self, start: StartOperationRequest) -> JobRequest | JobOutcome:
-        """The job's request, or the FAILED outcome when there is nothing to resume."""
+    def prepare(
+        self, start: StartOperationRequest, *, trace_parent: str | None = None
+    ) -> JobRequest | JobOutcome:
+        """The job's request, or the FAILED outcome when there is nothing to resume.
+
+        ``trace_parent`` is the span the job's spans continue (the worker's).
+        """
         operation_id = start.operation_id
         kind = start.operation_type.value
         checkpoint = None
@@ -112,6 +117,7 @@ class JobHost:
             max_memory=int(cap) if cap is not None else None,
             max_memory_text=str(cap) if cap is not None else "",
             data=self._data,
+            trace_parent=trace_parent,
         )
 
     def save(self, request: JobRequest, data: CheckpointData) -> str | None:

@@ -45,6 +45,7 @@ from ktrdr.job_messages import (
     StopRequest,
 )
 from ktrdr.protocol import OperationStatus, Progress, StartOperationRequest
+from ktrdr.tracing import SpanRecord
 from ktrdr.workers.job_host import JobEnd, JobHost
 
 __all__ = ["JobLauncher", "RunningJob"]
@@ -85,11 +86,14 @@ class JobLauncher:
         *,
         on_progress: Callable[[Progress], None],
         on_series: Callable[[SeriesUpdate], None] | None = None,
+        trace_parent: str | None = None,
+        on_span: Callable[[SpanRecord], None] | None = None,
     ) -> RunningJob:
         """Start ``start`` in the background; its outcome arrives on ``RunningJob.done``.
 
         ``on_progress`` and ``on_series`` run on the event loop, for each message of
-        that kind the job sends.
+        that kind the job sends. The job's spans continue ``trace_parent`` and are
+        handed to ``on_span`` (on the supervising thread) as they finish.
         """
         self._context.set_forkserver_preload(self._preload)
         job = RunningJob(
@@ -98,6 +102,8 @@ class JobLauncher:
             loop=asyncio.get_running_loop(),
             on_progress=on_progress,
             on_series=on_series,
+            trace_parent=trace_parent,
+            on_span=on_span,
         )
         job.begin()
         return job
@@ -127,8 +133,12 @@ class RunningJob:
         loop: asyncio.AbstractEventLoop,
         on_progress: Callable[[Progress], None],
         on_series: Callable[[SeriesUpdate], None] | None = None,
+        trace_parent: str | None = None,
+        on_span: Callable[[SpanRecord], None] | None = None,
     ) -> None:
         self.operation_id = start.operation_id
+        self._trace_parent = trace_parent
+        self._on_span = on_span
         self.done: asyncio.Future[JobOutcome] = loop.create_future()
         self._start = start
         self._launcher = launcher
@@ -209,7 +219,7 @@ class RunningJob:
             self.done.set_result(outcome)
 
     def _run(self) -> JobOutcome:
-        prepared = self._host.prepare(self._start)
+        prepared = self._host.prepare(self._start, trace_parent=self._trace_parent)
         if isinstance(prepared, JobOutcome):
             return prepared
         request = prepared
@@ -267,6 +277,9 @@ class RunningJob:
                 if failure is not None:
                     process.kill()
                     return None, failure
+            elif isinstance(message, SpanRecord):
+                if self._on_span is not None:
+                    self._on_span(message)
             elif isinstance(message, JobOutcome):
                 return message, None
             else:

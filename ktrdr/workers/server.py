@@ -29,6 +29,7 @@ from starlette.routing import Route
 
 from ktrdr.config import AuthSettings, LoggingSettings, LogLevel, MetricsSettings
 from ktrdr.protocol import MAX_BODY_BYTES, WORKER_OPERATIONS_PATH, StartOperationRequest
+from ktrdr.tracing import Tracing, instrument_app
 from ktrdr.web import (
     BearerAuth,
     BodyLimitMiddleware,
@@ -42,6 +43,8 @@ from ktrdr.workers.worker import Worker
 logger = logging.getLogger(__name__)
 
 OPERATIONS_ROUTE = WORKER_OPERATIONS_PATH
+#: Requests served without a span (health checks, scrapes).
+UNTRACED_PATHS = (r"/health$", r"/metrics$")
 
 
 def create_worker_app(
@@ -113,9 +116,16 @@ def build_worker_server(
     auth: AuthSettings,
     logging_settings: LoggingSettings,
     metrics: MetricsSettings | None = None,
+    tracing: Tracing | None = None,
 ) -> GracefulServer:
-    """uvicorn on exactly ``KTRDR_WORKER_HOST:KTRDR_WORKER_PORT``, hooked to ``worker``."""
+    """uvicorn on exactly ``KTRDR_WORKER_HOST:KTRDR_WORKER_PORT``, hooked to ``worker``.
+
+    With ``tracing`` on, a start request continues the trace its ``traceparent``
+    header names (the dispatcher's).
+    """
     settings = worker.settings
+    app = create_worker_app(worker, auth=auth)
+    instrument_app(app, tracing if tracing is not None else Tracing.off(), excluded=UNTRACED_PATHS)
 
     async def on_listening() -> None:
         logger.info(
@@ -128,7 +138,7 @@ def build_worker_server(
         await worker.start()
 
     config = uvicorn.Config(
-        create_worker_app(worker, auth=auth, metrics=metrics),
+        app,
         host=settings.host,
         port=settings.port,
         log_config=None,
@@ -143,6 +153,7 @@ def build_worker_server(
 
 __all__ = [
     "OPERATIONS_ROUTE",
+    "UNTRACED_PATHS",
     "build_worker_server",
     "create_worker_app",
     "graceful_requests_timeout",

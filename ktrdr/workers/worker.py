@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import attrs
+from opentelemetry.trace import Span, Status, StatusCode
 from pydantic import ValidationError
 
 import ktrdr
@@ -47,6 +48,7 @@ from ktrdr.protocol import (
     StartOperationRequest,
     WorkerStatus,
 )
+from ktrdr.tracing import Tracing, traceparent_of
 from ktrdr.workers.backend_client import BackendClient
 from ktrdr.workers.backoff import registration_backoff
 from ktrdr.workers.fingerprint import config_fingerprint
@@ -72,6 +74,8 @@ class _Running:
     operation_type: OperationType
     loop: asyncio.AbstractEventLoop
     metrics: WorkerMetrics
+    #: The operation's span on this worker (from the start request to the report).
+    span: Span
     job: RunningJob | None = None
     progress: Progress | None = None
     series: SeriesBuffer = attrs.field(factory=SeriesBuffer)
@@ -102,6 +106,7 @@ class Worker:
         clock: Callable[[], float],
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         random: Callable[[], float] = random.random,
+        tracing: Tracing | None = None,
     ) -> None:
         if settings.type is None:
             message = "WorkerSettings.type is not set; validate_all fills it from the entrypoint"
@@ -116,6 +121,7 @@ class Worker:
         self._clock = clock
         self._sleep = sleep
         self._random = random
+        self._tracing = tracing if tracing is not None else Tracing.off()
         self._running: _Running | None = None
         self._stopping = False
         self._stop_started: float | None = None
@@ -407,14 +413,29 @@ class Worker:
                 f"{request.operation_type.value} operation"
             )
             raise WrongOperationType(message)
+        # Continues the start request's span (the dispatcher's trace) until the report.
+        span = self._tracing.start(
+            f"run {self.worker_type.value}",
+            attributes={
+                "ktrdr.operation.id": request.operation_id,
+                "ktrdr.operation.type": request.operation_type.value,
+                "ktrdr.operation.resume": request.resume,
+                "ktrdr.worker.id": self.worker_id,
+            },
+        )
         running = _Running(
             operation_id=request.operation_id,
             operation_type=request.operation_type,
             loop=asyncio.get_running_loop(),
             metrics=self.metrics,
+            span=span,
         )
         job = self._launcher.launch(
-            request, on_progress=running.set_progress, on_series=running.add_series
+            request,
+            on_progress=running.set_progress,
+            on_series=running.add_series,
+            trace_parent=traceparent_of(span),
+            on_span=self._tracing.export_record if self._tracing.enabled else None,
         )
         running.job = job
         self._running = running
@@ -456,6 +477,14 @@ class Worker:
             report.status.value,
             f" ({report.error})" if report.error else "",
         )
+        span = running.span
+        span.set_attribute("ktrdr.operation.status", report.status.value)
+        if report.status is OperationStatus.FAILED:
+            span.set_status(Status(StatusCode.ERROR, report.error))
+        with self._tracing.within(span):  # the report's request joins the operation's trace
+            await self._send_report(running, report)
+
+    async def _send_report(self, running: _Running, report: OperationReport) -> None:
         try:
             await self._report(running.operation_id, report)
         except BackendRejected as exc:

@@ -15,9 +15,10 @@ import pytest
 import ktrdr
 
 PACKAGE = Path(ktrdr.__file__).parent
-#: What ktrdr.jobs may import from ktrdr (besides itself).
+#: What ktrdr.jobs may import from ktrdr (besides itself). ktrdr.tracing is a shared
+#: layer like config (it imports only config): a job's spans join its operation's trace.
 JOBS_MAY_USE = ("ktrdr.config", "ktrdr.protocol", "ktrdr.vocabulary", "ktrdr.errors",
-                "ktrdr.job_messages")  # fmt: skip
+                "ktrdr.job_messages", "ktrdr.tracing")  # fmt: skip
 #: Where ktrdr.jobs may be imported from: the jobs themselves and the CLI.
 JOBS_IMPORTED_BY = ("jobs", "cli")
 
