@@ -231,7 +231,8 @@ def list_operations(
 @backend_url_option
 @token_option
 def show(operation_id: str, as_json: bool, plot: bool, backend_url: str, token: str | None) -> None:
-    """Show one operation: status, progress, result or error (and its charts)."""
+    """Show one operation: status, progress, result or error, trace id (and its
+    charts)."""
     if as_json and plot:
         message = "--plot draws charts in the terminal; use --json alone for the data"
         raise click.UsageError(message)
@@ -259,7 +260,8 @@ def _print_operation(console: Console, operation: dict[str, Any]) -> None:
     table = Table(show_header=False, title=f"operation {operation['id']}")
     table.add_column("field", style="bold")
     table.add_column("value")
-    for key in ("type", "status", "worker_id", "created_at", "started_at", "finished_at", "error"):
+    shown = ("type", "status", "worker_id", "created_at", "started_at", "finished_at", "error")
+    for key in (*shown, "trace_id"):  # trace_id: only when tracing was on (KTRDR_OTEL_*)
         if operation.get(key) is not None:
             table.add_row(key, str(operation[key]))
     progress = operation.get("progress") or {}

@@ -70,6 +70,7 @@ class GuardedExporter(SpanExporter):
         self._paused_until = 0.0
         self._dropped = 0
         self._stopped = False
+        self._exporting = 0
         self._capture = _Capture()
         self._quiet = [logging.getLogger(name) for name in quiet]
         for quiet_logger in self._quiet:
@@ -86,12 +87,16 @@ class GuardedExporter(SpanExporter):
             if self._failing and self._clock() < self._paused_until:
                 self._dropped += len(spans)
                 return SpanExportResult.FAILURE
+            self._exporting += 1
         try:
             result = self._inner.export(spans)
         except Exception as exc:  # noqa: BLE001 - an exporter bug must not stop exporting
             self._capture.last = f"{type(exc).__name__}: {exc}"[:_REASON_MAX]
             result = SpanExportResult.FAILURE
         with self._lock:
+            self._exporting -= 1
+            if self._stopped and not self._exporting:
+                self._release_loggers()
             if result is SpanExportResult.SUCCESS:
                 if self._failing:
                     logger.info(
@@ -122,10 +127,16 @@ class GuardedExporter(SpanExporter):
                 return
             self._stopped = True
         try:
-            self._inner.shutdown()
+            self._inner.shutdown()  # an export in flight ends now, and may still log
         finally:
-            for quiet_logger in self._quiet:
-                quiet_logger.removeFilter(self._capture)
+            with self._lock:
+                if not self._exporting:
+                    self._release_loggers()
+
+    def _release_loggers(self) -> None:
+        """Let the wrapped exporter's loggers print again (the lock is held)."""
+        for quiet_logger in self._quiet:
+            quiet_logger.removeFilter(self._capture)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Flush ``inner``."""
