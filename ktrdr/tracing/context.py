@@ -28,13 +28,13 @@ __all__ = [
 
 TRACEPARENT_HEADER = "traceparent"
 #: ``00-<32 hex trace id>-<16 hex span id>-<2 hex flags>``, ids not all zeros.
-_TRACEPARENT = re.compile(r"^00-(?!0{32})([0-9a-f]{32})-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$")
+_TRACEPARENT = re.compile(r"^00-(?!0{32})([0-9a-f]{32})-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
 _PROPAGATOR = TraceContextTextMapPropagator()
 
 
 def is_traceparent(value: str) -> bool:
     """Whether ``value`` is a version-00 W3C ``traceparent`` with valid ids."""
-    return _TRACEPARENT.match(value) is not None
+    return _TRACEPARENT.fullmatch(value) is not None
 
 
 def current_traceparent() -> str | None:
@@ -68,5 +68,5 @@ def trace_id_of(traceparent: str | None) -> str | None:
     """The 32 hex digits of the trace ``traceparent`` belongs to (None if not one)."""
     if traceparent is None:
         return None
-    match = _TRACEPARENT.match(traceparent)
+    match = _TRACEPARENT.fullmatch(traceparent)
     return match.group(1) if match else None

@@ -49,6 +49,8 @@ class SpanRecord:
     events: tuple[SpanEvent, ...] = ()
     #: The description of an error status; None when the span did not fail.
     error: str | None = None
+    #: W3C trace flags (sampled, random trace id).
+    trace_flags: int = 1
 
 
 def record_of(span: ReadableSpan) -> SpanRecord:
@@ -72,6 +74,7 @@ def record_of(span: ReadableSpan) -> SpanRecord:
             for e in span.events
         ),
         error=(status.description or "error") if status.status_code is StatusCode.ERROR else None,
+        trace_flags=int(context.trace_flags),
     )
 
 
@@ -81,7 +84,7 @@ def span_of(record: SpanRecord, resource: Resource) -> ReadableSpan:
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
     from opentelemetry.trace import SpanContext, Status, StatusCode, TraceFlags
 
-    flags = TraceFlags(TraceFlags.SAMPLED)
+    flags = TraceFlags(record.trace_flags | TraceFlags.SAMPLED)
     parent = None
     if record.parent_span_id is not None:
         parent = SpanContext(record.trace_id, record.parent_span_id, is_remote=False,

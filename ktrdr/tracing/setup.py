@@ -159,4 +159,9 @@ def build_sdk_tracing(
             flushing.join(_STOP_GRACE_S)
         provider.shutdown()
 
-    return Tracing(provider=provider, on_record=on_record, on_shutdown=on_shutdown)
+    def on_flush(timeout_s: float) -> bool:
+        return provider.force_flush(timeout_millis=int(timeout_s * 1000))
+
+    return Tracing(
+        provider=provider, on_record=on_record, on_flush=on_flush, on_shutdown=on_shutdown
+    )

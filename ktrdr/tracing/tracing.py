@@ -35,8 +35,8 @@ class Tracing:
     """One process's tracing: its tracer provider, or none.
 
     ``provider`` is None when tracing is off. ``on_record`` exports a span a job's
-    process recorded (see ``ktrdr.tracing.records``); ``on_shutdown(timeout_s)``
-    flushes and stops the exporters.
+    process recorded (see ``ktrdr.tracing.records``); ``on_flush(timeout_s)`` sends
+    what is queued; ``on_shutdown(timeout_s)`` flushes and stops the exporters.
     """
 
     def __init__(
@@ -44,6 +44,7 @@ class Tracing:
         *,
         provider: trace.TracerProvider | None = None,
         on_record: Callable[[SpanRecord], None] | None = None,
+        on_flush: Callable[[float], bool] | None = None,
         on_shutdown: Callable[[float], None] | None = None,
     ) -> None:
         self._enabled = provider is not None
@@ -52,6 +53,7 @@ class Tracing:
         )
         self._tracer = self._provider.get_tracer(SCOPE, ktrdr.__version__)
         self._on_record = on_record
+        self._on_flush = on_flush
         self._on_shutdown = on_shutdown
 
     @classmethod
@@ -112,6 +114,10 @@ class Tracing:
         """Export a span recorded by a job's process, with this process's spans."""
         if self._on_record is not None:
             self._on_record(record)
+
+    def flush(self, timeout_s: float = 5.0) -> bool:
+        """Send every span queued so far; False if that did not finish in time."""
+        return self._on_flush(timeout_s) if self._on_flush is not None else True
 
     def shutdown(self, timeout_s: float = 2.0) -> None:
         """Send what is queued (for at most ``timeout_s``) and stop exporting."""

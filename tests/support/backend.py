@@ -19,6 +19,7 @@ from fastapi import FastAPI
 
 from ktrdr.api import WorkerRegistry, create_app
 from ktrdr.api.dispatcher import Dispatcher
+from ktrdr.api.main import UNTRACED_PATHS
 from ktrdr.api.metrics import BackendMetrics, DisabledBackendMetrics, instrument_store
 from ktrdr.api.operations import OperationsService
 from ktrdr.api.orphans import OrphanDetector
@@ -28,6 +29,7 @@ from ktrdr.api.store import OperationStore
 from ktrdr.api.store_health import StoreHealth
 from ktrdr.config import BackendConfig, validate_all
 from ktrdr.protocol import OperationType, RegisterRequest
+from ktrdr.tracing import Tracing, instrument_app, instrument_client
 
 TOKEN = "unit-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -64,12 +66,15 @@ class FakeWorkers:
         self.starts: list[tuple[str, dict[str, Any]]] = []
         self.cancels: list[tuple[str, str]] = []
         self.tokens: list[str | None] = []
+        #: The ``traceparent`` header of every request (None: not sent).
+        self.traceparents: list[str | None] = []
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         host = request.url.host
         path = request.url.path
         self.attempts.append((request.method, host, path))
         self.tokens.append(request.headers.get("authorization"))
+        self.traceparents.append(request.headers.get("traceparent"))
         answer = self.answers.get(host, 202)
         if isinstance(answer, Exception):
             raise answer
@@ -154,8 +159,13 @@ def make_backend(
     config: BackendConfig | None = None,
     *,
     registry: WorkerRegistry | None = None,
+    tracing: Tracing | None = None,
 ) -> Backend:
-    """The backend as ``main`` assembles it, over ``store``, a fake clock and fake workers."""
+    """The backend as ``main`` assembles it, over ``store``, a fake clock and fake workers.
+
+    With ``tracing``, the app and the dispatcher's client are instrumented as in ``main``.
+    """
+    tracing = tracing if tracing is not None else Tracing.off()
     config = config or backend_config()
     clock = FakeClock()
     registry = registry if registry is not None else WorkerRegistry()
@@ -163,6 +173,7 @@ def make_backend(
     http = httpx.AsyncClient(transport=httpx.MockTransport(workers))
     metrics = BackendMetrics() if config.metrics.enabled else DisabledBackendMetrics()
     instrument_store(store, metrics)
+    instrument_client(http, tracing)
     service = OperationsService(store=store, settings=config.operations, clock=clock)
     dispatcher = Dispatcher(
         service=service,
@@ -171,6 +182,7 @@ def make_backend(
         token=config.auth.worker_token,
         clock=clock,
         metrics=metrics,
+        tracing=tracing,
     )
     reports = OperationReports(
         service=service, registry=registry, dispatcher=dispatcher, metrics=metrics
@@ -190,6 +202,7 @@ def make_backend(
         store_health=health,
         metrics=metrics,
     )
+    instrument_app(app, tracing, excluded=UNTRACED_PATHS)
     return Backend(
         config=config,
         clock=clock,

@@ -11,6 +11,7 @@ import anyio
 import httpx
 import pytest
 from support.backend import TOKEN, Backend, make_backend, open_store
+from support.tracing import memory_tracing, trace_hex
 
 from ktrdr.api.dispatcher import Dispatcher, DispatchOutcome
 from ktrdr.config import Secret
@@ -313,3 +314,57 @@ async def test_a_redirect_is_never_followed(backend: Backend) -> None:
     assert handler.urls == ["http://tr-1:5003/operations"]
     assert backend.store.get(operation_id).status is OperationStatus.PENDING
     assert backend.store.get(operation_id).error is None
+
+
+# --- traces ---------------------------------------------------------------------------
+
+CALLER = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+async def test_the_dispatch_continues_the_create_requests_trace(tmp_path: Path) -> None:
+    """dispatch is a child of the create request's span; the worker gets its traceparent."""
+    memory = memory_tracing(component="backend")
+    store = open_store(tmp_path)
+    backend = make_backend(store, tracing=memory.tracing)
+    backend.register("tr-1")
+    async with backend.client() as client:
+        created = await client.post(
+            "/api/v1/operations",
+            json={"type": "training", "parameters": {}},
+            headers={"traceparent": CALLER},
+        )
+    operation_id = created.json()["id"]
+    [dispatched] = await backend.dispatcher.dispatch_once()
+    assert dispatched.outcome is DispatchOutcome.STARTED
+    create = memory.named("POST /api/v1/operations")
+    dispatch = memory.named("dispatch")
+    assert dispatch.parent is not None
+    assert dispatch.parent.span_id == create.get_span_context().span_id
+    assert trace_hex(dispatch) == "0af7651916cd43dd8448eb211c80319c"
+    assert dispatch.attributes is not None
+    assert dispatch.attributes["ktrdr.operation.id"] == operation_id
+    assert dispatch.attributes["ktrdr.worker.id"] == "tr-1"
+    assert dispatch.attributes["ktrdr.dispatch.outcome"] == "started"
+    [sent] = backend.workers.traceparents
+    assert sent is not None
+    assert sent.startswith("00-0af7651916cd43dd8448eb211c80319c-")
+    await backend.dispatcher.aclose()
+    store.close()
+    memory.close()
+
+
+async def test_an_attempt_without_a_trace_begins_one_at_its_dispatch(tmp_path: Path) -> None:
+    """Created while tracing was off: the dispatch starts the attempt's trace and records it."""
+    memory = memory_tracing(component="backend")
+    store = open_store(tmp_path)
+    backend = make_backend(store, tracing=memory.tracing)
+    backend.register("tr-1")
+    created = backend.service.create("training", {})
+    assert created.trace_id is None
+    await backend.dispatcher.dispatch_once()
+    dispatch = memory.named("dispatch")
+    assert dispatch.parent is None
+    assert backend.service.get(created.id).trace_id == trace_hex(dispatch)
+    await backend.dispatcher.aclose()
+    store.close()
+    memory.close()

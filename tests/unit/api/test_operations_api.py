@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.backend import AUTH, Backend, backend_config, make_backend, open_store
+from support.tracing import memory_tracing, trace_hex
 
 from ktrdr.api.store import OperationStore
 from ktrdr.protocol import OperationStatus, WorkerStatus
@@ -731,3 +732,38 @@ async def test_arbitrary_creations_are_201_or_422_never_500(
     if response.status_code == 422:
         assert response.json()["error"] == "invalid_request"
         assert all(item["loc"][0] == "body" for item in response.json()["detail"])
+
+
+# --- traces -------------------------------------------------------------------------
+
+CALLER = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+RESUMER = "00-2cf7651916cd43dd8448eb211c80319c-d7ad6b7169203331-01"
+
+
+async def test_without_tracing_an_operation_has_no_trace_id(client: httpx.AsyncClient) -> None:
+    """Tracing off (the default): trace_id is null, whatever the request carries."""
+    response = await client.post(
+        OPS, json={"type": "training", "parameters": {}}, headers={"traceparent": CALLER}
+    )
+    assert response.json()["trace_id"] is None
+
+
+async def test_create_and_resume_each_begin_an_attempts_trace(store: OperationStore) -> None:
+    """trace_id is the create request's trace; a resume's new attempt is the resume's trace."""
+    memory = memory_tracing(component="backend")
+    backend = make_backend(store, tracing=memory.tracing)
+    async with backend.client() as client:
+        created = await client.post(
+            OPS, json={"type": "training", "parameters": {}}, headers={"traceparent": CALLER}
+        )
+        view = created.json()
+        assert view["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
+        assert (await client.get(f"{OPS}/{view['id']}")).json()["trace_id"] == view["trace_id"]
+        await client.post(f"{OPS}/{view['id']}/cancel")
+        resumed = await client.post(f"{OPS}/{view['id']}/resume", headers={"traceparent": RESUMER})
+    assert resumed.json()["trace_id"] == "2cf7651916cd43dd8448eb211c80319c"
+    create_span = memory.named(f"POST {OPS}")
+    assert store.get(view["id"]).trace_parent is not None
+    assert trace_hex(create_span) == view["trace_id"]
+    await backend.dispatcher.aclose()
+    memory.close()

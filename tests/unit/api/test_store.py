@@ -584,3 +584,31 @@ def test_unopenable_sqlite_file_names_the_path_variable(tmp_path: Path) -> None:
     (tmp_path / "ops.db").mkdir()
     with pytest.raises(StoreError, match=r"cannot open the operations database .*KTRDR_DB_PATH"):
         OperationStore.open(DatabaseSettings(path=tmp_path / "ops.db"))
+
+
+# --- traces -----------------------------------------------------------------------
+
+TRACE_1 = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+TRACE_2 = "00-1bf7651916cd43dd8448eb211c80319c-c7ad6b7169203331-01"
+
+
+def test_an_attempts_trace_is_stored_and_a_resume_replaces_it(store: OperationStore) -> None:
+    """The create request's traceparent is kept; a resumed attempt has its own (or none)."""
+    record = new(store, trace_parent=TRACE_1)
+    assert record.trace_parent == TRACE_1
+    assert store.trace_parent(record.id) == TRACE_1
+    store.finish(record.id, status=OperationStatus.FAILED, now=at(2), error="lost")
+    assert store.requeue(record.id, trace_parent=TRACE_2).trace_parent == TRACE_2
+    store.finish(record.id, status=OperationStatus.CANCELLED, now=at(3))
+    assert store.requeue(record.id).trace_parent is None
+
+
+def test_a_dispatch_records_a_trace_only_where_none_is(store: OperationStore) -> None:
+    """set_trace_parent fills an empty trace once and never replaces one."""
+    record = new(store)
+    assert record.trace_parent is None
+    assert store.set_trace_parent(record.id, TRACE_1) is True
+    assert store.set_trace_parent(record.id, TRACE_2) is False
+    assert store.get(record.id).trace_parent == TRACE_1
+    with pytest.raises(OperationNotFound):
+        store.trace_parent("no-such-operation")

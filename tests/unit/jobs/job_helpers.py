@@ -20,6 +20,7 @@ from ktrdr.config import CheckpointSettings, DataSettings, WorkerSettings
 from ktrdr.job_messages import CheckpointData, JobOutcome, JobRequest, SeriesUpdate, StopReason
 from ktrdr.jobs.step_loop import Job, run_steps
 from ktrdr.protocol import Progress, StartOperationRequest
+from ktrdr.tracing import Tracing
 from ktrdr.workers.checkpoints import CheckpointStore
 from ktrdr.workers.job_host import JobEnd, JobHost
 
@@ -128,6 +129,8 @@ def run(
     resume: bool = False,
     harness: Harness | None = None,
     clock: Callable[[], float] | None = None,
+    tracing: Tracing | None = None,
+    trace_parent: str | None = None,
     **checkpoint_overrides: Any,
 ) -> JobOutcome:
     """One operation as a worker runs it: prepare, step loop, finish (a still clock)."""
@@ -144,13 +147,13 @@ def run(
         parameters=dict(parameters),
         resume=resume,
     )
-    request = host.prepare(start)
+    request = host.prepare(start, trace_parent=trace_parent)
     if isinstance(request, JobOutcome):
         return request
     channel = harness or Harness()
     channel.attach(host, request)
     try:
-        outcome = run_steps(job, request, channel, clock=clock or FakeClock())
+        outcome = run_steps(job, request, channel, clock=clock or FakeClock(), tracing=tracing)
     except _Killed:
         end = JobEnd(outcome=None, exitcode=-signal.SIGKILL, failure=channel.failure)
     else:

@@ -30,6 +30,8 @@ from ktrdr.jobs.step_loop import (
 )
 from ktrdr.jobs.training import TrainingJob
 from ktrdr.protocol import OperationStatus, OperationType, Progress
+from ktrdr.tracing import SpanRecord
+from ktrdr.tracing.job import job_tracing
 
 OP = "op-1"
 
@@ -389,3 +391,65 @@ def test_resume_request_without_a_checkpoint_fails(tmp_path: Path) -> None:
     outcome = run_steps(CountingJob(), request, Harness(), clock=FakeClock())
     assert outcome.status is OperationStatus.FAILED
     assert outcome.error == f"cannot resume: no checkpoint was given for {OP}"
+
+
+# --- traces ---------------------------------------------------------------------------
+
+WORKER_SPAN = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def test_a_traced_run_is_a_job_span_with_a_span_per_checkpoint(tmp_path: Path) -> None:
+    """Under the worker's span: one job span, a checkpoint span per checkpoint sent."""
+    sent: list[SpanRecord] = []
+    outcome = run(
+        TrainingJob(),
+        tmp_path,
+        "op-traced",
+        {"bars": 200, "epochs": 12, "hidden_units": 4},
+        tracing=job_tracing(sent.append),
+        trace_parent=WORKER_SPAN,
+        epoch_interval=4,
+    )
+    assert outcome.status is OperationStatus.COMPLETED
+    job = next(r for r in sent if r.name == "job training")
+    checkpoints = [r for r in sent if r.name == "checkpoint"]
+    assert (f"{job.trace_id:032x}", job.parent_span_id) == (
+        "0af7651916cd43dd8448eb211c80319c",
+        0xB7AD6B7169203331,
+    )
+    assert job.attributes["ktrdr.operation.id"] == "op-traced"
+    assert job.attributes["ktrdr.operation.status"] == "completed"
+    assert [r.attributes["ktrdr.checkpoint.step"] for r in checkpoints] == [4, 8]
+    assert {r.parent_span_id for r in checkpoints} == {job.span_id}
+    assert sent[-1] is job  # the job span ends last: it is on the pipe before the outcome
+
+
+def test_a_stopped_run_records_its_last_checkpoint_and_why(tmp_path: Path) -> None:
+    """A stop's checkpoint span says the reason; a failed run's span carries the error."""
+    sent: list[SpanRecord] = []
+    run(
+        TrainingJob(),
+        tmp_path,
+        "op-stop",
+        {"bars": 200, "epochs": 12, "hidden_units": 4},
+        harness=Harness(stop_after=3, reason=StopReason.CANCELLED),
+        tracing=job_tracing(sent.append),
+        trace_parent=WORKER_SPAN,
+    )
+    [checkpoint] = [r for r in sent if r.name == "checkpoint"]
+    assert checkpoint.attributes == {
+        "ktrdr.checkpoint.step": 3,
+        "ktrdr.checkpoint.reason": "cancelled",
+    }
+    failed: list[SpanRecord] = []
+    run(
+        TrainingJob(),
+        tmp_path,
+        "op-bad",
+        {"bars": 200, "epochs": 2, "csv_path": "missing.csv"},
+        tracing=job_tracing(failed.append),
+        trace_parent=WORKER_SPAN,
+    )
+    [job] = failed
+    assert job.error is not None
+    assert "missing.csv" in job.error
