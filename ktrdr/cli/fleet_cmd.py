@@ -231,8 +231,7 @@ def list_operations(
 @backend_url_option
 @token_option
 def show(operation_id: str, as_json: bool, plot: bool, backend_url: str, token: str | None) -> None:
-    """Show one operation: status, progress, result or error, trace id (and its
-    charts)."""
+    """Show one operation: status, progress, result or error, trace id (and charts)."""
     if as_json and plot:
         message = "--plot draws charts in the terminal; use --json alone for the data"
         raise click.UsageError(message)
