@@ -18,6 +18,14 @@ and then ``--seconds`` measured seconds, after which it stops by itself. Baselin
 and backend rounds alternate (``--rounds``) so machine noise hits both; requests/s is
 the median round, latency percentiles are over every measured request, from write to
 complete response.
+
+Tracing: the backend is measured twice in the same rounds, with tracing off (the
+default) and on (``KTRDR_OTEL_ENABLED=true``, exporting to an OTLP endpoint where
+nothing listens: spans are batched and dropped, the worst case for the exporter).
+``--before DIR`` adds a backend run from another checkout (``git worktree add DIR
+<commit before tracing>``), to show what tracing off costs against the code before it.
+Targets: tracing on >= 0.5 x the baseline with p99 < 50 ms; tracing off within 5% of
+the code before it.
 """
 
 from __future__ import annotations
@@ -40,6 +48,8 @@ WORKERS = 1000
 TOKEN = "bench-heartbeat-token"
 TARGET_RATIO = 0.5
 TARGET_P99_MS = 50.0
+#: Most throughput that tracing off may cost against the code before tracing.
+TRACING_OFF_COST = 0.05
 
 BARE_APP = """
 import json, sys, datetime
@@ -197,6 +207,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per round")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds of each (5)")
     parser.add_argument("--connections", type=int, default=16, help="keep-alive connections")
+    parser.add_argument(
+        "--before", type=Path, default=None, help="checkout of the code before tracing"
+    )
     args = parser.parse_args()
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
 
@@ -212,29 +225,64 @@ def main() -> None:
         }
         bare = spawn([sys.executable, "-c", BARE_APP, str(bare_port), str(WORKERS)], env, workdir)
         backend = spawn([sys.executable, "-m", "ktrdr.api.main"], backend_env, workdir)
+        traced_port = free_port()
+        traced_env = {
+            **backend_env,
+            "KTRDR_API_PORT": str(traced_port),
+            "KTRDR_DB_PATH": str(workdir / "traced.db"),
+            "KTRDR_OTEL_ENABLED": "true",
+            "KTRDR_OTEL_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+        }
+        traced = spawn([sys.executable, "-m", "ktrdr.api.main"], traced_env, workdir)
+        servers = {"ours": (backend_port, backend), "traced": (traced_port, traced)}
+        if args.before is not None:
+            before_port = free_port()
+            before_env = {
+                **backend_env,
+                "KTRDR_API_PORT": str(before_port),
+                "KTRDR_DB_PATH": str(workdir / "before.db"),
+                "PYTHONPATH": str(args.before.resolve()),
+            }
+            before = spawn([sys.executable, "-m", "ktrdr.api.main"], before_env, workdir)
+            servers["before"] = (before_port, before)
         try:
             bare_ready = answers(bare_port, "/api/v1/workers/bench-0000/heartbeat")
             wait_until(bare_ready, "the baseline server", timeout_s=60, poll_s=0.02, process=bare)
-            backend_ready = answers(backend_port, "/health")
-            wait_until(backend_ready, "the backend", timeout_s=60, poll_s=0.02, process=backend)
-            credentials = register_all(backend_port)
-            bare_rounds, ours_rounds = [], []
-            for _ in range(args.rounds):  # alternate, so both see the same machine load
-                for port, rounds in ((bare_port, bare_rounds), (backend_port, ours_rounds)):
-                    driven = load(port, args.connections, args.seconds, credentials)
-                    rounds.append(asyncio.run(driven))
+            credentials = {}
+            for name, (port, process) in servers.items():
+                ready = answers(port, "/health")
+                wait_until(ready, name, timeout_s=60, poll_s=0.02, process=process)
+                credentials[port] = register_all(port)
+            rounds: dict[str, list[tuple[int, list[float], int]]] = {"bare": []}
+            rounds.update({name: [] for name in servers})
+            ports = {"bare": bare_port, **{name: port for name, (port, _) in servers.items()}}
+            for _ in range(args.rounds):  # alternate, so all see the same machine load
+                for name, port in ports.items():
+                    login = credentials.get(port, credentials[backend_port])
+                    driven = load(port, args.connections, args.seconds, login)
+                    rounds[name].append(asyncio.run(driven))
         finally:
             stop(bare)
-            stop(backend)
-    baseline = summarise(bare_rounds, args.seconds)
-    ours = summarise(ours_rounds, args.seconds)
+            for _, process in servers.values():
+                stop(process)
+    baseline = summarise(rounds["bare"], args.seconds)
+    ours = summarise(rounds["ours"], args.seconds)
+    traced_figures = summarise(rounds["traced"], args.seconds)
+    before_figures = summarise(rounds["before"], args.seconds) if "before" in rounds else None
 
     ratio = ours["rps"] / baseline["rps"]
     print(
         f"{WORKERS} registered workers, {args.connections} connections, {args.rounds} rounds x "
         f"{args.seconds:g} s each, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs"
     )
-    for name, figures in (("baseline (bare Starlette)", baseline), ("ktrdr backend", ours)):
+    rows = [
+        ("baseline (bare Starlette)", baseline),
+        ("ktrdr backend", ours),
+        ("ktrdr backend, tracing on", traced_figures),
+    ]
+    if before_figures is not None:
+        rows.append(("ktrdr before tracing", before_figures))
+    for name, figures in rows:
         print(
             f"{name:26s} {figures['rps']:8.0f} req/s  p50 {figures['p50_ms']:6.2f} ms"
             f"  p99 {figures['p99_ms']:6.2f} ms  non-200: {figures['errors']:.0f}"
@@ -243,6 +291,18 @@ def main() -> None:
     p99_verdict = "met" if ours["p99_ms"] < TARGET_P99_MS else "MISSED"
     print(f"throughput ratio {ratio:.2f} (target >= {TARGET_RATIO}: {ratio_verdict})")
     print(f"backend p99 {ours['p99_ms']:.2f} ms (target < {TARGET_P99_MS:g} ms: {p99_verdict})")
+    traced_ratio = traced_figures["rps"] / baseline["rps"]
+    print(
+        f"tracing on: ratio {traced_ratio:.2f} (target >= {TARGET_RATIO}: "
+        f"{'met' if traced_ratio >= TARGET_RATIO else 'MISSED'}), p99 "
+        f"{traced_figures['p99_ms']:.2f} ms (target < {TARGET_P99_MS:g} ms: "
+        f"{'met' if traced_figures['p99_ms'] < TARGET_P99_MS else 'MISSED'}); "
+        f"on/off {traced_figures['rps'] / ours['rps']:.2f}"
+    )
+    if before_figures is not None:
+        cost = 1 - ours["rps"] / before_figures["rps"]
+        verdict = "met" if cost <= TRACING_OFF_COST else "MISSED"
+        print(f"tracing off costs {cost:+.1%} against the code before it (target <= 5%: {verdict})")
 
 
 if __name__ == "__main__":
