@@ -107,7 +107,8 @@ def register_all(port: int) -> dict[str, str]:
             {
                 "worker_id": f"bench-{i:04d}",
                 "worker_type": "training" if i % 2 else "backtest",
-                "endpoint_url": f"http://127.0.0.1:{20000 + i}",  # never called: no operations
+                # A closed loopback port: never called (no operations), and nothing answers.
+                "endpoint_url": f"http://127.0.0.1:9/bench-{i:04d}",
                 "heartbeat_interval_s": 10,
                 "config_fingerprint": "0123456789abcdef",
             }

@@ -3,7 +3,9 @@
 ``make_backend`` builds the app the way ``ktrdr.api.main`` does (registry, operations
 service over a SQLite store, dispatcher, orphan detector, retention cleaner) with a
 settable clock, and the dispatcher's HTTP client talking to :class:`FakeWorkers`, an
-``httpx.MockTransport`` handler that plays every worker (by endpoint host).
+``httpx.MockTransport`` handler that plays every worker. Fake workers are registered
+at ``http://127.0.0.1:9/<worker id>`` (a closed loopback port, told apart by the path
+prefix), so a dispatch that ever escaped the mock could only reach this machine.
 """
 
 from __future__ import annotations
@@ -52,16 +54,26 @@ class FakeClock:
         self.now += datetime.timedelta(seconds=seconds)
 
 
-class FakeWorkers:
-    """Every worker, as one MockTransport handler keyed by the endpoint's host.
+#: Where fake workers are registered: a loopback port that nothing answers.
+FAKE_WORKERS_URL = "http://127.0.0.1:9"
 
-    ``answers[host]`` is the status code (default 202) or an exception to raise for
+
+def fake_endpoint(worker_id: str) -> str:
+    """The endpoint a fake worker registers: ``http://127.0.0.1:9/<worker_id>``."""
+    return f"{FAKE_WORKERS_URL}/{worker_id}"
+
+
+class FakeWorkers:
+    """Every worker, as one MockTransport handler keyed by the endpoint's path prefix.
+
+    ``answers[worker]`` is the status code (default 202) or an exception to raise for
     that worker's start requests; cancels always get 202 unless ``answers`` says so.
+    A worker is named by the first path segment of its endpoint (:func:`fake_endpoint`).
     """
 
     def __init__(self) -> None:
         self.answers: dict[str, int | Exception] = {}
-        #: Every request, delivered or not: (method, host, path).
+        #: Every request, delivered or not: (method, worker, path below its endpoint).
         self.attempts: list[tuple[str, str, str]] = []
         self.starts: list[tuple[str, dict[str, Any]]] = []
         self.cancels: list[tuple[str, str]] = []
@@ -70,8 +82,8 @@ class FakeWorkers:
         self.traceparents: list[str | None] = []
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
-        host = request.url.host
-        path = request.url.path
+        host, _, below = request.url.path.lstrip("/").partition("/")
+        path = "/" + below
         self.attempts.append((request.method, host, path))
         self.tokens.append(request.headers.get("authorization"))
         self.traceparents.append(request.headers.get("traceparent"))
@@ -87,7 +99,7 @@ class FakeWorkers:
         return httpx.Response(answer, json={"status": "ok"})
 
     def started(self) -> list[tuple[str, str]]:
-        """(worker host, operation id) of every start request, in order."""
+        """(worker, operation id) of every start request, in order."""
         return [(host, body["operation_id"]) for host, body in self.starts]
 
 
@@ -137,11 +149,11 @@ class Backend:
         return httpx.AsyncClient(transport=transport, base_url="http://backend", headers=headers)
 
     def register(self, worker_id: str, worker_type: OperationType = OperationType.TRAINING) -> str:
-        """Register an idle worker reachable at ``http://<worker_id>:5003``; its credential."""
+        """Register an idle worker at :func:`fake_endpoint` (``worker_id``); its credential."""
         request = RegisterRequest(
             worker_id=worker_id,
             worker_type=worker_type,
-            endpoint_url=f"http://{worker_id}:5003",
+            endpoint_url=fake_endpoint(worker_id),
             heartbeat_interval_s=1,
             config_fingerprint="fp",
         )

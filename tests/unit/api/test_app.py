@@ -71,7 +71,7 @@ async def test_lifespan_sweeps_dead_workers_without_any_request(store: Operation
         RegisterRequest(
             worker_id="w",
             worker_type=OperationType.BACKTEST,
-            endpoint_url="http://w:5003",
+            endpoint_url="http://127.0.0.1:9/w",
             heartbeat_interval_s=0.1,
             config_fingerprint="fp",
         ),

@@ -289,7 +289,7 @@ async def test_a_refusal_that_is_not_an_error_body_leaves_only_its_status(
 
     error = backend.store.get(operation_id).error
     assert error == "worker tr-1 refused the operation: HTTP 422"
-    assert handler.urls == ["http://tr-1:5003/operations"]
+    assert handler.urls == ["http://127.0.0.1:9/tr-1/operations"]
 
 
 async def test_a_workers_reason_is_kept_on_one_bounded_line(backend: Backend) -> None:
@@ -311,7 +311,7 @@ async def test_a_redirect_is_never_followed(backend: Backend) -> None:
 
     handler, operation_id = await dispatch_with(backend, response)
 
-    assert handler.urls == ["http://tr-1:5003/operations"]
+    assert handler.urls == ["http://127.0.0.1:9/tr-1/operations"]
     assert backend.store.get(operation_id).status is OperationStatus.PENDING
     assert backend.store.get(operation_id).error is None
 

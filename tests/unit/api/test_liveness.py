@@ -29,7 +29,7 @@ def _registry(
         request = RegisterRequest(
             worker_id=worker_id,
             worker_type=OperationType.TRAINING,
-            endpoint_url="http://host:5003",
+            endpoint_url="http://127.0.0.1:9/host",
             heartbeat_interval_s=interval_s,
             config_fingerprint="fp",
         )

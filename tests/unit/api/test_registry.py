@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import re
 
 import pytest
 
@@ -30,7 +31,7 @@ def _register(
     worker_type: OperationType = OperationType.TRAINING,
     fingerprint: str = "fp-a",
     current_operation_id: str | None = None,
-    url: str = "http://host:5003",
+    url: str = "http://127.0.0.1:9/host",
 ) -> RegisterRequest:
     return RegisterRequest(
         worker_id=worker_id,
@@ -109,10 +110,10 @@ def test_the_registry_keeps_no_credential_only_its_digest() -> None:
 def test_a_live_id_cannot_be_taken_from_another_endpoint() -> None:
     """Registering a live worker's id from another URL is WorkerIdConflict; nothing changes."""
     registry = WorkerRegistry()
-    first = registry.register(_register(url="http://old:5003"), now=T0)
+    first = registry.register(_register(url="http://127.0.0.1:9/old"), now=T0)
 
-    with pytest.raises(WorkerIdConflict, match="http://old:5003"):
-        registry.register(_register(url="http://new:5003"), now=T0)
+    with pytest.raises(WorkerIdConflict, match=re.escape("http://127.0.0.1:9/old")):
+        registry.register(_register(url="http://127.0.0.1:9/new"), now=T0)
 
     assert registry.get("w1") == first.record
     assert registry.holder(first.credential) == first.record
@@ -121,12 +122,12 @@ def test_a_live_id_cannot_be_taken_from_another_endpoint() -> None:
 def test_an_unavailable_workers_id_can_move_to_another_endpoint() -> None:
     """Once the backend marks the old worker unavailable, the id may register elsewhere."""
     registry = WorkerRegistry()
-    first = registry.register(_register(url="http://old:5003"), now=T0)
+    first = registry.register(_register(url="http://127.0.0.1:9/old"), now=T0)
     registry.mark_unavailable(["w1"])
 
-    moved = registry.register(_register(url="http://new:5003"), now=T0)
+    moved = registry.register(_register(url="http://127.0.0.1:9/new"), now=T0)
 
-    assert moved.record.endpoint_url == "http://new:5003"
+    assert moved.record.endpoint_url == "http://127.0.0.1:9/new"
     assert registry.holder(first.credential) is None
 
 
@@ -210,7 +211,7 @@ def test_view_carries_every_listed_field() -> None:
 
     assert view["worker_id"] == "w1"
     assert view["worker_type"] == "training"
-    assert view["endpoint_url"] == "http://host:5003"
+    assert view["endpoint_url"] == "http://127.0.0.1:9/host"
     assert view["status"] == "idle"
     assert view["current_operation_id"] is None
     assert view["last_heartbeat_at"] == "2026-01-01T00:00:00Z"

@@ -143,7 +143,7 @@ async def test_workers_register_and_heartbeat_through_an_outage(
             json={
                 "worker_id": "w1",
                 "worker_type": "training",
-                "endpoint_url": "http://w1:5003",
+                "endpoint_url": "http://127.0.0.1:9/w1",
                 "heartbeat_interval_s": 1,
                 "config_fingerprint": "fp",
             },

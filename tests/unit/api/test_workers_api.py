@@ -51,7 +51,7 @@ def registration(worker_id: str = "training-a-5003", **overrides: Any) -> dict[s
     body: dict[str, Any] = {
         "worker_id": worker_id,
         "worker_type": "training",
-        "endpoint_url": "http://a:5003",
+        "endpoint_url": "http://127.0.0.1:9/a",
         "capabilities": {"operation_types": ["training"]},
         "heartbeat_interval_s": 10,
         "config_fingerprint": "0123456789abcdef",
@@ -104,7 +104,7 @@ async def test_list_is_a_bare_array_with_the_promised_fields(client: httpx.Async
     assert items[0] == {
         "worker_id": "training-a-5003",
         "worker_type": "training",
-        "endpoint_url": "http://a:5003",
+        "endpoint_url": "http://127.0.0.1:9/a",
         "status": "idle",
         "current_operation_id": None,
         "last_heartbeat_at": "2026-01-01T00:00:00Z",
@@ -230,7 +230,7 @@ async def test_heartbeat_and_unregister_refuse_the_shared_token_and_other_creden
     first = await register(client, "victim")
     stale = first
     current = await register(client, "victim")  # a new registration replaces the credential
-    other = await register(client, "other", endpoint_url="http://b:5003")
+    other = await register(client, "other", endpoint_url="http://127.0.0.1:9/b")
     before = api.snapshot()
 
     answers = [
@@ -275,7 +275,7 @@ async def test_a_live_workers_id_cannot_be_registered_from_another_endpoint(
     before = api.snapshot()
 
     taken = await client.post(
-        REGISTER, json=registration(endpoint_url="http://attacker:5003"), headers=AUTH
+        REGISTER, json=registration(endpoint_url="http://127.0.0.1:9/attacker"), headers=AUTH
     )
 
     assert taken.status_code == 409

@@ -32,7 +32,7 @@ TOKEN = "client-test-token"
 REGISTRATION = RegisterRequest(
     worker_id="training-a-5003",
     worker_type=OperationType.TRAINING,
-    endpoint_url="http://a:5003",
+    endpoint_url="http://127.0.0.1:9/a",
     heartbeat_interval_s=10,
     config_fingerprint="fp",
 )
@@ -42,7 +42,7 @@ CREDENTIAL = "per-worker-credential-0123456789abcdef"
 REGISTERED = {
     "worker_id": "training-a-5003",
     "worker_type": "training",
-    "endpoint_url": "http://a:5003",
+    "endpoint_url": "http://127.0.0.1:9/a",
     "status": "idle",
     "current_operation_id": None,
     "last_heartbeat_at": "2026-01-01T00:00:00Z",

@@ -32,7 +32,7 @@ def test_per_worker_identity_does_not_change_it() -> None:
         id="training-b-6000",
         host="127.0.0.1",
         port=6000,
-        public_url="http://b:6000",
+        public_url="http://127.0.0.1:6000",
         backend_url="http://elsewhere:8000",
         shutdown_timeout=datetime.timedelta(seconds=3),
     )
