@@ -123,6 +123,11 @@ class FleetClient:
         result: dict[str, Any] = self._request("GET", _one(operation_id) + "/series")
         return result
 
+    def logs(self, operation_id: str) -> dict[str, Any]:
+        """``GET /api/v1/operations/{id}/logs``: the worker-side log ``{"lines": [...]}``."""
+        result: dict[str, Any] = self._request("GET", _one(operation_id) + "/logs")
+        return result
+
     def cancel(self, operation_id: str) -> dict[str, Any]:
         """``POST /api/v1/operations/{id}/cancel``."""
         result: dict[str, Any] = self._request("POST", _one(operation_id) + "/cancel")

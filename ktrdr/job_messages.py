@@ -7,8 +7,8 @@ import this module and nothing of each other, so the messages are defined once:
 - worker -> job: the :class:`JobRequest` (the child's start argument), then at most
   one :class:`StopRequest`;
 - job -> worker: any number of ``Progress`` (``ktrdr.protocol``),
-  :class:`SeriesUpdate`, :class:`CheckpointData` and ``SpanRecord`` (``ktrdr.tracing``:
-  the job's spans, which the worker exports) messages, then exactly one
+  :class:`SeriesUpdate`, :class:`CheckpointData`, :class:`JobLog` and ``SpanRecord``
+  (``ktrdr.tracing``: the job's spans, which the worker exports) messages, then exactly one
   :class:`JobOutcome`.
 
 Checkpoints travel as bytes: the job encodes its state, the worker's checkpoint store
@@ -36,6 +36,7 @@ __all__ = [
     "JOB_ENTRY",
     "CheckpointData",
     "JobEntry",
+    "JobLog",
     "JobMessage",
     "JobOutcome",
     "JobRequest",
@@ -99,6 +100,10 @@ class JobRequest:
     max_memory_text: str = ""
     data: DataSettings = attrs.field(factory=DataSettings)
     trace_parent: str | None = None
+    #: Which attempt of the operation this is (its log lines carry it).
+    attempt: int = 1
+    #: The worker's log level: records below it are not even sent to the worker.
+    log_level: int = 20
 
 
 @attrs.frozen(kw_only=True)
@@ -120,8 +125,19 @@ class JobOutcome:
     memory_peak_bytes: int | None = None
 
 
+@attrs.frozen
+class JobLog:
+    """One log record of the job process, for the worker's log (``logging.makeLogRecord``).
+
+    ``fields`` are the record's attributes, its message already formatted, reduced to
+    plain values; they include the operation's ``operation_id`` and ``attempt``.
+    """
+
+    fields: Mapping[str, Any]
+
+
 #: Anything a job process sends to its worker.
-JobMessage = Progress | SeriesUpdate | CheckpointData | SpanRecord | JobOutcome
+JobMessage = Progress | SeriesUpdate | CheckpointData | SpanRecord | JobLog | JobOutcome
 
 
 @attrs.frozen

@@ -191,7 +191,11 @@ def create_app(
         events=reports,
     )
     report_routes, operations_routes = operations_routers(
-        service=service, dispatcher=dispatcher, reports=reports, auth=credentials
+        service=service,
+        dispatcher=dispatcher,
+        reports=reports,
+        auth=credentials,
+        registry=registry,
     )
     for router in (*worker_routers, report_routes):
         app.include_router(router)

@@ -44,6 +44,7 @@ from ktrdr.api.periodic import run_until_stopped, wait_or_wake
 from ktrdr.api.registry import WorkerRecord, WorkerRegistry
 from ktrdr.api.store import InvalidTransition, OperationNotFound
 from ktrdr.config import AuthSettings, Secret, env_name
+from ktrdr.log_context import attempt_of, operation_context
 from ktrdr.protocol import (
     WORKER_OPERATIONS_PATH,
     OperationStatus,
@@ -62,6 +63,7 @@ __all__ = [
     "Dispatch",
     "DispatchOutcome",
     "Dispatcher",
+    "WorkerAnswer",
     "one_line",
     "worker_url",
 ]
@@ -87,6 +89,15 @@ class DispatchOutcome(str, enum.Enum):
     RELEASED = "released"  # never reached the worker, or refused for now: pending again
     FAILED = "failed"  # the worker refused this operation itself: failed with its reason
     UNCONFIRMED = "unconfirmed"  # sent, no answer: left running (heartbeats or orphans decide)
+
+
+@attrs.frozen(kw_only=True)
+class WorkerAnswer:
+    """A worker's answer to a read: its status and at most ``max_bytes`` of its body."""
+
+    status_code: int
+    body: bytes
+    truncated: bool
 
 
 @attrs.frozen(kw_only=True)
@@ -252,7 +263,8 @@ class Dispatcher:
                 if begun is not None:
                     await asyncio.to_thread(self._service.set_trace_parent, view.id, begun)
             began = time.perf_counter()
-            dispatch = await self._send_start(view, worker)
+            with operation_context(view.id, attempt=attempt_of(view)):
+                dispatch = await self._send_start(view, worker)
             self._metrics.dispatched(view.type, dispatch.outcome.value, time.perf_counter() - began)
             span.set_attribute("ktrdr.dispatch.outcome", dispatch.outcome.value)
             return dispatch
@@ -366,6 +378,39 @@ class Dispatcher:
             detail=reason,
         )
 
+    # --- reads ------------------------------------------------------------------------
+
+    async def read_from_worker(
+        self, worker: WorkerRecord, path: str, *, max_bytes: int
+    ) -> WorkerAnswer | None:
+        """``GET path`` on ``worker`` (worker token, no redirects), reading at most
+        ``max_bytes`` of the body; None when the worker cannot be reached.
+        """
+        url = worker_url(worker, path)
+        if url is None:
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        truncated = False
+        try:
+            async with self._http.stream(
+                "GET", url, headers=self._headers, timeout=self._timeout_s, follow_redirects=False
+            ) as response:
+                async for chunk in response.aiter_bytes():
+                    chunks.append(chunk[: max_bytes - size])
+                    size += len(chunk)
+                    if size > max_bytes:
+                        truncated = True
+                        break
+        except httpx.HTTPError as exc:
+            logger.info(
+                "worker %s could not be read (%s %s)", worker.worker_id, type(exc).__name__, path
+            )
+            return None
+        return WorkerAnswer(
+            status_code=response.status_code, body=b"".join(chunks), truncated=truncated
+        )
+
     # --- cancellation -----------------------------------------------------------------
 
     async def cancel_on_worker(self, operation_id: str, worker_id: str) -> bool:
@@ -375,6 +420,10 @@ class Dispatcher:
         operation, or did not answer (each logged; nothing to retry: a worker that
         still runs it reports at the end, and that report is refused).
         """
+        with operation_context(operation_id):
+            return await self._cancel_on_worker(operation_id, worker_id)
+
+    async def _cancel_on_worker(self, operation_id: str, worker_id: str) -> bool:
         try:
             worker = self._registry.get(worker_id)
         except LookupError:

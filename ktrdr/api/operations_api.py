@@ -18,6 +18,7 @@ results never holds the event loop (and with it the workers' heartbeats).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
@@ -26,11 +27,14 @@ from fastapi import APIRouter, BackgroundTasks, Path, Query, Request, Response
 from pydantic import BaseModel, ValidationError
 
 from ktrdr.api.dispatcher import Dispatcher
+from ktrdr.api.operation_logs import OperationLog, fetch_operation_log
 from ktrdr.api.operations import OperationsService
+from ktrdr.api.registry import WorkerRegistry
 from ktrdr.api.reports import OperationReports
 from ktrdr.api.worker_auth import WorkerCredentialAuth, authenticated_worker
 from ktrdr.api.workers_api import MAX_JSON_DEPTH, json_depth_exceeds
 from ktrdr.config import OperationsSettings, env_name
+from ktrdr.log_context import attempt_of, operation_context
 from ktrdr.protocol import (
     ID_PATTERN,
     MAX_PAGE_ITEMS,
@@ -47,7 +51,9 @@ from ktrdr.protocol import (
 from ktrdr.tracing import current_traceparent
 from ktrdr.web import ApiError, describe_validation_errors
 
-__all__ = ["MAX_OFFSET", "operations_routers"]
+__all__ = ["MAX_OFFSET", "OperationLogView", "operations_routers"]
+
+logger = logging.getLogger(__name__)
 
 #: Largest ``offset`` accepted by the listing (far beyond any real table).
 MAX_OFFSET = 1_000_000_000
@@ -66,6 +72,25 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {
 _CONFLICT: dict[int | str, dict[str, Any]] = {
     409: {"model": ErrorBody, "description": "not allowed in the operation's current status"}
 }
+
+
+class OperationLogView(BaseModel):
+    """``GET /api/v1/operations/{id}/logs``: the lines (JSON objects, oldest first)."""
+
+    operation_id: str
+    worker_id: str
+    truncated: bool
+    lines: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, log: OperationLog) -> OperationLogView:
+        """The wire form of a fetched log (``worker_id`` is set)."""
+        return cls.model_construct(
+            operation_id=log.operation_id,
+            worker_id=log.worker_id or "",
+            truncated=log.truncated,
+            lines=log.lines,
+        )
 
 
 def _json(view: BaseModel, status_code: int = 200) -> Response:
@@ -105,10 +130,12 @@ def operations_routers(
     dispatcher: Dispatcher,
     reports: OperationReports,
     auth: WorkerCredentialAuth,
+    registry: WorkerRegistry | None = None,
 ) -> tuple[APIRouter, APIRouter]:
     """The ``/api/v1/operations`` routes: (worker reports, operator routes).
 
-    ``auth`` authenticates the reporting worker by its own credential.
+    ``auth`` authenticates the reporting worker by its own credential; ``registry``
+    says which workers to ask for an operation's log (``GET .../logs``).
 
     Include both directly in the app (not nested), like the worker routes.
     """
@@ -184,6 +211,24 @@ def operations_routers(
     async def get_series(operation_id: OperationId) -> Response:
         return await _json_of(lambda: service.series(operation_id))
 
+    @router.get(
+        _ONE + "/logs",
+        response_model=OperationLogView,
+        responses={
+            **_NOT_FOUND,
+            404: {"model": ErrorBody, "description": "unknown id, or no worker has its log"},
+        },
+        summary="The operation's worker-side log lines (its job process's included)",
+    )
+    async def operation_logs(operation_id: OperationId) -> Response:
+        view = await asyncio.to_thread(service.get, operation_id)
+        if registry is None:  # an app built without the registry cannot reach workers
+            raise ApiError(404, "logs_not_found", "this backend cannot reach its workers")
+        log = await fetch_operation_log(view, registry=registry, dispatcher=dispatcher)
+        if log.worker_id is None:
+            raise ApiError(404, "logs_not_found", log.reason)
+        return _json(OperationLogView.of(log))
+
     @router.post(
         _ONE + "/cancel",
         response_model=OperationView,
@@ -192,6 +237,8 @@ def operations_routers(
     )
     async def cancel_operation(operation_id: OperationId, background: BackgroundTasks) -> Response:
         view = await asyncio.to_thread(service.cancel, operation_id)
+        with operation_context(view.id, attempt=attempt_of(view)):
+            logger.info("operation %s cancelled by an operator", view.id)
         if view.worker_id is not None:
             background.add_task(dispatcher.cancel_on_worker, view.id, view.worker_id)
         return _json(view)
@@ -206,6 +253,8 @@ def operations_routers(
         view = await asyncio.to_thread(
             service.resume, operation_id, trace_parent=current_traceparent()
         )
+        with operation_context(view.id, attempt=attempt_of(view)):
+            logger.info("operation %s queued again to resume from its checkpoint", view.id)
         dispatcher.wake()
         return _json(view)
 

@@ -30,6 +30,7 @@ from ktrdr.api.periodic import Wait, run_until_stopped, wait_or_stop
 from ktrdr.api.store import OperationRecord, OperationStore
 from ktrdr.api.store_health import StoreHealth
 from ktrdr.config import OrphanDetectorSettings, env_name
+from ktrdr.log_context import attempt_of, operation_context
 
 __all__ = ["OrphanDetector", "orphan_reason"]
 
@@ -94,7 +95,8 @@ class OrphanDetector:
             reason = orphan_reason(record, now=now, timeout=timeout)
             done = self._store.fail_if_unreported(record.id, cutoff=cutoff, now=now, error=reason)
             if done is not None:
-                logger.warning("operation %s failed: %s", record.id, reason)
+                with operation_context(record.id, attempt=attempt_of(record)):
+                    logger.warning("operation %s failed: %s", record.id, reason)
                 failed.append(done)
         return failed
 

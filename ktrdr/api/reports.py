@@ -33,6 +33,7 @@ from ktrdr.api.periodic import run_until_stopped, wait_or_stop, wait_or_wake
 from ktrdr.api.registry import WorkerRecord, WorkerRegistry
 from ktrdr.api.series_store import merge_points
 from ktrdr.api.store import ProgressStamp
+from ktrdr.log_context import attempt_of, operation_context
 from ktrdr.protocol import HeartbeatRequest, OperationReport, OperationView, WorkerStatus
 from ktrdr.web import ApiError
 
@@ -176,6 +177,12 @@ class OperationReports:
         :class:`InvalidTransition` (409: it already ended, or runs on another worker)
         or :class:`OperationNotFound`. Either way the worker is done with it.
         """
+        with operation_context(operation_id, attempt=attempt_of(report)):
+            return await self._report(operation_id, report, worker=worker)
+
+    async def _report(
+        self, operation_id: str, report: OperationReport, *, worker: WorkerRecord
+    ) -> OperationView:
         if report.worker_id != worker.worker_id:
             self._metrics.report_rejected(ReportRejection.WRONG_WORKER)
             message = (

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -325,6 +326,39 @@ def _progress_detail(operation: dict[str, Any]) -> str:
             value = details[key]
             parts.append(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}")
     return " ".join(parts)
+
+
+@ops.command("logs")
+@click.argument("operation_id")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object per line")
+@backend_url_option
+@token_option
+def logs(operation_id: str, as_json: bool, backend_url: str, token: str | None) -> None:
+    """Print the worker-side log of an operation (its job process's lines included)."""
+    with fleet(backend_url, token) as client:
+        answer = client.logs(operation_id)
+    lines = answer.get("lines") or []
+    if answer.get("truncated"):
+        click.echo("(the log is longer than the backend reads; its end is cut)", err=True)
+    for line in lines:
+        click.echo(json.dumps(line) if as_json else log_line(line))
+
+
+#: Control characters (ANSI escapes included) a log line must not send to a terminal.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def log_line(line: dict[str, Any]) -> str:
+    """One log record as text: time, level, logger, attempt, message (and traceback)."""
+    attempt = line.get("attempt")
+    where = f" [attempt {attempt}]" if attempt is not None else ""
+    text = (
+        f"{line.get('time', '-')} {line.get('level', '-')!s:8} "
+        f"{line.get('logger', '-')}{where}: {line.get('message', '')}"
+    )
+    if line.get("exception"):
+        text += "\n" + str(line["exception"])
+    return _CONTROL.sub("?", text)
 
 
 @ops.command("cancel")

@@ -9,10 +9,17 @@ operation's spans go first, as messages: ``ktrdr.tracing.job``). It leaves
 signals to the worker: Ctrl-C in a terminal reaches the whole process group, and the
 worker, not the job, decides how its operation stops. When the worker goes away (its
 end of the pipe closes), the job exits at once rather than compute for nobody.
+
+The job's log records go to the worker over the same pipe (a ``QueueHandler`` whose
+queue is the pipe), each carrying the operation's id and attempt, so they appear in
+the worker's log and in the operation's own log like the worker's lines.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import logging.handlers
 import os
 import resource
 import signal
@@ -21,11 +28,14 @@ import threading
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
+from typing import Any
 
 import attrs
 
 from ktrdr.job_messages import (
     CheckpointData,
+    JobLog,
+    JobMessage,
     JobRequest,
     SeriesUpdate,
     StopReason,
@@ -34,10 +44,22 @@ from ktrdr.job_messages import (
 from ktrdr.jobs.backtest import BacktestJob
 from ktrdr.jobs.step_loop import Job, run_steps
 from ktrdr.jobs.training import TrainingJob
+from ktrdr.log_context import OperationContextFilter, operation_context
 from ktrdr.protocol import OperationType, Progress
 from ktrdr.tracing import SpanRecord, Tracing
 
-__all__ = ["EXIT_WORKER_GONE", "JOBS", "PipeChannel", "memory_peak", "run_job_process"]
+__all__ = [
+    "EXIT_WORKER_GONE",
+    "JOBS",
+    "PipeChannel",
+    "log_to_worker",
+    "memory_peak",
+    "record_fields",
+    "run_job_process",
+]
+
+#: Record attribute values that cross the pipe as they are; others become text.
+_PLAIN = (str, int, float, bool, type(None))
 
 #: Exit status of a job process whose worker went away.
 EXIT_WORKER_GONE = 3
@@ -47,6 +69,28 @@ JOBS: dict[OperationType, Job] = {
     OperationType.TRAINING: TrainingJob(),
     OperationType.BACKTEST: BacktestJob(),
 }
+
+
+def record_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """A prepared record's attributes as plain values (what ``makeLogRecord`` takes)."""
+    return {
+        key: value if isinstance(value, _PLAIN) else str(value)
+        for key, value in vars(record).items()
+        if key not in ("args", "exc_info")
+    }
+
+
+def log_to_worker(channel: PipeChannel, request: JobRequest) -> None:
+    """Send this process's log records at the worker's level to the worker (the only
+    handler), each stamped with the operation's id and attempt.
+    """
+    handler = logging.handlers.QueueHandler(channel)  # type: ignore[arg-type]
+    handler.addFilter(OperationContextFilter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(request.log_level)
 
 
 def memory_peak() -> int:
@@ -73,6 +117,9 @@ class PipeChannel:
         self._conn = conn
         self._on_worker_gone = on_worker_gone
         self._stop: StopReason | None = None
+        #: The step loop and a logging job thread may send at once; a pipe is not
+        #: safe for concurrent writers.
+        self._send_lock = threading.Lock()
 
     def listen(self) -> None:
         """Receive stop requests on a daemon thread; exit when the worker is gone."""
@@ -88,13 +135,24 @@ class PipeChannel:
             if isinstance(message, StopRequest) and self._stop is None:
                 self._stop = message.reason
 
+    def send(self, message: JobMessage) -> None:
+        """Send one message to the worker (serialised with other senders)."""
+        with self._send_lock:
+            self._conn.send(message)
+
     def progress(self, progress: Progress) -> None:
         """Send progress to the worker."""
-        self._conn.send(progress)
+        self.send(progress)
 
     def checkpoint(self, data: CheckpointData) -> None:
         """Send a checkpoint for the worker to store."""
-        self._conn.send(data)
+        self.send(data)
+
+    def put_nowait(self, record: logging.LogRecord) -> None:
+        """The ``QueueHandler`` queue interface: send a prepared log record to the worker."""
+        # The worker is gone: nowhere to log; the listener thread ends the process.
+        with contextlib.suppress(OSError, ValueError):
+            self.send(JobLog(fields=record_fields(record)))
 
     def series(self, update: SeriesUpdate) -> None:
         """Send series points to the worker."""
@@ -120,6 +178,7 @@ def run_job_process(
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     channel = PipeChannel(conn, on_worker_gone=on_worker_gone)
     channel.listen()
+    log_to_worker(channel, request)
     tracing = Tracing.off()
     if request.trace_parent is not None:  # the SDK is loaded only for a traced operation
         from ktrdr.tracing.job import job_tracing
@@ -127,8 +186,8 @@ def run_job_process(
         tracing = job_tracing(channel.span)
     if request.max_memory is not None:
         resource.setrlimit(resource.RLIMIT_DATA, (request.max_memory, request.max_memory))
-    outcome = run_steps(
-        JOBS[request.operation_type], request, channel, clock=time.monotonic, tracing=tracing
-    )
-    conn.send(attrs.evolve(outcome, memory_peak_bytes=memory_peak()))
+    job = JOBS[request.operation_type]
+    with operation_context(request.operation_id, attempt=request.attempt):
+        outcome = run_steps(job, request, channel, clock=time.monotonic, tracing=tracing)
+    channel.send(attrs.evolve(outcome, memory_peak_bytes=memory_peak()))
     conn.close()

@@ -214,6 +214,7 @@ def _outcome(
     try:
         return _run(job, request, channel, clock, tracing)
     except JobFailed as exc:
+        logger.warning("%s failed: %s", kind, exc)
         return JobOutcome(status=OperationStatus.FAILED, error=str(exc))
     except MemoryError:
         return JobOutcome(status=OperationStatus.FAILED, error=_out_of_memory(kind, request))
@@ -249,6 +250,14 @@ def _run(
         start_step=position,
     )
     recorder = SeriesRecorder(run.total)
+    logger.info(
+        "%s %s at %s %d of %d",
+        job.operation_type.value,
+        "resuming" if request.resume else "starting",
+        job.unit,
+        position,
+        run.total,
+    )
     if request.resume:
         recorder.replay(position, functools.partial(run.series_at, state))
         _send_series(channel, recorder)
@@ -261,6 +270,7 @@ def _run(
             with tracing.span("checkpoint", attributes=_saved(position, reason.value)):
                 channel.checkpoint(_checkpoint(run, state, position))
             where = f"{job.unit} {position}/{run.total}"
+            logger.info("stop requested (%s): checkpoint sent at %s", reason.value, where)
             error = f"checkpoint saved at {where} ({reason.value})"
             return JobOutcome(status=OperationStatus.CANCELLED, error=error, checkpoint_saved=True)
         report = run.step(state)
@@ -274,8 +284,10 @@ def _run(
             with tracing.span("checkpoint", attributes=_saved(position, "due")):
                 channel.checkpoint(_checkpoint(run, state, position))
             policy.saved(position)
+            logger.debug("checkpoint sent at %s %d", job.unit, position)
 
     _send_series(channel, recorder)
+    logger.info("%s finished: %d %ss", job.operation_type.value, run.total, job.unit)
     return JobOutcome(status=OperationStatus.COMPLETED, result=run.result(state))
 
 

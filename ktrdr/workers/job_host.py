@@ -21,6 +21,7 @@ import attrs
 from ktrdr.config import CheckpointSettings, DataSettings, WorkerSettings, env_name
 from ktrdr.config.fields import format_duration
 from ktrdr.job_messages import CheckpointData, JobOutcome, JobRequest, StopReason
+from ktrdr.log_context import attempt_of
 from ktrdr.protocol import OperationStatus, OperationType, StartOperationRequest
 from ktrdr.workers.checkpoints import CheckpointError, CheckpointStore
 from ktrdr.workers.metrics import DisabledWorkerMetrics, WorkerMetrics
@@ -118,6 +119,9 @@ class JobHost:
             max_memory_text=str(cap) if cap is not None else "",
             data=self._data,
             trace_parent=trace_parent,
+            attempt=attempt_of(start),
+            # The job logs at the worker's level: lines below it never cross the pipe.
+            log_level=logging.getLogger().getEffectiveLevel(),
         )
 
     def save(self, request: JobRequest, data: CheckpointData) -> str | None:

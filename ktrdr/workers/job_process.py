@@ -21,6 +21,8 @@ points go to the event loop, checkpoints are stored by the
 :class:`~ktrdr.workers.job_host.JobHost`),
 waits for the process to end and resolves :attr:`RunningJob.done` with the outcome.
 The event loop only sets flags, sends a stop request and arms the kill timer.
+The job's log records arrive on the pipe too and are handed to this process's
+loggers, so they reach the worker's log (and the operation's log) as they are.
 """
 
 from __future__ import annotations
@@ -38,12 +40,14 @@ from typing import Any
 from ktrdr.job_messages import (
     CheckpointData,
     JobEntry,
+    JobLog,
     JobOutcome,
     JobRequest,
     SeriesUpdate,
     StopReason,
     StopRequest,
 )
+from ktrdr.log_context import attempt_of, operation_context
 from ktrdr.protocol import OperationStatus, Progress, StartOperationRequest
 from ktrdr.tracing import SpanRecord
 from ktrdr.workers.job_host import JobEnd, JobHost
@@ -203,6 +207,11 @@ class RunningJob:
     # -- the supervising thread ------------------------------------------------
 
     def _supervise(self) -> None:
+        # A new thread starts without the caller's context: bind the operation again.
+        with operation_context(self.operation_id, attempt=attempt_of(self._start)):
+            self._supervise_in_context()
+
+    def _supervise_in_context(self) -> None:
         try:
             outcome = self._run()
         except Exception as exc:  # a bug here must end the operation, never hang it
@@ -280,6 +289,8 @@ class RunningJob:
             elif isinstance(message, SpanRecord):
                 if self._on_span is not None:
                     self._on_span(message)
+            elif isinstance(message, JobLog):
+                _log_job_record(message)
             elif isinstance(message, JobOutcome):
                 return message, None
             else:
@@ -293,3 +304,12 @@ class RunningJob:
         if process.is_alive():
             process.kill()
             process.join()
+
+
+def _log_job_record(message: JobLog) -> None:
+    """Hand a job process's record to this process's logger of the same name."""
+    try:
+        record = logging.makeLogRecord(dict(message.fields))
+    except (TypeError, ValueError):  # not a record's attributes: keep nothing of it
+        return
+    logging.getLogger(record.name).handle(record)

@@ -1,4 +1,5 @@
-"""The worker's HTTP server: its app (health, start and cancel operations) and uvicorn.
+"""The worker's HTTP server: its app (health, start and cancel operations, an
+operation's log, metrics) and uvicorn.
 
 The app is plain Starlette: three routes do not need FastAPI, whose import (its
 OpenAPI models above all) was the largest part of a worker's cold start. The routes
@@ -16,6 +17,7 @@ unregisters, all within ``KTRDR_WORKER_SHUTDOWN_TIMEOUT``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -24,13 +26,15 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ktrdr.config import AuthSettings, LoggingSettings, LogLevel, MetricsSettings
 from ktrdr.protocol import MAX_BODY_BYTES, WORKER_OPERATIONS_PATH, StartOperationRequest
 from ktrdr.tracing import Tracing, instrument_app
+from ktrdr.vocabulary import id_problem
 from ktrdr.web import (
+    ApiError,
     BearerAuth,
     BodyLimitMiddleware,
     GracefulServer,
@@ -45,6 +49,8 @@ logger = logging.getLogger(__name__)
 OPERATIONS_ROUTE = WORKER_OPERATIONS_PATH
 #: Requests served without a span (health checks, scrapes).
 UNTRACED_PATHS = (r"/health$", r"/metrics$")
+#: Media type of an operation's log: one JSON object per line.
+NDJSON = "application/x-ndjson"
 
 
 def create_worker_app(
@@ -81,10 +87,23 @@ def create_worker_app(
         worker.cancel_operation(operation_id)  # UnknownOperation answers 404
         return JSONResponse({"operation_id": operation_id, "status": "cancelling"}, 202)
 
+    async def operation_log(request: Request) -> Response:
+        """The operation's own log lines (JSON lines, oldest first): 200; 404 when none."""
+        bearer.check(request)
+        operation_id: str = request.path_params["operation_id"]
+        if id_problem(operation_id) is not None:
+            raise ApiError(422, "invalid_request", f"not an operation id: {operation_id!r}")
+        lines = await asyncio.to_thread(worker.operation_log, operation_id)
+        if lines is None:
+            message = f"worker {worker.worker_id} keeps no log of operation {operation_id}"
+            raise ApiError(404, "log_not_found", message)
+        return Response(lines, media_type=NDJSON)
+
     routes = [
         Route("/health", health, methods=["GET"]),
         Route(OPERATIONS_ROUTE, start_operation, methods=["POST"]),
         Route(OPERATIONS_ROUTE + "/{operation_id}/cancel", cancel_operation, methods=["POST"]),
+        Route(OPERATIONS_ROUTE + "/{operation_id}/logs", operation_log, methods=["GET"]),
     ]
     if worker.metrics.enabled:
         scrape_token = metrics.token if metrics is not None else None

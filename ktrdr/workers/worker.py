@@ -38,6 +38,7 @@ from ktrdr.errors import (
     WrongOperationType,
 )
 from ktrdr.job_messages import JobOutcome, SeriesUpdate, StopReason
+from ktrdr.log_context import attempt_of, operation_context
 from ktrdr.protocol import (
     HeartbeatRequest,
     OperationReport,
@@ -54,6 +55,7 @@ from ktrdr.workers.backoff import registration_backoff
 from ktrdr.workers.fingerprint import config_fingerprint
 from ktrdr.workers.job_process import JobLauncher, RunningJob
 from ktrdr.workers.metrics import WorkerMetrics, process_memory_peak
+from ktrdr.workers.operation_logs import OperationLogs
 from ktrdr.workers.series_buffer import SeriesBuffer
 
 logger = logging.getLogger(__name__)
@@ -72,6 +74,7 @@ class _Running:
 
     operation_id: str
     operation_type: OperationType
+    attempt: int
     loop: asyncio.AbstractEventLoop
     metrics: WorkerMetrics
     #: The operation's span on this worker (from the start request to the report).
@@ -117,6 +120,8 @@ class Worker:
         self._launcher = launcher
         #: The launcher's metrics (its job host times the checkpoint writes).
         self.metrics: WorkerMetrics = launcher.host.metrics
+        #: Each operation's own log, beside the checkpoints.
+        self.logs = OperationLogs(root=launcher.host.checkpoints.root)
         self._backend = backend
         self._clock = clock
         self._sleep = sleep
@@ -413,42 +418,56 @@ class Worker:
                 f"{request.operation_type.value} operation"
             )
             raise WrongOperationType(message)
-        # Continues the start request's span (the dispatcher's trace) until the report.
-        span = self._tracing.start(
-            f"run {self.worker_type.value}",
-            attributes={
-                "ktrdr.operation.id": request.operation_id,
-                "ktrdr.operation.type": request.operation_type.value,
-                "ktrdr.operation.resume": request.resume,
-                "ktrdr.worker.id": self.worker_id,
-            },
-        )
-        running = _Running(
-            operation_id=request.operation_id,
-            operation_type=request.operation_type,
-            loop=asyncio.get_running_loop(),
-            metrics=self.metrics,
-            span=span,
-        )
-        job = self._launcher.launch(
-            request,
-            on_progress=running.set_progress,
-            on_series=running.add_series,
-            trace_parent=traceparent_of(span),
-            on_span=self._tracing.export_record if self._tracing.enabled else None,
-        )
-        running.job = job
-        self._running = running
-        self.metrics.operation_started()
-        running.reporter = asyncio.create_task(self._report_when_done(running, job))
-        self._reporters.add(running.reporter)
-        running.reporter.add_done_callback(self._reporters.discard)
-        logger.info(
-            "operation %s started (%s%s)",
-            request.operation_id,
-            self.worker_type.value,
-            ", resuming" if request.resume else "",
-        )
+        # Everything logged for this operation from here on (the report task and the
+        # job's supervising thread and process included) names it and goes to its log.
+        with operation_context(request.operation_id, attempt=attempt_of(request)):
+            capture = contextlib.ExitStack()
+            capture.enter_context(self.logs.capture(request.operation_id))
+            # Continues the start request's span (the dispatcher's trace) until the report.
+            span = self._tracing.start(
+                f"run {self.worker_type.value}",
+                attributes={
+                    "ktrdr.operation.id": request.operation_id,
+                    "ktrdr.operation.type": request.operation_type.value,
+                    "ktrdr.operation.resume": request.resume,
+                    "ktrdr.worker.id": self.worker_id,
+                },
+            )
+            running = _Running(
+                operation_id=request.operation_id,
+                operation_type=request.operation_type,
+                attempt=attempt_of(request),
+                loop=asyncio.get_running_loop(),
+                metrics=self.metrics,
+                span=span,
+            )
+            try:
+                job = self._launcher.launch(
+                    request,
+                    on_progress=running.set_progress,
+                    on_series=running.add_series,
+                    trace_parent=traceparent_of(span),
+                    on_span=self._tracing.export_record if self._tracing.enabled else None,
+                )
+            except BaseException:
+                capture.close()
+                raise
+            running.job = job
+            self._running = running
+            self.metrics.operation_started()
+            running.reporter = asyncio.create_task(self._report_when_done(running, job, capture))
+            self._reporters.add(running.reporter)
+            running.reporter.add_done_callback(self._reporters.discard)
+            logger.info(
+                "operation %s started (%s%s)",
+                request.operation_id,
+                self.worker_type.value,
+                ", resuming" if request.resume else "",
+            )
+
+    def operation_log(self, operation_id: str) -> bytes | None:
+        """The operation's own log (JSON lines, blocking file I/O); None if there is none."""
+        return self.logs.read(operation_id)
 
     def cancel_operation(self, operation_id: str) -> None:
         """Ask the running operation ``operation_id`` to stop; raises ``UnknownOperation``."""
@@ -456,10 +475,18 @@ class Worker:
         if running is None or running.operation_id != operation_id:
             message = f"worker {self.worker_id} is not running operation {operation_id!r}"
             raise UnknownOperation(message)
-        running.stop(StopReason.CANCELLED)
-        logger.info("operation %s: cancellation requested", operation_id)
+        with operation_context(operation_id, attempt=running.attempt):
+            running.stop(StopReason.CANCELLED)
+            logger.info("operation %s: cancellation requested", operation_id)
 
-    async def _report_when_done(self, running: _Running, job: RunningJob) -> None:
+    async def _report_when_done(
+        self, running: _Running, job: RunningJob, capture: contextlib.ExitStack
+    ) -> None:
+        """Report the job's outcome; the operation's log is kept until the report is done."""
+        with capture:
+            await self._report_outcome(running, job)
+
+    async def _report_outcome(self, running: _Running, job: RunningJob) -> None:
         try:
             outcome = await job.done
         finally:

@@ -90,6 +90,12 @@ class FakeWorkers:
         answer = self.answers.get(host, 202)
         if isinstance(answer, Exception):
             raise answer
+        if request.method == "GET" and path.endswith("/logs"):
+            if answer >= 400:
+                return httpx.Response(answer, json={"error": "not_found", "detail": "no log"})
+            operation_id = path.split("/")[-2]
+            line = {"level": "INFO", "message": f"{host} ran {operation_id}", "attempt": 1}
+            return httpx.Response(200, content=json.dumps(line).encode() + b"\n")
         if path == "/operations":
             self.starts.append((host, json.loads(request.content)))
         elif path.endswith("/cancel"):

@@ -18,7 +18,7 @@ PACKAGE = Path(ktrdr.__file__).parent
 #: What ktrdr.jobs may import from ktrdr (besides itself). ktrdr.tracing is a shared
 #: layer like config (it imports only config): a job's spans join its operation's trace.
 JOBS_MAY_USE = ("ktrdr.config", "ktrdr.protocol", "ktrdr.vocabulary", "ktrdr.errors",
-                "ktrdr.job_messages", "ktrdr.tracing")  # fmt: skip
+                "ktrdr.job_messages", "ktrdr.tracing", "ktrdr.log_context")  # fmt: skip
 #: Where ktrdr.jobs may be imported from: the jobs themselves and the CLI.
 JOBS_IMPORTED_BY = ("jobs", "cli")
 
@@ -55,6 +55,12 @@ def test_jobs_use_only_config_protocol_vocabulary_and_messages(path: Path) -> No
     ours = {m for m in imports_of(path) if _within(m, ("ktrdr",))}
     allowed = (*JOBS_MAY_USE, "ktrdr.jobs")
     assert {m for m in ours if not _within(m, allowed)} == set()
+
+
+def test_the_log_context_imports_nothing_of_ktrdr() -> None:
+    """ktrdr.log_context is a leaf every layer (jobs included) may use: stdlib and attrs only."""
+    ours = {m for m in imports_of(PACKAGE / "log_context.py") if _within(m, ("ktrdr",))}
+    assert ours == set()
 
 
 @pytest.mark.parametrize("path", sources("workers", "api"), ids=lambda p: p.name)

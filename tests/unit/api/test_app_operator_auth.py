@@ -37,6 +37,7 @@ OPERATOR_ROUTES = {
     ("POST", "/api/v1/operations/{operation_id}/cancel"),
     ("POST", "/api/v1/operations/{operation_id}/resume"),
     ("GET", "/metrics"),
+    ("GET", "/api/v1/operations/{operation_id}/logs"),
 }
 CREDENTIALS = {
     "none": None,

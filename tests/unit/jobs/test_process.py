@@ -7,6 +7,7 @@ where a debugger and coverage can see it.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import signal
 import threading
@@ -14,12 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from ktrdr.config import CheckpointSettings
 from ktrdr.job_messages import (
     JOB_ENTRY,
     CheckpointData,
+    JobLog,
     JobOutcome,
     JobRequest,
     StopReason,
@@ -37,6 +40,16 @@ def restore_signals() -> Iterator[None]:
     yield
     for sig, handler in saved.items():
         signal.signal(sig, handler)
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """The entry point makes the pipe the root logger's only handler; undo that here."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def _nothing() -> None:
@@ -102,7 +115,10 @@ def test_a_stop_request_ends_the_run_with_a_checkpoint(tmp_path: Path) -> None:
         while True:
             message = worker_end.recv()
             received.append(message)
-            if isinstance(message, Progress) and len(received) <= 2:
+            if (
+                isinstance(message, Progress)
+                and sum(isinstance(m, Progress) for m in received) == 1
+            ):
                 worker_end.send(StopRequest(reason=StopReason.SHUTDOWN))
             if isinstance(message, JobOutcome):
                 return
@@ -118,4 +134,28 @@ def test_a_stop_request_ends_the_run_with_a_checkpoint(tmp_path: Path) -> None:
     assert outcome.checkpoint_saved is True
     assert outcome.error is not None
     assert outcome.error.endswith("/10000 (shutdown)")
-    assert isinstance(received[-2], CheckpointData)
+    assert isinstance([m for m in received if not isinstance(m, JobLog)][-2], CheckpointData)
+
+
+def test_the_jobs_log_records_go_to_the_worker_with_the_operation(tmp_path: Path) -> None:
+    """Records at the worker's level cross the pipe as JobLog with id, attempt and message;
+    records below it are not sent.
+    """
+    worker_end, job_end = multiprocessing.Pipe(duplex=True)
+    job = attrs.evolve(request(tmp_path, epochs=3, bars=300), attempt=2, log_level=logging.INFO)
+
+    run_job_process(job_end, job, on_worker_gone=_nothing)
+
+    logs: list[JobLog] = []
+    while worker_end.poll():
+        message = worker_end.recv()
+        if isinstance(message, JobLog):
+            logs.append(message)
+    lines = [(log.fields["levelname"], log.fields["message"]) for log in logs]
+    assert ("INFO", "training starting at epoch 0 of 3") in lines
+    assert ("INFO", "training finished: 3 epochs") in lines
+    assert all(level != "DEBUG" for level, _ in lines)
+    for log in logs:
+        assert (log.fields["operation_id"], log.fields["attempt"]) == ("op-1", 2)
+        record = logging.makeLogRecord(dict(log.fields))
+        assert record.getMessage() == log.fields["message"]
