@@ -33,7 +33,9 @@ from ktrdr.protocol import OperationStatus, OperationType, WorkerStatus
 
 __all__ = [
     "DISPATCH_BUCKETS",
+    "DISPATCH_OUTCOMES",
     "DURATION_BUCKETS",
+    "AttemptLoss",
     "BackendMetrics",
     "DisabledBackendMetrics",
     "FinishedOperation",
@@ -43,6 +45,8 @@ __all__ = [
 
 #: Operation durations, 1 s to 1 h (as the system ktrdr replaces had them) plus 6 h, 1 day.
 DURATION_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 21600, 86400)
+#: What can come of a start request (``ktrdr.api.dispatcher.DispatchOutcome``'s values).
+DISPATCH_OUTCOMES = ("started", "released", "failed", "unconfirmed")
 #: A start request's round trip to a worker: milliseconds normally, seconds when it stalls.
 DISPATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -54,6 +58,14 @@ class ReportRejection:
     NOT_CURRENT = "not_current"  # it already ended, or runs on another worker (409)
     UNKNOWN_OPERATION = "unknown_operation"  # no such operation (404)
     STALE_ATTEMPT = "stale_attempt"  # an attempt that is no longer the current one
+
+
+class AttemptLoss:
+    """Why an attempt was lost and retried (the ``reason`` label of attempts retried)."""
+
+    ORPHANED = "orphaned"  # its worker stopped reporting it
+    WORKER_GONE = "worker_gone"  # its worker was removed or restarted without it
+    UNREACHABLE = "unreachable"  # the worker could not be reached to start it
 
 
 class FinishedOperation:
@@ -187,6 +199,13 @@ class BackendMetrics:
                     self.operation_duration.labels(kind.value, status.value)
         for kind_of_error in ("unreachable", "other"):
             self.store_errors.labels(kind_of_error)
+        for reason in _values(ReportRejection):
+            self.reports_rejected.labels(reason)
+        for kind in OperationType:
+            for reason in _values(AttemptLoss):
+                self.attempts_retried.labels(kind.value, reason)
+            for outcome in DISPATCH_OUTCOMES:
+                self.dispatch_latency.labels(kind.value, outcome)
         self._heartbeats = {kind: self.heartbeats.labels(kind.value) for kind in OperationType}
 
     # --- events -----------------------------------------------------------------------
@@ -242,6 +261,11 @@ class BackendMetrics:
         self.operations_active.set(running)
         for kind in OperationType:
             self.operations_queued.labels(kind.value).set(pending.get(kind, 0))
+
+
+def _values(constants: type) -> list[str]:
+    """The string constants a class of labels declares."""
+    return [v for k, v in vars(constants).items() if k.isupper() and isinstance(v, str)]
 
 
 class DisabledBackendMetrics(BackendMetrics):

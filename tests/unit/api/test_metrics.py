@@ -287,3 +287,11 @@ def test_two_metric_sets_in_one_process_count_apart() -> None:
     first.heartbeat_received(OperationType.TRAINING)
     assert first.heartbeats.labels("training")._value.get() == 1
     assert second.heartbeats.labels("training")._value.get() == 0
+
+
+def test_every_dispatch_outcome_is_a_label_from_the_start() -> None:
+    """The pre-declared outcomes are exactly the dispatcher's, so a new one is not forgotten."""
+    from ktrdr.api.dispatcher import DispatchOutcome
+    from ktrdr.api.metrics import DISPATCH_OUTCOMES
+
+    assert set(DISPATCH_OUTCOMES) == {o.value for o in DispatchOutcome}
