@@ -223,10 +223,10 @@ def operations_routers(
     async def operation_logs(operation_id: OperationId) -> Response:
         view = await asyncio.to_thread(service.get, operation_id)
         if registry is None:  # an app built without the registry cannot reach workers
-            raise ApiError(404, "logs_not_found", "this backend cannot reach its workers")
+            raise ApiError(404, "log_not_found", "this backend cannot reach its workers")
         log = await fetch_operation_log(view, registry=registry, dispatcher=dispatcher)
         if log.worker_id is None:
-            raise ApiError(404, "logs_not_found", log.reason)
+            raise ApiError(404, "log_not_found", log.reason)
         return _json(OperationLogView.of(log))
 
     @router.post(

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from ktrdr.config import LogFormat, LoggingSettings, LogLevel
+from ktrdr.log_context import operation_context
 from ktrdr.logs import CHATTY_LOGGERS, configure_logging
 
 
@@ -95,3 +96,48 @@ def test_http_client_request_logs_are_quiet_unless_debugging(
     configure_logging(LoggingSettings(level=level), stream=io.StringIO())
 
     assert {logging.getLogger(name).level for name in CHATTY_LOGGERS} == {expected}
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_lines_of_an_operation_carry_its_id_and_attempt_in_text_and_json() -> None:
+    """Text: ``logger [op=<id> attempt=<n>]: message``; JSON: operation_id and attempt
+    fields; a trace id when the context has one; lines of no operation carry neither.
+    """
+    text, as_json = io.StringIO(), io.StringIO()
+    configure_logging(LoggingSettings(), stream=text)
+    log = logging.getLogger("ktrdr.test")
+    with operation_context("op-7", attempt=2):
+        log.info("started")
+    with operation_context("op-8", trace_id="0af7651916cd43dd8448eb211c80319c"):
+        log.info("traced")
+    log.info("no operation")
+    configure_logging(LoggingSettings(format=LogFormat.JSON), stream=as_json)
+    with operation_context("op-7", attempt=2):
+        log.info("started")
+    log.info("no operation")
+
+    lines = text.getvalue().splitlines()
+    assert lines[0].endswith("INFO     ktrdr.test [op=op-7 attempt=2]: started")
+    assert lines[1].endswith(
+        "ktrdr.test [op=op-8 attempt=1 trace=0af7651916cd43dd8448eb211c80319c]: traced"
+    )
+    assert lines[2].endswith("INFO     ktrdr.test: no operation")
+    first, second = (json.loads(line) for line in as_json.getvalue().splitlines())
+    assert (first["operation_id"], first["attempt"]) == ("op-7", 2)
+    assert "trace_id" not in first
+    assert not {"operation_id", "attempt", "trace_id", "operation_tag"} & set(second)
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_a_trace_id_source_fills_in_the_trace_of_the_moment() -> None:
+    """Tracing's hook: the source's trace id, unless the operation's context names one."""
+    stream = io.StringIO()
+    configure_logging(LoggingSettings(), stream=stream, trace_id_source=lambda: "f" * 32)
+    with operation_context("op-1"):
+        logging.getLogger("ktrdr.test").info("from the source")
+    with operation_context("op-1", trace_id="a" * 32):
+        logging.getLogger("ktrdr.test").info("from the context")
+
+    first, second = stream.getvalue().splitlines()
+    assert f"trace={'f' * 32}]" in first
+    assert f"trace={'a' * 32}]" in second
