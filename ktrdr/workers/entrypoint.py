@@ -186,9 +186,6 @@ async def serve_worker(
             tracing=tracing,
         )
         server = build_worker_server(
-            worker, auth=config.auth, logging_settings=config.logging, tracing=tracing
-        )
-        server = build_worker_server(
             worker,
             auth=config.auth,
             logging_settings=config.logging,

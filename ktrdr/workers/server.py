@@ -143,7 +143,7 @@ def build_worker_server(
     header names (the dispatcher's).
     """
     settings = worker.settings
-    app = create_worker_app(worker, auth=auth)
+    app = create_worker_app(worker, auth=auth, metrics=metrics)
     instrument_app(app, tracing if tracing is not None else Tracing.off(), excluded=UNTRACED_PATHS)
 
     async def on_listening() -> None:
