@@ -19,6 +19,8 @@ is a bug there and becomes a logged 500::
     ├── UnknownWorker (LookupError)       404  no worker with this id is registered
     ├── WorkerIdConflict                  409  a live worker holds this id at another endpoint
     ├── TooManyOperations                 429  live operations reach the configured bound
+    ├── InvalidCursor (ValueError)        422  a listing cursor this backend cannot use
+    ├── ListingTooFrequent                429  listings exceed their budget (Retry-After)
     ├── StoreError                        the operations store refused a request
     │   ├── OperationNotFound (LookupError)  404  no operation with this id
     │   ├── InvalidTransition             409  not allowed in the operation's status
@@ -173,6 +175,21 @@ class TooManyOperations(KtrdrError):
         super().__init__(message)
 
 
+class InvalidCursor(KtrdrError, ValueError):
+    """A listing's ``cursor`` is malformed, expired, altered or from another listing.
+
+    The message says which and what to do; it never quotes the cursor.
+    """
+
+
+class ListingTooFrequent(KtrdrError):
+    """A listing refused because listings used up their budget; retry after ``retry_after_s``."""
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(message)
+
+
 class StoreError(KtrdrError):
     """The store refused a request; the message says why."""
 
@@ -294,6 +311,8 @@ HTTP_STATUSES: Mapping[type[KtrdrError], HttpStatus] = MappingProxyType(
         WorkerBusy: HttpStatus(409, "busy"),
         WrongOperationType: HttpStatus(422, "wrong_operation_type"),
         TooManyOperations: HttpStatus(429, "too_many_operations"),
+        InvalidCursor: HttpStatus(422, "invalid_request"),
+        ListingTooFrequent: HttpStatus(429, "too_many_requests"),
         WorkerStopping: HttpStatus(503, "stopping"),
     }
 )
@@ -323,9 +342,11 @@ __all__ = [
     "DataFileRefused",
     "DuplicateOperation",
     "HttpStatus",
+    "InvalidCursor",
     "InvalidTransition",
     "JobFailed",
     "KtrdrError",
+    "ListingTooFrequent",
     "LiveLimitReached",
     "MigrationError",
     "OperationNotFound",

@@ -28,7 +28,9 @@ from fastapi.responses import JSONResponse
 from starlette.routing import Route
 
 import ktrdr
+from ktrdr.api.cursors import CursorCodec
 from ktrdr.api.dispatcher import Dispatcher
+from ktrdr.api.list_budget import ListBudgets
 from ktrdr.api.liveness import LivenessPolicy, sweep
 from ktrdr.api.metrics import BackendMetrics
 from ktrdr.api.operations import OperationsService
@@ -45,6 +47,7 @@ from ktrdr.api.store_health import (
 )
 from ktrdr.api.worker_auth import WorkerCredentialAuth
 from ktrdr.api.workers_api import workers_routers
+from ktrdr.api.workers_listing import WorkerListing
 from ktrdr.config import AuthSettings, BackendConfig, Environment, env_name
 from ktrdr.protocol import MAX_BODY_BYTES, ErrorBody, OperationStatus
 from ktrdr.web import BearerAuth, BearerAuthMiddleware, BodyLimitMiddleware, install_error_handlers
@@ -125,6 +128,8 @@ def create_app(
     retention: RetentionCleaner,
     store_health: StoreHealth,
     metrics: BackendMetrics | None = None,
+    cursors: CursorCodec | None = None,
+    budgets: ListBudgets | None = None,
 ) -> FastAPI:
     """Build the backend app; ``clock`` returns aware UTC datetimes.
 
@@ -134,6 +139,10 @@ def create_app(
     answer 503 ``store_unavailable`` and ``GET /health`` answers 503. With
     ``metrics`` (enabled), ``GET /metrics`` serves them (the caller hands the same
     object to the dispatcher and the reports, and instruments the store).
+    ``cursors`` signs the listings' cursors (default: a random key for this run);
+    ``budgets`` bound how many items listings may return per second (default:
+    :data:`~ktrdr.api.list_budget.WORKERS_LIST_RATE` and
+    :data:`~ktrdr.api.list_budget.OPERATIONS_LIST_RATE`).
     """
     policy = LivenessPolicy.from_settings(config.worker)
     auth = BearerAuth(config.auth.worker_token)
@@ -142,6 +151,8 @@ def create_app(
         config.auth.operator_token, variable=env_name(attrs.fields(AuthSettings).operator_token)
     )
     interval = sweep_interval(config)
+    cursors = cursors if cursors is not None else CursorCodec.random(clock)
+    budgets = budgets if budgets is not None else ListBudgets.default()
 
     async def liveness_round() -> None:
         sweep(registry, clock(), policy)
@@ -189,6 +200,7 @@ def create_app(
         auth=auth,
         credentials=credentials,
         events=reports,
+        listing=WorkerListing(registry=registry, codec=cursors, budget=budgets.workers),
     )
     report_routes, operations_routes = operations_routers(
         service=service,

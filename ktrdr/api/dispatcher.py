@@ -51,7 +51,6 @@ from ktrdr.protocol import (
     OperationType,
     OperationView,
     StartOperationRequest,
-    WorkerStatus,
     base_url_problem,
 )
 from ktrdr.tracing import Tracing, current_traceparent
@@ -60,6 +59,7 @@ from ktrdr.web.http_client import bearer_headers, describe_error
 __all__ = [
     "DEFAULT_REQUEST_TIMEOUT",
     "DEFAULT_TICK",
+    "MAX_ROUND_WORKERS",
     "Dispatch",
     "DispatchOutcome",
     "Dispatcher",
@@ -74,6 +74,8 @@ Clock = Callable[[], datetime.datetime]
 
 #: A round runs at least this often, woken or not (catches anything a wake missed).
 DEFAULT_TICK = datetime.timedelta(seconds=1)
+#: Idle workers of one type considered in one round (a full round wakes the next).
+MAX_ROUND_WORKERS = 100
 #: Budget of one call to a worker (start or cancel).
 DEFAULT_REQUEST_TIMEOUT = datetime.timedelta(seconds=5)
 #: Longest error text kept from a worker's refusal.
@@ -196,15 +198,21 @@ class Dispatcher:
         self._resting = {w: until for w, until in self._resting.items() if until > now}
         candidates: dict[OperationType, list[str]] = defaultdict(list)
         workers: dict[str, WorkerRecord] = {}
-        for record in self._registry.records():
-            if record.status is WorkerStatus.IDLE and record.worker_id not in self._resting:
-                candidates[record.worker_type].append(record.worker_id)
+        for kind in self._registry.idle_types():
+            # Longest idle first, at most a round's worth: the cost of a round does not
+            # grow with the fleet (a full round wakes the next one).
+            for record in self._registry.idle(kind):
+                if record.worker_id in self._resting:
+                    continue
+                candidates[kind].append(record.worker_id)
                 workers[record.worker_id] = record
+                if len(candidates[kind]) >= MAX_ROUND_WORKERS:
+                    break
         if not candidates:
             return []
         claims, raced = await asyncio.to_thread(self._claim, dict(candidates))
-        if raced:
-            self.wake()  # an operation vanished under us: the next one may be waiting
+        if raced or len(claims) >= MAX_ROUND_WORKERS:
+            self.wake()  # an operation vanished under us, or more may be waiting
         for view, worker_id in claims:
             self._registry.assign(worker_id, view.id)
         results = await asyncio.gather(

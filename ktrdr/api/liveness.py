@@ -1,9 +1,11 @@
 """Worker liveness: which registered workers are silent, and which to forget.
 
 :func:`assess` is a pure function of the records, the time and the policy, so unit
-tests drive it with a fake clock; :func:`sweep` applies its verdict to a registry.
+tests drive it with a fake clock; :func:`sweep` applies the same rule to a registry.
 The backend runs ``sweep`` periodically and before answering reads, so a listed
-status is never older than the request.
+status is never older than the request. A sweep costs the number of workers whose
+status changes, not the size of the fleet: it walks the registry's silence order
+(per heartbeat interval, most silent first) and stops at the first worker not due.
 """
 
 from __future__ import annotations
@@ -66,11 +68,38 @@ def assess(
     return LivenessVerdict(unavailable=tuple(unavailable), removed=tuple(removed))
 
 
+def assess_registry(
+    registry: WorkerRegistry, now: datetime.datetime, policy: LivenessPolicy
+) -> LivenessVerdict:
+    """:func:`assess` over ``registry``, visiting only the workers that are due.
+
+    Within one heartbeat interval, workers are ordered by last heartbeat, so the walk
+    stops at the first one still within its limit: everyone after it heard later.
+    """
+    unavailable: list[str] = []
+    removed: list[str] = []
+    for interval, alive, dead in registry.silent_first():
+        stale_limit = policy.stale_after * interval
+        for record in alive:
+            silence = record.silence(now)
+            if silence > policy.removal_threshold:
+                removed.append(record.worker_id)
+            elif silence > stale_limit:
+                unavailable.append(record.worker_id)
+            else:
+                break
+        for record in dead:
+            if record.silence(now) <= policy.removal_threshold:
+                break
+            removed.append(record.worker_id)
+    return LivenessVerdict(unavailable=tuple(unavailable), removed=tuple(removed))
+
+
 def sweep(
     registry: WorkerRegistry, now: datetime.datetime, policy: LivenessPolicy
 ) -> LivenessVerdict:
-    """Apply :func:`assess` to ``registry`` and log what changed."""
-    verdict = assess(registry.records(), now, policy)
+    """Apply the liveness rule to ``registry`` (:func:`assess_registry`); log what changed."""
+    verdict = assess_registry(registry, now, policy)
     if verdict:
         registry.mark_unavailable(verdict.unavailable)
         registry.remove(verdict.removed)
@@ -87,4 +116,4 @@ def sweep(
     return verdict
 
 
-__all__ = ["LivenessPolicy", "LivenessVerdict", "assess", "sweep"]
+__all__ = ["LivenessPolicy", "LivenessVerdict", "assess", "assess_registry", "sweep"]

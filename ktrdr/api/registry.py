@@ -9,17 +9,24 @@ Each registration issues a fresh random credential bound to that worker id and t
 registration; the registry keeps only its SHA-256 digest (nothing that could be sent
 back), so a record's repr or a memory dump gives no usable credential. A credential
 is looked up by digest, and a digest compared in constant time.
+
+Every registration, heartbeat and status change costs the same at 10 or 10,000
+workers: the registry keeps its indexes (id order, fingerprints per type for drift,
+idle workers per type, counts, silence order per heartbeat interval) up to date on
+each change instead of recomputing them over the fleet. Only listing everything is
+proportional to the fleet (and the API bounds how often that may happen).
 """
 
 from __future__ import annotations
 
+import bisect
 import datetime
 import hashlib
 import hmac
 import secrets
-from collections import defaultdict
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, Protocol
 
 import attrs
 
@@ -120,19 +127,62 @@ def drifting_workers(records: Iterable[WorkerRecord]) -> frozenset[str]:
     return frozenset(flagged)
 
 
-class WorkerRegistry:
-    """Registered workers by id."""
+class RegistryMeter(Protocol):
+    """Told how many records each registry operation examined (tests count the work)."""
 
-    def __init__(self) -> None:
+    def __call__(self, records: int) -> None:
+        """``records`` records were looked at or re-indexed."""
+        ...
+
+
+def _uncounted(records: int) -> None:
+    """The default meter: counts nothing."""
+
+
+@attrs.define
+class _Lane:
+    """The workers of one heartbeat interval, each list ordered by last heartbeat."""
+
+    #: Not unavailable, oldest heartbeat first.
+    alive: dict[str, None] = attrs.Factory(dict)
+    #: Unavailable, oldest heartbeat first.
+    dead: dict[str, None] = attrs.Factory(dict)
+
+
+class WorkerRegistry:
+    """Registered workers by id, with the indexes that keep every request O(1).
+
+    Besides the records it keeps, updated on every change: the ids in order (for
+    listings and pages), per type the count of each configuration fingerprint among
+    live workers (drift), per type the idle workers in the order they became idle
+    (dispatch), counts by type and status, and per heartbeat interval the workers in
+    the order of their last heartbeat (liveness sweeps walk only the silent end).
+    ``meter`` is told how many records each call examined.
+    """
+
+    def __init__(self, *, meter: RegistryMeter = _uncounted) -> None:
+        self._meter = meter
         self._workers: dict[str, WorkerRecord] = {}
         #: Credential digest → worker id, for requests that name no worker (reports).
         self._holders: dict[bytes, str] = {}
+        #: Every worker id, sorted.
+        self._order: list[str] = []
+        #: Per type: fingerprint → how many live (not unavailable) workers run it.
+        self._fingerprints: dict[OperationType, Counter[str]] = defaultdict(Counter)
+        #: Per type: idle worker ids, longest idle first.
+        self._idle: dict[OperationType, dict[str, None]] = defaultdict(dict)
+        #: Workers by (type, status).
+        self._counts: Counter[tuple[OperationType, WorkerStatus]] = Counter()
+        #: Per heartbeat interval: the workers ordered by last heartbeat.
+        self._lanes: dict[datetime.timedelta, _Lane] = defaultdict(_Lane)
 
     def __len__(self) -> int:
         return len(self._workers)
 
     def __contains__(self, worker_id: object) -> bool:
         return worker_id in self._workers
+
+    # --- changes ----------------------------------------------------------------------
 
     def register(self, request: RegisterRequest, *, now: datetime.datetime) -> Registration:
         """Add or replace ``request.worker_id`` and issue it a new credential.
@@ -168,14 +218,9 @@ class WorkerRegistry:
         )
         if previous is not None:
             self._holders.pop(previous.credential_digest, None)
-        self._workers[request.worker_id] = record
+        self._put(previous, record)
         self._holders[digest] = request.worker_id
         return Registration(record=record, created=previous is None, credential=credential)
-
-    def holder(self, credential: str) -> WorkerRecord | None:
-        """The worker whose current credential is ``credential``, or None."""
-        worker_id = self._holders.get(credential_digest(credential))
-        return self._workers.get(worker_id) if worker_id is not None else None
 
     def heartbeat(
         self, worker_id: str, request: HeartbeatRequest, *, now: datetime.datetime
@@ -189,7 +234,7 @@ class WorkerRegistry:
             progress=request.progress if request.current_operation_id else None,
             last_heartbeat_at=now,
         )
-        self._workers[worker_id] = record
+        self._put(previous, record)
         return record
 
     def assign(self, worker_id: str, operation_id: str) -> None:
@@ -200,11 +245,14 @@ class WorkerRegistry:
         """
         record = self._workers.get(worker_id)
         if record is not None:
-            self._workers[worker_id] = attrs.evolve(
+            self._put(
                 record,
-                status=WorkerStatus.BUSY,
-                current_operation_id=operation_id,
-                progress=None,
+                attrs.evolve(
+                    record,
+                    status=WorkerStatus.BUSY,
+                    current_operation_id=operation_id,
+                    progress=None,
+                ),
             )
 
     def operation_ended(self, worker_id: str, operation_id: str) -> bool:
@@ -221,18 +269,40 @@ class WorkerRegistry:
             or record.current_operation_id != operation_id
         ):
             return False
-        self._workers[worker_id] = attrs.evolve(
+        idle = attrs.evolve(
             record, status=WorkerStatus.IDLE, current_operation_id=None, progress=None
         )
+        self._put(record, idle)
         return True
 
     def unregister(self, worker_id: str) -> WorkerRecord:
         """Remove a worker (it is shutting down); raises ``UnknownWorker``."""
-        record = self._workers.pop(worker_id, None)
+        record = self._workers.get(worker_id)
         if record is None:
             raise UnknownWorker(worker_id)
-        self._holders.pop(record.credential_digest, None)
+        self._drop(record)
         return record
+
+    def mark_unavailable(self, worker_ids: Iterable[str]) -> None:
+        """Set ``unavailable`` on these workers (those still registered)."""
+        for worker_id in worker_ids:
+            record = self._workers.get(worker_id)
+            if record is not None:
+                self._put(record, attrs.evolve(record, status=WorkerStatus.UNAVAILABLE))
+
+    def remove(self, worker_ids: Iterable[str]) -> None:
+        """Forget these workers (silent for longer than the removal threshold)."""
+        for worker_id in worker_ids:
+            record = self._workers.get(worker_id)
+            if record is not None:
+                self._drop(record)
+
+    # --- reads ------------------------------------------------------------------------
+
+    def holder(self, credential: str) -> WorkerRecord | None:
+        """The worker whose current credential is ``credential``, or None."""
+        worker_id = self._holders.get(credential_digest(credential))
+        return self._workers.get(worker_id) if worker_id is not None else None
 
     def get(self, worker_id: str) -> WorkerRecord:
         """The record of ``worker_id``; raises ``UnknownWorker``."""
@@ -242,27 +312,188 @@ class WorkerRegistry:
         return record
 
     def records(self) -> list[WorkerRecord]:
-        """Every record, ordered by worker id."""
-        return [self._workers[key] for key in sorted(self._workers)]
+        """Every record, ordered by worker id (O(fleet): listings and scrapes only)."""
+        workers = self._workers
+        self._meter(len(workers))
+        return [workers[worker_id] for worker_id in self._order]
 
-    def mark_unavailable(self, worker_ids: Iterable[str]) -> None:
-        """Set ``unavailable`` on these workers (those still registered)."""
-        for worker_id in worker_ids:
-            record = self._workers.get(worker_id)
-            if record is not None:
-                self._workers[worker_id] = attrs.evolve(record, status=WorkerStatus.UNAVAILABLE)
+    def page(
+        self,
+        *,
+        after: str | None = None,
+        limit: int | None = None,
+        worker_type: OperationType | None = None,
+        status: WorkerStatus | None = None,
+    ) -> tuple[list[WorkerRecord], bool]:
+        """Records after the id ``after``, by id, matching the filters; and whether more match.
 
-    def remove(self, worker_ids: Iterable[str]) -> None:
-        """Forget these workers (silent for longer than the removal threshold)."""
-        for worker_id in worker_ids:
-            record = self._workers.pop(worker_id, None)
-            if record is not None:
-                self._holders.pop(record.credential_digest, None)
+        At most ``limit`` records (None: all). Walks the ids from ``after`` and stops
+        once the page is full and one more match is seen.
+        """
+        workers = self._workers
+        order = self._order
+        index = 0 if after is None else bisect.bisect_right(order, after)
+        found: list[WorkerRecord] = []
+        visited = 0
+        more = False
+        for position in range(index, len(order)):
+            record = workers[order[position]]
+            visited += 1
+            if worker_type is not None and record.worker_type is not worker_type:
+                continue
+            if status is not None and record.status is not status:
+                continue
+            if limit is not None and len(found) >= limit:
+                more = True
+                break
+            found.append(record)
+        self._meter(visited)
+        return found, more
+
+    def count(
+        self, *, worker_type: OperationType | None = None, status: WorkerStatus | None = None
+    ) -> int:
+        """How many workers match the filters (from the counts kept, not a scan)."""
+        return sum(
+            n
+            for (kind, state), n in self._counts.items()
+            if (worker_type is None or kind is worker_type) and (status is None or state is status)
+        )
+
+    def counts(self) -> dict[tuple[OperationType, WorkerStatus], int]:
+        """Workers by (type, status), only the non-zero counts."""
+        return {key: n for key, n in self._counts.items() if n}
+
+    def drifting(self, record: WorkerRecord) -> bool:
+        """True when ``record`` is live and live workers of its type run several configurations.
+
+        The same rule as :func:`drifting_workers`, answered from the fingerprint counts
+        kept per type instead of a pass over the fleet.
+        """
+        self._meter(1)
+        return (
+            record.status is not WorkerStatus.UNAVAILABLE
+            and len(self._fingerprints.get(record.worker_type, ())) > 1
+        )
+
+    def drifting_types(self) -> frozenset[OperationType]:
+        """Types whose live workers run more than one configuration."""
+        return frozenset(kind for kind, seen in self._fingerprints.items() if len(seen) > 1)
+
+    def idle(self, worker_type: OperationType) -> Iterator[WorkerRecord]:
+        """Idle workers of ``worker_type``, longest idle first (lazily: take what you need).
+
+        Do not change the registry while iterating.
+        """
+        workers = self._workers
+        for worker_id in self._idle.get(worker_type, {}):
+            self._meter(1)
+            yield workers[worker_id]
+
+    def idle_types(self) -> list[OperationType]:
+        """Types that have at least one idle worker."""
+        return [kind for kind, ids in self._idle.items() if ids]
+
+    def silent_first(
+        self,
+    ) -> Iterator[tuple[datetime.timedelta, Iterator[WorkerRecord], Iterator[WorkerRecord]]]:
+        """Per heartbeat interval: (interval, live workers, unavailable workers), each
+        lazily in the order of their last heartbeat, the most silent first.
+
+        A liveness sweep walks each from the front and stops at the first worker that
+        is not due, so its cost is the number of workers that change, not the fleet.
+        Do not change the registry while iterating.
+        """
+        for interval, lane in self._lanes.items():
+            yield interval, self._walk(lane.alive), self._walk(lane.dead)
+
+    def _walk(self, ids: dict[str, None]) -> Iterator[WorkerRecord]:
+        workers = self._workers
+        for worker_id in ids:
+            self._meter(1)
+            yield workers[worker_id]
+
+    # --- indexes ----------------------------------------------------------------------
+
+    def _put(self, previous: WorkerRecord | None, record: WorkerRecord) -> None:
+        """Store ``record`` in place of ``previous`` and update only the indexes that moved."""
+        worker_id = record.worker_id
+        self._workers[worker_id] = record
+        self._meter(1)
+        if previous is None:
+            bisect.insort(self._order, worker_id)
+        else:
+            self._unindex(previous, record)
+        self._index(previous, record)
+
+    def _drop(self, record: WorkerRecord) -> None:
+        worker_id = record.worker_id
+        del self._workers[worker_id]
+        self._holders.pop(record.credential_digest, None)
+        order = self._order
+        del order[bisect.bisect_left(order, worker_id)]
+        self._meter(1)
+        self._unindex(record, None)
+
+    def _unindex(self, old: WorkerRecord, new: WorkerRecord | None) -> None:
+        """Remove ``old``'s entries that ``new`` does not share."""
+        worker_id = old.worker_id
+        kind = old.worker_type
+        self._counts[(kind, old.status)] -= 1
+        if _live_fingerprint(old) != _live_fingerprint(new):
+            seen = self._fingerprints[kind]
+            seen[old.config_fingerprint] -= 1
+            if seen[old.config_fingerprint] <= 0:
+                del seen[old.config_fingerprint]
+        if old.status is WorkerStatus.IDLE and _idle_key(old) != _idle_key(new):
+            self._idle[kind].pop(worker_id, None)
+        if _lane_key(old) != _lane_key(new):
+            lane = self._lanes[old.heartbeat_interval]
+            queue = lane.dead if old.status is WorkerStatus.UNAVAILABLE else lane.alive
+            queue.pop(worker_id, None)
+
+    def _index(self, old: WorkerRecord | None, new: WorkerRecord) -> None:
+        """Add ``new``'s entries that ``old`` did not have (at the end of each order)."""
+        worker_id = new.worker_id
+        kind = new.worker_type
+        self._counts[(kind, new.status)] += 1
+        if _live_fingerprint(new) != _live_fingerprint(old):
+            self._fingerprints[kind][new.config_fingerprint] += 1
+        if new.status is WorkerStatus.IDLE and _idle_key(new) != _idle_key(old):
+            self._idle[kind][worker_id] = None
+        if _lane_key(new) != _lane_key(old):
+            lane = self._lanes[new.heartbeat_interval]
+            (lane.dead if new.status is WorkerStatus.UNAVAILABLE else lane.alive)[worker_id] = None
+
+
+def _live_fingerprint(record: WorkerRecord | None) -> tuple[OperationType, str] | None:
+    """What a record adds to the drift counts (nothing when unavailable)."""
+    if record is None or record.status is WorkerStatus.UNAVAILABLE:
+        return None
+    return record.worker_type, record.config_fingerprint
+
+
+def _idle_key(record: WorkerRecord | None) -> OperationType | None:
+    """The idle index a record sits in (None: none)."""
+    if record is None or record.status is not WorkerStatus.IDLE:
+        return None
+    return record.worker_type
+
+
+def _lane_key(
+    record: WorkerRecord | None,
+) -> tuple[datetime.timedelta, bool, datetime.datetime] | None:
+    """Where a record sits in the silence order: moves with every heartbeat."""
+    if record is None:
+        return None
+    dead = record.status is WorkerStatus.UNAVAILABLE
+    return record.heartbeat_interval, dead, record.last_heartbeat_at
 
 
 __all__ = [
     "CREDENTIAL_BYTES",
     "Registration",
+    "RegistryMeter",
     "UnknownWorker",
     "WorkerRecord",
     "WorkerRegistry",

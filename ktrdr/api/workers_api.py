@@ -17,20 +17,23 @@ from __future__ import annotations
 import datetime
 import logging
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 import attrs
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 
+from ktrdr.api.cursors import MAX_CURSOR_LENGTH
 from ktrdr.api.liveness import LivenessPolicy, sweep
-from ktrdr.api.registry import WorkerRecord, WorkerRegistry, drifting_workers
+from ktrdr.api.registry import WorkerRecord, WorkerRegistry
 from ktrdr.api.worker_auth import WorkerCredentialAuth, authenticated_worker
+from ktrdr.api.workers_listing import MAX_WORKERS_PAGE, WorkerListing
 from ktrdr.config import CheckpointSettings, WorkerSettings, env_name
 from ktrdr.protocol import (
     REGISTER_PATH,
     WORKERS_PATH,
     ErrorBody,
     HeartbeatRequest,
+    OperationType,
     RegisterRequest,
     RegisterResponse,
     WorkerStatus,
@@ -52,6 +55,10 @@ _WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
 _CREDENTIAL_ERRORS: dict[int | str, dict[str, Any]] = {
     **_WRITE_ERRORS,
     401: {"model": ErrorBody, "description": "not this worker's current credential"},
+}
+_LIST_ERRORS: dict[int | str, dict[str, Any]] = {
+    422: {"model": ErrorBody, "description": "invalid filter, limit or cursor"},
+    429: {"model": ErrorBody, "description": "workers listed too often (see Retry-After)"},
 }
 _UNKNOWN: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "unknown worker id"}
@@ -114,20 +121,21 @@ def workers_routers(
     auth: BearerAuth,
     credentials: WorkerCredentialAuth,
     events: WorkerEvents,
+    listing: WorkerListing,
 ) -> tuple[APIRouter, APIRouter, APIRouter]:
     """The ``/api/v1/workers`` routes over ``registry``: (a worker's own, register, reads).
 
     ``auth`` checks the shared worker token (registration), ``credentials`` a worker's
-    own credential (heartbeat, unregister). Include all three directly in the app:
-    FastAPI matches nested routers level by level, and the heartbeat route (by far
-    the most frequent request) is matched first.
+    own credential (heartbeat, unregister); ``listing`` answers ``GET /api/v1/workers``.
+    Include all three directly in the app: FastAPI matches nested routers level by
+    level, and the heartbeat route (by far the most frequent request) is matched first.
     """
     router = APIRouter(tags=["workers"])
     own = APIRouter(route_class=credentials.route_class(), tags=["workers"])
     writes = APIRouter(route_class=auth.route_class(), tags=["workers"])
 
     def drift_of(record: WorkerRecord) -> bool:
-        return record.worker_id in drifting_workers(registry.records())
+        return registry.drifting(record)
 
     @own.post(
         WORKERS_PATH + "/{worker_id}/heartbeat",
@@ -150,7 +158,7 @@ def workers_routers(
         previous = authenticated_worker(request)  # its credential was checked: it is registered
         record = registry.heartbeat(worker_id, body, now=clock())
         await events.heartbeat(previous, record, body)
-        return _json(record.view())
+        return _json(record.view(drift=drift_of(record)))
 
     @writes.post(
         REGISTER_PATH,
@@ -202,13 +210,23 @@ def workers_routers(
         logger.info("worker %s (%s) unregistered", record.worker_id, record.worker_type.value)
         return Response(status_code=204)
 
-    @router.get(WORKERS_PATH, response_model=list[WorkerView], summary="Every registered worker")
-    async def list_workers() -> Response:
+    @router.get(
+        WORKERS_PATH,
+        response_model=list[WorkerView],
+        responses=_LIST_ERRORS,
+        summary="Registered workers by id: all, or one page (?limit=, next page in Link)",
+    )
+    async def list_workers(
+        request: Request,
+        worker_type: Annotated[OperationType | None, Query(alias="type")] = None,
+        status: Annotated[WorkerStatus | None, Query()] = None,
+        limit: Annotated[int | None, Query(ge=1, le=MAX_WORKERS_PAGE)] = None,
+        cursor: Annotated[str | None, Query(max_length=MAX_CURSOR_LENGTH)] = None,
+    ) -> Response:
         sweep(registry, clock(), policy)
-        records = registry.records()
-        drift = drifting_workers(records)
-        items = (r.view(drift=r.worker_id in drift).model_dump_json() for r in records)
-        return Response("[" + ",".join(items) + "]", media_type="application/json")
+        return await listing.respond(
+            request, worker_type=worker_type, status=status, limit=limit, cursor=cursor
+        )
 
     @router.get(
         WORKERS_PATH + "/{worker_id}",

@@ -129,6 +129,8 @@ def test_http_statuses_are_the_one_pinned_mapping() -> None:
         "WorkerBusy": (409, "busy"),
         "WrongOperationType": (422, "wrong_operation_type"),
         "TooManyOperations": (429, "too_many_operations"),
+        "InvalidCursor": (422, "invalid_request"),
+        "ListingTooFrequent": (429, "too_many_requests"),
         "WorkerStopping": (503, "stopping"),
     }
 
