@@ -75,7 +75,7 @@ Clock = Callable[[], datetime.datetime]
 #: A round runs at least this often, woken or not (catches anything a wake missed).
 DEFAULT_TICK = datetime.timedelta(seconds=1)
 #: Idle workers of one type considered in one round (a full round wakes the next).
-MAX_ROUND_WORKERS = 100
+MAX_ROUND_WORKERS = 32
 #: Budget of one call to a worker (start or cancel).
 DEFAULT_REQUEST_TIMEOUT = datetime.timedelta(seconds=5)
 #: Longest error text kept from a worker's refusal.

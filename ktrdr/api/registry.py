@@ -440,7 +440,8 @@ class WorkerRegistry:
         worker_id = old.worker_id
         kind = old.worker_type
         self._counts[(kind, old.status)] -= 1
-        if _live_fingerprint(old) != _live_fingerprint(new):
+        contributed = _live_fingerprint(old)
+        if contributed is not None and contributed != _live_fingerprint(new):
             seen = self._fingerprints[kind]
             seen[old.config_fingerprint] -= 1
             if seen[old.config_fingerprint] <= 0:
@@ -457,7 +458,8 @@ class WorkerRegistry:
         worker_id = new.worker_id
         kind = new.worker_type
         self._counts[(kind, new.status)] += 1
-        if _live_fingerprint(new) != _live_fingerprint(old):
+        contributes = _live_fingerprint(new)
+        if contributes is not None and contributes != _live_fingerprint(old):
             self._fingerprints[kind][new.config_fingerprint] += 1
         if new.status is WorkerStatus.IDLE and _idle_key(new) != _idle_key(old):
             self._idle[kind][worker_id] = None

@@ -21,6 +21,7 @@ from fastapi import FastAPI
 
 from ktrdr.api import WorkerRegistry, create_app
 from ktrdr.api.dispatcher import Dispatcher
+from ktrdr.api.list_budget import ListBudget, ListBudgets
 from ktrdr.api.main import UNTRACED_PATHS
 from ktrdr.api.metrics import BackendMetrics, DisabledBackendMetrics, instrument_store
 from ktrdr.api.operations import OperationsService
@@ -172,16 +173,27 @@ class Backend:
         return {"Authorization": f"Bearer {self.credentials[worker_id]}"}
 
 
+def unlimited_budgets() -> ListBudgets:
+    """Listing budgets no test reaches (a billion items per second)."""
+    return ListBudgets(
+        workers=ListBudget(what="workers", rate_per_s=1e9),
+        operations=ListBudget(what="operations", rate_per_s=1e9),
+    )
+
+
 def make_backend(
     store: OperationStore,
     config: BackendConfig | None = None,
     *,
     registry: WorkerRegistry | None = None,
     tracing: Tracing | None = None,
+    budgets: ListBudgets | None = None,
 ) -> Backend:
     """The backend as ``main`` assembles it, over ``store``, a fake clock and fake workers.
 
     With ``tracing``, the app and the dispatcher's client are instrumented as in ``main``.
+    Listings get ``budgets`` (default: unlimited in practice, so tests that list often
+    are not refused; the budget's own tests pass small ones).
     """
     tracing = tracing if tracing is not None else Tracing.off()
     config = config or backend_config()
@@ -219,6 +231,7 @@ def make_backend(
         retention=retention,
         store_health=health,
         metrics=metrics,
+        budgets=budgets if budgets is not None else unlimited_budgets(),
     )
     instrument_app(app, tracing, excluded=UNTRACED_PATHS)
     return Backend(
@@ -251,4 +264,5 @@ __all__ = [
     "backend_config",
     "make_backend",
     "open_store",
+    "unlimited_budgets",
 ]

@@ -10,7 +10,7 @@ import pytest
 from ktrdr.api.liveness import LivenessPolicy, LivenessVerdict, assess, sweep
 from ktrdr.api.registry import WorkerRegistry
 from ktrdr.config import WorkerSettings
-from ktrdr.protocol import OperationType, RegisterRequest, WorkerStatus
+from ktrdr.protocol import HeartbeatRequest, OperationType, RegisterRequest, WorkerStatus
 
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
 POLICY = LivenessPolicy(stale_after=3, removal_threshold=datetime.timedelta(seconds=300))
@@ -106,3 +106,21 @@ def test_a_quiet_sweep_changes_nothing() -> None:
 
     assert not verdict
     assert registry.get("w").status is WorkerStatus.IDLE
+
+
+def test_a_sweep_visits_only_the_workers_that_are_due() -> None:
+    """With 1,000 workers, a sweep where two went silent examines about two records
+    per heartbeat interval, not the fleet; the verdict is the full assessment's."""
+    visited: list[int] = []
+    registry = WorkerRegistry(meter=visited.append)
+    _registry(("quiet-1", 10), ("quiet-2", 1), registry=registry)
+    _registry(*((f"w{i:04d}", 10 if i % 2 else 1) for i in range(1000)), registry=registry)
+    now = T0 + _seconds(29)
+    for i in range(1000):  # everyone but the two quiet ones spoke at 29 s
+        registry.heartbeat(f"w{i:04d}", HeartbeatRequest(status=WorkerStatus.IDLE), now=now)
+    visited.clear()
+
+    verdict = sweep(registry, T0 + _seconds(31), POLICY)
+
+    assert sorted(verdict.unavailable) == ["quiet-1", "quiet-2"]
+    assert sum(visited) <= 2 * 3  # per interval: the due one, the first not due, its move

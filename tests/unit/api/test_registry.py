@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import datetime
 import re
+from pathlib import Path
+from typing import Any
 
+import anyio
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from support.backend import AUTH, make_backend, open_store
 
+from ktrdr.api.dispatcher import MAX_ROUND_WORKERS
+from ktrdr.api.liveness import LivenessPolicy, assess, assess_registry, sweep
 from ktrdr.api.registry import (
     UnknownWorker,
     WorkerRegistry,
     credential_digest,
     drifting_workers,
 )
+from ktrdr.api.store import OperationStore
 from ktrdr.errors import WorkerIdConflict
 from ktrdr.protocol import (
     HeartbeatRequest,
@@ -280,3 +289,159 @@ def test_operation_ended_frees_only_the_worker_that_ran_it() -> None:
     first, second = registry.get("w1"), registry.get("w2")
     assert (first.status, first.current_operation_id) == (WorkerStatus.IDLE, None)
     assert (second.status, second.current_operation_id) == (WorkerStatus.STOPPING, "op-2")
+
+
+# --- the indexes kept per change agree with a pass over the fleet ----------------------
+
+_IDS = [f"w{i}" for i in range(6)]
+_ACTIONS = st.one_of(
+    st.tuples(
+        st.just("register"),
+        st.sampled_from(_IDS),
+        st.sampled_from(list(OperationType)),
+        st.sampled_from(["fp-a", "fp-b"]),
+        st.sampled_from([1, 10]),
+        st.booleans(),
+    ),
+    st.tuples(
+        st.just("heartbeat"),
+        st.sampled_from(_IDS),
+        st.sampled_from([WorkerStatus.IDLE, WorkerStatus.BUSY, WorkerStatus.STOPPING]),
+    ),
+    st.tuples(st.just("assign"), st.sampled_from(_IDS)),
+    st.tuples(st.just("ended"), st.sampled_from(_IDS)),
+    st.tuples(st.just("unavailable"), st.sampled_from(_IDS)),
+    st.tuples(st.just("remove"), st.sampled_from(_IDS)),
+    st.tuples(st.just("wait"), st.integers(min_value=0, max_value=400)),
+    st.tuples(st.just("sweep")),
+)
+_POLICY = LivenessPolicy(stale_after=3, removal_threshold=datetime.timedelta(seconds=300))
+
+
+def _apply(registry: WorkerRegistry, action: tuple[Any, ...], now: datetime.datetime) -> None:
+    kind, *args = action
+    if kind == "register":
+        worker_id, worker_type, fingerprint, interval_s, busy = args
+        request = RegisterRequest(
+            worker_id=worker_id,
+            worker_type=worker_type,
+            endpoint_url="http://host:5003",
+            heartbeat_interval_s=interval_s,
+            config_fingerprint=fingerprint,
+            current_operation_id="op-1" if busy else None,
+        )
+        registry.register(request, now=now)
+    elif args and args[0] not in registry:
+        return
+    elif kind == "heartbeat":
+        worker_id, status = args
+        operation = None if status is WorkerStatus.IDLE else "op-1"
+        beat = HeartbeatRequest(status=status, current_operation_id=operation)
+        registry.heartbeat(worker_id, beat, now=now)
+    elif kind == "assign":
+        registry.assign(args[0], "op-2")
+    elif kind == "ended":
+        registry.operation_ended(args[0], "op-2")
+    elif kind == "unavailable":
+        registry.mark_unavailable(args)
+    elif kind == "remove":
+        registry.remove(args)
+    elif kind == "sweep":
+        sweep(registry, now, _POLICY)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_ACTIONS, max_size=40))
+def test_kept_indexes_match_a_pass_over_every_record(actions: list[tuple[Any, ...]]) -> None:
+    """Drift, idle sets, counts, pages and liveness verdicts kept per change equal the
+    answers computed from scratch over all records, after any sequence of changes."""
+    registry = WorkerRegistry()
+    now = T0
+    for action in actions:
+        if action[0] == "wait":
+            now += datetime.timedelta(seconds=action[1])
+            continue
+        _apply(registry, action, now)
+
+    records = registry.records()
+    assert [r.worker_id for r in records] == sorted(r.worker_id for r in records)
+    drifting = drifting_workers(records)
+    assert {r.worker_id for r in records if registry.drifting(r)} == drifting
+    for kind in OperationType:
+        idle = {r.worker_id for r in records if r.worker_type is kind and r.status.value == "idle"}
+        assert {r.worker_id for r in registry.idle(kind)} == idle
+        for status in WorkerStatus:
+            expected = sum(1 for r in records if (r.worker_type, r.status) == (kind, status))
+            assert registry.count(worker_type=kind, status=status) == expected
+    page, more = registry.page(after="w2", limit=2, status=WorkerStatus.IDLE)
+    matching = [r for r in records if r.worker_id > "w2" and r.status is WorkerStatus.IDLE]
+    assert page == matching[:2]
+    assert more == (len(matching) > 2)
+    kept, full = assess_registry(registry, now, _POLICY), assess(records, now, _POLICY)
+    assert sorted(kept.unavailable) == sorted(full.unavailable)
+    assert sorted(kept.removed) == sorted(full.removed)
+
+
+# --- cost: counted, not timed --------------------------------------------------------
+
+
+class Meter:
+    """Counts the records the registry examines."""
+
+    def __init__(self) -> None:
+        self.records = 0
+
+    def __call__(self, records: int) -> None:
+        self.records += records
+
+
+def _work_per_worker(store: OperationStore, workers: int) -> float:
+    """Register ``workers`` through the API, each followed by a dispatch round and a
+    liveness sweep (as the backend runs them), then one heartbeat each; records
+    examined per worker."""
+    meter = Meter()
+    backend = make_backend(store, registry=WorkerRegistry(meter=meter))
+    policy = LivenessPolicy.from_settings(backend.config.worker)
+
+    async def drive() -> None:
+        async with backend.client() as client:
+            for i in range(workers):
+                body = {
+                    "worker_id": f"w{i:05d}",
+                    "worker_type": "training" if i % 2 else "backtest",
+                    "endpoint_url": "http://127.0.0.1:9",
+                    "heartbeat_interval_s": 10,
+                    # a second configuration among training workers: drift is flagged
+                    "config_fingerprint": "fp-b" if i % 4 == 1 else "fp-a",
+                }
+                answer = await client.post("/api/v1/workers/register", json=body, headers=AUTH)
+                assert answer.status_code == 201, answer.text
+                backend.credentials[body["worker_id"]] = answer.json()["credential"]
+                await backend.dispatcher.dispatch_once()
+                sweep(backend.registry, backend.clock(), policy)
+            for i in range(workers):
+                beat = await client.post(
+                    f"/api/v1/workers/w{i:05d}/heartbeat",
+                    json={"status": "idle"},
+                    headers=backend.worker_auth(f"w{i:05d}"),
+                )
+                assert beat.status_code == 200
+
+    anyio.run(drive)
+    return meter.records / workers
+
+
+def test_registering_n_workers_does_linear_work(tmp_path: Path) -> None:
+    """Registering (with dispatch rounds, sweeps and a heartbeat each) 1,200 workers
+    examines no more records per worker than registering 300 (O(N) in all)."""
+    store = open_store(tmp_path)
+    try:
+        small = _work_per_worker(store, 300)
+        large = _work_per_worker(store, 1200)
+    finally:
+        store.close()
+
+    assert large <= small * 1.2, (small, large)
+    # A dispatch round looks at most at MAX_ROUND_WORKERS idle workers per type; a
+    # pass over the fleet per registration would be about 600 per worker here.
+    assert large < 2 * MAX_ROUND_WORKERS + 20, large
