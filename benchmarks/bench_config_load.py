@@ -11,7 +11,8 @@ ktrdr's side is ``validate_all("all", os.environ)``: a fresh loader and converte
 call, provenance recorded, unknown-variable detection on. The pydantic-settings side
 is one ``BaseSettings`` class per concern with the same fields, types, defaults,
 range checks and deprecated names (``AliasChoices``), duration strings parsed by a
-``BeforeValidator``. The target is ktrdr's median <= 0.25 x pydantic-settings'.
+``BeforeValidator``. The target is ktrdr's median wall time <= 0.1 x
+pydantic-settings' (CPU time is printed beside it).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from ktrdr.config import (
     validate_all,
 )
 
-TARGET_RATIO = 0.25
+TARGET_RATIO = 0.1
 
 #: 20 variables, 10 of them by a deprecated name; a valid production configuration.
 TWENTY_SET = {
@@ -196,6 +197,20 @@ class PAuth(BaseSettings):
     )
 
 
+class PMetrics(BaseSettings):
+    model_config = _CONFIG
+    enabled: bool = _f(True, "KTRDR_METRICS_ENABLED")
+    token: SecretStr | None = _f(None, "KTRDR_METRICS_TOKEN")
+
+
+class PTracing(BaseSettings):
+    model_config = _CONFIG
+    enabled: bool = _f(False, "KTRDR_OTEL_ENABLED")
+    otlp_endpoint: str = _f("http://jaeger:4317", "KTRDR_OTEL_OTLP_ENDPOINT", pattern=r"^https?://")
+    service_name: str = _f("ktrdr", "KTRDR_OTEL_SERVICE_NAME", min_length=1)
+    console_output: bool = _f(False, "KTRDR_OTEL_CONSOLE_OUTPUT")
+
+
 _PYDANTIC_CLASSES = (
     PEnvironment,
     PWorker,
@@ -207,6 +222,8 @@ _PYDANTIC_CLASSES = (
     PLogging,
     PAPI,
     PAuth,
+    PMetrics,
+    PTracing,
 )
 
 
@@ -225,20 +242,29 @@ def load_ktrdr() -> object:
 
 def _medians_us(
     ours: Callable[[], object], theirs: Callable[[], object], *, rounds: int, number: int
-) -> tuple[float, float]:
-    """Median per-call time of each loader, in microseconds.
+) -> dict[str, tuple[float, float]]:
+    """Median per-call time of each loader, in microseconds: ``{"wall": ..., "cpu": ...}``.
 
     Rounds alternate between the two loaders, so a change in machine load during the
-    run affects both sides alike.
+    run affects both sides alike. Wall time is what a caller waits; CPU time (this
+    process's, ``time.process_time``) is the work itself, which other processes on a
+    shared machine do not inflate.
     """
-    samples: dict[Callable[[], object], list[float]] = {ours: [], theirs: []}
+    clocks = {"wall": time.perf_counter, "cpu": time.process_time}
+    samples: dict[str, dict[Callable[[], object], list[float]]] = {
+        kind: {ours: [], theirs: []} for kind in clocks
+    }
     for _ in range(rounds):
-        for func, timings in samples.items():
-            start = time.perf_counter()
+        for func in (ours, theirs):
+            start = {kind: clock() for kind, clock in clocks.items()}
             for _ in range(number):
                 func()
-            timings.append((time.perf_counter() - start) / number * 1e6)
-    return statistics.median(samples[ours]), statistics.median(samples[theirs])
+            for kind, clock in clocks.items():
+                samples[kind][func].append((clock() - start[kind]) / number * 1e6)
+    return {
+        kind: (statistics.median(by[ours]), statistics.median(by[theirs]))
+        for kind, by in samples.items()
+    }
 
 
 def _set_environment(variables: dict[str, str]) -> None:
@@ -270,17 +296,16 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as empty_dir:
         os.chdir(empty_dir)  # neither loader may find a dotenv file
         print(f"Python {sys.version.split()[0]}, {args.rounds} rounds x {args.number} loads")
-        print(f"{'scenario':10} {'ktrdr µs':>10} {'pydantic µs':>12} {'ratio':>7}")
+        print(f"{'scenario':10} {'clock':5} {'ktrdr µs':>10} {'pydantic µs':>12} {'ratio':>7}")
         for label, variables in (("empty", {}), ("20 set", TWENTY_SET)):
             _set_environment(variables)
             _check_equivalent()
-            ours, theirs = _medians_us(
-                load_ktrdr, load_pydantic, rounds=args.rounds, number=args.number
-            )
-            ratio = ours / theirs
-            missed = missed or ratio > TARGET_RATIO
-            print(f"{label:10} {ours:10.1f} {theirs:12.1f} {ratio:7.3f}")
-    print(f"target: ratio <= {TARGET_RATIO}: {'missed' if missed else 'met'}")
+            medians = _medians_us(load_ktrdr, load_pydantic, rounds=args.rounds, number=args.number)
+            for kind, (ours, theirs) in medians.items():
+                ratio = ours / theirs
+                missed = missed or (kind == "wall" and ratio > TARGET_RATIO)
+                print(f"{label:10} {kind:5} {ours:10.1f} {theirs:12.1f} {ratio:7.3f}")
+    print(f"target: wall ratio <= {TARGET_RATIO}: {'missed' if missed else 'met'}")
     return 1 if missed else 0
 
 

@@ -16,8 +16,9 @@ from ktrdr.config.bundles import (
 )
 from ktrdr.config.deprecation import DeprecationReporter, deprecated_names
 from ktrdr.config.effective import EffectiveValue, effective_values
-from ktrdr.config.loader import DEFAULT_ENV_FILE, EnvLoader, Source, SourceKind
+from ktrdr.config.loader import DEFAULT_ENV_FILE, EnvLoader
 from ktrdr.config.names import all_env_names, env_name
+from ktrdr.config.results import Source, SourceKind
 from ktrdr.config.settings import (
     ALL_SETTINGS,
     DEFAULT_WORKER_PORT,

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import attrs
 
-from ktrdr.config.loader import DeprecatedUse, Source
+from ktrdr.config.results import DeprecatedUse, Source
 from ktrdr.config.settings import (
     APISettings,
     AuthSettings,

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from typing import TextIO
 
 from ktrdr.config.fields import declared
-from ktrdr.config.loader import DeprecatedUse
+from ktrdr.config.results import DeprecatedUse
 from ktrdr.config.settings import ALL_SETTINGS
 
 #: Deprecated names stop working in this release (and not before this date).

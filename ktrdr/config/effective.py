@@ -9,7 +9,7 @@ import attrs
 
 from ktrdr.config.bundles import AnyConfig, settings_of
 from ktrdr.config.fields import declared, format_value
-from ktrdr.config.loader import Source
+from ktrdr.config.results import Source
 
 
 @attrs.frozen

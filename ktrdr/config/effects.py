@@ -24,7 +24,7 @@ from typing import Any
 
 from ktrdr.config.bundles import Component, uses_field
 from ktrdr.config.fields import PREFIX, Declared, declared, format_value, per_class
-from ktrdr.config.loader import IgnoredValue, Problem, Source, SourceKind
+from ktrdr.config.results import IgnoredValue, Problem, Source, SourceKind
 from ktrdr.config.settings import ALL_SETTINGS
 from ktrdr.config.unknown import RETIRED, other_component
 

@@ -4,22 +4,22 @@ Built on environs: a small ``Env`` subclass reads the mapping it was given throu
 environs' value hook, and environs reads the dotenv file. The loader never touches
 ``os.environ`` unless it was handed ``os.environ``, and never writes to it. It
 records where every value came from, collects every problem before reporting, and
-notes each deprecated name used; it prints nothing (the entrypoint decides that).
+notes each deprecated name used (in the records of ``ktrdr.config.results``, which
+it re-exports); it prints nothing (the entrypoint decides that).
 """
 
 from __future__ import annotations
 
-import enum
-import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from types import MappingProxyType
+from typing import Any, TypeVar
 
 import attrs
 from dotenv import dotenv_values
 from environs import Env
 
-from ktrdr.config.converter import Converter, expectation, make_converter, structure
+from ktrdr.config.converter import Converter, expectation, structure, structure_hook
 from ktrdr.config.fields import (
     FILE_SUFFIX,
     Declared,
@@ -29,14 +29,20 @@ from ktrdr.config.fields import (
     per_class,
 )
 from ktrdr.config.mappings import Ignored
+from ktrdr.config.results import (
+    DeprecatedUse,
+    IgnoredValue,
+    LoadResult,
+    Problem,
+    Source,
+    SourceKind,
+)
+from ktrdr.config.value_files import read_value_file
 from ktrdr.errors import ConfigurationError
 
 S = TypeVar("S")
 
 DEFAULT_ENV_FILE = ".env.local"
-_MAX_VALUE_FILE_BYTES = 64 * 1024
-#: Longest value shown in a problem line; longer values are cut (and still refused).
-_MAX_SHOWN_CHARS = 120
 
 __all__ = [
     "DEFAULT_ENV_FILE",
@@ -51,130 +57,14 @@ __all__ = [
 ]
 
 
-class SourceKind(str, enum.Enum):
-    """Where a value came from, highest precedence first."""
-
-    ENV = "env"
-    DEPRECATED = "deprecated"
-    SECRET_FILE = "file"  # noqa: S105 - a source kind, not a password
-    DOTENV = "dotenv"
-    ENTRYPOINT = "entrypoint"
-    INFERRED = "inferred"
-    DEFAULT = "default"
-
-
-@attrs.frozen
-class Source:
-    """The origin of one loaded value: its kind and the variable that supplied it.
-
-    ``path`` is the file read (dotenv file, or the file a ``_FILE`` variable names);
-    ``deprecated`` marks an old name read from the dotenv file; ``detail`` is how a
-    derived default reads (``<type>-<hostname>-<port>``), or why a value was inferred.
-    ``typed`` is the value as the user wrote it (None for secrets), kept so that
-    messages quote it; ``read_as`` is what a value mapping turned it into.
-    """
-
-    kind: SourceKind
-    variable: str | None = None
-    path: str | None = attrs.field(default=None, kw_only=True)
-    deprecated: bool = attrs.field(default=False, kw_only=True)
-    detail: str | None = attrs.field(default=None, kw_only=True)
-    typed: str | None = attrs.field(default=None, kw_only=True, eq=False, repr=False)
-    read_as: str | None = attrs.field(default=None, kw_only=True)
-
-    def describe(self) -> str:
-        """A short human description, e.g. ``env WORKER_PORT (deprecated)``."""
-        if self.kind is SourceKind.DEFAULT:
-            return "default" if self.detail is None else f"default ({self.detail})"
-        if self.kind is SourceKind.ENTRYPOINT:
-            return "set by the entrypoint"
-        if self.kind is SourceKind.INFERRED:
-            return f"inferred from {self.variable} ({self.detail})"
-        if self.kind is SourceKind.SECRET_FILE:
-            return f"file {self.path} (from {self.variable})"
-        notes = []
-        if self.deprecated or self.kind is SourceKind.DEPRECATED:
-            notes.append("deprecated")
-        if self.read_as is not None:
-            notes.append(f"{self.typed} read as {self.read_as}")
-        old = f" ({'; '.join(notes)})" if notes else ""
-        if self.kind is SourceKind.DOTENV:
-            return f"dotenv {self.path}: {self.variable}{old}"
-        return f"env {self.variable}{old}"
-
-
-@attrs.frozen
-class Problem:
-    """One reason the configuration cannot be used, in the user's terms."""
-
-    variable: str
-    #: The offending value as the user typed it (masked for secrets); None: not shown.
-    shown_value: str | None
-    expected: str
-    #: How the value reads once parsed (``30s`` for ``30``), shown after it when different.
-    normalised: str | None = attrs.field(default=None, kw_only=True)
-
-    def __str__(self) -> str:
-        if self.shown_value is None:
-            return f"{self.variable}: {self.expected}"
-        shown = repr(self.shown_value[:_MAX_SHOWN_CHARS])
-        if len(self.shown_value) > _MAX_SHOWN_CHARS:
-            shown += f"... ({len(self.shown_value)} characters)"
-        if self.normalised is not None and self.normalised != self.shown_value.strip():
-            shown += f" ({self.normalised[:_MAX_SHOWN_CHARS]})"
-        return f"{self.variable}={shown}: {self.expected}"
-
-
-@attrs.frozen
-class DeprecatedUse:
-    """A deprecated name (or an old value of a current name) found set, and what happened.
-
-    ``old == new`` when the name is current and only the value is old
-    (``KTRDR_WORKER_TYPE=backtesting``).
-    """
-
-    old: str
-    new: str
-    #: The variable whose value was used instead (None: the old name's value was used).
-    ignored_for: str | None = None
-    values_differ: bool = False
-    #: The value typed, and what it reads as now, when a value mapping changed it.
-    value: str | None = attrs.field(default=None, kw_only=True)
-    read_as: str | None = attrs.field(default=None, kw_only=True)
-
-
-@attrs.frozen
-class IgnoredValue:
-    """A value that carries no setting (an old label, an old format string), reported."""
-
-    variable: str
-    #: As typed (masked for secrets).
-    value: str
-    #: The setting it was read for.
-    setting: str
-    reason: str
-
-
-@attrs.frozen
-class LoadResult(Generic[S]):
-    """The outcome of loading one settings class: a value or problems, never both."""
-
-    settings: S | None
-    #: Field name → where its value came from (every field has one).
-    sources: Mapping[str, Source]
-    problems: tuple[Problem, ...]
-    deprecations: tuple[DeprecatedUse, ...]
-    ignored: tuple[IgnoredValue, ...] = ()
-
-
 class _MappingEnv(Env):
     """environs ``Env`` that reads a given mapping instead of ``os.environ``.
 
     environs 15 looks a variable up with ``Env._get_from_environ`` (its overridable
     lookup, environs#51), which reads through ``Env._get_value`` (here: the mapping,
     then what ``read_env`` loaded into ``Env._environ``); it loads a dotenv file with
-    ``Env._load_dotenv``. Tests pin these hooks so that an environs upgrade that
-    moves them fails loudly.
+    ``Env._load_dotenv``. The loader reads through ``_get_value`` too. Tests pin these
+    hooks so that an environs upgrade that moves them fails loudly.
     """
 
     def __init__(self, environ: Mapping[str, str]) -> None:
@@ -197,11 +87,12 @@ class _MappingEnv(Env):
     def raw(self, name: str) -> str:
         """The raw string of a variable that is set (environment, then dotenv file).
 
-        environs' typed parsers (``env.str``...) build a marshmallow field per call;
-        the converter does all parsing here, so the raw lookup is all that is needed.
+        Read through the value hook environs' own lookup uses (``_get_value``), without
+        the lookup's wrapper: with no prefix and ``expand_vars=False`` it adds nothing
+        but a microsecond per value. environs' typed parsers (``env.str``...) build a
+        marshmallow field per call; the converter does all parsing here.
         """
-        _key, value, _proxied = self._get_from_environ(name, None)
-        return str(value)
+        return str(self._get_value(name, None))
 
     def dotenv_values(self) -> Mapping[str, str]:
         """What the dotenv file defined (empty when none was read)."""
@@ -212,6 +103,22 @@ class _MappingEnv(Env):
 def _names_of(cls: type[Any]) -> frozenset[str]:
     """Every variable ``cls`` reads: new names, deprecated names, ``_FILE`` forms."""
     return frozenset(name for item in declared(cls) for name in (*item.names, item.file_var))
+
+
+@per_class
+def _declaration_order(cls: type[Any]) -> Mapping[str, int]:
+    """Every variable ``cls`` reads → the position of its setting in ``declared(cls)``."""
+    return {
+        name: index
+        for index, item in enumerate(declared(cls))
+        for name in (*item.names, item.file_var)
+    }
+
+
+@per_class
+def _structure_hooks(cls: type[Any]) -> Mapping[str, Callable[[str], Any]]:
+    """Field name → the function structuring its raw strings (resolved once per class)."""
+    return {item.name: structure_hook(item.attribute.type) for item in declared(cls)}
 
 
 @per_class
@@ -236,6 +143,33 @@ def _default_sources(cls: type[Any]) -> Mapping[str, Source]:
     }
 
 
+def _all_defaults(cls: type[S]) -> LoadResult[S]:
+    """The result of loading ``cls`` with nothing set: every value its default.
+
+    Built once per class (a frozen object and its read-only sources, shared) unless a
+    default is derived from other settings or the host, which is computed each time.
+    """
+    if _has_derived_default(cls):
+        settings, problems = _construct(cls, {})
+        return LoadResult(settings, dict(_default_sources(cls)), tuple(problems), (), ())
+    return _shared_defaults(cls)
+
+
+@per_class
+def _has_derived_default(cls: type[Any]) -> bool:
+    """Whether a default of ``cls`` is computed from other settings or the host."""
+    return any(item.derived for item in declared(cls))
+
+
+@per_class
+def _shared_defaults(cls: type[Any]) -> LoadResult[Any]:
+    """:func:`_all_defaults` of a class whose defaults are all constants."""
+    settings, problems = _construct(cls, {})
+    return LoadResult(
+        settings, MappingProxyType(dict(_default_sources(cls))), tuple(problems), (), ()
+    )
+
+
 class EnvLoader:
     """Loads settings classes from ``environ`` plus an optional dotenv file.
 
@@ -245,6 +179,9 @@ class EnvLoader:
     actually set are read (through environs) and structured (through the converter).
     A value mapping declared for a name applies first; a value that carries no setting
     (an old label) is reported and skipped, so the next name down decides.
+
+    Values are structured by the project's hooks (``ktrdr.config.converter``), each
+    resolved once per process; a ``converter`` given here is used instead.
     """
 
     def __init__(
@@ -275,13 +212,6 @@ class EnvLoader:
             message = f"expected a readable UTF-8 dotenv file ({reason})"
             return (Problem(str(path), None, message),)
         return ()
-
-    @property
-    def converter(self) -> Converter:
-        """The converter, built on first use (an empty environment never needs one)."""
-        if self._converter is None:
-            self._converter = make_converter()
-        return self._converter
 
     def names_set(self) -> frozenset[str]:
         """Every variable name visible to this loader (environment and dotenv file)."""
@@ -314,6 +244,9 @@ class EnvLoader:
         ``entrypoint`` holds values the entrypoint fixes (the worker type): they
         replace the default, and a variable may repeat them but not contradict them.
         """
+        present = _names_of(cls) & self._names
+        if not present and not entrypoint:
+            return _all_defaults(cls)
         values: dict[str, Any] = dict(entrypoint or {})
         sources = dict(_default_sources(cls))
         for name in values:
@@ -321,16 +254,17 @@ class EnvLoader:
         problems: list[Problem] = []
         deprecations: list[DeprecatedUse] = []
         ignored: list[IgnoredValue] = []
-        present = _names_of(cls) & self._names
         if present:
-            for item in declared(cls):
-                if item.file_var in present or not present.isdisjoint(item.names):
-                    self._load_item(item, values, sources, problems, deprecations, ignored)
+            # Only the settings whose variables are set, in declaration order.
+            order = _declaration_order(cls)
+            items = declared(cls)
+            for index in sorted({order[name] for name in present}):
+                self._load_item(items[index], values, sources, problems, deprecations, ignored)
             for item, trigger in _inferring(cls):
                 self._infer(item, trigger, values, sources)
         settings: S | None = None
         if not problems:
-            settings, construct_problem = self._construct(cls, values)
+            settings, construct_problem = _construct(cls, values)
             problems.extend(construct_problem)
         return LoadResult(settings, sources, tuple(problems), tuple(deprecations), tuple(ignored))
 
@@ -399,7 +333,7 @@ class EnvLoader:
                 candidates.append((raw, Source(kind, name, typed=raw if keep else None)))
         if item.file_var in self._names:
             file_path = self._env.raw(item.file_var)
-            from_file = self._read_value_file(item.file_var, file_path)
+            from_file = read_value_file(item.file_var, file_path)
             if isinstance(from_file, Problem):
                 return from_file
             source = Source(SourceKind.SECRET_FILE, item.file_var, path=file_path)
@@ -478,36 +412,6 @@ class EnvLoader:
         read_as = None if item.spec.secret else mapped
         return mapped, attrs.evolve(source, read_as=read_as)
 
-    def _read_value_file(self, file_var: str, file_path: str) -> str | Problem:
-        """The content of the file ``file_var`` names, or a problem saying why not."""
-        wanted = "expected the path of a readable file holding the value"
-        text = file_path.strip()
-        if not text or "\x00" in text:
-            return Problem(file_var, file_path, wanted)
-        path = Path(text)
-        try:
-            mode = path.stat().st_mode
-            if stat.S_ISDIR(mode):
-                return Problem(file_var, file_path, f"is a directory; {wanted}")
-            if not stat.S_ISREG(mode):
-                return Problem(file_var, file_path, f"is not a regular file; {wanted}")
-            with path.open("rb") as handle:
-                data = handle.read(_MAX_VALUE_FILE_BYTES + 1)
-        except FileNotFoundError:
-            return Problem(file_var, file_path, f"file not found; {wanted}")
-        except PermissionError:
-            return Problem(file_var, file_path, f"permission denied; {wanted}")
-        except (OSError, ValueError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "I/O error"
-            return Problem(file_var, file_path, f"cannot be read ({reason}); {wanted}")
-        if len(data) > _MAX_VALUE_FILE_BYTES:
-            expected = f"expected a file of at most {_MAX_VALUE_FILE_BYTES} bytes"
-            return Problem(file_var, file_path, expected)
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError:
-            return Problem(file_var, file_path, "expected a UTF-8 text file")
-
     def _structure(self, item: Declared, raw: str, source: Source) -> Any:
         """Structure and check one value; a ``Problem`` names the variable actually set."""
         if not raw.strip():
@@ -519,23 +423,27 @@ class EnvLoader:
             )
             return _problem(item, raw, source, expected)
         try:
-            value = structure(self.converter, raw, item.attribute.type)
+            if self._converter is None:
+                value = _structure_hooks(item.owner)[item.name](raw)
+            else:
+                value = structure(self._converter, raw, item.attribute.type)
             item.check(value)
         except ValueError as exc:
             return _problem(item, raw, source, str(exc))
         return value
 
-    def _construct(self, cls: type[S], values: Mapping[str, Any]) -> tuple[S | None, list[Problem]]:
-        """Build the instance; only a derived default can still fail its check here."""
-        try:
-            return cls(**values), []
-        except InvalidSetting as exc:
-            item = next(i for i in declared(cls) if i.name == exc.field)
-            expected = (
-                f"the default ({item.spec.default_doc or item.default_text()}) is not valid "
-                f"here: {exc.expected}; set {item.env}"
-            )
-            return None, [Problem(item.env, None, expected)]
+
+def _construct(cls: type[S], values: Mapping[str, Any]) -> tuple[S | None, list[Problem]]:
+    """Build the instance; only a derived default can still fail its check here."""
+    try:
+        return cls(**values), []
+    except InvalidSetting as exc:
+        item = next(i for i in declared(cls) if i.name == exc.field)
+        expected = (
+            f"the default ({item.spec.default_doc or item.default_text()}) is not valid "
+            f"here: {exc.expected}; set {item.env}"
+        )
+        return None, [Problem(item.env, None, expected)]
 
 
 def _problem(item: Declared, raw: str, source: Source, expected: str) -> Problem:

@@ -25,6 +25,7 @@ mentioned in one note (see ``ktrdr.config.effects``).
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, overload
@@ -53,16 +54,9 @@ from ktrdr.config.effects import (
     retired_warnings,
     without_effect,
 )
-from ktrdr.config.fields import FILE_SUFFIX, declared, format_value
-from ktrdr.config.loader import (
-    DEFAULT_ENV_FILE,
-    DeprecatedUse,
-    EnvLoader,
-    IgnoredValue,
-    Problem,
-    Source,
-    SourceKind,
-)
+from ktrdr.config.fields import FILE_SUFFIX, Declared, declared, format_value, per_class
+from ktrdr.config.loader import DEFAULT_ENV_FILE, EnvLoader
+from ktrdr.config.results import DeprecatedUse, IgnoredValue, Problem, Source, SourceKind
 from ktrdr.config.settings import (
     DatabaseSettings,
     EnvironmentSettings,
@@ -169,8 +163,8 @@ def validate_all(
         problems.extend(result.problems)
         deprecations.extend(result.deprecations)
         ignored.extend(result.ignored)
-        for item in declared(cls):
-            sources[item.env] = result.sources[item.name]
+        for env, name in _variables(cls):
+            sources[env] = result.sources[name]
         loaded[field_name] = result.settings
     # A setting this component does not read is mentioned in a note, not renamed here.
     deprecations = [d for d in deprecations if reads(component, d.new)]
@@ -368,6 +362,25 @@ def _listening_port_problems(
     return [_rule_problem(sources, PUBLIC_URL, worker.public_url, expected)]
 
 
+@per_class
+def _variables(cls: type[Any]) -> tuple[tuple[str, str], ...]:
+    """``(variable, field name)`` for each setting of ``cls``, in declaration order."""
+    return tuple((item.env, item.name) for item in declared(cls))
+
+
+@functools.cache
+def _with_insecure_defaults(component: Component) -> Mapping[type[Any], tuple[Declared, ...]]:
+    """Per settings class, the settings ``component`` reads that have an insecure default."""
+    return {
+        cls: tuple(
+            item
+            for item in declared(cls)
+            if item.spec.insecure_default and uses_field(component, cls, item.name)
+        )
+        for cls in settings_classes(component).values()
+    }
+
+
 def _insecure_defaults(loaded: Mapping[str, Any], component: Component) -> list[str]:
     """Variables this component uses that still hold an insecure development default.
 
@@ -376,12 +389,11 @@ def _insecure_defaults(loaded: Mapping[str, Any], component: Component) -> list[
     PostgreSQL is the engine.
     """
     found = []
+    candidates = _with_insecure_defaults(component)
     for settings in loaded.values():
         if settings is None:
             continue
-        for item in declared(type(settings)):
-            if not item.spec.insecure_default or not uses_field(component, item.owner, item.name):
-                continue
+        for item in candidates.get(type(settings), ()):
             if (
                 isinstance(settings, DatabaseSettings)
                 and settings.engine is not DbEngine.POSTGRESQL

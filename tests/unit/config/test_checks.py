@@ -6,6 +6,8 @@ import datetime
 
 import pytest
 from config_helpers import refusal
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ktrdr.config import Secret
 from ktrdr.config.checks import (
@@ -96,3 +98,16 @@ def test_tokens_a_header_cannot_carry_are_refused(token: str) -> None:
         "expected a token of visible ASCII characters (no spaces, no accents), "
         "e.g. the output of `openssl rand -hex 24`"
     )
+
+
+@given(st.text(max_size=30))
+def test_a_token_is_accepted_exactly_when_every_character_is_visible_ascii(text: str) -> None:
+    """TOKEN accepts a non-empty text of characters ``!`` to ``~`` and refuses anything else."""
+    visible = bool(text) and all("!" <= char <= "~" for char in text)
+    try:
+        TOKEN(text)
+    except ValueError:
+        accepted = False
+    else:
+        accepted = True
+    assert accepted is visible

@@ -11,6 +11,8 @@ import environs
 import pytest
 
 from ktrdr.config import ConfigurationError, EnvLoader, Secret, Source, SourceKind, checks
+from ktrdr.config import converter as converter_module
+from ktrdr.config.converter import Converter
 from ktrdr.config.fields import setting
 from ktrdr.config.loader import DeprecatedUse, Problem, _MappingEnv
 from ktrdr.config.settings import APISettings, AuthSettings, DatabaseSettings, WorkerSettings
@@ -266,11 +268,27 @@ def test_failing_derived_default_names_the_variable() -> None:
     )
 
 
-def test_converter_is_built_once_per_loader() -> None:
-    """One loader builds one converter, and only when a value needs structuring."""
-    loader = EnvLoader({"KTRDR_API_PORT": "1"}, env_file=None)
-    assert loader.converter is loader.converter
-    assert EnvLoader({}, env_file=None).converter is not loader.converter
+def test_a_load_builds_no_converter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Values are structured by hooks resolved once per class: loading builds no converter."""
+    EnvLoader({"KTRDR_API_PORT": "1"}, env_file=None).load(APISettings)  # hooks resolved
+
+    def no_converter() -> Converter:
+        raise AssertionError("a load built a converter")
+
+    monkeypatch.setattr(converter_module, "make_converter", no_converter)
+    loaded = EnvLoader({"KTRDR_API_PORT": "81"}, env_file=None).load(APISettings)
+
+    assert loaded.port == 81
+
+
+def test_a_given_converter_structures_the_values() -> None:
+    """A converter handed to the loader is used instead of the project's hooks."""
+    converter = converter_module.make_converter()
+    converter.register_structure_hook(int, lambda raw, _type: 8080)
+
+    loaded = EnvLoader({"KTRDR_API_PORT": "1"}, env_file=None, converter=converter)
+
+    assert loaded.load(APISettings).port == 8080
 
 
 def test_sources_cover_every_field() -> None:
