@@ -325,7 +325,7 @@ def _apply(registry: WorkerRegistry, action: tuple[Any, ...], now: datetime.date
         request = RegisterRequest(
             worker_id=worker_id,
             worker_type=worker_type,
-            endpoint_url="http://host:5003",
+            endpoint_url="http://127.0.0.1:9/host",
             heartbeat_interval_s=interval_s,
             config_fingerprint=fingerprint,
             current_operation_id="op-1" if busy else None,
