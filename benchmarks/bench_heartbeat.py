@@ -26,6 +26,13 @@ nothing listens: spans are batched and dropped, the worst case for the exporter)
 <commit before tracing>``), to show what tracing off costs against the code before it.
 Targets: tracing on >= 0.5 x the baseline with p99 < 50 ms; tracing off within 5% of
 the code before it.
+
+Metrics: the default backend counts Prometheus metrics (``KTRDR_METRICS_ENABLED``
+defaults to true; each heartbeat increments a counter); a fourth server runs with
+metrics off, in the same rounds. With ``--before`` pointing at a checkout from before
+the metrics, the same comparison shows what they cost against the code without them.
+Targets: metrics on >= 0.5 x the baseline with p99 < 50 ms; metrics off within 5% of
+the code before them (and of metrics on).
 """
 
 from __future__ import annotations
@@ -235,7 +242,19 @@ def main() -> None:
             "KTRDR_OTEL_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}",
         }
         traced = spawn([sys.executable, "-m", "ktrdr.api.main"], traced_env, workdir)
-        servers = {"ours": (backend_port, backend), "traced": (traced_port, traced)}
+        quiet_port = free_port()
+        quiet_env = {
+            **backend_env,
+            "KTRDR_API_PORT": str(quiet_port),
+            "KTRDR_DB_PATH": str(workdir / "quiet.db"),
+            "KTRDR_METRICS_ENABLED": "false",
+        }
+        quiet = spawn([sys.executable, "-m", "ktrdr.api.main"], quiet_env, workdir)
+        servers = {
+            "ours": (backend_port, backend),
+            "traced": (traced_port, traced),
+            "quiet": (quiet_port, quiet),
+        }
         if args.before is not None:
             before_port = free_port()
             before_env = {
@@ -270,6 +289,7 @@ def main() -> None:
     ours = summarise(rounds["ours"], args.seconds)
     traced_figures = summarise(rounds["traced"], args.seconds)
     before_figures = summarise(rounds["before"], args.seconds) if "before" in rounds else None
+    quiet_figures = summarise(rounds["quiet"], args.seconds)
 
     ratio = ours["rps"] / baseline["rps"]
     print(
@@ -280,9 +300,10 @@ def main() -> None:
         ("baseline (bare Starlette)", baseline),
         ("ktrdr backend", ours),
         ("ktrdr backend, tracing on", traced_figures),
+        ("ktrdr backend, metrics off", quiet_figures),
     ]
     if before_figures is not None:
-        rows.append(("ktrdr before tracing", before_figures))
+        rows.append(("ktrdr before (--before)", before_figures))
     for name, figures in rows:
         print(
             f"{name:26s} {figures['rps']:8.0f} req/s  p50 {figures['p50_ms']:6.2f} ms"
@@ -300,10 +321,20 @@ def main() -> None:
         f"{'met' if traced_figures['p99_ms'] < TARGET_P99_MS else 'MISSED'}); "
         f"on/off {traced_figures['rps'] / ours['rps']:.2f}"
     )
+    print(
+        f"metrics on (the default) vs off: {ours['rps'] / quiet_figures['rps']:.2f}; "
+        f"metrics on costs {1 - ours['rps'] / quiet_figures['rps']:+.1%} of throughput"
+    )
     if before_figures is not None:
         cost = 1 - ours["rps"] / before_figures["rps"]
         verdict = "met" if cost <= TRACING_OFF_COST else "MISSED"
         print(f"tracing off costs {cost:+.1%} against the code before it (target <= 5%: {verdict})")
+        quiet_cost = 1 - quiet_figures["rps"] / before_figures["rps"]
+        verdict = "met" if quiet_cost <= TRACING_OFF_COST else "MISSED"
+        print(
+            f"metrics off costs {quiet_cost:+.1%} against the code before it "
+            f"(target <= 5%: {verdict})"
+        )
 
 
 if __name__ == "__main__":
