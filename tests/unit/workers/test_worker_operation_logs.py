@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,9 +14,10 @@ import pytest
 from support.scripted_jobs import ScriptedJob
 from support.worker_fakes import FakeBackend, make_worker, start_request, wait_for
 
-from ktrdr.config import AuthSettings, Secret
+from ktrdr.config import AuthSettings, CheckpointSettings, Secret
 from ktrdr.log_context import operation_context
 from ktrdr.protocol import WorkerStatus
+from ktrdr.workers.checkpoints import CheckpointStore
 from ktrdr.workers.operation_logs import LOGS_DIRECTORY, OperationLogs
 from ktrdr.workers.server import create_worker_app
 
@@ -113,3 +116,21 @@ async def test_the_worker_serves_an_operations_log_to_the_worker_token_only() ->
     messages = [json.loads(line)["message"] for line in served.text.splitlines()]
     assert "operation op-9 started (training)" in messages
     assert any(m.startswith("operation op-9 ended: completed") for m in messages)
+
+
+def test_old_logs_expire_with_the_checkpoints(tmp_path: Path) -> None:
+    """The checkpoint purge (KTRDR_CHECKPOINT_MAX_AGE_DAYS) removes logs as old as that too."""
+    logs = OperationLogs(root=tmp_path)
+    with logs.capture("op-old"), operation_context("op-old"):
+        log.info("long ago")
+    with logs.capture("op-new"), operation_context("op-new"):
+        log.info("today")
+    long_ago = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=40)
+    os.utime(logs.path_for("op-old"), (long_ago.timestamp(), long_ago.timestamp()))
+
+    store = CheckpointStore(settings=CheckpointSettings(dir=tmp_path, max_age_days=30))
+    removed = store.purge_expired(datetime.datetime.now(datetime.timezone.utc))
+
+    assert removed == [logs.path_for("op-old")]
+    assert logs.read("op-old") is None
+    assert logs.read("op-new") is not None
