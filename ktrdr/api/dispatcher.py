@@ -12,6 +12,12 @@ next heartbeat; if the worker refuses the operation itself (422), it fails with 
 worker's reason. Nothing is lost: an operation is pending, running on a worker that
 accepted it (or at least may have), or finished with a reason.
 
+A cancel never overtakes its start: :meth:`Dispatcher.cancel_on_worker` first waits
+for a start of the same operation that is still being claimed or sent, then tells
+the worker, which by then runs the operation (or never got it). When the start got
+no answer, the worker may still receive it later, so the cancel is sent again every
+tick for :data:`CANCEL_RESEND_WINDOW` until the worker confirms it.
+
 Rounds run when woken (an operation created or resumed, a worker registered, became
 idle or reported) and on a short tick. The dispatcher speaks HTTP to workers through
 an injected ``httpx.AsyncClient`` (tests use ``httpx.MockTransport``) and owns it.
@@ -40,7 +46,7 @@ import httpx
 
 from ktrdr.api.metrics import BackendMetrics, DisabledBackendMetrics
 from ktrdr.api.operations import OperationsService
-from ktrdr.api.periodic import run_until_stopped, wait_or_wake
+from ktrdr.api.periodic import run_until_stopped, wait_or_stop, wait_or_wake
 from ktrdr.api.registry import WorkerRecord, WorkerRegistry
 from ktrdr.api.store import InvalidTransition, OperationNotFound
 from ktrdr.config import AuthSettings, Secret, env_name
@@ -57,6 +63,7 @@ from ktrdr.tracing import Tracing, current_traceparent
 from ktrdr.web.http_client import bearer_headers, describe_error
 
 __all__ = [
+    "CANCEL_RESEND_WINDOW",
     "DEFAULT_REQUEST_TIMEOUT",
     "DEFAULT_TICK",
     "MAX_ROUND_WORKERS",
@@ -78,6 +85,8 @@ DEFAULT_TICK = datetime.timedelta(seconds=1)
 MAX_ROUND_WORKERS = 32
 #: Budget of one call to a worker (start or cancel).
 DEFAULT_REQUEST_TIMEOUT = datetime.timedelta(seconds=5)
+#: How long a cancel is sent again (every tick) to a worker whose start got no answer.
+CANCEL_RESEND_WINDOW = datetime.timedelta(seconds=30)
 #: Longest error text kept from a worker's refusal.
 _MAX_REASON = 500
 #: Runs of control characters and line breaks (Unicode's too), made one space.
@@ -168,6 +177,15 @@ class Dispatcher:
         self._wake = asyncio.Event()
         #: Workers that just failed a start, and when they may be tried again.
         self._resting: dict[str, datetime.datetime] = {}
+        #: Set while a round claims operations (until their starts are tracked below).
+        self._claiming: asyncio.Future[None] | None = None
+        #: Starts being sent, by operation id: resolved with the outcome once answered.
+        self._starts: dict[str, asyncio.Future[DispatchOutcome]] = {}
+        #: Starts that got no answer, and when (kept for CANCEL_RESEND_WINDOW).
+        self._unconfirmed: dict[str, datetime.datetime] = {}
+        #: Cancels being sent again to a worker that may still receive the start.
+        self._resends: set[asyncio.Task[None]] = set()
+        self._closing = asyncio.Event()
 
     # --- the loop ---------------------------------------------------------------------
 
@@ -186,7 +204,11 @@ class Dispatcher:
         )
 
     async def aclose(self) -> None:
-        """Release the HTTP client (the app's lifespan shutdown)."""
+        """Stop re-sending cancels and release the HTTP client (the app's lifespan shutdown)."""
+        self._closing.set()
+        for task in list(self._resends):
+            task.cancel()
+        await asyncio.gather(*self._resends, return_exceptions=True)
         await self._http.aclose()
 
     # --- one round --------------------------------------------------------------------
@@ -210,13 +232,21 @@ class Dispatcher:
                     break
         if not candidates:
             return []
-        claims, raced = await asyncio.to_thread(self._claim, dict(candidates))
+        loop = asyncio.get_running_loop()
+        claiming: asyncio.Future[None] = loop.create_future()
+        self._claiming = claiming  # a cancel arriving now waits for the starts below
+        try:
+            claims, raced = await asyncio.to_thread(self._claim, dict(candidates))
+            for view, worker_id in claims:
+                self._registry.assign(worker_id, view.id)
+                self._starts[view.id] = loop.create_future()
+        finally:
+            self._claiming = None
+            claiming.set_result(None)
         if raced or len(claims) >= MAX_ROUND_WORKERS:
             self.wake()  # an operation vanished under us, or more may be waiting
-        for view, worker_id in claims:
-            self._registry.assign(worker_id, view.id)
         results = await asyncio.gather(
-            *(self._start(view, workers[worker_id]) for view, worker_id in claims)
+            *(self._start_tracked(view, workers[worker_id]) for view, worker_id in claims)
         )
         return list(results)
 
@@ -243,6 +273,23 @@ class Dispatcher:
                     continue
                 claims.append((started, free.pop(0)))
         return claims, raced
+
+    async def _start_tracked(self, view: OperationView, worker: WorkerRecord) -> Dispatch:
+        """:meth:`_start`, then tell a cancel waiting for it how it went."""
+        outcome = DispatchOutcome.UNCONFIRMED
+        try:
+            dispatch = await self._start(view, worker)
+            outcome = dispatch.outcome
+            return dispatch
+        finally:
+            if outcome is DispatchOutcome.UNCONFIRMED:
+                now = self._clock()
+                horizon = now - CANCEL_RESEND_WINDOW
+                self._unconfirmed = {k: t for k, t in self._unconfirmed.items() if t > horizon}
+                self._unconfirmed[view.id] = now
+            started = self._starts.pop(view.id, None)
+            if started is not None and not started.done():
+                started.set_result(outcome)
 
     async def _start(self, view: OperationView, worker: WorkerRecord) -> Dispatch:
         """Send one claimed operation to its worker, in its attempt's trace; time it.
@@ -424,28 +471,83 @@ class Dispatcher:
     async def cancel_on_worker(self, operation_id: str, worker_id: str) -> bool:
         """Ask ``worker_id`` to stop ``operation_id`` (already cancelled in the store).
 
-        True when the worker accepted; False when it is gone, does not run the
-        operation, or did not answer (each logged; nothing to retry: a worker that
-        still runs it reports at the end, and that report is refused).
+        Waits first for a start of the operation still being claimed or sent, so the
+        cancel never overtakes it. True when the worker accepted; False when it is
+        gone, does not run the operation, never got it, or did not answer (each
+        logged). If the start got no answer, the worker may receive it later: the
+        cancel is then sent again in the background until the worker confirms it
+        (or :data:`CANCEL_RESEND_WINDOW` passes).
         """
         with operation_context(operation_id):
             return await self._cancel_on_worker(operation_id, worker_id)
 
     async def _cancel_on_worker(self, operation_id: str, worker_id: str) -> bool:
+        claiming = self._claiming
+        if claiming is not None:
+            await asyncio.shield(claiming)
+        start = self._starts.get(operation_id)
+        started = None if start is None else await asyncio.shield(start)
+        unanswered_at = self._unconfirmed.pop(operation_id, None)
+        if unanswered_at is not None and self._clock() - unanswered_at < CANCEL_RESEND_WINDOW:
+            started = DispatchOutcome.UNCONFIRMED
+        if started in (DispatchOutcome.RELEASED, DispatchOutcome.FAILED):
+            logger.info(
+                "operation %s cancelled; worker %s never started it", operation_id, worker_id
+            )
+            return False
+        told = await self._send_cancel(operation_id, worker_id)
+        if told is None:
+            return False
+        if not told and started is DispatchOutcome.UNCONFIRMED and not self._closing.is_set():
+            task = asyncio.create_task(
+                self._resend_cancel(operation_id, worker_id), name=f"ktrdr-cancel-{operation_id}"
+            )
+            self._resends.add(task)
+            task.add_done_callback(self._resends.discard)
+        return told
+
+    async def _resend_cancel(self, operation_id: str, worker_id: str) -> None:
+        """Send the cancel every tick until the worker confirms it, is gone, or time is up."""
+        with operation_context(operation_id):
+            await self._resend_cancel_rounds(operation_id, worker_id)
+
+    async def _resend_cancel_rounds(self, operation_id: str, worker_id: str) -> None:
+        rounds = max(1, int(CANCEL_RESEND_WINDOW / self._tick))
+        for _ in range(rounds):
+            if await wait_or_stop(self._closing, self._tick.total_seconds()):
+                return
+            told = await self._send_cancel(operation_id, worker_id, quiet=True)
+            if told is None or told:
+                return
+        logger.warning(
+            "operation %s cancelled; worker %s never confirmed it within %gs (its start got "
+            "no answer): if it runs the operation anyway, its outcome will be refused",
+            operation_id,
+            worker_id,
+            CANCEL_RESEND_WINDOW.total_seconds(),
+        )
+
+    async def _send_cancel(
+        self, operation_id: str, worker_id: str, *, quiet: bool = False
+    ) -> bool | None:
+        """One cancel request: True accepted, False not (yet) running there or no answer,
+        None when the worker is gone (nothing left to tell).
+        """
         try:
             worker = self._registry.get(worker_id)
         except LookupError:
             logger.info("operation %s cancelled; its worker %s is gone", operation_id, worker_id)
-            return False
+            return None
         url = worker_url(worker, f"{WORKER_OPERATIONS_PATH}/{quote(operation_id, safe='')}/cancel")
         if url is None:
-            return False
+            return None
+        log = logger.debug if quiet else logger.info
         try:
             response = await self._http.post(
                 url, headers=self._headers, timeout=self._timeout_s, follow_redirects=False
             )
         except httpx.HTTPError as exc:
-            logger.warning(
+            (logger.debug if quiet else logger.warning)(
                 "operation %s cancelled, but worker %s could not be told (%s)",
                 operation_id,
                 worker_id,
@@ -455,7 +557,7 @@ class Dispatcher:
         if response.is_success:
             logger.info("operation %s: worker %s is stopping it", operation_id, worker_id)
             return True
-        logger.info(
+        log(
             "operation %s cancelled; worker %s answered %s",
             operation_id,
             worker_id,

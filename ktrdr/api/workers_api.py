@@ -28,6 +28,7 @@ from ktrdr.api.registry import WorkerRecord, WorkerRegistry
 from ktrdr.api.worker_auth import WorkerCredentialAuth, authenticated_worker
 from ktrdr.api.workers_listing import MAX_WORKERS_PAGE, WorkerListing
 from ktrdr.config import CheckpointSettings, WorkerSettings, env_name
+from ktrdr.errors import WorkerIdConflict
 from ktrdr.protocol import (
     REGISTER_PATH,
     WORKERS_PATH,
@@ -173,7 +174,17 @@ def workers_routers(
     )
     async def register(body: RegisterRequest) -> Response:
         _check_depth(body.capabilities, "capabilities")
-        registration = registry.register(body, now=clock())  # WorkerIdConflict: 409
+        try:
+            registration = registry.register(body, now=clock())
+        except WorkerIdConflict:  # a 409 naming the id; the worker retries until it is free
+            holder = registry.get(body.worker_id)
+            logger.warning(
+                "registration of worker %s from %s refused: a live worker holds that id at %s",
+                body.worker_id,
+                body.endpoint_url,
+                holder.endpoint_url,
+            )
+            raise
         record, created = registration.record, registration.created
         await events.registered(record)
         drift = drift_of(record)

@@ -64,6 +64,7 @@ logger = logging.getLogger(__name__)
 MAX_REPORT_ERROR = 4000
 _FIELDS = attrs.fields(WorkerSettings)
 _SHUTDOWN_TIMEOUT = env_name(_FIELDS.shutdown_timeout)
+_WORKER_ID = env_name(_FIELDS.id)
 #: Log a failed registration attempt at WARNING on the first try and every Nth.
 _LOG_EVERY = 10
 
@@ -283,7 +284,9 @@ class Worker:
             except BackendError as exc:
                 delay = backoff.next_delay()
                 level = logging.ERROR if isinstance(exc, BackendRejected) else logging.WARNING
-                if attempt == 1 or attempt % _LOG_EVERY == 0:
+                if isinstance(exc, BackendRejected) and exc.status_code == 409:
+                    self._log_id_conflict(exc, attempt=attempt, delay=delay)
+                elif attempt == 1 or attempt % _LOG_EVERY == 0:
                     logger.log(
                         level,
                         "registration with %s failed (attempt %d): %s; retrying in %.2gs",
@@ -303,6 +306,26 @@ class Worker:
             )
             return True
         return False
+
+    def _log_id_conflict(self, exc: BackendRejected, *, attempt: int, delay: float) -> None:
+        """Every refused attempt, at ERROR: another live worker holds our id.
+
+        Until the backend takes this registration it never sends this worker work
+        (it knows only the other worker's endpoint); the retries go on, so once the
+        other registration goes stale (that worker stopped or crashed) this one is
+        accepted by itself.
+        """
+        logger.error(
+            "registration refused (attempt %d): %s=%s is held by another live worker at "
+            "another endpoint; give each worker its own %s. This worker takes no work "
+            "until the backend accepts it; retrying in %.2gs (%s)",
+            attempt,
+            _WORKER_ID,
+            self.worker_id,
+            _WORKER_ID,
+            delay,
+            exc,
+        )
 
     async def heartbeat_once(self) -> None:
         """Send one heartbeat; on 404 (the backend restarted) or 401 (our credential was

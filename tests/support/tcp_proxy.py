@@ -4,17 +4,22 @@ Put it between a process and a server (the backend and PostgreSQL) to make a rea
 network outage: :meth:`TcpProxy.cut` closes every forwarded connection at once (both
 ends see the connection drop, as when a database restarts or a link fails) and
 answers new ones by closing them (``refuse``) or by holding them open without a
-byte (``hang``, a black hole); :meth:`TcpProxy.restore` forwards again. The proxy
-runs in a thread of the test process, one selector loop, no dependency.
+byte (``hang``, a black hole); :meth:`TcpProxy.restore` forwards again. ``latency``
+delays chosen requests on their way to the server (a slow path for one kind of
+request, as a congested network gives it), keeping each connection's bytes in order.
+The proxy runs in a thread of the test process, one selector loop, no dependency.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import enum
 import selectors
 import socket
 import threading
+import time
+from collections.abc import Callable
 from types import TracebackType
 
 __all__ = ["Mode", "TcpProxy"]
@@ -33,10 +38,24 @@ class Mode(str, enum.Enum):
 
 
 class TcpProxy:
-    """Forwards ``127.0.0.1:<port>`` to ``target``; a context manager (stops on exit)."""
+    """Forwards ``127.0.0.1:<port>`` to ``target``; a context manager (stops on exit).
 
-    def __init__(self, target_host: str, target_port: int) -> None:
+    ``latency(chunk)`` gives the seconds to hold a chunk a client sent before it goes
+    on to the server (0: at once); later chunks of that connection wait behind it.
+    """
+
+    def __init__(
+        self,
+        target_host: str,
+        target_port: int,
+        *,
+        latency: Callable[[bytes], float] | None = None,
+    ) -> None:
         self._target = (target_host, target_port)
+        self._latency = latency
+        #: Chunks held on their way to the server, per client socket: (due, bytes).
+        self._held_chunks: dict[socket.socket, collections.deque[tuple[float, bytes]]] = {}
+        self._clients: set[socket.socket] = set()
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._listener.setblocking(False)
         self.port: int = self._listener.getsockname()[1]
@@ -107,7 +126,7 @@ class TcpProxy:
     def _run(self) -> None:
         try:
             while not self._stopped.is_set():
-                for key, _ in self._selector.select(timeout=0.5):
+                for key, _ in self._selector.select(timeout=self._next_due()):
                     sock = key.fileobj
                     assert isinstance(sock, socket.socket)
                     if sock is self._wake_r:
@@ -116,6 +135,7 @@ class TcpProxy:
                         self._accept()
                     elif sock in self._peers:
                         self._pump(sock)
+                self._release_due()
         finally:
             self._close_all()
             self._selector.close()
@@ -159,6 +179,7 @@ class TcpProxy:
             self._selector.register(sock, selectors.EVENT_READ, None)
         self._peers[client] = upstream
         self._peers[upstream] = client
+        self._clients.add(client)
 
     def _pump(self, sock: socket.socket) -> None:
         peer = self._peers[sock]
@@ -171,6 +192,16 @@ class TcpProxy:
         if not data:
             self._drop(sock)
             return
+        if sock in self._clients and self._latency is not None:
+            queue = self._held_chunks.setdefault(sock, collections.deque())
+            delay = self._latency(data)
+            if queue or delay > 0:
+                due = time.monotonic() + delay
+                queue.append((max(due, queue[-1][0]) if queue else due, data))
+                return
+        self._send(sock, peer, data)
+
+    def _send(self, sock: socket.socket, peer: socket.socket, data: bytes) -> None:
         try:
             peer.setblocking(True)
             peer.sendall(data)
@@ -178,12 +209,31 @@ class TcpProxy:
         except OSError:
             self._drop(sock)
 
+    def _next_due(self) -> float:
+        dues = [queue[0][0] for queue in self._held_chunks.values() if queue]
+        if not dues:
+            return 0.5
+        return max(0.0, min(dues) - time.monotonic())
+
+    def _release_due(self) -> None:
+        now = time.monotonic()
+        for sock, queue in list(self._held_chunks.items()):
+            while queue and queue[0][0] <= now:
+                _, data = queue.popleft()
+                peer = self._peers.get(sock)
+                if peer is None:
+                    queue.clear()
+                    break
+                self._send(sock, peer, data)
+
     def _drop(self, sock: socket.socket) -> None:
         peer = self._peers.pop(sock, None)
         for item in (sock, peer):
             if item is None:
                 continue
             self._peers.pop(item, None)
+            self._clients.discard(item)
+            self._held_chunks.pop(item, None)
             with contextlib.suppress(KeyError, ValueError):
                 self._selector.unregister(item)
             item.close()

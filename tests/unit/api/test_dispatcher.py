@@ -368,3 +368,130 @@ async def test_an_attempt_without_a_trace_begins_one_at_its_dispatch(tmp_path: P
     await backend.dispatcher.aclose()
     store.close()
     memory.close()
+
+
+class GatedWorker:
+    """A worker whose start answer waits for ``release``; cancels answer ``cancel_answers``."""
+
+    def __init__(self, start: int | Exception = 202, cancel_answers: list[int] | None = None):
+        self.start = start
+        self.cancel_answers = list(cancel_answers or [])
+        self.received = asyncio.Event()
+        self.release = asyncio.Event()
+        self.log: list[str] = []
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/operations":
+            self.log.append("start")
+            self.received.set()
+            await self.release.wait()
+            if isinstance(self.start, Exception):
+                raise self.start
+            return httpx.Response(self.start, json={"status": "running"})
+        self.log.append("cancel")
+        answer = self.cancel_answers.pop(0) if self.cancel_answers else 202
+        return httpx.Response(answer, json={"error": "unknown_operation", "detail": "not here"})
+
+
+def gated_dispatcher(backend: Backend, worker: GatedWorker, tick_s: float = 1.0) -> Dispatcher:
+    return Dispatcher(
+        service=backend.service,
+        registry=backend.registry,
+        http=httpx.AsyncClient(transport=httpx.MockTransport(worker)),
+        token=Secret(TOKEN),
+        clock=backend.clock,
+        tick=datetime.timedelta(seconds=tick_s),
+    )
+
+
+async def test_a_cancel_never_overtakes_the_start_in_flight(backend: Backend) -> None:
+    """Cancelled while its start is on the way: the cancel is sent once the start is answered."""
+    backend.register("tr-1")
+    worker = GatedWorker()
+    dispatcher = gated_dispatcher(backend, worker)
+    operation = backend.service.create("training", {})
+    dispatching = asyncio.create_task(dispatcher.dispatch_once())
+    with anyio.fail_after(10):
+        await worker.received.wait()
+    cancelled = backend.service.cancel(operation.id)
+    cancelling = asyncio.create_task(dispatcher.cancel_on_worker(operation.id, "tr-1"))
+    for _ in range(50):  # give an eager cancel every chance to go out first
+        await asyncio.sleep(0)
+    before_start_answered = list(worker.log)
+    worker.release.set()
+    with anyio.fail_after(10):
+        [dispatch] = await dispatching
+        told = await cancelling
+    await dispatcher.aclose()
+
+    assert cancelled.worker_id == "tr-1"
+    assert before_start_answered == ["start"]
+    assert dispatch.outcome is DispatchOutcome.STARTED
+    assert told is True
+    assert worker.log == ["start", "cancel"]
+
+
+async def test_a_cancel_is_not_sent_for_a_start_that_never_reached_the_worker(
+    backend: Backend,
+) -> None:
+    """The start failed to connect: the worker never had it, so there is nothing to cancel."""
+    backend.register("tr-1")
+    worker = GatedWorker(start=httpx.ConnectError("refused"))
+    dispatcher = gated_dispatcher(backend, worker)
+    operation = backend.service.create("training", {})
+    dispatching = asyncio.create_task(dispatcher.dispatch_once())
+    with anyio.fail_after(10):
+        await worker.received.wait()
+    backend.service.cancel(operation.id)
+    cancelling = asyncio.create_task(dispatcher.cancel_on_worker(operation.id, "tr-1"))
+    worker.release.set()
+    with anyio.fail_after(10):
+        await dispatching
+        told = await cancelling
+    await dispatcher.aclose()
+
+    assert told is False
+    assert worker.log == ["start"]
+    assert status_of(backend, operation.id) is OperationStatus.CANCELLED
+
+
+async def test_a_cancel_after_an_unanswered_start_is_sent_again_until_confirmed(
+    backend: Backend,
+) -> None:
+    """The start got no answer: "not running here" is not final; the cancel is re-sent."""
+    backend.register("tr-1")
+    worker = GatedWorker(start=httpx.ReadTimeout("slow"), cancel_answers=[404, 404])
+    dispatcher = gated_dispatcher(backend, worker, tick_s=0.01)
+    operation = backend.service.create("training", {})
+    worker.release.set()
+    [dispatch] = await dispatcher.dispatch_once()
+    backend.service.cancel(operation.id)
+
+    told = await dispatcher.cancel_on_worker(operation.id, "tr-1")
+    with anyio.fail_after(10):
+        while worker.log.count("cancel") < 3 or dispatcher._resends:
+            await anyio.sleep(0.01)
+    await dispatcher.aclose()
+
+    assert dispatch.outcome is DispatchOutcome.UNCONFIRMED
+    assert told is False  # the first answer: 404
+    assert worker.log == ["start", "cancel", "cancel", "cancel"]  # the third was accepted
+
+
+async def test_cancel_is_not_re_sent_after_a_start_the_worker_answered(backend: Backend) -> None:
+    """A 404 after an answered start is final: the job ended already."""
+    backend.register("tr-1")
+    worker = GatedWorker(cancel_answers=[404])
+    dispatcher = gated_dispatcher(backend, worker, tick_s=0.01)
+    operation = backend.service.create("training", {})
+    worker.release.set()
+    await dispatcher.dispatch_once()
+    backend.service.cancel(operation.id)
+
+    told = await dispatcher.cancel_on_worker(operation.id, "tr-1")
+    resends = len(dispatcher._resends)
+    await dispatcher.aclose()
+
+    assert told is False
+    assert resends == 0
+    assert worker.log == ["start", "cancel"]
