@@ -72,6 +72,7 @@ __all__ = [
     "Dispatcher",
     "WorkerAnswer",
     "one_line",
+    "worker_client",
     "worker_url",
 ]
 
@@ -85,6 +86,11 @@ DEFAULT_TICK = datetime.timedelta(seconds=1)
 MAX_ROUND_WORKERS = 32
 #: Budget of one call to a worker (start or cancel).
 DEFAULT_REQUEST_TIMEOUT = datetime.timedelta(seconds=5)
+#: How long the dispatcher keeps an idle connection to a worker. Shorter than the
+#: workers' server keep-alive (uvicorn closes idle connections after 5 s): a start
+#: sent on a connection the worker is closing at that instant is lost with no answer,
+#: and the operation would sit on that worker until the orphan detector fails it.
+WORKER_KEEPALIVE_EXPIRY = datetime.timedelta(seconds=2)
 #: How long a cancel is sent again (every tick) to a worker whose start got no answer.
 CANCEL_RESEND_WINDOW = datetime.timedelta(seconds=30)
 #: Longest error text kept from a worker's refusal.
@@ -135,6 +141,12 @@ def _reason(response: httpx.Response) -> str:
     another service sends) contributes nothing but the status.
     """
     return one_line(describe_error(response))
+
+
+def worker_client() -> httpx.AsyncClient:
+    """The dispatcher's HTTP client for the workers (its idle connections expire early)."""
+    limits = httpx.Limits(keepalive_expiry=WORKER_KEEPALIVE_EXPIRY.total_seconds())
+    return httpx.AsyncClient(limits=limits)
 
 
 def worker_url(worker: WorkerRecord, path: str) -> str | None:

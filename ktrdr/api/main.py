@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import TextIO
 
 import attrs
-import httpx
 import uvicorn
 
 from ktrdr.api.app import create_app, utc_now
-from ktrdr.api.dispatcher import Dispatcher
+from ktrdr.api.dispatcher import Dispatcher, worker_client
 from ktrdr.api.metrics import BackendMetrics, DisabledBackendMetrics, instrument_store
 from ktrdr.api.operations import OperationsService
 from ktrdr.api.orphans import OrphanDetector
@@ -97,7 +96,7 @@ def build_server(
     metrics = BackendMetrics() if config.metrics.enabled else DisabledBackendMetrics()
     instrument_store(store, metrics)
     service = OperationsService(store=store, settings=config.operations, clock=utc_now)
-    http = httpx.AsyncClient()
+    http = worker_client()
     instrument_client(http, tracing)
     dispatcher = Dispatcher(
         service=service,

@@ -14,6 +14,7 @@ import click
 import httpx
 
 from ktrdr.config import ConfigurationError, WorkerSettings, env_name, validate_all
+from ktrdr.web.http_client import describe_error
 
 EXIT_UNHEALTHY = 1
 
@@ -56,7 +57,8 @@ def health(component: str, timeout: float) -> None:
         click.echo(f"ktrdr health: {url} did not answer ({type(exc).__name__})", err=True)
         raise SystemExit(EXIT_UNHEALTHY) from None
     if response.status_code != httpx.codes.OK:
-        click.echo(f"ktrdr health: {url} answered {response.status_code}", err=True)
+        # e.g. "HTTP 503 store_unavailable: ..." while the backend's database is down
+        click.echo(f"ktrdr health: {url} answered {describe_error(response)}", err=True)
         raise SystemExit(EXIT_UNHEALTHY)
     click.echo(f"healthy: {url}")
 

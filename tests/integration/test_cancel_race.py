@@ -22,7 +22,7 @@ from support.tcp_proxy import TcpProxy
 pytestmark = pytest.mark.slow
 
 OPS = "/api/v1/operations"
-ROUNDS = 10
+ROUNDS = 8
 #: How long the proxy holds a start request on its way to the worker.
 START_LATENCY_S = 0.5
 #: Minutes of work if nobody stops it.

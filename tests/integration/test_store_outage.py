@@ -24,7 +24,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from support.fleet import OPERATOR_AUTH, Fleet, Server, backend_env, operator_client, worker_env
-from support.processes import ProcessGroup, free_port, wait_until
+from support.processes import ProcessGroup, free_port, run_ktrdr, wait_until
 from support.tcp_proxy import Mode, TcpProxy
 
 pytestmark = pytest.mark.slow
@@ -114,6 +114,7 @@ class Outage:
             KTRDR_DB_USER=database.username or "postgres",
             KTRDR_DB_PASSWORD=database.password or "unused-with-trust-auth",
         )
+        self.env = env
         self.backend: Server = fleet.start_backend(port=self.backend_port, env=env)
 
     def start_worker(self) -> tuple[Server, str]:
@@ -172,6 +173,7 @@ def test_a_postgres_outage_answers_503_with_retry_after_and_recovers_without_fal
     refused = outage.http.post(outage.url, json={"type": "training"})
     read = outage.http.get(outage.url)  # listings are never cached
     health = outage.health()
+    probe = run_ktrdr("health", "--component", "backend", env=outage.env, cwd=outage.directory)
     head, ending = raw_exchange(outage.backend_port, operator_request(OPS))
     # The outage lasts well past the orphan timeout, while the worker keeps heartbeating.
     wait_until(
@@ -205,6 +207,8 @@ def test_a_postgres_outage_answers_503_with_retry_after_and_recovers_without_fal
     assert health.json()["store"] == "unavailable"
     assert health.headers["retry-after"] == "5"
     assert still_down.status_code == 503
+    assert probe.returncode == 1
+    assert "answered HTTP 503 store_unavailable" in probe.stderr
     assert head.startswith(b"HTTP/1.1 503"), head
     assert b"connection: close" in head.lower()
     assert ending == "eof"  # closed by the server after a complete answer, no reset

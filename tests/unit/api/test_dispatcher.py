@@ -12,10 +12,17 @@ import httpx
 import pytest
 from support.backend import TOKEN, Backend, make_backend, open_store
 from support.tracing import memory_tracing, trace_hex
+from support.worker_fakes import FakeBackend, make_worker
 
-from ktrdr.api.dispatcher import Dispatcher, DispatchOutcome
-from ktrdr.config import Secret
+from ktrdr.api.dispatcher import (
+    WORKER_KEEPALIVE_EXPIRY,
+    Dispatcher,
+    DispatchOutcome,
+    worker_client,
+)
+from ktrdr.config import AuthSettings, LoggingSettings, Secret
 from ktrdr.protocol import HeartbeatRequest, OperationStatus, OperationType, WorkerStatus
+from ktrdr.workers.server import build_worker_server
 
 pytestmark = pytest.mark.anyio
 
@@ -495,3 +502,18 @@ async def test_cancel_is_not_re_sent_after_a_start_the_worker_answered(backend: 
     assert told is False
     assert resends == 0
     assert worker.log == ["start", "cancel"]
+
+
+async def test_idle_connections_to_workers_expire_before_the_workers_server_closes_them() -> None:
+    """A start is never sent on a connection the worker's server is closing for idleness."""
+    server = build_worker_server(
+        make_worker(FakeBackend()),
+        auth=AuthSettings(worker_token=Secret(TOKEN)),
+        logging_settings=LoggingSettings(),
+    )
+    client = worker_client()
+    pool = client._transport._pool  # type: ignore[attr-defined]
+    await client.aclose()
+
+    assert pool._keepalive_expiry == WORKER_KEEPALIVE_EXPIRY.total_seconds()
+    assert WORKER_KEEPALIVE_EXPIRY.total_seconds() <= server.config.timeout_keep_alive / 2
