@@ -388,7 +388,7 @@ class GatedWorker:
         self.log: list[str] = []
 
     async def __call__(self, request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/operations":
+        if request.url.path.endswith("/operations"):
             self.log.append("start")
             self.received.set()
             await self.release.wait()

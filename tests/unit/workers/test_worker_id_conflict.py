@@ -26,7 +26,7 @@ class HeldElsewhere(FakeBackend):
         if request.url.path == "/api/v1/workers/register" and self.conflicts > 0:
             self.conflicts -= 1
             self.calls.append((request.method, request.url.path, None))
-            error = WorkerIdConflict("training-test-5003", endpoint_url="http://other:5003")
+            error = WorkerIdConflict("training-test-5003", endpoint_url="http://127.0.0.1:9/other")
             return httpx.Response(409, json={"error": "worker_id_conflict", "detail": str(error)})
         return super().__call__(request)
 
@@ -51,7 +51,7 @@ async def test_every_refused_attempt_is_an_error_naming_the_variable(
             "held by another live worker at another endpoint; give each worker its own "
             "KTRDR_WORKER_ID. This worker takes no work until the backend accepts it"
         )
-        assert "http://other:5003" in message
+        assert "http://127.0.0.1:9/other" in message
     assert backend.paths().count("POST /api/v1/workers/register") == 13
 
 
