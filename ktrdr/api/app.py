@@ -29,6 +29,13 @@ from starlette.routing import Route
 
 import ktrdr
 from ktrdr.api.cursors import CursorCodec
+from ktrdr.api.dashboard import (
+    DashboardSessions,
+    OperatorGate,
+    dashboard_open,
+    dashboard_router,
+    mount_static,
+)
 from ktrdr.api.dispatcher import Dispatcher
 from ktrdr.api.list_budget import ListBudgets
 from ktrdr.api.liveness import LivenessPolicy, sweep
@@ -50,7 +57,7 @@ from ktrdr.api.workers_api import workers_routers
 from ktrdr.api.workers_listing import WorkerListing
 from ktrdr.config import AuthSettings, BackendConfig, Environment, env_name
 from ktrdr.protocol import MAX_BODY_BYTES, ErrorBody, OperationStatus
-from ktrdr.web import BearerAuth, BearerAuthMiddleware, BodyLimitMiddleware, install_error_handlers
+from ktrdr.web import BearerAuth, BodyLimitMiddleware, install_error_handlers
 from ktrdr.web.metrics import METRICS_PATH, ScrapeAuth, metrics_endpoint
 
 logger = logging.getLogger(__name__)
@@ -88,6 +95,7 @@ def require_operator_token(
     *,
     worker_routers: Iterable[APIRouter],
     self_checked: Iterable[str] = (),
+    sessions: DashboardSessions | None = None,
 ) -> None:
     """Every request to ``app`` needs ``auth``'s token but /health, the docs and the workers'.
 
@@ -95,7 +103,9 @@ def require_operator_token(
     through to that route's own check; any other is refused before anything reads
     it, unknown paths included, so a route added later is an operator route unless
     it sits in a workers' router. ``self_checked`` paths check their own tokens
-    (``/metrics`` takes the operator token or the scrape token).
+    (``/metrics`` takes the operator token or the scrape token). With ``sessions``,
+    a signed-in dashboard's cookie stands for the token (writes also need its CSRF
+    token), and the dashboard's sign-in page and static files are open.
     """
     worker_routes = [
         (route.path_regex, frozenset(route.methods or ()))
@@ -111,9 +121,11 @@ def require_operator_token(
     def exempt(method: str, path: str) -> bool:
         if path in open_paths:
             return True
-        return any(method in methods and regex.match(path) for regex, methods in worker_routes)
+        if any(method in methods and regex.match(path) for regex, methods in worker_routes):
+            return True
+        return sessions is not None and dashboard_open(method, path)
 
-    app.add_middleware(BearerAuthMiddleware, auth=auth, exempt=exempt)
+    app.add_middleware(OperatorGate, auth=auth, exempt=exempt, sessions=sessions)
 
 
 def create_app(
@@ -229,6 +241,19 @@ def create_app(
             store_health.retry_after, status="unavailable", **body, store="unavailable"
         )
 
+    sessions = DashboardSessions(config.auth.operator_token)
+    app.include_router(
+        dashboard_router(
+            auth=operator_auth,
+            sessions=sessions,
+            service=service,
+            registry=registry,
+            policy=policy,
+            clock=clock,
+        )
+    )
+    mount_static(app)
+
     self_checked: list[str] = []
     if metrics is not None and metrics.enabled:
         scrape_auth = ScrapeAuth.of(operator_auth, config.metrics.token)
@@ -265,6 +290,7 @@ def create_app(
         operator_auth,
         worker_routers=(*worker_routers, report_routes),
         self_checked=self_checked,
+        sessions=sessions,
     )
     return app
 

@@ -19,19 +19,23 @@ __all__ = ["chart_groups", "render_charts"]
 
 #: A prefix that puts a series on the chart of the series it names the rest of.
 _VARIANT_PREFIXES = ("validation_",)
+#: Charts drawn first, in this order.
+_FIRST = ("loss", "accuracy", "equity")
 #: Line colours in the order series are drawn (plotext colour names).
 _COLORS = ("cyan", "orange", "green", "magenta", "blue", "red")
 
 
 def chart_groups(names: Sequence[str]) -> dict[str, list[str]]:
-    """Chart title -> the series drawn on it, in first-seen order of ``names``."""
-    groups: dict[str, list[str]] = {}
-    for name in names:
+    """Chart title -> the series drawn on it: loss, accuracy and equity first, then the
+    rest by name; within a chart, the series by name.
+    """
+    groups: dict[str, list[str]] = {title: [] for title in _FIRST}
+    for name in sorted(names):
         base = name
         for prefix in _VARIANT_PREFIXES:
             base = base.removeprefix(prefix)
         groups.setdefault(base, []).append(name)
-    return groups
+    return {title: members for title, members in groups.items() if members}
 
 
 def _points(raw: Any) -> tuple[list[float], list[float]]:

@@ -17,18 +17,18 @@ TRAINING = {
 
 def test_validation_series_share_the_chart_of_what_they_measure() -> None:
     """loss with validation_loss, accuracy with validation_accuracy, equity alone."""
-    assert chart_groups(["loss", "accuracy", "validation_loss", "validation_accuracy"]) == {
+    assert chart_groups(["validation_accuracy", "accuracy", "validation_loss", "loss"]) == {
         "loss": ["loss", "validation_loss"],
         "accuracy": ["accuracy", "validation_accuracy"],
     }
-    assert chart_groups(["equity"]) == {"equity": ["equity"]}
+    assert chart_groups(["drawdown", "equity"]) == {"equity": ["equity"], "drawdown": ["drawdown"]}
 
 
 def test_a_training_draws_two_charts_with_titles_legends_and_the_axis() -> None:
     """Two charts, each titled, with its series in the legend and 'epoch' under the x axis."""
     charts = render_charts(TRAINING, width=70, color=False)
     assert len(charts) == 2
-    accuracy, loss = charts
+    loss, accuracy = charts
     assert accuracy.splitlines()[0].strip() == "accuracy"
     assert "validation_accuracy" in accuracy
     assert "validation_loss" in loss
