@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv test test-unit test-integration quality lint typecheck tox run docs bench clean
+.PHONY: venv chromium test test-unit test-integration quality lint typecheck tox run docs bench \
+	screenshots clean
 
 venv: $(STAMP)
 
@@ -16,21 +17,26 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+## Headless Chromium for the dashboard's browser tests: installed (as root, with apt-get)
+## when missing, otherwise a message saying what to install.
+chromium:
+	@bash scripts/ensure_chromium.sh
+
 ## The README's test command: lint, type check and the whole suite with coverage.
-test: quality
+test: quality chromium
 	$(BIN)/python -m pytest --cov --cov-report=term $(PYTEST_ARGS)
 
 test-unit: venv
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
-test-integration: venv
+test-integration: venv chromium
 	$(BIN)/python -m pytest tests/integration tests/e2e $(PYTEST_ARGS)
 
 quality: lint typecheck
 
 lint: venv
-	$(BIN)/ruff check ktrdr tests benchmarks
-	$(BIN)/ruff format --check ktrdr tests benchmarks
+	$(BIN)/ruff check ktrdr tests benchmarks scripts
+	$(BIN)/ruff format --check ktrdr tests benchmarks scripts
 
 typecheck: venv
 	$(BIN)/mypy
@@ -51,6 +57,10 @@ run: venv
 
 docs: venv
 	$(BIN)/ktrdr config docs
+
+## The README's pictures: the dashboard and `ktrdr ops show --plot`, into docs/images/.
+screenshots: venv chromium
+	$(BIN)/python scripts/screenshots.py
 
 bench: venv
 	@status=0; for script in benchmarks/bench_*.py; do \

@@ -45,6 +45,8 @@ API_PREFIX = "/api/v1"
 WORKERS_PATH = f"{API_PREFIX}/workers"
 REGISTER_PATH = f"{WORKERS_PATH}/register"
 OPERATIONS_PATH = f"{API_PREFIX}/operations"
+#: The operator's dashboard on the backend (its home page).
+DASHBOARD_PATH = "/ui/"
 #: On a worker: ``POST`` starts (or resumes) an operation, ``/{id}/cancel`` stops it.
 WORKER_OPERATIONS_PATH = "/operations"
 MAX_BODY_BYTES = 1024 * 1024
@@ -412,6 +414,7 @@ class OperationList(_Message):
 __all__ = [
     "API_PREFIX",
     "BASE_URL_RULE",
+    "DASHBOARD_PATH",
     "FINISHED_STATUSES",
     "ID_PATTERN",
     "MAX_BODY_BYTES",

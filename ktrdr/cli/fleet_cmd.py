@@ -265,7 +265,7 @@ def _print_operation(console: Console, operation: dict[str, Any]) -> None:
         if operation.get(key) is not None:
             table.add_row(key, str(operation[key]))
     progress = operation.get("progress") or {}
-    if progress:
+    if progress and operation.get("status") not in _FINISHED:
         table.add_row(
             "progress", f"{progress.get('percent', 0):.1f}% {progress.get('message', '')}"
         )

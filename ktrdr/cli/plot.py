@@ -12,6 +12,7 @@ Series are grouped into charts by what they measure: ``loss`` with
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -53,6 +54,21 @@ def _points(raw: Any) -> tuple[list[float], list[float]]:
     return xs, ys
 
 
+def _integer_ticks(low: float, high: float, count: int = 5) -> list[int]:
+    """About ``count`` round whole numbers from ``low`` to ``high`` (steps are whole)."""
+    if high <= low:
+        return [round(low)]
+    raw = (high - low) / (count - 1)
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    step = max(1, round(step))
+    first = math.ceil(low / step) * step
+    ticks = list(range(int(first), int(high) + 1, step))
+    if round(low) not in ticks and (not ticks or ticks[0] - low > step / 2):
+        ticks.insert(0, round(low))
+    return ticks
+
+
 def render_charts(
     data: Mapping[str, Any], *, width: int, height: int = 15, color: bool = True
 ) -> list[str]:
@@ -76,6 +92,8 @@ def render_charts(
         for index, name in enumerate(names):
             xs, ys = drawable[name]
             plt.plot(xs, ys, label=name, marker="braille", color=_COLORS[index % len(_COLORS)])
+        xs = [x for name in names for x in drawable[name][0]]
+        plt.xticks(_integer_ticks(min(xs), max(xs)))
         plt.title(title)
         plt.xlabel(axis)
         text = plt.build()

@@ -2,7 +2,8 @@
 
 Starts a backend and training/backtest workers as child processes on loopback, the
 embedded SQLite store and checkpoints under ``--data-dir``; prints each worker as it
-registers; ``--demo`` submits one operation of each type and follows them to the end.
+registers and the dashboard's URL; ``--demo`` submits one operation of each type and
+follows them to the end.
 The backend gets an operator token: the configured one (``KTRDR_AUTH_OPERATOR_TOKEN``
 or its ``_FILE``), else the one in ``<data dir>/operator_token``, made on first use
 (owner-only, written atomically), which ``ktrdr workers`` and ``ktrdr ops`` read by
@@ -50,6 +51,7 @@ from ktrdr.config import (
     env_name,
 )
 from ktrdr.fleet_client import BackendError, BackendUnreachable, FleetClient
+from ktrdr.protocol import DASHBOARD_PATH
 from ktrdr.supervisor import Child, ChildSpec, Supervisor
 from ktrdr.web import ensure_bindable
 
@@ -380,6 +382,8 @@ def up(
                 token_source=operator.source,
             )
             fleet.start_backend(client, timeout_s)
+            if stop.signal is None:
+                console.print(f"dashboard [bold]{fleet.backend_url}{DASHBOARD_PATH}[/bold]")
             console.print(f"token    {operator.source}")
             if stop.signal is None:
                 fleet.start_workers(client, {"training": training, "backtest": backtest}, timeout_s)

@@ -51,6 +51,7 @@ def test_make_run_brings_up_a_fleet_and_completes_the_demo(tmp_path: Path) -> No
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"^dashboard http://127\.0\.0\.1:\d+/ui/$", result.stdout, re.MULTILINE)
     assert "demo     training  completed" in result.stdout
     assert "demo     backtest  completed" in result.stdout
 
@@ -91,6 +92,7 @@ def test_the_readme_fleet_commands_work_against_ktrdr_up_as_printed(tmp_path: Pa
         output = up.wait_for_output("fleet is up", timeout_s=120)
         backend_url = re.search(r"backend  (http://\S+)", output)
         assert backend_url, output
+        assert f"dashboard {backend_url[1]}/ui/" in output
         assert "token    file data/operator_token (created)" in output
         token_file = here / "data" / "operator_token"
         assert stat.S_IMODE(token_file.stat().st_mode) == 0o600

@@ -29,12 +29,13 @@ from ktrdr.api.dashboard.session import (
     DashboardSessions,
     cross_site,
 )
+from ktrdr.protocol import DASHBOARD_PATH
 from ktrdr.web import BearerAuth, error_response
 
 __all__ = ["LOGIN_PATH", "PAGES_PREFIX", "OperatorGate"]
 
 #: Where the dashboard lives, and its sign-in page.
-PAGES_PREFIX = "/ui"
+PAGES_PREFIX = DASHBOARD_PATH.rstrip("/")
 LOGIN_PATH = f"{PAGES_PREFIX}/login"
 #: The dashboard's JSON reads: refused with 401 like the API, never redirected.
 _UI_API_PREFIX = f"{PAGES_PREFIX}/api/"

@@ -34,7 +34,7 @@ from ktrdr.api.dashboard.session import SESSION_COOKIE, DashboardSessions, cross
 from ktrdr.api.liveness import LivenessPolicy, sweep
 from ktrdr.api.operations import OperationNotFound, OperationsService
 from ktrdr.api.registry import WorkerRegistry, drifting_workers
-from ktrdr.protocol import ID_PATTERN
+from ktrdr.protocol import DASHBOARD_PATH, ID_PATTERN
 from ktrdr.web import BearerAuth
 
 __all__ = ["FLEET_PATH", "STATIC_PATH", "dashboard_router", "mount_static"]
@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 
 STATIC_PATH = f"{PAGES_PREFIX}/static"
 FLEET_PATH = f"{PAGES_PREFIX}/api/fleet"
-HOME_PATH = f"{PAGES_PREFIX}/"
+HOME_PATH = DASHBOARD_PATH
 #: Pages may use only the backend's own files; nothing may frame them.
 SECURITY_HEADERS = {
     "Content-Security-Policy": (

@@ -40,6 +40,33 @@ function number(value) {
   return new Intl.NumberFormat(undefined, { maximumSignificantDigits: 5 }).format(value);
 }
 
+/** A round step (1, 2, 2.5 or 5 times a power of ten) giving about ``count`` intervals. */
+function niceStep(range, count) {
+  const raw = range / count;
+  const magnitude = 10 ** Math.floor(Math.log10(raw));
+  const norm = raw / magnitude;
+  const nice = norm <= 1 ? 1 : norm <= 2 ? 2 : norm <= 2.5 ? 2.5 : norm <= 5 ? 5 : 10;
+  return nice * magnitude;
+}
+
+/** Tick values: multiples of ``step`` within [low, high]. */
+function ticks(low, high, step) {
+  const values = [];
+  for (let v = Math.ceil(low / step - 1e-9) * step; v <= high + step * 1e-9; v += step) {
+    values.push(Number(v.toPrecision(12)));
+  }
+  return values;
+}
+
+/** A formatter showing as many decimals as ``step`` needs. */
+function tickFormat(step) {
+  const text = String(Number(step.toPrecision(6)));
+  const [mantissa, exponent] = text.split("e-");
+  const decimals = (mantissa.split(".")[1] || "").length + (exponent ? Number(exponent) : 0);
+  const format = new Intl.NumberFormat(undefined, { minimumFractionDigits: decimals, maximumFractionDigits: decimals });
+  return (value) => (Math.abs(value) >= 1e9 ? value.toExponential(2) : format.format(value));
+}
+
 function points(raw) {
   if (!Array.isArray(raw)) return [];
   return raw.filter(
@@ -69,10 +96,11 @@ function chart(title, lines, axis) {
   const xs = lines.flatMap(([, pts]) => pts.map((p) => p[0]));
   const ys = lines.flatMap(([, pts]) => pts.map((p) => p[1]));
   const [x0, x1] = extent(xs);
-  let [y0, y1] = extent(ys);
-  const padY = (y1 - y0) * 0.05;
-  y0 -= padY;
-  y1 += padY;
+  const [low, high] = extent(ys);
+  const yStep = niceStep(high - low, TICKS - 1);
+  const y0 = Math.floor(low / yStep + 1e-9) * yStep;
+  const y1 = Math.ceil(high / yStep - 1e-9) * yStep;
+  const xStep = Math.max(1, niceStep(x1 - x0, TICKS - 1));
   const plotW = WIDTH - MARGIN.left - MARGIN.right;
   const plotH = HEIGHT - MARGIN.top - MARGIN.bottom;
   const sx = (x) => MARGIN.left + ((x - x0) / (x1 - x0)) * plotW;
@@ -84,18 +112,19 @@ function chart(title, lines, axis) {
     role: "img",
     "aria-label": `${title} by ${axis}`,
   });
-  for (let i = 0; i < TICKS; i += 1) {
-    const fraction = i / (TICKS - 1);
-    const yValue = y0 + (y1 - y0) * fraction;
+  const yFormat = tickFormat(yStep);
+  for (const yValue of ticks(y0, y1, yStep)) {
     const y = sy(yValue);
     root.append(svg("line", { x1: MARGIN.left, x2: WIDTH - MARGIN.right, y1: y, y2: y, class: "grid" }));
-    const yLabel = svg("text", { x: MARGIN.left - 8, y: y + 4, class: "tick", "text-anchor": "end" });
-    yLabel.textContent = number(yValue);
-    root.append(yLabel);
-    const xValue = x0 + (x1 - x0) * fraction;
-    const xLabel = svg("text", { x: sx(xValue), y: HEIGHT - MARGIN.bottom + 16, class: "tick", "text-anchor": "middle" });
-    xLabel.textContent = number(Math.round(xValue));
-    root.append(xLabel);
+    const label = svg("text", { x: MARGIN.left - 8, y: y + 4, class: "tick", "text-anchor": "end" });
+    label.textContent = yFormat(yValue);
+    root.append(label);
+  }
+  const xFormat = tickFormat(xStep);
+  for (const xValue of ticks(x0, x1, xStep)) {
+    const label = svg("text", { x: sx(xValue), y: HEIGHT - MARGIN.bottom + 16, class: "tick", "text-anchor": "middle" });
+    label.textContent = xFormat(xValue);
+    root.append(label);
   }
   root.append(svg("rect", { x: MARGIN.left, y: MARGIN.top, width: plotW, height: plotH, class: "frame" }));
   const axisLabel = svg("text", { x: MARGIN.left + plotW / 2, y: HEIGHT - 6, class: "axis", "text-anchor": "middle" });

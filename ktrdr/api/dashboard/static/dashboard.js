@@ -353,7 +353,8 @@ function operationPage(operationId) {
     }
     status = operation.status;
     document.getElementById("operation-status").replaceChildren(statusBadge(status));
-    const message = operation.progress?.message ? ` ${operation.progress.message}` : "";
+    const live = !FINISHED.has(status);
+    const message = live && operation.progress?.message ? ` ${operation.progress.message}` : "";
     document
       .getElementById("operation-progress")
       .replaceChildren(progressBar(operation.progress, status), el("span", { class: "muted", text: message }));
