@@ -8,7 +8,9 @@ Content-Security-Policy allows only the backend's own scripts and styles: no CDN
 inline script. The sign-in page carries nothing but the form.
 
 The gate (``ktrdr.api.dashboard.gate``) has already authenticated everything here
-except ``/ui/login`` and ``/ui/static/``, which are open.
+except ``/ui/login`` and ``/ui/static/``, which are open. The fleet snapshot lists at
+most :data:`FLEET_PAGE` workers (by id) with the total, so a dashboard left open on a
+large fleet costs the backend a bounded amount each second.
 """
 
 from __future__ import annotations
@@ -33,16 +35,18 @@ from ktrdr.api.dashboard.gate import LOGIN_PATH, PAGES_PREFIX
 from ktrdr.api.dashboard.session import SESSION_COOKIE, DashboardSessions, cross_site
 from ktrdr.api.liveness import LivenessPolicy, sweep
 from ktrdr.api.operations import OperationNotFound, OperationsService
-from ktrdr.api.registry import WorkerRegistry, drifting_workers
+from ktrdr.api.registry import WorkerRegistry
 from ktrdr.protocol import DASHBOARD_PATH, ID_PATTERN
 from ktrdr.web import BearerAuth
 
-__all__ = ["FLEET_PATH", "STATIC_PATH", "dashboard_router", "mount_static"]
+__all__ = ["FLEET_PAGE", "FLEET_PATH", "STATIC_PATH", "dashboard_router", "mount_static"]
 
 logger = logging.getLogger(__name__)
 
 STATIC_PATH = f"{PAGES_PREFIX}/static"
 FLEET_PATH = f"{PAGES_PREFIX}/api/fleet"
+#: Most workers the fleet snapshot lists (by id; ``total`` counts them all).
+FLEET_PAGE = 200
 HOME_PATH = DASHBOARD_PATH
 #: Pages may use only the backend's own files; nothing may frame them.
 SECURITY_HEADERS = {
@@ -156,17 +160,18 @@ def dashboard_router(
     async def fleet() -> Response:
         now = clock()
         sweep(registry, now, policy)
-        records = registry.records()
-        drift = drifting_workers(records)
+        records, _ = registry.page(limit=FLEET_PAGE)
+        drift = {record.worker_id: registry.drifting(record) for record in records}
+        total = len(registry)
 
         def snapshot() -> dict[str, Any]:
             workers = []
-            for record in sorted(records, key=lambda r: (r.worker_type.value, r.worker_id)):
-                item = record.view(drift=record.worker_id in drift).model_dump(mode="json")
+            for record in records:
+                item = record.view(drift=drift[record.worker_id]).model_dump(mode="json")
                 item["heartbeat_age_s"] = max(0.0, record.silence(now).total_seconds())
                 item["operation"] = _operation_of(service, record.current_operation_id)
                 workers.append(item)
-            return {"now": now.isoformat(), "workers": workers}
+            return {"now": now.isoformat(), "total": total, "workers": workers}
 
         return JSONResponse(
             await asyncio.to_thread(snapshot), headers={"Cache-Control": "no-store"}

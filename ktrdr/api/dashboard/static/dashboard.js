@@ -224,7 +224,9 @@ function fleetPage() {
     ]);
     workers.replaceChildren(...fleet.workers.map(workerRow));
     document.getElementById("workers-empty").hidden = fleet.workers.length > 0;
-    document.getElementById("workers-count").textContent = `(${fleet.workers.length})`;
+    const shown = fleet.workers.length;
+    document.getElementById("workers-count").textContent =
+      shown < fleet.total ? `(first ${shown} of ${fleet.total}, by id)` : `(${fleet.total})`;
     operations.replaceChildren(...page.items.map(operationRow));
     document.getElementById("operations-empty").hidden = page.items.length > 0;
     document.getElementById("operations-count").textContent = `(${page.total})`;

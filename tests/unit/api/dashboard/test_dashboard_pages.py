@@ -10,9 +10,9 @@ import httpx
 import pytest
 from support.backend import OPERATOR_TOKEN, Backend, make_backend, open_store
 
-from ktrdr.api.dashboard import DashboardSessions
+from ktrdr.api.dashboard import DashboardSessions, pages
 from ktrdr.config import Secret
-from ktrdr.protocol import HeartbeatRequest, Progress, WorkerStatus
+from ktrdr.protocol import HeartbeatRequest, OperationType, Progress, WorkerStatus
 
 pytestmark = pytest.mark.anyio
 
@@ -270,3 +270,16 @@ async def test_the_pages_reference_only_the_backends_own_files(backend: Backend)
     for page in pages:
         for url in re.findall(r'(?:src|href)="([^"]+)"', page.text):
             assert url.startswith("/ui/"), url
+
+
+async def test_the_fleet_snapshot_is_bounded_and_counts_every_worker(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past FLEET_PAGE workers the snapshot lists the first ones by id and says how many."""
+    monkeypatch.setattr(pages, "FLEET_PAGE", 2)
+    for worker_id in ("bt-1", "bt-2", "bt-3"):
+        backend.register(worker_id, OperationType.BACKTEST)
+    async with backend.client() as client:
+        fleet = (await client.get("/ui/api/fleet")).json()
+    assert [w["worker_id"] for w in fleet["workers"]] == ["bt-1", "bt-2"]
+    assert fleet["total"] == 4
