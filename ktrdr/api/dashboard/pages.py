@@ -115,7 +115,10 @@ def dashboard_router(
                 message="Sign in from this page, not from another site.",
                 variable=auth.variable,
             )
-        form = parse_qs((await request.body()).decode("utf-8", "replace"), max_num_fields=4)
+        try:
+            form = parse_qs((await request.body()).decode("utf-8", "replace"), max_num_fields=4)
+        except ValueError:  # more fields than the form has
+            form = {}
         token = (form.get("token") or [""])[0]
         if not token or not auth.is_authorized(f"Bearer {token}"):
             client = request.client.host if request.client else "?"

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import io
+
+from rich.console import Console
+
+from ktrdr.cli.fleet_cmd import _print_charts
 from ktrdr.cli.plot import chart_groups, render_charts
 
 TRAINING = {
@@ -49,3 +54,10 @@ def test_nothing_to_draw_gives_no_chart() -> None:
     assert render_charts({"x": "epoch"}, width=80) == []
     bad = {"x": "bar", "series": {"equity": [["a", 1], [1], True, [True, 2.0]]}}
     assert render_charts(bad, width=80) == []
+
+
+def test_ops_show_says_when_there_is_nothing_to_plot() -> None:
+    """An operation without points prints one line instead of an empty chart."""
+    console = Console(record=True, width=80, file=io.StringIO())
+    _print_charts(console, {"x": "epoch", "series": {}})
+    assert console.export_text() == "no series recorded yet\n"

@@ -126,6 +126,23 @@ async def test_a_wrong_token_is_refused_without_a_cookie(backend: Backend) -> No
     assert page.status_code == 303
 
 
+@pytest.mark.parametrize(
+    "body",
+    ["", "token=", "&".join(f"f{i}=x" for i in range(50)), "token=%FF%FE", "token"],
+    ids=["empty", "blank", "many-fields", "not-utf8", "no-value"],
+)
+async def test_a_malformed_sign_in_is_the_same_refusal(backend: Backend, body: str) -> None:
+    """Empty, blank, oversized or garbled forms: the 401 form again, never a 500 or a cookie."""
+    async with browser(backend) as client:
+        response = await client.post(
+            "/ui/login",
+            content=body,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+    assert response.status_code == 401
+    assert "set-cookie" not in response.headers
+
+
 async def test_signing_in_sets_an_httponly_strict_cookie_and_opens_the_pages(
     backend: Backend,
 ) -> None:
