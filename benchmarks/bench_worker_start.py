@@ -29,6 +29,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 from common import base_env, describe, free_port, spawn, stop, wait_until
 
@@ -66,7 +67,7 @@ FLOOR_APP = FLOOR_IMPORTS + BARE_APP
 
 #: What the worker entrypoint imports before it validates its configuration.
 IMPORTS_ONLY = (
-    "from ktrdr.startup import without_httpx_cli; without_httpx_cli(); "
+    "from ktrdr.startup import without_unused_imports; without_unused_imports(); "
     "import ktrdr.workers.entrypoint"
 )
 
@@ -95,13 +96,30 @@ def poll_status(port: int, path: str, wanted: int) -> Callable[[], bool]:
     return probe
 
 
-def time_until(process: subprocess.Popen[bytes], probe: Callable[[], bool], t0: float) -> float:
-    """Seconds from ``t0`` until ``probe`` passes; SystemExit if the child exits first."""
+class Timing(NamedTuple):
+    """Spawn -> ready, as waited (wall) and as the child's own CPU time (user + system)."""
+
+    wall: float
+    cpu: float
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time ``pid`` has used so far (``/proc/<pid>/stat``; clock-tick resolution)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def time_until(process: subprocess.Popen[bytes], probe: Callable[[], bool], t0: float) -> Timing:
+    """Wall seconds from ``t0`` until ``probe`` passes, and the child's CPU seconds by then.
+
+    SystemExit if the child exits first.
+    """
     wait_until(probe, "the child", timeout_s=TIMEOUT_S, poll_s=POLL_S, process=process)
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    return Timing(wall, cpu_seconds(process.pid))
 
 
-def run_app(workdir: Path, code: str) -> float:
+def run_app(workdir: Path, code: str) -> Timing:
     """Spawn -> first answer of a one-route uvicorn + Starlette app run from ``code``."""
     port = free_port()
     t0 = time.perf_counter()
@@ -112,7 +130,7 @@ def run_app(workdir: Path, code: str) -> float:
         stop(process)
 
 
-def run_worker(workdir: Path, backend_port: int, index: int) -> float:
+def run_worker(workdir: Path, backend_port: int, index: int) -> Timing:
     port = free_port()
     worker_id = f"bench-training-{index}"
     env = base_env(
@@ -161,9 +179,9 @@ def main() -> None:
             run_app(workdir, BARE_APP)  # warm-up
             run_app(workdir, FLOOR_APP)
             run_worker(workdir, backend_port, 0)
-            bare: list[float] = []
-            floor: list[float] = []
-            worker: list[float] = []
+            bare: list[Timing] = []
+            floor: list[Timing] = []
+            worker: list[Timing] = []
             imports: list[float] = []
             for index in range(1, args.runs + 1):
                 bare.append(run_app(workdir, BARE_APP))
@@ -173,23 +191,31 @@ def main() -> None:
         finally:
             stop(backend)
 
-    ratio = statistics.median(worker) / statistics.median(bare)
-    floor_ratio = statistics.median(floor) / statistics.median(bare)
+    def median(series: list[Timing], kind: str) -> float:
+        return statistics.median(getattr(t, kind) for t in series)
+
+    ratio = median(worker, "wall") / median(bare, "wall")
     verdict = "met" if ratio <= TARGET_RATIO else "MISSED"
     print(
         f"runs: {args.runs} each, interleaved, Python {sys.version.split()[0]}, "
         f"{os.cpu_count()} CPUs"
     )
     # Seven-wide columns and no max: the layout of the figures in benchmarks/README.md.
-    bare_ms, floor_ms, worker_ms, imports_ms = (
-        describe(values, width=7, with_max=False) for values in (bare, floor, worker, imports)
+    rows = (
+        ("baseline (bare uvicorn+Starlette, spawn -> first response)", bare),
+        ("floor (+ config, protocol, httpx w/o CLI, first response) ", floor),
+        ("worker (spawn -> listed by the backend)                   ", worker),
     )
-    print(f"baseline (bare uvicorn+Starlette, spawn -> first response): {bare_ms}")
-    print(f"floor (+ config, protocol, httpx w/o CLI, first response):  {floor_ms}")
-    print(f"worker (spawn -> listed by the backend):                   {worker_ms}")
-    print(f"reference: spawn -> exit, the worker's imports only:      {imports_ms}")
-    print(f"floor / baseline: {floor_ratio:.2f}")
-    print(f"worker / baseline: {ratio:.2f} (target <= {TARGET_RATIO}: {verdict})")
+    for label, series in rows:
+        wall = describe([t.wall for t in series], width=7, with_max=False)
+        print(f"{label}: {wall} | CPU median {median(series, 'cpu') * 1000:5.0f} ms")
+    imports_ms = describe(imports, width=7, with_max=False)
+    print(f"reference: spawn -> exit, the worker's imports only:        {imports_ms}")
+    for label, series in (("floor", floor), ("worker", worker)):
+        wall_ratio = median(series, "wall") / median(bare, "wall")
+        cpu_ratio = median(series, "cpu") / median(bare, "cpu")
+        print(f"{label} / baseline: wall {wall_ratio:.2f}, CPU {cpu_ratio:.2f}")
+    print(f"target: worker wall <= {TARGET_RATIO} x baseline: {verdict} ({ratio:.2f})")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """What every entrypoint does first: validate the configuration or exit 1.
 
-Also :func:`without_httpx_cli`, which a server entrypoint calls before its runtime's
-imports to keep httpx's command-line client out of the process.
+Also :func:`without_unused_imports`, which a server entrypoint calls before its
+runtime's imports to keep modules it never uses (httpx's command-line client, trio)
+out of the process.
 
 Deprecated names and warnings are written to stderr (visible under any runner);
 a ``ConfigurationError`` becomes its report on stderr and exit code 1, never a
@@ -31,24 +32,30 @@ from ktrdr.config.deprecation import WARNING_PREFIX
 
 EXIT_CONFIG_ERROR = 1
 
-#: The module httpx's ``__init__`` imports its command-line client from.
-HTTPX_CLI_MODULE = "httpx._main"
+#: Modules a server never uses that its libraries import whenever they are installed
+#: → the library that imports them: httpx's command-line client (``httpx._main``:
+#: click, rich and pygments, installed for ktrdr's own CLI), and trio, which httpcore
+#: imports to support it besides asyncio (installed here with the browser tests).
+UNUSED_BY_SERVERS: Mapping[str, str] = {"httpx._main": "httpx", "trio": "httpcore"}
 
 
-def without_httpx_cli() -> bool:
-    """Keep httpx's command-line client out of this process; True if it took effect.
+def without_unused_imports() -> tuple[str, ...]:
+    """Keep :data:`UNUSED_BY_SERVERS` out of this process; the modules it kept out.
 
-    ``import httpx`` also imports ``httpx._main`` (click, rich and pygments: about a
-    tenth of a worker's cold start) whenever those are installed, as they are for
-    ktrdr's own CLI; a server never runs it. ``None`` in ``sys.modules`` makes that
-    import raise ``ImportError`` (the import system's documented rule), which httpx
-    answers with its own fallback ``httpx.main``. Call it before anything imports
-    httpx; once httpx is loaded it does nothing and returns False.
+    ``None`` in ``sys.modules`` makes importing a module raise ``ImportError`` (the
+    import system's documented rule), which each importing library answers with its
+    own fallback: httpx's ``main`` says the CLI is not installed, httpcore runs on
+    asyncio alone. Together they were about a fifth of a worker's cold start. Call
+    it before anything imports those libraries; a module already loaded, or whose
+    importer is, is left alone.
     """
-    if "httpx" in sys.modules:
-        return False
-    sys.modules.setdefault(HTTPX_CLI_MODULE, None)  # type: ignore[arg-type]
-    return sys.modules[HTTPX_CLI_MODULE] is None
+    kept_out = []
+    for module, importer in UNUSED_BY_SERVERS.items():
+        if module in sys.modules or importer in sys.modules:
+            continue
+        sys.modules[module] = None  # type: ignore[assignment]
+        kept_out.append(module)
+    return tuple(kept_out)
 
 
 @overload
@@ -135,9 +142,9 @@ def write_notes(stream: TextIO, notes: Iterable[str]) -> None:
 
 __all__ = [
     "EXIT_CONFIG_ERROR",
-    "HTTPX_CLI_MODULE",
+    "UNUSED_BY_SERVERS",
     "load_or_exit",
-    "without_httpx_cli",
+    "without_unused_imports",
     "write_notes",
     "write_warnings",
 ]

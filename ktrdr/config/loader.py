@@ -1,8 +1,11 @@
 """``EnvLoader``: reads settings classes from an explicit environment mapping.
 
-Built on environs: a small ``Env`` subclass reads the mapping it was given through
-environs' value hook, and environs reads the dotenv file. The loader never touches
-``os.environ`` unless it was handed ``os.environ``, and never writes to it. It
+Built on environs: environs reads the dotenv file, through a small ``Env`` subclass
+whose value hook reads the mapping the loader was given, then the file. The loader
+reads the same two layers, the mapping first. It never touches ``os.environ``
+unless it was handed ``os.environ``, and never writes to it. environs (and the
+marshmallow it imports, about a tenth of a worker's start) is imported only when a
+dotenv file is read: a process configured by its environment alone never loads it. It
 records where every value came from, collects every problem before reporting, and
 notes each deprecated name used (in the records of ``ktrdr.config.results``, which
 it re-exports); it prints nothing (the entrypoint decides that).
@@ -10,14 +13,13 @@ it re-exports); it prints nothing (the entrypoint decides that).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
-from dotenv import dotenv_values
-from environs import Env
 
 from ktrdr.config.converter import Converter, expectation, structure, structure_hook
 from ktrdr.config.fields import (
@@ -40,6 +42,9 @@ from ktrdr.config.results import (
 from ktrdr.config.value_files import read_value_file
 from ktrdr.errors import ConfigurationError
 
+if TYPE_CHECKING:
+    from environs import Env
+
 S = TypeVar("S")
 
 DEFAULT_ENV_FILE = ".env.local"
@@ -57,46 +62,39 @@ __all__ = [
 ]
 
 
-class _MappingEnv(Env):
-    """environs ``Env`` that reads a given mapping instead of ``os.environ``.
+@functools.cache
+def mapping_env() -> Callable[[Mapping[str, str]], Env]:
+    """The environs ``Env`` subclass that reads a given mapping instead of ``os.environ``.
 
-    environs 15 looks a variable up with ``Env._get_from_environ`` (its overridable
-    lookup, environs#51), which reads through ``Env._get_value`` (here: the mapping,
-    then what ``read_env`` loaded into ``Env._environ``); it loads a dotenv file with
-    ``Env._load_dotenv``. The loader reads through ``_get_value`` too. Tests pin these
-    hooks so that an environs upgrade that moves them fails loudly.
+    environs is imported here, the first time a dotenv file is read. environs 15
+    looks a variable up with ``Env._get_from_environ`` (its overridable lookup,
+    environs#51), which reads through ``Env._get_value`` (here: the mapping, then
+    what ``read_env`` loaded into ``Env._environ``); it loads a dotenv file with
+    ``Env._load_dotenv``. Tests pin these hooks so that an environs upgrade that
+    moves them fails loudly.
     """
+    from dotenv import dotenv_values
+    from environs import Env
 
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        super().__init__(eager=True, expand_vars=False)
-        self._mapping = environ
+    class MappingEnv(Env):
+        def __init__(self, environ: Mapping[str, str]) -> None:
+            super().__init__(eager=True, expand_vars=False)
+            self._mapping = environ
 
-    def _get_value(self, env_key: str, default: Any) -> Any:
-        try:
-            return self._mapping[env_key]
-        except KeyError:
-            return self._environ.get(env_key, default)
+        def _get_value(self, env_key: str, default: Any) -> Any:
+            try:
+                return self._mapping[env_key]
+            except KeyError:
+                return self._environ.get(env_key, default)
 
-    def _load_dotenv(self, path: str | Path, *, override: bool = False) -> None:
-        # environs' own version lets python-dotenv expand ``${VAR}`` from os.environ;
-        # values are taken literally here, so only the given mapping is ever consulted.
-        for key, value in dotenv_values(path, interpolate=False).items():
-            if value is not None and (override or key not in self._environ):
-                self._environ[key] = value
+        def _load_dotenv(self, path: str | Path, *, override: bool = False) -> None:
+            # environs' own version lets python-dotenv expand ``${VAR}`` from os.environ;
+            # values are taken literally here, so only the given mapping is ever consulted.
+            for key, value in dotenv_values(path, interpolate=False).items():
+                if value is not None and (override or key not in self._environ):
+                    self._environ[key] = value
 
-    def raw(self, name: str) -> str:
-        """The raw string of a variable that is set (environment, then dotenv file).
-
-        Read through the value hook environs' own lookup uses (``_get_value``), without
-        the lookup's wrapper: with no prefix and ``expand_vars=False`` it adds nothing
-        but a microsecond per value. environs' typed parsers (``env.str``...) build a
-        marshmallow field per call; the converter does all parsing here.
-        """
-        return str(self._get_value(name, None))
-
-    def dotenv_values(self) -> Mapping[str, str]:
-        """What the dotenv file defined (empty when none was read)."""
-        return self._environ
+    return MappingEnv
 
 
 @per_class
@@ -191,14 +189,14 @@ class EnvLoader:
         env_file: str | Path | None = DEFAULT_ENV_FILE,
         converter: Converter | None = None,
     ) -> None:
-        self._env = _MappingEnv(environ)
+        self._environ = environ
+        self._dotenv: Mapping[str, str] = {}
         self._converter = converter
         self.env_file = Path(env_file) if env_file is not None else None
         self.file_problems: tuple[Problem, ...] = ()
         if self.env_file is not None:
             self.file_problems = self._read_env_file(self.env_file)
-        self._dotenv = self._env.dotenv_values()
-        # Names are listed once; values are read (through environs) only for names set.
+        # Names are listed once; values are read only for names set.
         self._env_names = frozenset(environ)
         self._names = self._env_names.union(self._dotenv)
 
@@ -206,12 +204,26 @@ class EnvLoader:
         try:
             if not path.exists():
                 return ()  # zero configuration: the dotenv file is optional
-            self._env.read_env(path, recurse=False, override=False)
+            env = mapping_env()(self._environ)
+            env.read_env(path, recurse=False, override=False)
+            self._dotenv = env._environ
         except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             message = f"expected a readable UTF-8 dotenv file ({reason})"
             return (Problem(str(path), None, message),)
         return ()
+
+    def _raw(self, name: str) -> str:
+        """The string of a variable that is set: the mapping's, else the dotenv file's.
+
+        The order of ``mapping_env()``'s value hook, without its wrapping: environs'
+        typed parsers (``env.str``...) build a marshmallow field per call, and the
+        converter does all parsing here.
+        """
+        try:
+            return str(self._environ[name])
+        except KeyError:
+            return str(self._dotenv[name])
 
     def names_set(self) -> frozenset[str]:
         """Every variable name visible to this loader (environment and dotenv file)."""
@@ -225,7 +237,7 @@ class EnvLoader:
         """The raw string of ``name`` through environs' hook (environment, then dotenv)."""
         if name not in self._names:
             return None
-        return self._env.raw(name)
+        return self._raw(name)
 
     def load(self, cls: type[S]) -> S:
         """Load ``cls`` or raise ``ConfigurationError`` listing every problem."""
@@ -329,10 +341,10 @@ class EnvLoader:
         for name in item.names:
             if name in self._env_names:
                 kind = SourceKind.ENV if name == item.env else SourceKind.DEPRECATED
-                raw = self._env.raw(name)
+                raw = self._raw(name)
                 candidates.append((raw, Source(kind, name, typed=raw if keep else None)))
         if item.file_var in self._names:
-            file_path = self._env.raw(item.file_var)
+            file_path = self._raw(item.file_var)
             from_file = read_value_file(item.file_var, file_path)
             if isinstance(from_file, Problem):
                 return from_file
@@ -342,7 +354,7 @@ class EnvLoader:
             path = str(self.env_file)
             for name in item.names:
                 if name in self._dotenv and name not in self._env_names:
-                    raw = self._env.raw(name)
+                    raw = self._raw(name)
                     source = Source(
                         SourceKind.DOTENV,
                         name,

@@ -9,7 +9,7 @@ with its jobs ``ktrdr.job_messages``. Its errors are in ``ktrdr.errors``.
 
 The names below are loaded on first use (PEP 562), so ``python -m
 ktrdr.workers.training_worker``, which imports this package first, can prepare the
-process (see ``ktrdr.startup.without_httpx_cli``) before the runtime's own imports.
+process (see ``ktrdr.startup.without_unused_imports``) before the runtime's own imports.
 """
 
 from __future__ import annotations

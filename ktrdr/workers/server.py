@@ -163,6 +163,8 @@ def build_worker_server(
         log_config=None,
         access_log=logging_settings.level is LogLevel.DEBUG,
         lifespan="on",
+        # No websockets here: "auto" would import a websocket library when one is installed.
+        ws="none",
         timeout_graceful_shutdown=graceful_requests_timeout(worker),
     )
     return GracefulServer(

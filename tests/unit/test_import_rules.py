@@ -103,7 +103,7 @@ def test_a_worker_entrypoint_and_the_backend_load_no_numpy() -> None:
 
 def test_a_worker_process_loads_neither_fastapi_nor_httpxs_cli(tmp_path: Path) -> None:
     """A worker run as ``python -m`` (stopped by a bad port right after its imports) never
-    loads FastAPI, httpx's command-line client (rich, pygments) or numpy.
+    loads FastAPI, httpx's command-line client (rich, pygments), trio or numpy.
     """
     code = (
         "import runpy, sys\n"
@@ -111,7 +111,7 @@ def test_a_worker_process_loads_neither_fastapi_nor_httpxs_cli(tmp_path: Path) -
         "    runpy.run_module('ktrdr.workers.training_worker', run_name='__main__')\n"
         "except SystemExit as exc:\n"
         "    assert exc.code == 1, exc.code\n"
-        "unwanted = ('fastapi', 'httpx._main', 'rich', 'pygments', 'numpy')\n"
+        "unwanted = ('fastapi', 'httpx._main', 'rich', 'pygments', 'trio', 'numpy')\n"
         "print([m for m in unwanted if sys.modules.get(m) is not None],"
         " 'ktrdr.workers.server' in sys.modules)"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import subprocess
 import sys
@@ -10,7 +11,12 @@ from pathlib import Path
 import pytest
 
 from ktrdr.config import WorkerConfig, WorkerType
-from ktrdr.startup import EXIT_CONFIG_ERROR, HTTPX_CLI_MODULE, load_or_exit, without_httpx_cli
+from ktrdr.startup import (
+    EXIT_CONFIG_ERROR,
+    UNUSED_BY_SERVERS,
+    load_or_exit,
+    without_unused_imports,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 ACK = {"KTRDR_ACKNOWLEDGE_INSECURE_DEFAULTS": "true"}
@@ -121,38 +127,48 @@ def _fresh_interpreter(code: str) -> str:
     return result.stdout.strip()
 
 
-def test_without_httpx_cli_keeps_httpxs_command_line_client_out() -> None:
-    """Called first, httpx loads without its CLI (no rich, no pygments) and still works."""
-    code = (
-        "import sys\n"
-        "from ktrdr.startup import without_httpx_cli\n"
-        "took = without_httpx_cli()\n"
-        "import httpx\n"
-        "client = httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(204)))\n"
-        "print(took, sys.modules['httpx._main'], 'rich' in sys.modules,"
-        " 'pygments' in sys.modules, httpx.main.__module__, client.get('http://x').status_code)"
-    )
-    assert _fresh_interpreter(code) == "True None False False httpx 204"
-
-
-def test_httpx_still_imports_its_cli_from_the_module_the_hook_names() -> None:
-    """Plain ``import httpx`` loads httpx._main and rich: the hook aims at a live import.
-
-    If an httpx upgrade stops importing its CLI (or moves it), this fails: the hook
-    can then go, or must follow the new name.
+def test_without_unused_imports_keeps_httpxs_cli_and_trio_out() -> None:
+    """Called first: httpx without its CLI (no rich, no pygments), httpcore without trio,
+    and an async request still goes through.
     """
     code = (
-        f"import sys, httpx; print(type(sys.modules.get({HTTPX_CLI_MODULE!r})).__name__,"
-        " 'rich' in sys.modules)"
+        "import asyncio, sys\n"
+        "from ktrdr.startup import without_unused_imports\n"
+        "kept_out = without_unused_imports()\n"
+        "import httpx\n"
+        "async def get():\n"
+        "    transport = httpx.AsyncHTTPTransport()\n"
+        "    async with httpx.AsyncClient(transport=transport) as client:\n"
+        "        try:\n"
+        "            await client.get('http://127.0.0.1:9/')\n"
+        "        except httpx.ConnectError:\n"
+        "            return 'refused'\n"
+        "print(kept_out, [m for m in ('httpx._main', 'trio', 'rich', 'pygments')"
+        " if sys.modules.get(m) is not None], httpx.main.__module__, asyncio.run(get()))"
     )
-    assert _fresh_interpreter(code) == "module True"
+    expected = "('httpx._main', 'trio') [] httpx refused"
+    assert _fresh_interpreter(code) == expected
 
 
-def test_without_httpx_cli_does_nothing_once_httpx_is_loaded() -> None:
-    """In a process that already holds httpx (this one), the hook changes nothing."""
-    import httpx  # noqa: F401 - make sure it is loaded, as it is in any test process
+@pytest.mark.parametrize(("module", "importer"), sorted(UNUSED_BY_SERVERS.items()))
+def test_each_unused_module_is_still_imported_by_its_library(module: str, importer: str) -> None:
+    """Plain ``import <importer>`` loads the module: each entry aims at a live import.
 
-    before = sys.modules.get(HTTPX_CLI_MODULE)
+    If an upgrade stops importing it (or moves it), this fails: the entry can then go,
+    or must follow the new name. A module that is not installed is not imported anyway.
+    """
+    if importlib.util.find_spec(module.split(".")[0]) is None:
+        pytest.skip(f"{module} is not installed")
+    code = f"import sys, {importer}; print(type(sys.modules.get({module!r})).__name__)"
+    assert _fresh_interpreter(code) == "module"
 
-    assert without_httpx_cli() is False
-    assert sys.modules.get(HTTPX_CLI_MODULE) is before
+
+def test_without_unused_imports_leaves_a_loaded_library_alone() -> None:
+    """In a process that already holds httpx and httpcore (this one), it changes nothing."""
+    import httpcore  # noqa: F401 - make sure both are loaded, as in any test process
+    import httpx  # noqa: F401
+
+    before = {module: sys.modules.get(module) for module in UNUSED_BY_SERVERS}
+
+    assert without_unused_imports() == ()
+    assert {module: sys.modules.get(module) for module in UNUSED_BY_SERVERS} == before

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import attrs
@@ -14,7 +16,7 @@ from ktrdr.config import ConfigurationError, EnvLoader, Secret, Source, SourceKi
 from ktrdr.config import converter as converter_module
 from ktrdr.config.converter import Converter
 from ktrdr.config.fields import setting
-from ktrdr.config.loader import DeprecatedUse, Problem, _MappingEnv
+from ktrdr.config.loader import DeprecatedUse, Problem, mapping_env
 from ktrdr.config.settings import APISettings, AuthSettings, DatabaseSettings, WorkerSettings
 
 
@@ -45,7 +47,7 @@ def test_environs_hooks_the_loader_relies_on_exist() -> None:
         "default",
     ]
     assert "override" in inspect.signature(environs.Env._load_dotenv).parameters
-    env = _MappingEnv({"KTRDR_X": "from-mapping"})
+    env = mapping_env()({"KTRDR_X": "from-mapping"})
     assert env._get_from_environ("KTRDR_X", None) == ("KTRDR_X", "from-mapping", None)
     assert env.str("KTRDR_X") == "from-mapping"  # environs' own API goes through the hook
 
@@ -300,3 +302,32 @@ def test_sources_cover_every_field() -> None:
         "docs": Source(SourceKind.DEFAULT),
     }
     assert result.sources["host"].describe() == "default"
+
+
+@pytest.mark.parametrize(
+    ("dotenv", "loaded"), [(False, "False False"), (True, "True True")], ids=["none", "dotenv"]
+)
+def test_environs_is_imported_only_to_read_a_dotenv_file(
+    tmp_path: Path, dotenv: bool, loaded: str
+) -> None:
+    """Without a dotenv file, a load imports neither environs nor marshmallow; with one, it does."""
+    if dotenv:
+        (tmp_path / ".env.local").write_text("KTRDR_API_PORT=8001\n")
+    code = (
+        "import sys\n"
+        "from ktrdr.config import APISettings, EnvLoader\n"
+        "loader = EnvLoader({'KTRDR_API_HOST': '0.0.0.0'}, env_file='.env.local')\n"
+        "settings = loader.load(APISettings)\n"
+        "print(settings.host, settings.port, 'environs' in sys.modules,"
+        " 'marshmallow' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    port = 8001 if dotenv else 8000
+    assert done.stdout.strip() == f"0.0.0.0 {port} {loaded}"

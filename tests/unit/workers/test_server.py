@@ -161,6 +161,7 @@ def test_server_is_built_from_the_worker_settings() -> None:
 
     assert (server.config.host, server.config.port) == ("0.0.0.0", 5123)
     assert server.config.lifespan == "on"
+    assert server.config.ws == "none"  # a worker serves no websockets (and imports none)
     assert server.config.access_log is False
     assert server.should_exit is True
     assert worker.status is WorkerStatus.STOPPING
