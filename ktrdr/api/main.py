@@ -47,6 +47,7 @@ from ktrdr.tracing import (
     instrument_app,
     instrument_client,
     instrument_engine,
+    log_trace_ids,
 )
 from ktrdr.web import ExitSignals, GracefulServer, ensure_bindable
 
@@ -145,7 +146,7 @@ def run(environ: Mapping[str, str], *, env_file: str | Path | None = DEFAULT_ENV
     """Validate, then serve until SIGTERM/SIGINT; returns the exit code (0)."""
     with ExitSignals() as signals:
         config = load_or_exit("backend", environ, env_file=env_file)
-        configure_logging(config.logging)
+        configure_logging(config.logging, trace_id_source=log_trace_ids(config.tracing))
         port_variable = env_name(attrs.fields(APISettings).port)
         try:
             ensure_bindable(config.api.host, config.api.port, variable=port_variable)

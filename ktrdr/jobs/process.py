@@ -12,7 +12,9 @@ end of the pipe closes), the job exits at once rather than compute for nobody.
 
 The job's log records go to the worker over the same pipe (a ``QueueHandler`` whose
 queue is the pipe), each carrying the operation's id and attempt, so they appear in
-the worker's log and in the operation's own log like the worker's lines.
+the worker's log and in the operation's own log like the worker's lines; a traced
+operation's records carry its trace id too (that of the worker's run span, which the
+job's spans continue).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from ktrdr.jobs.step_loop import Job, run_steps
 from ktrdr.jobs.training import TrainingJob
 from ktrdr.log_context import OperationContextFilter, operation_context
 from ktrdr.protocol import OperationType, Progress
-from ktrdr.tracing import SpanRecord, Tracing
+from ktrdr.tracing import SpanRecord, Tracing, trace_id_of
 
 __all__ = [
     "EXIT_WORKER_GONE",
@@ -82,7 +84,7 @@ def record_fields(record: logging.LogRecord) -> dict[str, Any]:
 
 def log_to_worker(channel: PipeChannel, request: JobRequest) -> None:
     """Send this process's log records at the worker's level to the worker (the only
-    handler), each stamped with the operation's id and attempt.
+    handler), each stamped with the operation's id and attempt (and trace id).
     """
     handler = logging.handlers.QueueHandler(channel)  # type: ignore[arg-type]
     handler.addFilter(OperationContextFilter())
@@ -187,7 +189,8 @@ def run_job_process(
     if request.max_memory is not None:
         resource.setrlimit(resource.RLIMIT_DATA, (request.max_memory, request.max_memory))
     job = JOBS[request.operation_type]
-    with operation_context(request.operation_id, attempt=request.attempt):
+    trace_id = trace_id_of(request.trace_parent)
+    with operation_context(request.operation_id, attempt=request.attempt, trace_id=trace_id):
         outcome = run_steps(job, request, channel, clock=time.monotonic, tracing=tracing)
     channel.send(attrs.evolve(outcome, memory_peak_bytes=memory_peak()))
     conn.close()

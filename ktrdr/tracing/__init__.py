@@ -16,12 +16,13 @@ use it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TextIO
 
 from ktrdr.config import TracingSettings
 from ktrdr.tracing.context import (
     context_from,
+    current_trace_id,
     current_traceparent,
     is_traceparent,
     trace_id_of,
@@ -40,11 +41,13 @@ __all__ = [
     "Tracing",
     "build_tracing",
     "context_from",
+    "current_trace_id",
     "current_traceparent",
     "instrument_app",
     "instrument_client",
     "instrument_engine",
     "is_traceparent",
+    "log_trace_ids",
     "trace_id_of",
     "traceparent_of",
 ]
@@ -72,3 +75,12 @@ def build_tracing(
     return build_sdk_tracing(
         settings, component=component, instance=instance, exporters=exporters, console=console
     )
+
+
+def log_trace_ids(settings: TracingSettings) -> Callable[[], str | None] | None:
+    """The ``trace_id_source`` for ``ktrdr.logs.configure_logging``: None when tracing is off.
+
+    With tracing on, a log line written inside a recorded span carries that span's
+    trace id; with it off, records are stamped exactly as before (no lookup at all).
+    """
+    return current_trace_id if settings.enabled else None

@@ -20,6 +20,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 __all__ = [
     "TRACEPARENT_HEADER",
     "context_from",
+    "current_trace_id",
     "current_traceparent",
     "is_traceparent",
     "trace_id_of",
@@ -45,6 +46,19 @@ def current_traceparent() -> str | None:
     carrier: dict[str, str] = {}
     _PROPAGATOR.inject(carrier)
     return carrier.get(TRACEPARENT_HEADER)
+
+
+def current_trace_id() -> str | None:
+    """The trace id (32 hex digits) of the current span, or None when it is not recorded.
+
+    What log records carry as ``trace_id`` (``ktrdr.logs.configure_logging``'s
+    ``trace_id_source``): a line written inside a span of a trace names that trace.
+    """
+    span = trace.get_current_span()
+    context = span.get_span_context()
+    if not context.is_valid or not span.is_recording():
+        return None
+    return trace.format_trace_id(context.trace_id)
 
 
 def traceparent_of(span: trace.Span) -> str | None:

@@ -43,7 +43,7 @@ from ktrdr.job_messages import JOB_ENTRY, JobEntry
 from ktrdr.logs import configure_logging
 from ktrdr.protocol import OperationType
 from ktrdr.startup import EXIT_CONFIG_ERROR, load_or_exit
-from ktrdr.tracing import Tracing, build_tracing, instrument_client
+from ktrdr.tracing import Tracing, build_tracing, instrument_client, log_trace_ids
 from ktrdr.web import ExitSignals, ensure_bindable
 from ktrdr.workers.backend_client import BackendClient
 from ktrdr.workers.checkpoints import CheckpointStore
@@ -216,7 +216,7 @@ def run_worker(
     """Run a ``worker_type`` worker configured by ``environ``; returns the exit code."""
     with ExitSignals() as signals:
         config = load_or_exit("worker", environ, worker_type=worker_type, env_file=env_file)
-        configure_logging(config.logging)
+        configure_logging(config.logging, trace_id_source=log_trace_ids(config.tracing))
         settings = config.worker
         logger.info(
             "worker %s (%s) starting on %s:%d, public URL %s, backend %s, data from %s",

@@ -49,7 +49,7 @@ from ktrdr.job_messages import (
 )
 from ktrdr.log_context import attempt_of, operation_context
 from ktrdr.protocol import OperationStatus, Progress, StartOperationRequest
-from ktrdr.tracing import SpanRecord
+from ktrdr.tracing import SpanRecord, trace_id_of
 from ktrdr.workers.job_host import JobEnd, JobHost
 
 __all__ = ["JobLauncher", "RunningJob"]
@@ -207,8 +207,13 @@ class RunningJob:
     # -- the supervising thread ------------------------------------------------
 
     def _supervise(self) -> None:
-        # A new thread starts without the caller's context: bind the operation again.
-        with operation_context(self.operation_id, attempt=attempt_of(self._start)):
+        # A new thread starts without the caller's context: bind the operation (and the
+        # trace its job continues) again.
+        with operation_context(
+            self.operation_id,
+            attempt=attempt_of(self._start),
+            trace_id=trace_id_of(self._trace_parent),
+        ):
             self._supervise_in_context()
 
     def _supervise_in_context(self) -> None:

@@ -38,7 +38,7 @@ from ktrdr.errors import (
     WrongOperationType,
 )
 from ktrdr.job_messages import JobOutcome, SeriesUpdate, StopReason
-from ktrdr.log_context import attempt_of, operation_context
+from ktrdr.log_context import OperationLogContext, attempt_of, operation_context
 from ktrdr.protocol import (
     HeartbeatRequest,
     OperationReport,
@@ -49,7 +49,7 @@ from ktrdr.protocol import (
     StartOperationRequest,
     WorkerStatus,
 )
-from ktrdr.tracing import Tracing, traceparent_of
+from ktrdr.tracing import Tracing, trace_id_of, traceparent_of
 from ktrdr.workers.backend_client import BackendClient
 from ktrdr.workers.backoff import registration_backoff
 from ktrdr.workers.fingerprint import config_fingerprint
@@ -84,6 +84,12 @@ class _Running:
     progress: Progress | None = None
     series: SeriesBuffer = attrs.field(factory=SeriesBuffer)
     reporter: asyncio.Task[None] | None = None
+    #: The trace of the run span (None when tracing is off).
+    trace_id: str | None = None
+
+    def log_context(self) -> contextlib.AbstractContextManager[OperationLogContext]:
+        """Log lines written inside name this operation, its attempt and its trace."""
+        return operation_context(self.operation_id, attempt=self.attempt, trace_id=self.trace_id)
 
     def set_progress(self, progress: Progress) -> None:
         self.progress = progress
@@ -441,39 +447,44 @@ class Worker:
                 f"{request.operation_type.value} operation"
             )
             raise WrongOperationType(message)
+        # Continues the start request's span (the dispatcher's trace) until the report.
+        span = self._tracing.start(
+            f"run {self.worker_type.value}",
+            attributes={
+                "ktrdr.operation.id": request.operation_id,
+                "ktrdr.operation.type": request.operation_type.value,
+                "ktrdr.operation.resume": request.resume,
+                "ktrdr.worker.id": self.worker_id,
+            },
+        )
+        trace_parent = traceparent_of(span)
+        running = _Running(
+            operation_id=request.operation_id,
+            operation_type=request.operation_type,
+            attempt=attempt_of(request),
+            loop=asyncio.get_running_loop(),
+            metrics=self.metrics,
+            span=span,
+            trace_id=trace_id_of(trace_parent),
+        )
         # Everything logged for this operation from here on (the report task and the
-        # job's supervising thread and process included) names it and goes to its log.
-        with operation_context(request.operation_id, attempt=attempt_of(request)):
+        # job's supervising thread and process included) names it, and its trace when
+        # traced (the run span is not made current: the context carries it), and goes
+        # to its log.
+        with running.log_context():
             capture = contextlib.ExitStack()
             capture.enter_context(self.logs.capture(request.operation_id))
-            # Continues the start request's span (the dispatcher's trace) until the report.
-            span = self._tracing.start(
-                f"run {self.worker_type.value}",
-                attributes={
-                    "ktrdr.operation.id": request.operation_id,
-                    "ktrdr.operation.type": request.operation_type.value,
-                    "ktrdr.operation.resume": request.resume,
-                    "ktrdr.worker.id": self.worker_id,
-                },
-            )
-            running = _Running(
-                operation_id=request.operation_id,
-                operation_type=request.operation_type,
-                attempt=attempt_of(request),
-                loop=asyncio.get_running_loop(),
-                metrics=self.metrics,
-                span=span,
-            )
             try:
                 job = self._launcher.launch(
                     request,
                     on_progress=running.set_progress,
                     on_series=running.add_series,
-                    trace_parent=traceparent_of(span),
+                    trace_parent=trace_parent,
                     on_span=self._tracing.export_record if self._tracing.enabled else None,
                 )
             except BaseException:
                 capture.close()
+                span.end()
                 raise
             running.job = job
             self._running = running
@@ -498,7 +509,7 @@ class Worker:
         if running is None or running.operation_id != operation_id:
             message = f"worker {self.worker_id} is not running operation {operation_id!r}"
             raise UnknownOperation(message)
-        with operation_context(operation_id, attempt=running.attempt):
+        with running.log_context():
             running.stop(StopReason.CANCELLED)
             logger.info("operation %s: cancellation requested", operation_id)
 

@@ -213,8 +213,9 @@ def test_every_line_of_an_operation_names_it_and_ktrdr_ops_logs_prints_the_worke
     start: Any,
 ) -> None:
     """JSON worker logs: the worker's and the job process's lines carry the operation id and
-    attempt 1; text backend logs tag its dispatch line; ``ktrdr ops logs`` prints the worker
-    side, job lines included; an unknown id is one line and exit 1.
+    attempt 1 (and, tracing off, no trace id); text backend logs tag its dispatch line;
+    ``ktrdr ops logs`` prints the worker side, job lines included; an unknown id is one line
+    and exit 1.
     """
     run: Run = start(KTRDR_LOG_FORMAT="json")
     operation_id = run.create("training", bars=400, epochs=12, seed=4)
@@ -232,6 +233,7 @@ def test_every_line_of_an_operation_names_it_and_ktrdr_ops_logs_prints_the_worke
     assert "ktrdr.workers.job_process" in loggers
     assert "ktrdr.jobs.step_loop" in loggers  # written in the job's own process
     assert {r["attempt"] for r in lines} == {1}
+    assert all("trace_id" not in r for r in lines)  # tracing is off: no trace id anywhere
     messages = [r["message"] for r in lines]
     assert "training starting at epoch 0 of 12" in messages
     assert "training finished: 12 epochs" in messages
@@ -242,6 +244,7 @@ def test_every_line_of_an_operation_names_it_and_ktrdr_ops_logs_prints_the_worke
     tagged = [line for line in run.backend.process.stderr().splitlines() if dispatch in line]
     assert tagged
     assert f"[op={operation_id} attempt=1]" in tagged[0]
+    assert "trace=" not in run.backend.process.stderr()
 
     printed = ktrdr(run, "ops", "logs", operation_id)
     as_json = ktrdr(run, "ops", "logs", operation_id, "--json")

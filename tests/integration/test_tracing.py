@@ -9,6 +9,7 @@ complete and each process says so once.
 
 from __future__ import annotations
 
+import json
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -70,6 +71,11 @@ def _run(backend: Server, parameters: dict[str, Any]) -> dict[str, Any]:
         return wait_until(finished, timeout_s=90, message=lambda: http.get(url).text)
 
 
+def _lines_of(server: Server, operation_id: str) -> list[str]:
+    """The server's text log lines tagged with ``operation_id``."""
+    return [line for line in server.process.stderr().splitlines() if f"[op={operation_id} " in line]
+
+
 def _names(spans: list[ReceivedSpan]) -> set[str]:
     return {span.name for span in spans}
 
@@ -123,18 +129,39 @@ def test_one_trace_from_create_to_report_across_backend_worker_and_job(
         # Only the create request has no parent: one trace, one root.
         assert [s.name for s in spans if s.parent_span_id is None] == [f"POST {OPS}"]
 
+        cli_env = {**backend_env(backend.port), "COLUMNS": "200"}
         shown = run_ktrdr(
-            "ops",
-            "show",
-            view["id"],
-            "--backend-url",
-            backend.url,
-            env={**backend_env(backend.port), "COLUMNS": "200"},
-            cwd=tmp_path,
+            "ops", "show", view["id"], "--backend-url", backend.url, env=cli_env, cwd=tmp_path
         )
         assert shown.returncode == 0, shown.stderr
         assert "trace_id" in shown.stdout
         assert trace_id in shown.stdout
+
+        # The log lines of the operation carry the same trace id: text on the backend's
+        # dispatch and report and on the worker (the job's lines included), JSON in the
+        # operation's own log on the worker.
+        tag = f"[op={view['id']} attempt=1 trace={trace_id}]"
+        backend_lines = _lines_of(backend, view["id"])
+        assert any("started on worker" in line and tag in line for line in backend_lines)
+        assert any(f"{view['id']} completed on worker" in line for line in backend_lines)
+        assert all(tag in line for line in backend_lines if "on worker" in line), backend_lines
+        worker_lines = _lines_of(worker, view["id"])
+        assert all(tag in line for line in worker_lines), worker_lines
+        assert any(f"ktrdr.jobs.step_loop {tag}: training starting" in x for x in worker_lines)
+        logged = run_ktrdr(
+            "ops",
+            "logs",
+            view["id"],
+            "--json",
+            "--backend-url",
+            backend.url,
+            env=cli_env,
+            cwd=tmp_path,
+        )
+        assert logged.returncode == 0, logged.stderr
+        kept = [json.loads(line) for line in logged.stdout.splitlines()]
+        assert {"ktrdr.workers.worker", "ktrdr.jobs.step_loop"} <= {r["logger"] for r in kept}
+        assert {r.get("trace_id") for r in kept} == {trace_id}
 
 
 def test_heartbeats_and_background_work_are_not_traced(

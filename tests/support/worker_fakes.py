@@ -21,6 +21,7 @@ import httpx
 
 from ktrdr.config import CheckpointSettings, Secret, WorkerSettings, WorkerType
 from ktrdr.protocol import OperationType, StartOperationRequest
+from ktrdr.tracing import Tracing
 from ktrdr.workers.backend_client import BackendClient
 from ktrdr.workers.metrics import WorkerMetrics
 from ktrdr.workers.worker import Worker
@@ -152,6 +153,7 @@ def make_worker(
     settings: WorkerSettings = SETTINGS,
     fake_time: FakeTime | None = None,
     metrics: WorkerMetrics | None = None,
+    tracing: Tracing | None = None,
 ) -> Worker:
     """A Worker over ``backend``; fake time when given, real monotonic time otherwise."""
     clock: Callable[[], float] = fake_time.clock if fake_time else time.monotonic
@@ -172,6 +174,7 @@ def make_worker(
         clock=clock,
         sleep=sleep,
         random=lambda: 1.0,
+        tracing=tracing,
     )
 
 

@@ -8,10 +8,12 @@ import logging
 from collections.abc import Iterator
 
 import pytest
+from support.tracing import memory_tracing, trace_hex
 
-from ktrdr.config import LogFormat, LoggingSettings, LogLevel
+from ktrdr.config import LogFormat, LoggingSettings, LogLevel, TracingSettings
 from ktrdr.log_context import operation_context
 from ktrdr.logs import CHATTY_LOGGERS, configure_logging
+from ktrdr.tracing import Tracing, log_trace_ids
 
 
 @pytest.fixture
@@ -141,3 +143,50 @@ def test_a_trace_id_source_fills_in_the_trace_of_the_moment() -> None:
     first, second = stream.getvalue().splitlines()
     assert f"trace={'f' * 32}]" in first
     assert f"trace={'a' * 32}]" in second
+
+
+@pytest.mark.usefixtures("restore_logging")
+@pytest.mark.parametrize("log_format", [LogFormat.TEXT, LogFormat.JSON])
+def test_with_tracing_on_lines_in_a_span_carry_its_trace_id(log_format: LogFormat) -> None:
+    """Tracing on: a line of an operation written inside a span carries the span's trace id
+    (text ``trace=<hex>``, JSON ``trace_id``); outside any span it carries none.
+    """
+    memory = memory_tracing()
+    stream = io.StringIO()
+    source = log_trace_ids(TracingSettings(enabled=True))
+    configure_logging(LoggingSettings(format=log_format), stream=stream, trace_id_source=source)
+    log = logging.getLogger("ktrdr.test")
+    try:
+        with operation_context("op-3", attempt=2), memory.tracing.span("dispatch"):
+            log.info("in the span")
+        with operation_context("op-3", attempt=2):
+            log.info("outside")
+        trace_id = trace_hex(memory.named("dispatch"))
+    finally:
+        memory.close()
+
+    inside, outside = stream.getvalue().splitlines()
+    if log_format is LogFormat.TEXT:
+        assert inside.endswith(f"ktrdr.test [op=op-3 attempt=2 trace={trace_id}]: in the span")
+        assert outside.endswith("ktrdr.test [op=op-3 attempt=2]: outside")
+    else:
+        assert json.loads(inside)["trace_id"] == trace_id
+        assert "trace_id" not in json.loads(outside)
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_with_tracing_off_lines_carry_no_trace_id() -> None:
+    """Tracing off: no trace id source at all, and a span of the off tracing names none."""
+    assert log_trace_ids(TracingSettings(enabled=False)) is None
+    stream = io.StringIO()
+    configure_logging(
+        LoggingSettings(format=LogFormat.JSON),
+        stream=stream,
+        trace_id_source=log_trace_ids(TracingSettings(enabled=False)),
+    )
+    with operation_context("op-4"), Tracing.off().span("dispatch"):
+        logging.getLogger("ktrdr.test").info("untraced")
+
+    line = json.loads(stream.getvalue())
+    assert (line["operation_id"], line["attempt"]) == ("op-4", 1)
+    assert "trace_id" not in line

@@ -31,6 +31,10 @@ from ktrdr.job_messages import (
 from ktrdr.jobs import JOBS
 from ktrdr.jobs.process import PipeChannel, run_job_process
 from ktrdr.protocol import OperationStatus, OperationType, Progress
+from ktrdr.tracing import SpanRecord
+
+#: The worker's run span a traced job continues.
+TRACE_PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
 @pytest.fixture(autouse=True)
@@ -159,3 +163,36 @@ def test_the_jobs_log_records_go_to_the_worker_with_the_operation(tmp_path: Path
         assert (log.fields["operation_id"], log.fields["attempt"]) == ("op-1", 2)
         record = logging.makeLogRecord(dict(log.fields))
         assert record.getMessage() == log.fields["message"]
+
+
+@pytest.mark.parametrize("trace_parent", [None, TRACE_PARENT])
+def test_a_traced_jobs_log_records_carry_its_trace_id(
+    tmp_path: Path, trace_parent: str | None
+) -> None:
+    """A traced job's records carry the trace id of the span it continues, as its spans do;
+    an untraced job's carry none.
+    """
+    worker_end, job_end = multiprocessing.Pipe(duplex=True)
+    job = attrs.evolve(
+        request(tmp_path, epochs=2, bars=300), log_level=logging.INFO, trace_parent=trace_parent
+    )
+
+    run_job_process(job_end, job, on_worker_gone=_nothing)
+
+    messages: list[Any] = []
+    while worker_end.poll():
+        try:
+            messages.append(worker_end.recv())
+        except EOFError:
+            break
+    logs = [m for m in messages if isinstance(m, JobLog)]
+    assert logs
+    trace_ids = {log.fields["trace_id"] for log in logs}
+    if trace_parent is None:
+        assert trace_ids == {None}
+        assert not [m for m in messages if isinstance(m, SpanRecord)]
+    else:
+        assert trace_ids == {TRACE_PARENT.split("-")[1]}
+        spans = [m for m in messages if isinstance(m, SpanRecord)]
+        assert spans
+        assert {f"{span.trace_id:032x}" for span in spans} == trace_ids

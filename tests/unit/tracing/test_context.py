@@ -11,6 +11,7 @@ from support.tracing import MemoryTracing, memory_tracing, trace_hex
 from ktrdr.tracing import (
     Tracing,
     context_from,
+    current_trace_id,
     current_traceparent,
     is_traceparent,
     trace_id_of,
@@ -50,6 +51,21 @@ def test_the_current_span_becomes_a_traceparent_and_back(traced: MemoryTracing) 
     assert child.parent is not None
     assert child.parent.span_id == parent.get_span_context().span_id
     assert trace_hex(child) == trace_id_of(carried)
+
+
+def test_the_current_trace_id_is_that_of_the_recorded_span_only(traced: MemoryTracing) -> None:
+    """current_trace_id: the recorded current span's 32 hex digits; None outside one or off."""
+    assert current_trace_id() is None
+    with Tracing.off().span("nothing"):
+        assert current_trace_id() is None
+    with traced.tracing.span("outer"):
+        with traced.tracing.span("inner"):
+            inner_id = current_trace_id()
+        outer_id = current_trace_id()
+    assert inner_id == outer_id == trace_hex(traced.named("outer"))
+    assert outer_id is not None
+    assert len(outer_id) == 32
+    assert current_trace_id() is None
 
 
 @pytest.mark.parametrize(

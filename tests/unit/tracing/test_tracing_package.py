@@ -13,11 +13,13 @@ def test_public_names_are_pinned() -> None:
         "Tracing",
         "build_tracing",
         "context_from",
+        "current_trace_id",
         "current_traceparent",
         "instrument_app",
         "instrument_client",
         "instrument_engine",
         "is_traceparent",
+        "log_trace_ids",
         "trace_id_of",
         "traceparent_of",
     ]

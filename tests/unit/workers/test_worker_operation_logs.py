@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from support.scripted_jobs import ScriptedJob
+from support.tracing import memory_tracing, trace_hex
 from support.worker_fakes import FakeBackend, make_worker, start_request, wait_for
 
 from ktrdr.config import AuthSettings, CheckpointSettings, Secret
@@ -134,3 +135,29 @@ def test_old_logs_expire_with_the_checkpoints(tmp_path: Path) -> None:
     assert removed == [logs.path_for("op-old")]
     assert logs.read("op-old") is None
     assert logs.read("op-new") is not None
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("traced", [True, False])
+async def test_a_traced_operations_lines_carry_the_trace_of_its_run_span(traced: bool) -> None:
+    """Tracing on: the worker's lines of an operation (start, supervising thread, end) carry
+    the run span's trace id; tracing off: none carries a trace id.
+    """
+    memory = memory_tracing() if traced else None
+    job = ScriptedJob()
+    worker = make_worker(FakeBackend(), job=job, tracing=memory.tracing if memory else None)
+    try:
+        await worker.start_operation(start_request("op-5"))
+        job.release.set()
+        await wait_for(lambda: worker.status is WorkerStatus.IDLE and not worker._reporters)
+        run_trace = trace_hex(memory.named("run training")) if memory else None
+    finally:
+        if memory is not None:
+            memory.close()
+
+    body = worker.operation_log("op-5")
+    assert body is not None
+    lines = [json.loads(line) for line in body.splitlines()]
+    loggers = {line["logger"] for line in lines}
+    assert {"ktrdr.workers.worker", "ktrdr.workers.job_process"} <= loggers
+    assert {line.get("trace_id") for line in lines} == {run_trace}
