@@ -154,6 +154,7 @@ class POrphan(BaseSettings):
     model_config = _CONFIG
     timeout: Duration = _f(_seconds(60), "KTRDR_ORPHAN_TIMEOUT")
     check_interval: Duration = _f(_seconds(15), "KTRDR_ORPHAN_CHECK_INTERVAL")
+    batch_size: int = _f(100, "KTRDR_ORPHAN_BATCH_SIZE", ge=1, le=10000)
 
 
 class POperations(BaseSettings):
@@ -162,6 +163,7 @@ class POperations(BaseSettings):
     max_operations: int = _f(10000, "KTRDR_OPS_MAX_OPERATIONS", ge=1)
     cleanup_interval: Duration = _f(_seconds(3600), "KTRDR_OPS_CLEANUP_INTERVAL")
     retention_days: int = _f(7, "KTRDR_OPS_RETENTION_DAYS", ge=1, le=36500)
+    cleanup_batch_size: int = _f(1000, "KTRDR_OPS_CLEANUP_BATCH_SIZE", ge=1, le=100000)
 
 
 class PDatabase(BaseSettings):

@@ -402,13 +402,23 @@ class OperationView(_Message):
 MAX_PAGE_ITEMS = 200
 
 
+#: Matches a listing counts for its ``total`` (above it, ``total`` is null).
+MAX_COUNTED = 10_000
+
+
 class OperationList(_Message):
-    """``GET /api/v1/operations``: one page, newest first, and the total that matched."""
+    """``GET /api/v1/operations``: one page, newest first, and how to get the next.
+
+    ``total`` is how many operations match the filters, counted up to
+    :data:`MAX_COUNTED` (null when more match). ``next_cursor`` is null on the last
+    page; otherwise pass it as ``?cursor=`` (with the same filters) for the next one.
+    """
 
     items: list[OperationView]
-    total: int
+    total: int | None
     limit: int
     offset: int
+    next_cursor: str | None = None
 
 
 __all__ = [
@@ -418,6 +428,7 @@ __all__ = [
     "FINISHED_STATUSES",
     "ID_PATTERN",
     "MAX_BODY_BYTES",
+    "MAX_COUNTED",
     "MAX_PAGE_ITEMS",
     "MAX_SERIES_NAMES",
     "MAX_SERIES_POINTS",

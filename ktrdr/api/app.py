@@ -42,6 +42,7 @@ from ktrdr.api.liveness import LivenessPolicy, sweep
 from ktrdr.api.metrics import BackendMetrics
 from ktrdr.api.operations import OperationsService
 from ktrdr.api.operations_api import operations_routers
+from ktrdr.api.operations_listing import OperationListing
 from ktrdr.api.orphans import OrphanDetector
 from ktrdr.api.periodic import run_until_stopped
 from ktrdr.api.registry import WorkerRegistry
@@ -219,6 +220,7 @@ def create_app(
         dispatcher=dispatcher,
         reports=reports,
         auth=credentials,
+        listing=OperationListing(service=service, codec=cursors, budget=budgets.operations),
         registry=registry,
     )
     for router in (*worker_routers, report_routes):

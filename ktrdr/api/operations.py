@@ -26,6 +26,7 @@ import attrs
 from ktrdr.api.series_store import Points
 from ktrdr.api.store import (
     InvalidTransition,
+    ListPosition,
     LiveLimitReached,
     OperationNotFound,
     OperationRecord,
@@ -170,21 +171,35 @@ class OperationsService:
         operation_type: OperationType | None = None,
         limit: int = 50,
         offset: int = 0,
+        after: ListPosition | None = None,
         include_result: bool = True,
+        cursor_for: Callable[[ListPosition], str] | None = None,
     ) -> OperationList:
         """A page of operations, newest first (never cached: listings are for people).
 
-        Without ``include_result`` the results are not even read (each item's is None).
+        ``after`` continues from the previous page's last item (keyset; any depth
+        costs the same), ``offset`` skips rows. When more operations follow, the
+        list's ``next_cursor`` is ``cursor_for`` the last item's position. Without
+        ``include_result`` the results are not even read (each item's is None).
         """
         page = self._store.list(
             status=status,
             operation_type=operation_type,
             limit=limit,
             offset=offset,
+            after=after,
             include_result=include_result,
         )
+        next_cursor = None
+        if page.more and page.items and cursor_for is not None:
+            last = page.items[-1]
+            next_cursor = cursor_for(ListPosition(created_at=last.created_at, id=last.id))
         return OperationList(
-            items=[to_view(r) for r in page.items], total=page.total, limit=limit, offset=offset
+            items=[to_view(r) for r in page.items],
+            total=page.total,
+            limit=limit,
+            offset=offset,
+            next_cursor=next_cursor,
         )
 
     def cancel(self, operation_id: str) -> OperationView:
@@ -324,18 +339,35 @@ class OperationsService:
 
     # --- retention --------------------------------------------------------------------
 
-    def cleanup(self, now: datetime.datetime | None = None) -> int:
-        """Delete operations finished more than ``retention_days`` before ``now``.
-
-        Returns how many were deleted. Pending and running operations are never deleted.
-        """
+    def retention_cutoff(self, now: datetime.datetime | None = None) -> datetime.datetime:
+        """Operations finished before this are due for deletion (``retention_days`` ago)."""
         moment = now if now is not None else self._clock()
-        cutoff = moment - datetime.timedelta(days=self._settings.retention_days)
-        deleted = self._store.delete_finished_before(cutoff)
+        return moment - datetime.timedelta(days=self._settings.retention_days)
+
+    def cleanup_batch(self, cutoff: datetime.datetime) -> int:
+        """Delete one batch (at most ``cleanup_batch_size``) of operations finished before
+        ``cutoff``, in one transaction; how many were deleted.
+        """
+        deleted = self._store.delete_finished_batch(cutoff, limit=self._settings.cleanup_batch_size)
         if deleted:
             with self._lock:
                 self._cache.clear()
         return deleted
+
+    def cleanup(self, now: datetime.datetime | None = None) -> int:
+        """Delete operations finished more than ``retention_days`` before ``now``.
+
+        Batch after batch (:meth:`cleanup_batch`) without pausing; returns how many
+        were deleted. Pending and running operations are never deleted.
+        """
+        cutoff = self.retention_cutoff(now)
+        size = self._settings.cleanup_batch_size
+        total = 0
+        while True:
+            deleted = self.cleanup_batch(cutoff)
+            total += deleted
+            if deleted < size:
+                return total
 
     # --- cache ------------------------------------------------------------------------
 

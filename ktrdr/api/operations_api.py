@@ -26,9 +26,11 @@ import attrs
 from fastapi import APIRouter, BackgroundTasks, Path, Query, Request, Response
 from pydantic import BaseModel, ValidationError
 
+from ktrdr.api.cursors import MAX_CURSOR_LENGTH
 from ktrdr.api.dispatcher import Dispatcher
 from ktrdr.api.operation_logs import OperationLog, fetch_operation_log
 from ktrdr.api.operations import OperationsService
+from ktrdr.api.operations_listing import MAX_OFFSET, OperationListing
 from ktrdr.api.registry import WorkerRegistry
 from ktrdr.api.reports import OperationReports
 from ktrdr.api.worker_auth import WorkerCredentialAuth, authenticated_worker
@@ -55,10 +57,6 @@ __all__ = ["MAX_OFFSET", "OperationLogView", "operations_routers"]
 
 logger = logging.getLogger(__name__)
 
-#: Largest ``offset`` accepted by the listing (far beyond any real table).
-MAX_OFFSET = 1_000_000_000
-#: A listing page without the operations' results (``?include=result`` keeps them).
-_WITHOUT_RESULTS: dict[str, Any] = {"items": {"__all__": {"result"}}}
 
 _ONE = OPERATIONS_PATH + "/{operation_id}"
 #: An id that cannot exist (wrong characters, too long) is refused before any lookup.
@@ -130,12 +128,14 @@ def operations_routers(
     dispatcher: Dispatcher,
     reports: OperationReports,
     auth: WorkerCredentialAuth,
+    listing: OperationListing,
     registry: WorkerRegistry | None = None,
 ) -> tuple[APIRouter, APIRouter]:
     """The ``/api/v1/operations`` routes: (worker reports, operator routes).
 
-    ``auth`` authenticates the reporting worker by its own credential; ``registry``
-    says which workers to ask for an operation's log (``GET .../logs``).
+    ``auth`` authenticates the reporting worker by its own credential; ``listing``
+    answers ``GET /api/v1/operations``; ``registry`` says which workers to ask for an
+    operation's log (``GET .../logs``).
 
     Include both directly in the app (not nested), like the worker routes.
     """
@@ -169,29 +169,30 @@ def operations_routers(
     @router.get(
         OPERATIONS_PATH,
         response_model=OperationList,
-        responses=_INVALID,
+        responses={
+            **_INVALID,
+            429: {"model": ErrorBody, "description": "operations listed too often (Retry-After)"},
+        },
         summary="Operations, newest first, filtered by status and type, one page "
-        f"(at most {MAX_PAGE_ITEMS}; results only with ?include=result)",
+        f"(at most {MAX_PAGE_ITEMS}; the next with ?cursor=next_cursor; results only "
+        "with ?include=result)",
     )
     async def list_operations(
         status: Annotated[OperationStatus | None, Query()] = None,
         operation_type: Annotated[OperationType | None, Query(alias="type")] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE_ITEMS)] = 50,
         offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+        cursor: Annotated[str | None, Query(max_length=MAX_CURSOR_LENGTH)] = None,
         include: Annotated[Literal["result"] | None, Query()] = None,
     ) -> Response:
-        with_results = include == "result"
-
-        def page() -> OperationList:
-            return service.list(
-                status=status,
-                operation_type=operation_type,
-                limit=limit,
-                offset=offset,
-                include_result=with_results,
-            )
-
-        return await _json_of(page, exclude=None if with_results else _WITHOUT_RESULTS)
+        return await listing.respond(
+            status=status,
+            operation_type=operation_type,
+            limit=limit,
+            offset=offset,
+            cursor=cursor,
+            include_result=include == "result",
+        )
 
     @router.get(
         _ONE,

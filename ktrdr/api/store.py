@@ -36,6 +36,13 @@ from ktrdr.api.series_store import (
     read_series,
     upsert_points,
 )
+from ktrdr.api.store_pages import (
+    MAX_COUNTED,
+    ListPosition,
+    count_statement,
+    filter_conditions,
+    page_statement,
+)
 from ktrdr.config import DatabaseSettings, DbEngine, env_name
 from ktrdr.errors import (
     ConfigurationError,
@@ -51,8 +58,10 @@ from ktrdr.vocabulary import FINISHED_STATUSES, LIVE_STATUSES
 __all__ = [
     "FINISHED_STATUSES",
     "LIVE_STATUSES",
+    "MAX_COUNTED",
     "DuplicateOperation",
     "InvalidTransition",
+    "ListPosition",
     "LiveLimitReached",
     "OperationNotFound",
     "OperationPage",
@@ -131,10 +140,13 @@ class SeriesRecord:
 
 @attrs.frozen(kw_only=True)
 class OperationPage:
-    """One page of a listing and the number of operations that matched in all."""
+    """One page of a listing, whether more follow, and how many matched in all."""
 
     items: tuple[OperationRecord, ...]
-    total: int
+    #: How many operations matched, when at most the count's cap; None when more did.
+    total: int | None
+    #: True when operations after the last item match too (there is a next page).
+    more: bool = False
 
 
 class UtcDateTime(sa.types.TypeDecorator[datetime.datetime]):
@@ -186,8 +198,11 @@ def _define_table(metadata: sa.MetaData) -> sa.Table:
         sa.Column("finished_at", UtcDateTime, nullable=True),
         sa.Column("last_reported_at", UtcDateTime, nullable=True),
         sa.Column("trace_parent", sa.String(55), nullable=True),
-        sa.Index(f"ix_{TABLE_NAME}_status_created", "status", "created_at"),
-        sa.Index(f"ix_{TABLE_NAME}_type_status", "type", "status"),
+        # One index per listing filter, each ending in the listing order (revision 0004).
+        sa.Index(f"ix_{TABLE_NAME}_created_id", "created_at", "id"),
+        sa.Index(f"ix_{TABLE_NAME}_status_created_id", "status", "created_at", "id"),
+        sa.Index(f"ix_{TABLE_NAME}_type_created_id", "type", "created_at", "id"),
+        sa.Index(f"ix_{TABLE_NAME}_type_status_created_id", "type", "status", "created_at", "id"),
         sa.Index(f"ix_{TABLE_NAME}_finished", "finished_at"),
     )
 
@@ -460,39 +475,42 @@ class OperationStore:
         operation_type: OperationType | None = None,
         limit: int = 100,
         offset: int = 0,
+        after: ListPosition | None = None,
         include_result: bool = True,
+        count_cap: int = MAX_COUNTED,
     ) -> OperationPage:
-        """A page of operations, newest first, and how many matched in all.
+        """A page of operations, newest first; whether more follow; how many matched.
 
-        Without ``include_result`` the result column is not read (each record's is None).
+        ``after`` (the previous page's last position) pages by key, reading only the
+        page however deep it is; ``offset`` skips rows (cost grows with it). The total
+        is counted up to ``count_cap`` (None above it). Without ``include_result`` the
+        result column is not read (each record's is None).
         """
-        if not 1 <= limit <= MAX_PAGE or offset < 0:
+        if not 1 <= limit <= MAX_PAGE or offset < 0 or (offset and after is not None):
             message = (
-                f"expected 1 <= limit <= {MAX_PAGE} and offset >= 0, "
-                f"got limit={limit}, offset={offset}"
+                f"expected 1 <= limit <= {MAX_PAGE}, offset >= 0, and not both offset and "
+                f"after; got limit={limit}, offset={offset}, after={after}"
             )
             raise ValueError(message)
         table = self._table
-        conditions = []
-        if status is not None:
-            conditions.append(table.c.status == OperationStatus(status).value)
-        if operation_type is not None:
-            conditions.append(table.c.type == OperationType(operation_type).value)
-        columns: list[Any] = list(table.c)
-        if not include_result:
-            columns = [c for c in columns if c.name != "result"] + [sa.null().label("result")]
-        query = (
-            sa.select(*columns)
-            .where(*conditions)
-            .order_by(table.c.created_at.desc(), table.c.id.desc())
-            .limit(limit)
-            .offset(offset)
+        conditions = filter_conditions(table, status=status, operation_type=operation_type)
+        if after is not None:
+            after = ListPosition(created_at=_aware("after", after.created_at), id=after.id)
+        query = page_statement(
+            table,
+            conditions=conditions,
+            limit=limit + 1,
+            offset=offset,
+            after=after,
+            include_result=include_result,
         )
-        counting = sa.select(sa.func.count()).select_from(table).where(*conditions)
+        counting = count_statement(table, conditions=conditions, cap=count_cap + 1)
         with self._engine.connect() as conn:
             rows = conn.execute(query).all()
-            total = conn.execute(counting).scalar_one()
-        return OperationPage(items=tuple(_record(r._mapping) for r in rows), total=int(total))
+            counted = int(conn.execute(counting).scalar_one())
+        items = tuple(_record(r._mapping) for r in rows[:limit])
+        total = counted if counted <= count_cap else None
+        return OperationPage(items=items, total=total, more=len(rows) > limit)
 
     def count_live(self) -> int:
         """How many operations are pending or running."""
@@ -769,18 +787,41 @@ class OperationStore:
             row = conn.execute(statement).first()
         return None if row is None else self._finished(_record(row._mapping))
 
-    def delete_finished_before(self, cutoff: datetime.datetime) -> int:
-        """Delete finished operations whose finish time is before ``cutoff`` (and their
-        series points); the count.
+    def delete_finished_batch(self, cutoff: datetime.datetime, *, limit: int) -> int:
+        """Delete at most ``limit`` operations finished before ``cutoff`` (oldest first)
+        and their series points, in one short transaction; how many were deleted.
+
+        Retention calls it until it deletes fewer than ``limit``, so no other writer
+        waits for more than one batch.
         """
+        if limit < 1:
+            message = f"expected a batch of at least 1, got {limit}"
+            raise ValueError(message)
         table = self._table
         expired = (
             table.c.status.in_([s.value for s in FINISHED_STATUSES]),
             table.c.finished_at < _aware("cutoff", cutoff),
         )
+        batch = sa.select(table.c.id).where(*expired).order_by(table.c.finished_at).limit(limit)
         with self._engine.begin() as conn:
-            delete_series(conn, self._series, sa.select(table.c.id).where(*expired))
-            return int(conn.execute(sa.delete(table).where(*expired)).rowcount)
+            ids = list(conn.execute(batch).scalars())
+            if not ids:
+                return 0
+            delete_series(conn, self._series, sa.select(table.c.id).where(table.c.id.in_(ids)))
+            deleted = conn.execute(sa.delete(table).where(table.c.id.in_(ids), *expired))
+            return int(deleted.rowcount)
+
+    def delete_finished_before(self, cutoff: datetime.datetime, *, batch_size: int = 1000) -> int:
+        """Delete every operation finished before ``cutoff``, in batches; the count.
+
+        Each batch is its own transaction (:meth:`delete_finished_batch`).
+        """
+        total = 0
+        while True:
+            deleted = self.delete_finished_batch(cutoff, limit=batch_size)
+            total += deleted
+            if deleted < batch_size:
+                return total
 
     # --- series -----------------------------------------------------------------------
 

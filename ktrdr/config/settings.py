@@ -252,6 +252,11 @@ class OrphanDetectorSettings:
         deprecated=("ORPHAN_CHECK_INTERVAL_SECONDS", "KTRDR_ORPHAN_CHECK_INTERVAL_SECONDS"),
         check=checks.POSITIVE_DURATION,
     )
+    batch_size: int = setting(
+        100,
+        help="orphaned operations handled per transaction; other requests run between batches",
+        check=checks.IntRange(1, 10000),
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -282,6 +287,12 @@ class OperationsSettings:
         help="finished operations older than this are deleted",
         unit="days",
         check=checks.IntRange(1, 36500),
+    )
+    cleanup_batch_size: int = setting(
+        1000,
+        help="finished operations deleted per retention transaction; other requests "
+        "run between batches",
+        check=checks.IntRange(1, 100000),
     )
 
 

@@ -164,7 +164,7 @@ def test_list_can_leave_the_results_unread(store: OperationStore) -> None:
 @pytest.mark.parametrize(("limit", "offset"), [(0, 0), (1001, 0), (10, -1)])
 def test_list_refuses_bad_paging(store: OperationStore, limit: int, offset: int) -> None:
     """Out-of-range limit or offset is a ValueError saying what is expected."""
-    with pytest.raises(ValueError, match="expected 1 <= limit <= 1000 and offset >= 0"):
+    with pytest.raises(ValueError, match="expected 1 <= limit <= 1000, offset >= 0"):
         store.list(limit=limit, offset=offset)
 
 

@@ -13,12 +13,13 @@ from ktrdr.config.loader import DeprecatedUse
 
 
 def test_defaults() -> None:
-    """1s status cache, 10000 live operations, hourly cleanup, 7 days retention."""
+    """1s status cache, 10000 live operations, hourly cleanup in batches of 1000, 7 days."""
     assert EnvLoader({}, env_file=None).load(OperationsSettings) == OperationsSettings(
         cache_ttl=datetime.timedelta(seconds=1),
         max_operations=10000,
         cleanup_interval=datetime.timedelta(seconds=3600),
         retention_days=7,
+        cleanup_batch_size=1000,
     )
 
 
@@ -29,6 +30,7 @@ def test_defaults() -> None:
         ("KTRDR_OPS_MAX_OPERATIONS", "25", "max_operations", 25),
         ("KTRDR_OPS_CLEANUP_INTERVAL", "10m", "cleanup_interval", datetime.timedelta(minutes=10)),
         ("KTRDR_OPS_RETENTION_DAYS", "30", "retention_days", 30),
+        ("KTRDR_OPS_CLEANUP_BATCH_SIZE", "250", "cleanup_batch_size", 250),
     ],
 )
 def test_each_variable_overrides_its_field(
@@ -52,6 +54,7 @@ def test_deprecated_cache_name_still_works() -> None:
     [
         ("KTRDR_OPS_MAX_OPERATIONS", "0", "expected a whole number of at least 1"),
         ("KTRDR_OPS_RETENTION_DAYS", "0", "expected a whole number between 1 and 36500"),
+        ("KTRDR_OPS_CLEANUP_BATCH_SIZE", "0", "expected a whole number between 1 and 100000"),
         ("KTRDR_OPS_CLEANUP_INTERVAL", "0", "expected a duration of at least 0.001s"),
         (
             "KTRDR_OPS_CACHE_TTL",

@@ -13,18 +13,36 @@ from ktrdr.config.loader import DeprecatedUse
 
 
 def test_defaults() -> None:
-    """Orphans are operations unreported for 60s, checked every 15s."""
+    """Orphans are operations unreported for 60s, checked every 15s, 100 per transaction."""
     assert EnvLoader({}, env_file=None).load(OrphanDetectorSettings) == OrphanDetectorSettings(
-        timeout=datetime.timedelta(seconds=60), check_interval=datetime.timedelta(seconds=15)
+        timeout=datetime.timedelta(seconds=60),
+        check_interval=datetime.timedelta(seconds=15),
+        batch_size=100,
     )
 
 
 def test_variables_override() -> None:
-    """KTRDR_ORPHAN_TIMEOUT and KTRDR_ORPHAN_CHECK_INTERVAL set their fields."""
-    config = load("backend", {"KTRDR_ORPHAN_TIMEOUT": "2m", "KTRDR_ORPHAN_CHECK_INTERVAL": "20s"})
-    assert config.orphan == OrphanDetectorSettings(
-        timeout=datetime.timedelta(minutes=2), check_interval=datetime.timedelta(seconds=20)
+    """KTRDR_ORPHAN_TIMEOUT, _CHECK_INTERVAL and _BATCH_SIZE set their fields."""
+    config = load(
+        "backend",
+        {
+            "KTRDR_ORPHAN_TIMEOUT": "2m",
+            "KTRDR_ORPHAN_CHECK_INTERVAL": "20s",
+            "KTRDR_ORPHAN_BATCH_SIZE": "7",
+        },
     )
+    assert config.orphan == OrphanDetectorSettings(
+        timeout=datetime.timedelta(minutes=2),
+        check_interval=datetime.timedelta(seconds=20),
+        batch_size=7,
+    )
+
+
+def test_batch_size_is_bounded() -> None:
+    """A batch of 0 (or absurdly many) orphans per transaction is refused, naming the range."""
+    assert problems_of("backend", {"KTRDR_ORPHAN_BATCH_SIZE": "0"}) == [
+        "KTRDR_ORPHAN_BATCH_SIZE='0': expected a whole number between 1 and 10000"
+    ]
 
 
 @pytest.mark.parametrize(
