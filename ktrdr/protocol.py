@@ -404,6 +404,8 @@ MAX_PAGE_ITEMS = 200
 
 #: Matches a listing counts for its ``total`` (above it, ``total`` is null).
 MAX_COUNTED = 10_000
+#: Largest ``offset`` of ``GET /api/v1/operations`` (deeper pages: follow ``next_cursor``).
+MAX_OFFSET = MAX_COUNTED
 
 
 class OperationList(_Message):
@@ -429,6 +431,7 @@ __all__ = [
     "ID_PATTERN",
     "MAX_BODY_BYTES",
     "MAX_COUNTED",
+    "MAX_OFFSET",
     "MAX_PAGE_ITEMS",
     "MAX_SERIES_NAMES",
     "MAX_SERIES_POINTS",

@@ -31,13 +31,11 @@ from ktrdr.api.operations import OperationsService
 from ktrdr.api.store import ListPosition
 from ktrdr.api.workers_listing import cursor_error, too_often
 from ktrdr.errors import InvalidCursor, ListingTooFrequent
-from ktrdr.protocol import MAX_COUNTED, OperationStatus, OperationType
+from ktrdr.protocol import MAX_OFFSET, OperationStatus, OperationType
 from ktrdr.web import ApiError
 
 __all__ = ["MAX_OFFSET", "OPERATIONS_CURSOR_KIND", "OperationListing"]
 
-#: Largest ``offset`` accepted (deeper pages: follow ``next_cursor``).
-MAX_OFFSET = MAX_COUNTED
 #: The cursor kind of operations pages (a cursor of another listing is refused).
 OPERATIONS_CURSOR_KIND = "operations"
 #: A listing page without the operations' results (``?include=result`` keeps them).

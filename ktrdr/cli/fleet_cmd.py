@@ -30,7 +30,7 @@ from ktrdr.cli.plot import render_charts
 from ktrdr.config import AuthSettings, ConfigurationError, WorkerSettings, env_name
 from ktrdr.errors import BackendError, BackendUnreachable
 from ktrdr.fleet_client import FleetClient
-from ktrdr.protocol import MAX_PAGE_ITEMS
+from ktrdr.protocol import MAX_COUNTED, MAX_OFFSET, MAX_PAGE_ITEMS
 from ktrdr.vocabulary import FINISHED_STATUSES, OperationStatus, OperationType
 
 EXIT_FAILED = 1
@@ -183,8 +183,22 @@ def submit(
 @ops.command("list")
 @click.option("--status", type=click.Choice(_STATUSES))
 @click.option("--type", "operation_type", type=click.Choice(_TYPES))
-@click.option("--limit", type=click.IntRange(1, MAX_PAGE_ITEMS), default=50, show_default=True)
-@click.option("--offset", type=click.IntRange(0), default=0, show_default=True)
+@click.option(
+    "--limit",
+    type=click.IntRange(1),
+    default=50,
+    show_default=True,
+    help=f"operations to list; beyond {MAX_PAGE_ITEMS} (one page) the next pages are "
+    "fetched by cursor",
+)
+@click.option("--all", "everything", is_flag=True, help="list every matching operation")
+@click.option(
+    "--offset",
+    type=click.IntRange(0, MAX_OFFSET),
+    default=0,
+    show_default=True,
+    help="operations to skip first (newest first)",
+)
 @click.option("--json", "as_json", is_flag=True, help="print the backend's JSON")
 @backend_url_option
 @token_option
@@ -192,23 +206,36 @@ def list_operations(
     status: str | None,
     operation_type: str | None,
     limit: int,
+    everything: bool,
     offset: int,
     as_json: bool,
     backend_url: str,
     token: str | None,
 ) -> None:
     """List operations, newest first (results: ``ktrdr ops show``)."""
+    items: list[dict[str, Any]] = []
+    first: dict[str, Any] = {}
+    last: dict[str, Any] = {}
     with fleet(backend_url, token) as client:
-        page = client.operations(
-            status=status, operation_type=operation_type, limit=limit, offset=offset
+        pages = client.operation_pages(
+            status=status,
+            operation_type=operation_type,
+            limit=None if everything else limit,
+            offset=offset,
         )
+        for page in pages:
+            first = first or page
+            last = page
+            items += page["items"]
     if as_json:
-        _print_json(page)
+        _print_json({**first, "items": items, "next_cursor": last.get("next_cursor")})
         return
-    table = Table(title=f"operations ({page.get('total', len(page['items']))} in all)")
+    total = first.get("total")
+    counted = f"{total}" if total is not None else f"more than {MAX_COUNTED:,}"
+    table = Table(title=f"operations ({counted} in all)")
     for column in ("id", "type", "status", "progress", "worker", "created"):
         table.add_column(column)
-    for item in page["items"]:
+    for item in items:
         progress = item.get("progress") or {}
         table.add_row(
             str(item["id"]),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 import json
+import re
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -10,7 +12,10 @@ from pathlib import Path
 
 import pytest
 from support.fleet import OPERATOR_TOKEN, Fleet, Server
+from support.operation_rows import insert_rows, row
 from support.processes import ProcessGroup, base_env, free_port, run_ktrdr, wait_until
+
+from ktrdr.api.store import OperationStore
 
 pytestmark = pytest.mark.slow
 
@@ -226,3 +231,41 @@ def test_the_token_comes_from_the_option_the_file_variable_or_the_up_file(
         ktrdr("workers", "--backend-url", backend.url, cwd=tmp_path / "up", **unset),
     ]
     assert [r.returncode for r in runs] == [0, 0, 0], [r.stderr for r in runs]
+
+
+def test_ops_list_follows_cursors_beyond_one_page(
+    running: tuple[Fleet, Server], tmp_path: Path
+) -> None:
+    """``ops list --limit 450`` and ``--all`` page by cursor past 200: each operation once,
+    newest first, the count in the title."""
+    fleet, backend = running
+    database = fleet.directory / "backend" / "data" / "ktrdr.db"
+    store = OperationStore.open_url(f"sqlite+pysqlite:///{database}")
+    old = datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc)
+    rows = [
+        row(i, finished_at=old)
+        | {"id": f"paged-{i:04d}", "type": "training", "status": "cancelled", "created_at": old}
+        for i in range(460)
+    ]
+    try:
+        insert_rows(store, rows)
+    finally:
+        store.close()
+    expected = sorted((r["id"] for r in rows), reverse=True)  # same time: id order
+    query = ("ops", "list", "--status", "cancelled", "--type", "training")
+
+    limited = ktrdr(*query, "--limit", "450", "--json", "--backend-url", backend.url, cwd=tmp_path)
+    everything = ktrdr(*query, "--all", "--json", "--backend-url", backend.url, cwd=tmp_path)
+    table = ktrdr(*query, "--limit", "3", "--backend-url", backend.url, cwd=tmp_path)
+
+    assert limited.returncode == 0, limited.stderr
+    page = json.loads(limited.stdout)
+    assert [item["id"] for item in page["items"]] == expected[:450]
+    assert page["next_cursor"] is not None
+    listed = [item["id"] for item in json.loads(everything.stdout)["items"]]
+    assert len(listed) == len(set(listed))
+    assert [i for i in listed if i.startswith("paged-")] == expected
+    assert table.returncode == 0, table.stderr
+    counted = re.search(r"operations \((\d+) in all\)", table.stdout)
+    assert counted is not None, table.stdout
+    assert int(counted.group(1)) >= 460

@@ -162,5 +162,89 @@ def test_an_id_stays_one_path_segment_and_results_are_asked_for_explicitly() -> 
     assert seen == [
         f"{URL}/api/v1/operations/..%2Fworkers",
         f"{URL}/api/v1/operations/a%2Fb/cancel",
-        f"{URL}/api/v1/operations?limit=50&offset=0&include=result",
+        f"{URL}/api/v1/operations?limit=50&include=result",
     ]
+
+
+def test_operation_pages_follow_next_cursor_up_to_the_limit() -> None:
+    """450 operations: pages of 200, 200, 50, each after the previous page's cursor."""
+    asked: list[dict[str, str]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        params = dict(request.url.params)
+        asked.append(params)
+        size = int(params["limit"])
+        page = len(asked)
+        items = [{"id": f"p{page}-{i}"} for i in range(size)]
+        return httpx.Response(200, json={"items": items, "total": None, "next_cursor": f"c{page}"})
+
+    pages = list(_client(httpx.MockTransport(handler)).operation_pages(status="failed", limit=450))
+
+    assert [len(p["items"]) for p in pages] == [200, 200, 50]
+    assert asked == [
+        {"limit": "200", "status": "failed"},
+        {"limit": "200", "cursor": "c1", "status": "failed"},
+        {"limit": "50", "cursor": "c2", "status": "failed"},
+    ]
+
+
+def test_operation_pages_stop_at_the_last_page() -> None:
+    """Without a limit, pages are read until one has no next_cursor."""
+    cursors = iter(["c1", "c2", None])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"items": [{"id": "x"}], "next_cursor": next(cursors)})
+
+    pages = list(_client(httpx.MockTransport(handler)).operation_pages())
+
+    assert len(pages) == 3
+
+
+def test_a_short_retry_after_is_waited_out_while_following_pages() -> None:
+    """A 429 with Retry-After: 2 on a cursor page waits 2 s and asks again."""
+    answers = iter(
+        [
+            httpx.Response(200, json={"items": [{"id": "a"}], "next_cursor": "c1"}),
+            httpx.Response(
+                429,
+                json={"error": "too_many_requests", "detail": "slow down"},
+                headers={"Retry-After": "2"},
+            ),
+            httpx.Response(200, json={"items": [{"id": "b"}], "next_cursor": None}),
+        ]
+    )
+    slept: list[float] = []
+    client = FleetClient(
+        base_url=URL,
+        client=httpx.Client(transport=httpx.MockTransport(lambda _: next(answers))),
+        sleep=slept.append,
+    )
+
+    items = [item["id"] for page in client.operation_pages() for item in page["items"]]
+
+    assert items == ["a", "b"]
+    assert slept == [2]
+
+
+def test_a_long_retry_after_is_an_error_not_a_wait() -> None:
+    """A 429 asking for more than 30 s is reported (BackendUnavailable), not slept on."""
+    answers = iter(
+        [
+            httpx.Response(200, json={"items": [], "next_cursor": "c1"}),
+            httpx.Response(
+                429,
+                json={"error": "too_many_requests", "detail": "slow down"},
+                headers={"Retry-After": "120"},
+            ),
+        ]
+    )
+    slept: list[float] = []
+    client = FleetClient(
+        base_url=URL,
+        client=httpx.Client(transport=httpx.MockTransport(lambda _: next(answers))),
+        sleep=slept.append,
+    )
+
+    with pytest.raises(BackendUnavailable, match="slow down"):
+        list(client.operation_pages())
+    assert slept == []
