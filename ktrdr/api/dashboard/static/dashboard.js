@@ -11,6 +11,9 @@ import { renderCharts } from "./chart.js";
 const POLL_MS = 1000;
 const SERIES_POLL_MS = 2000;
 const PAGE_SIZE = 25;
+// The operations list counts up to 10,000 matches (total is null above) and accepts
+// offsets up to 10,000 (deeper pages need its cursor).
+const MAX_OFFSET = 10000;
 const FINISHED = new Set(["completed", "failed", "cancelled"]);
 const DEFAULT_PARAMETERS = {
   training: { epochs: 300, bars: 2000, seed: 1 },
@@ -229,12 +232,14 @@ function fleetPage() {
       shown < fleet.total ? `(first ${shown} of ${fleet.total}, by id)` : `(${fleet.total})`;
     operations.replaceChildren(...page.items.map(operationRow));
     document.getElementById("operations-empty").hidden = page.items.length > 0;
-    document.getElementById("operations-count").textContent = `(${page.total})`;
+    const total = page.total ?? `more than ${MAX_OFFSET.toLocaleString("en")}`;
+    document.getElementById("operations-count").textContent = `(${total})`;
     const first = page.items.length ? state.offset + 1 : 0;
     document.getElementById("page-range").textContent =
-      `${first}–${state.offset + page.items.length} of ${page.total}`;
+      `${first}–${state.offset + page.items.length} of ${total}`;
     document.getElementById("page-newer").disabled = state.offset === 0;
-    document.getElementById("page-older").disabled = state.offset + page.items.length >= page.total;
+    document.getElementById("page-older").disabled =
+      page.next_cursor === null || state.offset + PAGE_SIZE > MAX_OFFSET;
   }
 
   const poller = poll(refresh, POLL_MS);
