@@ -23,8 +23,11 @@ chromium:
 	@bash scripts/ensure_chromium.sh
 
 ## The README's test command: lint, type check and the whole suite with coverage.
+## PostgreSQL's store tests run too when a server answers: KTRDR_TEST_POSTGRES_URL when
+## set (empty skips them), else the local default if it accepts a connection.
 test: quality chromium
-	$(BIN)/python -m pytest --cov --cov-report=term $(PYTEST_ARGS)
+	KTRDR_TEST_POSTGRES_URL="$${KTRDR_TEST_POSTGRES_URL-$$($(BIN)/python scripts/find_test_postgres.py)}" \
+		$(BIN)/python -m pytest --cov --cov-report=term $(PYTEST_ARGS)
 
 test-unit: venv
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
