@@ -46,7 +46,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from common import free_port, spawn, stop, wait_until
@@ -105,21 +105,31 @@ def answers(port: int, path: str) -> Callable[[], bool]:
     return probe
 
 
-def register_all(port: int) -> dict[str, str]:
-    """Register the 1,000 workers; each one's credential by worker id."""
+def register_all(
+    port: int,
+    count: int = WORKERS,
+    *,
+    interval_s: float = 10,
+    timings: list[float] | None = None,
+) -> dict[str, str]:
+    """Register ``count`` workers one after another; each one's credential by worker id.
+
+    ``timings``, if given, receives each registration's seconds (request to answer).
+    """
     credentials: dict[str, str] = {}
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    for i in range(WORKERS):
+    for i in range(count):
         body = json.dumps(
             {
                 "worker_id": f"bench-{i:04d}",
                 "worker_type": "training" if i % 2 else "backtest",
                 # A closed loopback port: never called (no operations), and nothing answers.
                 "endpoint_url": f"http://127.0.0.1:9/bench-{i:04d}",
-                "heartbeat_interval_s": 10,
+                "heartbeat_interval_s": interval_s,
                 "config_fingerprint": "0123456789abcdef",
             }
         )
+        sent = time.perf_counter()
         conn.request(
             "POST",
             "/api/v1/workers/register",
@@ -128,6 +138,8 @@ def register_all(port: int) -> dict[str, str]:
         )
         response = conn.getresponse()
         answer = response.read()
+        if timings is not None:
+            timings.append(time.perf_counter() - sent)
         if response.status not in (200, 201):
             raise SystemExit(f"registration failed: {response.status}")
         credentials[f"bench-{i:04d}"] = json.loads(answer)["credential"]
@@ -163,13 +175,24 @@ async def read_response(reader: asyncio.StreamReader) -> int:
 
 
 async def load(
-    port: int, connections: int, seconds: float, credentials: dict[str, str]
+    port: int,
+    connections: int,
+    seconds: float,
+    credentials: dict[str, str],
+    *,
+    beside: Callable[[float, float], Awaitable[None]] | None = None,
 ) -> tuple[int, list[float], int]:
-    """Drive heartbeats; returns (measured requests, latencies s, errors)."""
+    """Drive heartbeats; returns (measured requests, latencies s, errors).
+
+    Ids go round-robin over ``credentials`` (worker id -> its credential). ``beside``,
+    if given, runs alongside for the whole round (other clients of the same server),
+    called with the round's ``perf_counter`` times (measure from, stop at).
+    """
     requests = [
-        heartbeat_request(worker_id, port, credentials[worker_id])
-        for worker_id in (f"bench-{i:04d}" for i in range(WORKERS))
+        heartbeat_request(worker_id, port, credential)
+        for worker_id, credential in credentials.items()
     ]
+    count = len(requests)
     latencies: list[float] = []
     errors = 0
     start = time.perf_counter()
@@ -184,7 +207,7 @@ async def load(
             sent = time.perf_counter()
             if sent >= stop_at:
                 break
-            writer.write(requests[index % WORKERS])
+            writer.write(requests[index % count])
             index += connections
             status = await read_response(reader)
             done = time.perf_counter()
@@ -195,7 +218,8 @@ async def load(
         writer.close()
         await writer.wait_closed()
 
-    await asyncio.gather(*(client(i) for i in range(connections)))
+    others = [] if beside is None else [beside(measure_from, stop_at)]
+    await asyncio.gather(*(client(i) for i in range(connections)), *others)
     return len(latencies), latencies, errors
 
 
