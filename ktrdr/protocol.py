@@ -205,13 +205,37 @@ class RegisterRequest(_Message):
         return value
 
 
+#: Most operation ids one heartbeat lists in ``pending_outcomes``.
+MAX_PENDING_OUTCOMES = 1000
+
+
 class HeartbeatRequest(_MaySendSeries):
-    """``POST /api/v1/workers/{id}/heartbeat``: status and the running operation's progress."""
+    """``POST /api/v1/workers/{id}/heartbeat``: status and the running operation's progress.
+
+    ``pending_outcomes`` names the operations that ended on this worker whose outcome
+    the backend has not acknowledged yet (kept in the worker's outbox, being retried):
+    the backend counts them as reported, so it does not fail them as orphans while
+    their worker is alive and still delivering. Left out of the JSON when empty, like
+    ``series``, so a backend from before it still takes the heartbeat.
+    """
 
     status: WorkerStatus
     current_operation_id: str | None = Field(default=None, pattern=_ID)
     progress: Progress | None = None
     # series: points of the current operation not acknowledged yet (answered 200).
+    pending_outcomes: list[Annotated[str, Field(pattern=_ID)]] = Field(
+        default_factory=list, max_length=MAX_PENDING_OUTCOMES
+    )
+
+    @model_serializer(mode="wrap")
+    def _drop_empty_series(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict):
+            if data.get("series") is None:
+                data.pop("series", None)
+            if not data.get("pending_outcomes"):
+                data.pop("pending_outcomes", None)
+        return data
 
 
 class WorkerView(_Message):
@@ -433,6 +457,7 @@ __all__ = [
     "MAX_COUNTED",
     "MAX_OFFSET",
     "MAX_PAGE_ITEMS",
+    "MAX_PENDING_OUTCOMES",
     "MAX_SERIES_NAMES",
     "MAX_SERIES_POINTS",
     "OPERATIONS_PATH",

@@ -5,7 +5,11 @@ The worker API calls :meth:`OperationReports.registered` and
 calls :meth:`OperationReports.report` for ``POST /api/v1/operations/{id}/report``.
 
 Every heartbeat that names an operation stamps it in the store (the orphan detector
-relies on that, progress or not), with the series points it carries. Heartbeats are
+relies on that, progress or not), with the series points it carries; so does a
+heartbeat listing it among the worker's ``pending_outcomes``: an operation that ended
+on a live worker whose report has not got through yet (the backend or its store was
+away) is not an orphan, and its outcome is taken whenever it arrives while the
+operation still runs on that worker. Heartbeats are
 the hot path, so they are not written one transaction each: the heartbeat only notes
 its stamp (the time it arrived and its progress, the latest per operation, and its
 series points, merged with those not written yet), and :meth:`run_forever` writes
@@ -34,7 +38,13 @@ from ktrdr.api.registry import WorkerRecord, WorkerRegistry
 from ktrdr.api.series_store import merge_points
 from ktrdr.api.store import ProgressStamp
 from ktrdr.log_context import attempt_of, operation_context
-from ktrdr.protocol import HeartbeatRequest, OperationReport, OperationView, WorkerStatus
+from ktrdr.protocol import (
+    HeartbeatRequest,
+    OperationReport,
+    OperationView,
+    SeriesPoints,
+    WorkerStatus,
+)
 from ktrdr.web import ApiError
 
 __all__ = ["CHECKPOINT_SAVED", "FLUSH_SPACING", "FLUSH_TICK", "OperationReports"]
@@ -89,30 +99,44 @@ class OperationReports:
     async def heartbeat(
         self, previous: WorkerRecord, record: WorkerRecord, request: HeartbeatRequest
     ) -> None:
-        """Note the stamp of the named operation; wake dispatch if the worker became idle."""
+        """Note the stamp of the named operation and of every operation whose outcome the
+        worker still holds (``pending_outcomes``: ended, not delivered yet, so not an
+        orphan); wake dispatch if the worker became idle.
+        """
         self._metrics.heartbeat_received(record.worker_type)
         operation_id = request.current_operation_id
         if operation_id is not None:
             progress: Mapping[str, Any] | None = None
             if request.progress is not None:
                 progress = request.progress.model_dump(mode="json")
-            series = request.series
-            earlier = self._stamps.get(operation_id)
-            if earlier is not None and earlier.worker_id == record.worker_id:
-                if progress is None:
-                    progress = earlier.progress  # a bare heartbeat must not drop unwritten progress
-                if earlier.series:
-                    series = merge_points(earlier.series, series)  # nor unwritten points
-            self._stamps[operation_id] = ProgressStamp(
-                operation_id=operation_id,
-                worker_id=record.worker_id,
-                at=record.last_heartbeat_at,
-                progress=progress,
-                series=series or None,
-            )
-            self._noted.set()
+            self._note(operation_id, record, progress, request.series)
+        for pending in request.pending_outcomes:
+            if pending != operation_id:
+                self._note(pending, record, None, None)
         if record.status is WorkerStatus.IDLE and previous.status is not WorkerStatus.IDLE:
             self._dispatcher.wake()
+
+    def _note(
+        self,
+        operation_id: str,
+        record: WorkerRecord,
+        progress: Mapping[str, Any] | None,
+        series: SeriesPoints | None,
+    ) -> None:
+        earlier = self._stamps.get(operation_id)
+        if earlier is not None and earlier.worker_id == record.worker_id:
+            if progress is None:
+                progress = earlier.progress  # a bare heartbeat must not drop unwritten progress
+            if earlier.series:
+                series = merge_points(earlier.series, series)  # nor unwritten points
+        self._stamps[operation_id] = ProgressStamp(
+            operation_id=operation_id,
+            worker_id=record.worker_id,
+            at=record.last_heartbeat_at,
+            progress=progress,
+            series=series or None,
+        )
+        self._noted.set()
 
     # --- writing the stamps -----------------------------------------------------------
 

@@ -202,12 +202,16 @@ class CheckpointSettings:
     )
     dir: Path = setting(
         Path("data/checkpoints"),
-        help="directory holding one subdirectory per operation",
+        help=(
+            "directory holding one subdirectory per operation, and in .outbox/<worker id> "
+            "the outcomes each worker keeps until the backend has them (keep it on "
+            "persistent storage)"
+        ),
         deprecated=("CHECKPOINT_DIR",),
     )
     max_age_days: int = setting(
         30,
-        help="checkpoints older than this are deleted",
+        help="checkpoints older than this are deleted (undelivered outcomes never are)",
         unit="days",
         deprecated=("CHECKPOINT_MAX_AGE_DAYS",),
         check=checks.IntRange(1, 36500),

@@ -2,7 +2,8 @@
 
 Entrypoints live in ``training_worker`` / ``backtest_worker`` (``python -m``); the
 HTTP server in ``ktrdr.workers.server``; the :class:`Worker` in
-``ktrdr.workers.worker``. Each operation runs in a job process of its own
+``ktrdr.workers.worker``; outcomes wait in its ``outbox`` until ``delivery`` has them
+acknowledged by the backend. Each operation runs in a job process of its own
 (``ktrdr.workers.job_process``). This package never imports ``ktrdr.api``,
 ``ktrdr.jobs`` or numpy: what it shares with the backend is ``ktrdr.protocol``, and
 with its jobs ``ktrdr.job_messages``. Its errors are in ``ktrdr.errors``.
@@ -21,9 +22,11 @@ if TYPE_CHECKING:
     from ktrdr.workers.backend_client import BackendClient
     from ktrdr.workers.backoff import Backoff, registration_backoff
     from ktrdr.workers.checkpoints import CheckpointStore
+    from ktrdr.workers.delivery import Delivery, OutcomeDelivery
     from ktrdr.workers.fingerprint import config_fingerprint
     from ktrdr.workers.job_host import JobHost
     from ktrdr.workers.job_process import JobLauncher, RunningJob
+    from ktrdr.workers.outbox import Outbox, OutboxEntry
     from ktrdr.workers.worker import Worker
 
 #: Each public name and the module that defines it.
@@ -31,8 +34,12 @@ _HOMES = {
     "BackendClient": "ktrdr.workers.backend_client",
     "Backoff": "ktrdr.workers.backoff",
     "CheckpointStore": "ktrdr.workers.checkpoints",
+    "Delivery": "ktrdr.workers.delivery",
     "JobHost": "ktrdr.workers.job_host",
     "JobLauncher": "ktrdr.workers.job_process",
+    "Outbox": "ktrdr.workers.outbox",
+    "OutboxEntry": "ktrdr.workers.outbox",
+    "OutcomeDelivery": "ktrdr.workers.delivery",
     "RunningJob": "ktrdr.workers.job_process",
     "Worker": "ktrdr.workers.worker",
     "config_fingerprint": "ktrdr.workers.fingerprint",
@@ -60,8 +67,12 @@ __all__ = [
     "BackendClient",
     "Backoff",
     "CheckpointStore",
+    "Delivery",
     "JobHost",
     "JobLauncher",
+    "Outbox",
+    "OutboxEntry",
+    "OutcomeDelivery",
     "RunningJob",
     "Worker",
     "config_fingerprint",

@@ -15,11 +15,10 @@ registration replaces it). Both go in headers only, never in a log line or a mes
 
 from __future__ import annotations
 
-import asyncio
 import datetime
-import logging
-import time
-from collections.abc import Awaitable, Callable
+import json
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -28,7 +27,6 @@ from pydantic import BaseModel, ValidationError
 from ktrdr.config import Secret
 from ktrdr.errors import (
     BackendRejected,
-    BackendUnavailable,
     BackendUnreachable,
     WorkerNotRegistered,
 )
@@ -42,14 +40,6 @@ from ktrdr.protocol import (
     RegisterResponse,
 )
 from ktrdr.web.http_client import backend_error, bearer_headers, describe_error
-from ktrdr.workers.backoff import Backoff
-
-logger = logging.getLogger(__name__)
-
-#: Retry schedule of operation reports (about 20 s in total with the default cap).
-REPORT_ATTEMPTS = 8
-REPORT_BACKOFF_INITIAL = datetime.timedelta(milliseconds=200)
-REPORT_BACKOFF_CAP = datetime.timedelta(seconds=5)
 
 
 class BackendClient:
@@ -62,8 +52,6 @@ class BackendClient:
         base_url: str,
         token: Secret,
         timeout: datetime.timedelta,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._http = http
         self.base_url = base_url.rstrip("/")
@@ -73,8 +61,6 @@ class BackendClient:
         #: Bumped by every registration, so a caller can tell whether it re-registered.
         self.registrations = 0
         self.timeout_s = timeout.total_seconds()
-        self._clock = clock
-        self._sleep = sleep
 
     @property
     def has_credential(self) -> bool:
@@ -95,9 +81,11 @@ class BackendClient:
         *,
         headers: dict[str, str],
         timeout_s: float | None = None,
+        content: bytes | None = None,
     ) -> httpx.Response:
         url = self.base_url + path
-        content = body.model_dump_json().encode() if body is not None else None
+        if body is not None:
+            content = body.model_dump_json().encode()
         timeout = self.timeout_s if timeout_s is None else max(0.01, timeout_s)
         try:
             response = await self._http.request(
@@ -158,42 +146,33 @@ class BackendClient:
     async def report_operation(
         self,
         operation_id: str,
-        report: OperationReport,
+        report: OperationReport | Mapping[str, Any],
         *,
-        attempts: int = REPORT_ATTEMPTS,
-        budget_s: float | None = None,
+        timeout_s: float | None = None,
     ) -> None:
-        """``POST /api/v1/operations/{id}/report``, retried while the backend is unavailable.
+        """``POST /api/v1/operations/{id}/report``, once.
 
-        Stops after ``attempts`` tries or when ``budget_s`` seconds have passed (a
-        shutdown has a deadline); raises the last error then. A 4xx is not retried;
-        a 401 is ``WorkerNotRegistered`` (register again, then report again).
+        ``report`` is the model or its body as plain JSON (an outbox entry: sent exactly
+        as stored). Raises :class:`~ktrdr.errors.BackendUnavailable` (no answer, 5xx,
+        429: try again later), ``WorkerNotRegistered`` on 401 (register again, then
+        report again) or :class:`~ktrdr.errors.BackendRejected` for any other 4xx (a
+        409: the backend will not take this outcome). Retrying is the caller's
+        business (``ktrdr.workers.delivery`` retries for as long as the worker runs).
         """
         path = f"{OPERATIONS_PATH}/{quote(operation_id, safe='')}/report"
-        deadline = None if budget_s is None else self._clock() + budget_s
-        backoff = Backoff(initial=REPORT_BACKOFF_INITIAL, cap=REPORT_BACKOFF_CAP)
-        for attempt in range(1, attempts + 1):
-            remaining = None if deadline is None else deadline - self._clock()
-            timeout_s = None if remaining is None else min(self.timeout_s, remaining)
-            headers = self._credential_headers(f"report of operation {operation_id}")
-            try:
-                response = await self._send(
-                    "POST", path, report, headers=headers, timeout_s=timeout_s
-                )
-            except BackendUnavailable as exc:
-                delay = backoff.next_delay()
-                out_of_time = deadline is not None and self._clock() + delay >= deadline
-                if attempt == attempts or out_of_time:
-                    raise
-                logger.warning("report of operation %s: %s; retrying", operation_id, exc)
-                await self._sleep(delay)
-                continue
-            if response.status_code == 401:
-                message = f"report of operation {operation_id}: {describe_error(response)}"
-                raise WorkerNotRegistered(message, status_code=401)
-            if response.status_code >= 400:
-                raise backend_error(response, f"report of operation {operation_id}")
-            return
+        headers = self._credential_headers(f"report of operation {operation_id}")
+        if isinstance(report, BaseModel):
+            content = report.model_dump_json().encode()
+        else:
+            content = json.dumps(report, separators=(",", ":"), allow_nan=False).encode()
+        response = await self._send(
+            "POST", path, content=content, headers=headers, timeout_s=timeout_s
+        )
+        if response.status_code == 401:
+            message = f"report of operation {operation_id}: {describe_error(response)}"
+            raise WorkerNotRegistered(message, status_code=401)
+        if response.status_code >= 400:
+            raise backend_error(response, f"report of operation {operation_id}")
 
 
 __all__ = ["BackendClient"]

@@ -6,7 +6,9 @@ state as opaque bytes (``ktrdr.jobs`` encodes it; this module never interprets i
 the worker runtime needs no numpy). A save writes a temporary file in the same
 directory, fsyncs it and renames it over the old one, so a crash leaves either the old
 or the new checkpoint, never half of one. The job process sends its checkpoints to the
-worker, which stores them here; only the worker writes, deletes and expires them.
+worker, which stores them here; only the worker writes, deletes and expires them. A
+completed operation's checkpoint is deleted once the backend acknowledged its outcome
+(``ktrdr.workers.delivery``), not before.
 This module knows nothing about HTTP or the backend.
 """
 
@@ -33,6 +35,7 @@ from ktrdr.errors import (
 )
 from ktrdr.job_messages import CheckpointData
 from ktrdr.vocabulary import id_problem
+from ktrdr.workers.outbox import OUTBOX_FOLDER
 
 __all__ = [
     "CHECKPOINT_FILE",
@@ -164,14 +167,17 @@ class CheckpointStore:
     def purge_expired(self, now: datetime.datetime) -> list[Path]:
         """Delete files older than ``max_age_days`` (by mtime); returns what was removed.
 
-        Operation directories left empty are removed too. Called at worker start and
-        periodically by the runtime; ``now`` is an aware datetime from its clock.
+        Directories left empty are removed too. The workers' outbox (``.outbox``) is
+        left alone: an outcome waiting for the backend never expires. Called at worker
+        start and periodically by the runtime; ``now`` is an aware datetime from its
+        clock.
         """
         if not self.root.is_dir():
             return []
         cutoff = now - datetime.timedelta(days=self._settings.max_age_days)
         removed: list[Path] = []
-        for directory in sorted(p for p in self.root.iterdir() if p.is_dir()):
+        directories = (p for p in self.root.iterdir() if p.is_dir() and p.name != OUTBOX_FOLDER)
+        for directory in sorted(directories):
             for file in sorted(p for p in directory.iterdir() if p.is_file()):
                 modified = datetime.datetime.fromtimestamp(
                     file.stat().st_mtime, tz=datetime.timezone.utc

@@ -175,7 +175,6 @@ async def serve_worker(
             base_url=settings.backend_url,
             token=config.auth.worker_token,
             timeout=settings.registration_timeout,
-            clock=time.monotonic,
         )
         worker = Worker(
             settings=settings,

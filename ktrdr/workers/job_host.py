@@ -4,9 +4,10 @@ A job process computes; the worker keeps the files. Before a job starts, the hos
 loads the checkpoint to resume from (or removes a stale one for a fresh start); while
 it runs, the host stores every checkpoint the job sends; when it ends, the host turns
 what happened (an outcome, a stop the job ignored, a crash) into the one
-:class:`~ktrdr.job_messages.JobOutcome` the worker reports, and removes the checkpoint
-of a completed operation. All of it is blocking file I/O: the caller runs it off the
-event loop. Nothing here knows how the job process is started.
+:class:`~ktrdr.job_messages.JobOutcome` the worker reports. The checkpoint of a
+completed operation stays until the backend has acknowledged its outcome (the
+worker's outbox removes it then). All of it is blocking file I/O: the caller runs it
+off the event loop. Nothing here knows how the job process is started.
 """
 
 from __future__ import annotations
@@ -138,11 +139,10 @@ class JobHost:
         return None
 
     def finish(self, request: JobRequest, end: JobEnd) -> JobOutcome:
-        """The outcome to report; a completed operation's checkpoint is removed."""
-        outcome = self._outcome(request, end)
-        if outcome.status is OperationStatus.COMPLETED:
-            self.checkpoints.delete(request.operation_id)
-        return outcome
+        """The outcome to report. The checkpoint stays, even of a completed operation,
+        until the backend acknowledges the outcome (``ktrdr.workers.delivery``).
+        """
+        return self._outcome(request, end)
 
     def _outcome(self, request: JobRequest, end: JobEnd) -> JobOutcome:
         if end.failure is not None:

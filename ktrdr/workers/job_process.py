@@ -92,12 +92,17 @@ class JobLauncher:
         on_series: Callable[[SeriesUpdate], None] | None = None,
         trace_parent: str | None = None,
         on_span: Callable[[SpanRecord], None] | None = None,
+        on_outcome: Callable[[JobOutcome], object] | None = None,
     ) -> RunningJob:
         """Start ``start`` in the background; its outcome arrives on ``RunningJob.done``.
 
         ``on_progress`` and ``on_series`` run on the event loop, for each message of
         that kind the job sends. The job's spans continue ``trace_parent`` and are
         handed to ``on_span`` (on the supervising thread) as they finish.
+        ``on_outcome`` runs on the event loop with the outcome as soon as it is final,
+        after every progress and series callback and before ``done`` has it: when the
+        job reported it itself, while its process is still exiting (the worker starts
+        its durable write then, so the write overlaps the wait for the process).
         """
         self._context.set_forkserver_preload(self._preload)
         job = RunningJob(
@@ -108,6 +113,7 @@ class JobLauncher:
             on_series=on_series,
             trace_parent=trace_parent,
             on_span=on_span,
+            on_outcome=on_outcome,
         )
         job.begin()
         return job
@@ -139,6 +145,7 @@ class RunningJob:
         on_series: Callable[[SeriesUpdate], None] | None = None,
         trace_parent: str | None = None,
         on_span: Callable[[SpanRecord], None] | None = None,
+        on_outcome: Callable[[JobOutcome], object] | None = None,
     ) -> None:
         self.operation_id = start.operation_id
         self._trace_parent = trace_parent
@@ -150,6 +157,9 @@ class RunningJob:
         self._loop = loop
         self._on_progress = on_progress
         self._on_series = on_series
+        self._on_outcome = on_outcome
+        #: Set once ``on_outcome`` is scheduled (the supervising thread does it once).
+        self._announced = False
         self._lock = threading.Lock()
         self._process: Any = None
         self._conn: Connection | None = None
@@ -224,7 +234,14 @@ class RunningJob:
             error = f"the worker could not run the job: {type(exc).__name__}: {exc}"
             outcome = JobOutcome(status=OperationStatus.FAILED, error=error)
         with contextlib.suppress(RuntimeError):  # the loop is gone: the process is exiting
+            self._announce(outcome)
             self._loop.call_soon_threadsafe(self._resolve, outcome)
+
+    def _announce(self, outcome: JobOutcome) -> None:
+        """Schedule ``on_outcome`` on the loop, once (the loop runs callbacks in order)."""
+        if self._on_outcome is not None and not self._announced:
+            self._announced = True
+            self._loop.call_soon_threadsafe(self._on_outcome, outcome)
 
     def _resolve(self, outcome: JobOutcome) -> None:
         if self._kill_timer is not None:
@@ -259,6 +276,9 @@ class RunningJob:
                 process.kill()
         try:
             outcome, failure = self._receive(request, parent_conn, process)
+            if outcome is not None and failure is None:
+                with contextlib.suppress(RuntimeError):  # the loop is gone
+                    self._announce(outcome)  # final already: meanwhile the process exits
         finally:
             self._reap(process)
             with self._lock:

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -40,6 +40,7 @@ from ktrdr.errors import (
 from ktrdr.job_messages import JobOutcome, SeriesUpdate, StopReason
 from ktrdr.log_context import OperationLogContext, attempt_of, operation_context
 from ktrdr.protocol import (
+    MAX_PENDING_OUTCOMES,
     HeartbeatRequest,
     OperationReport,
     OperationStatus,
@@ -52,10 +53,12 @@ from ktrdr.protocol import (
 from ktrdr.tracing import Tracing, trace_id_of, traceparent_of
 from ktrdr.workers.backend_client import BackendClient
 from ktrdr.workers.backoff import registration_backoff
+from ktrdr.workers.delivery import OutcomeDelivery
 from ktrdr.workers.fingerprint import config_fingerprint
 from ktrdr.workers.job_process import JobLauncher, RunningJob
 from ktrdr.workers.metrics import WorkerMetrics, process_memory_peak
 from ktrdr.workers.operation_logs import OperationLogs
+from ktrdr.workers.outbox import Outbox, OutboxEntry
 from ktrdr.workers.series_buffer import SeriesBuffer
 
 logger = logging.getLogger(__name__)
@@ -84,6 +87,9 @@ class _Running:
     progress: Progress | None = None
     series: SeriesBuffer = attrs.field(factory=SeriesBuffer)
     reporter: asyncio.Task[None] | None = None
+    #: The final outcome, its report (built as soon as the outcome was known) and the
+    #: report's durable write to the outbox (started while the job's process exits).
+    prepared: tuple[JobOutcome, OperationReport, asyncio.Future[OutboxEntry]] | None = None
     #: The trace of the run span (None when tracing is off).
     trace_id: str | None = None
 
@@ -117,7 +123,11 @@ class Worker:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         random: Callable[[], float] = random.random,
         tracing: Tracing | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
+        """``outbox`` defaults to ``<checkpoint directory>/.outbox/<worker id>``, beside
+        the checkpoints the launcher's job host stores.
+        """
         if settings.type is None:
             message = "WorkerSettings.type is not set; validate_all fills it from the entrypoint"
             raise ValueError(message)
@@ -143,9 +153,19 @@ class Worker:
         self._registering = asyncio.Lock()
         self._lifecycle: asyncio.Task[None] | None = None
         self._warm_up: asyncio.Task[None] | None = None
-        #: Tasks that wait for an operation's outcome and report it (stop() awaits them).
+        #: Tasks that wait for an operation's outcome and put it in the outbox (stop()
+        #: awaits them).
         self._reporters: set[asyncio.Task[None]] = set()
         self._check_identity()
+        checkpoints = launcher.host.checkpoints
+        self._delivery = OutcomeDelivery(
+            outbox=outbox or Outbox.in_checkpoint_dir(checkpoints.root, settings.id),
+            backend=backend,
+            checkpoints=checkpoints,
+            register_again=self._register_again,
+            backoff=lambda: registration_backoff(settings.heartbeat_interval, random=random),
+            sleep=sleep,
+        )
 
     # -- identity -------------------------------------------------------------
 
@@ -210,18 +230,31 @@ class Worker:
         return running.operation_id if running is not None else None
 
     @property
+    def pending_outcomes(self) -> list[str]:
+        """Operations whose outcome is in the outbox, not yet acknowledged, oldest first."""
+        return self._delivery.pending_ids
+
+    @property
+    def outbox(self) -> Outbox:
+        """Where this worker keeps outcomes until the backend has them."""
+        return self._delivery.outbox
+
+    @property
     def registered(self) -> bool:
         """True once the backend accepted the registration (until it forgets us)."""
         return self._registered
 
     def heartbeat_request(self) -> HeartbeatRequest:
-        """The body of a heartbeat: status, current operation, its progress and new points."""
+        """The body of a heartbeat: status, current operation, its progress and new points,
+        and the operations whose outcome waits in the outbox.
+        """
         running = self._running
         return HeartbeatRequest(
             status=self.status,
             current_operation_id=running.operation_id if running is not None else None,
             progress=running.progress if running is not None else None,
             series=running.series.unsent() if running is not None else None,
+            pending_outcomes=self._delivery.pending_ids[:MAX_PENDING_OUTCOMES],
         )
 
     def health(self) -> dict[str, Any]:
@@ -236,6 +269,7 @@ class Worker:
             "registered": self._registered,
             "progress": progress.model_dump(mode="json") if progress is not None else None,
             "job_pid": running.job.pid if running is not None and running.job else None,
+            "pending_outcomes": self._delivery.pending_ids,
         }
 
     def refresh_metrics(self) -> None:
@@ -254,9 +288,13 @@ class Worker:
 
         The job processes' server is warmed up once registration has succeeded: started
         alongside it, the server's imports competed with the registration for the CPU
-        and about doubled the time until the backend listed the worker.
+        and about doubled the time until the backend listed the worker. Outcomes an
+        earlier run left in the outbox are loaded first: heartbeats list them and they
+        are delivered as soon as the registration succeeds.
         """
         if self._lifecycle is None and not self._stopping:
+            await self._delivery.load()
+            self._delivery.start()
             self._lifecycle = asyncio.create_task(self._lifecycle_loop(), name="worker-lifecycle")
 
     async def _warm_up_jobs(self) -> None:
@@ -310,6 +348,7 @@ class Worker:
                 self._backend.base_url,
                 attempt,
             )
+            self._delivery.wake(fresh=True)
             return True
         return False
 
@@ -386,7 +425,8 @@ class Worker:
 
     async def stop(self) -> None:
         """Finish within ``KTRDR_WORKER_SHUTDOWN_TIMEOUT``: let the operation stop and
-        report, stop heartbeating, unregister.
+        put its outcome in the outbox, deliver what the outbox holds, stop heartbeating,
+        unregister. Outcomes not delivered by then stay on disk for the next start.
         """
         self.request_shutdown()
         deadline = self._deadline()
@@ -398,20 +438,14 @@ class Worker:
             if late:
                 if running is not None and running.reporter in late:
                     logger.error(
-                        "operation %s did not stop within %s (%s); exiting without reporting it",
+                        "operation %s did not stop within %s (%s); exiting without its outcome",
                         running.operation_id,
-                        _SHUTDOWN_TIMEOUT,
-                        self.settings.shutdown_timeout,
-                    )
-                else:
-                    logger.error(
-                        "an operation's report did not go through within %s (%s); "
-                        "exiting without it",
                         _SHUTDOWN_TIMEOUT,
                         self.settings.shutdown_timeout,
                     )
                 for task in late:
                     task.cancel()
+        await self._delivery.stop(deadline - self._unregister_reserve() - self._clock())
         for background in (self._lifecycle, self._warm_up):
             if background is not None:
                 background.cancel()
@@ -481,6 +515,7 @@ class Worker:
                     on_series=running.add_series,
                     trace_parent=trace_parent,
                     on_span=self._tracing.export_record if self._tracing.enabled else None,
+                    on_outcome=lambda outcome: self._outcome_known(running, outcome),
                 )
             except BaseException:
                 capture.close()
@@ -520,6 +555,21 @@ class Worker:
         with capture:
             await self._report_outcome(running, job)
 
+    def _outcome_known(
+        self, running: _Running, outcome: JobOutcome
+    ) -> tuple[JobOutcome, OperationReport, asyncio.Future[OutboxEntry]]:
+        """The job's final outcome, before its process is reaped: build the report (every
+        series point has arrived) and start writing it to the outbox in a thread, so
+        the durable write overlaps the wait for the process.
+        """
+        report = self._report_for(outcome, series=running.series)
+        body = report.model_dump(mode="json")
+        written = asyncio.ensure_future(
+            asyncio.to_thread(self._delivery.write, running.operation_id, body)
+        )
+        running.prepared = (outcome, report, written)
+        return running.prepared
+
     async def _report_outcome(self, running: _Running, job: RunningJob) -> None:
         try:
             outcome = await job.done
@@ -528,7 +578,10 @@ class Worker:
             # for the report's round trip (or its retries while the backend is away).
             if self._running is running:
                 self._running = None
-        report = self._report_for(outcome, series=running.series)
+        prepared = running.prepared
+        if prepared is None or prepared[0] is not outcome:  # no early hook ran
+            prepared = self._outcome_known(running, outcome)
+        _, report, written = prepared
         self.metrics.operation_ended(
             running.operation_type, report.status, outcome.memory_peak_bytes
         )
@@ -542,44 +595,32 @@ class Worker:
         span.set_attribute("ktrdr.operation.status", report.status.value)
         if report.status is OperationStatus.FAILED:
             span.set_status(Status(StatusCode.ERROR, report.error))
-        with self._tracing.within(span):  # the report's request joins the operation's trace
-            await self._send_report(running, report)
+        # On disk before it is sent; delivered (and retried) by the outbox's task, each
+        # attempt within the operation's span (which ends when the outcome leaves) and
+        # naming the operation (and its trace) in its log lines.
+        entry = await written
 
-    async def _send_report(self, running: _Running, report: OperationReport) -> None:
-        try:
-            await self._report(running.operation_id, report)
-        except BackendRejected as exc:
-            if exc.status_code != 409:
-                logger.error("could not report operation %s: %s", running.operation_id, exc)
-            else:  # cancelled or failed meanwhile: the backend's outcome stands
-                logger.info("report of operation %s not needed: %s", running.operation_id, exc)
-        except BackendError as exc:
-            logger.error("could not report operation %s: %s", running.operation_id, exc)
+        @contextlib.contextmanager
+        def delivering() -> Iterator[None]:
+            with (
+                running.log_context(),
+                self._tracing.within(span, end=False),
+            ):
+                yield
 
-    def _report_budget(self) -> float | None:
-        if not self._stopping:
-            return None
-        return self._deadline() - self._unregister_reserve() - self._clock()
+        delivered = self._delivery.enqueue(entry, context=delivering)
+        delivered.add_done_callback(lambda _: span.end())
 
-    async def _report(self, operation_id: str, report: OperationReport) -> None:
-        """Report ``operation_id``; if the backend no longer takes our credential (it
-        restarted, or a newer registration replaced it), register once and report again.
+    async def _register_again(self, seen: int) -> None:
+        """Register unless a registration happened since the client's counter read ``seen``
+        (the backend no longer took our credential: it restarted, or a newer
+        registration of our id replaced it). Raises ``BackendError`` when it fails.
         """
-        registrations = self._backend.registrations
-        try:
-            await self._backend.report_operation(
-                operation_id, report, budget_s=self._report_budget()
-            )
-            return
-        except WorkerNotRegistered:
-            logger.info(
-                "report of operation %s: credential refused; registering again", operation_id
-            )
         async with self._registering:
-            if self._backend.registrations == registrations:  # nobody registered meanwhile
+            if self._backend.registrations == seen:
+                logger.info("worker %s: credential refused; registering again", self.worker_id)
                 await self._backend.register(self.registration_request())
                 self._registered = True
-        await self._backend.report_operation(operation_id, report, budget_s=self._report_budget())
 
     def _report_for(
         self, outcome: JobOutcome, *, series: SeriesBuffer | None = None

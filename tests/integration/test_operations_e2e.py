@@ -188,7 +188,8 @@ def test_a_training_operation_completes_with_metrics(ops: Ops) -> None:
     assert 0.0 <= result["accuracy"] <= 1.0
     assert 0.0 <= result["validation_accuracy"] <= 1.0
     assert result["final_loss"] < result["initial_loss"]
-    assert not ops.checkpoints().exists(operation_id)  # deleted on success
+    # Deleted once the backend acknowledged the result (just after it is visible here).
+    wait_until(lambda: not ops.checkpoints().exists(operation_id))
     assert not stale.exists()  # older than KTRDR_CHECKPOINT_MAX_AGE_DAYS: purged at start
 
 
@@ -260,7 +261,7 @@ def test_a_sigkilled_worker_is_orphaned_then_resumed_elsewhere_to_the_same_resul
     assert done["worker_id"] == second_id != first_id
     assert f"operation {operation_id} started (training, resuming)" in second.process.stderr()
     assert done["result"] == uninterrupted_training(tmp_path / "reference", LONG_TRAINING)
-    assert not ops.checkpoints().exists(operation_id)
+    wait_until(lambda: not ops.checkpoints().exists(operation_id))
 
 
 def test_sigterm_on_a_busy_worker_cancels_with_a_checkpoint_saved(ops: Ops) -> None:

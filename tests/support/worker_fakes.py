@@ -38,6 +38,15 @@ SETTINGS = WorkerSettings(
 )
 
 
+#: The error code of each refusal a FakeBackend can answer a report with.
+REPORT_ERRORS = {
+    404: "not_found",
+    409: "invalid_transition",
+    422: "invalid_request",
+    503: "store_unavailable",
+}
+
+
 class FakeBackend:
     """The backend's worker API in miniature, as an httpx MockTransport handler."""
 
@@ -53,6 +62,8 @@ class FakeBackend:
         self.refuse_connections = 0
         #: While True, every request fails with a connection error.
         self.down = False
+        #: Answers to the next reports, in order (then 200): a status or an exception.
+        self.report_answers: list[int | Exception] = []
         self.heartbeats = 0
         self._serial = itertools.count(1)
 
@@ -113,7 +124,15 @@ class FakeBackend:
             return refused or httpx.Response(200, json={})
         if path.endswith("/report"):
             refused = self._refused(None, authorization)
-            return refused or httpx.Response(200, json={})
+            if refused is not None:
+                return refused
+            answer = self.report_answers.pop(0) if self.report_answers else 200
+            if isinstance(answer, Exception):
+                raise answer
+            if answer >= 400:
+                body = {"error": REPORT_ERRORS.get(answer, "refused"), "detail": f"said {answer}"}
+                return httpx.Response(answer, json=body)
+            return httpx.Response(answer, json={})
         if request.method == "DELETE":
             worker_id = path.split("/")[-1]
             refused = self._refused(worker_id, authorization)
@@ -154,17 +173,18 @@ def make_worker(
     fake_time: FakeTime | None = None,
     metrics: WorkerMetrics | None = None,
     tracing: Tracing | None = None,
+    handler: Callable[[httpx.Request], httpx.Response] | None = None,
 ) -> Worker:
-    """A Worker over ``backend``; fake time when given, real monotonic time otherwise."""
+    """A Worker over ``backend`` (or ``handler``, which may wrap it); fake time when given,
+    real monotonic time otherwise.
+    """
     clock: Callable[[], float] = fake_time.clock if fake_time else time.monotonic
     sleep = fake_time.sleep if fake_time else asyncio.sleep
     client = BackendClient(
-        http=httpx.AsyncClient(transport=httpx.MockTransport(backend)),
+        http=httpx.AsyncClient(transport=httpx.MockTransport(handler or backend)),
         base_url="http://backend:8000",
         token=Secret("t"),
         timeout=datetime.timedelta(seconds=2),
-        clock=clock,
-        sleep=sleep,
     )
     return Worker(
         settings=settings,

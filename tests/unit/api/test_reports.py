@@ -1,4 +1,5 @@
-"""Heartbeat stamps: batched writes that survive a failed round and a shutdown."""
+"""Heartbeat stamps: batched writes that survive a failed round and a shutdown, and the
+operations whose outcome a live worker still holds."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 from support.backend import Backend, make_backend, open_store
 
-from ktrdr.protocol import HeartbeatRequest, Progress, WorkerStatus
+from ktrdr.protocol import MAX_PENDING_OUTCOMES, HeartbeatRequest, Progress, WorkerStatus
 
 pytestmark = pytest.mark.anyio
 
@@ -106,3 +107,59 @@ async def test_stopping_writes_what_is_left(backend: Backend) -> None:
     assert backend.reports.unwritten == 0
     assert progress is not None
     assert progress["percent"] == 70
+
+
+async def test_an_outcome_pending_on_a_live_worker_is_not_orphaned_and_lands_late(
+    backend: Backend,
+) -> None:
+    """Heartbeats listing an operation in ``pending_outcomes`` (ended, report not through
+    yet) keep it from the orphan detector however long the delivery takes; the late
+    report is then taken. An operation nobody lists, or that another worker lists, is
+    orphaned as before.
+    """
+    backend.register("w2")
+    pending = backend.service.create("training", {}).id
+    silent = backend.service.create("training", {}).id
+    foreign = backend.service.create("training", {}).id
+    for operation_id in (pending, silent, foreign):
+        backend.service.start(operation_id, worker_id="w1")
+    timeout_s = backend.config.orphan.timeout.total_seconds()
+    async with backend.client(operator=False) as client:
+        for _ in range(4):  # four timeouts' worth of delivery attempts
+            backend.clock.advance(timeout_s / 2 + 1)
+            for worker_id, listed in (("w1", [pending]), ("w2", [foreign])):
+                answer = await client.post(
+                    f"/api/v1/workers/{worker_id}/heartbeat",
+                    json={"status": "idle", "pending_outcomes": listed},
+                    headers=backend.worker_auth(worker_id),
+                )
+                assert answer.status_code == 200, answer.text
+            await backend.reports.flush()
+            backend.orphans.check()
+        states = {op: backend.store.get(op).status.value for op in (pending, silent, foreign)}
+        report = await client.post(
+            f"/api/v1/operations/{pending}/report",
+            json={"worker_id": "w1", "status": "completed", "result": {"loss": 0.2}},
+            headers=backend.worker_auth("w1"),
+        )
+
+    assert states == {pending: "running", silent: "failed", foreign: "failed"}
+    assert report.status_code == 200, report.text
+    assert report.json()["status"] == "completed"
+    assert report.json()["result"] == {"loss": 0.2}
+
+
+async def test_a_heartbeat_listing_more_pending_outcomes_than_allowed_is_refused(
+    backend: Backend,
+) -> None:
+    """pending_outcomes is bounded (MAX_PENDING_OUTCOMES ids): a longer list is a 422."""
+    too_many = [f"op-{i}" for i in range(MAX_PENDING_OUTCOMES + 1)]
+    async with backend.client(operator=False) as client:
+        answer = await client.post(
+            "/api/v1/workers/w1/heartbeat",
+            json={"status": "idle", "pending_outcomes": too_many},
+            headers=backend.worker_auth("w1"),
+        )
+
+    assert answer.status_code == 422
+    assert "pending_outcomes" in answer.text

@@ -106,7 +106,7 @@ def test_stop_saves_a_checkpoint_and_resume_matches_an_uninterrupted_run(
     assert resumed.result == uninterrupted.result
     assert harness.progress_reports[0].message == "resumed at epoch 7"
     assert harness.progress_reports[1].details["epoch"] == 8
-    assert not store(work).exists(OP)
+    assert store(work).exists(OP)  # until the backend acknowledges the outcome
 
 
 def test_stop_twice_then_resume_still_matches(tmp_path: Path) -> None:
@@ -120,13 +120,15 @@ def test_stop_twice_then_resume_still_matches(tmp_path: Path) -> None:
     assert final.result == uninterrupted.result
 
 
-def test_completed_run_deletes_its_checkpoint(tmp_path: Path) -> None:
-    """A successful run leaves no checkpoint behind, including the periodic ones."""
+def test_a_completed_run_keeps_its_last_checkpoint_for_the_outbox(tmp_path: Path) -> None:
+    """A successful run keeps its last periodic checkpoint: the worker's outbox removes it
+    once the backend has the result, so a lost result can still be recomputed from it.
+    """
     harness = Harness()
     outcome = run(JOB, tmp_path, OP, PARAMS, harness=harness, epoch_interval=2)
     assert outcome.status is OperationStatus.COMPLETED
     assert [c.step for c in harness.checkpoints] == list(range(2, 20, 2))
-    assert not (tmp_path / "ckpt" / OP).exists()
+    assert store(tmp_path).load(OP, kind="training").step == 18
 
 
 def test_fresh_run_discards_a_stale_checkpoint(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The worker's backend client against httpx.MockTransport: paths, auth, error types, retries."""
+"""The worker's backend client against httpx.MockTransport: paths, auth, error types."""
 
 from __future__ import annotations
 
@@ -69,32 +69,12 @@ class Recorder:
         return answer
 
 
-class FakeTime:
-    """A clock and a sleep that advances it instantly."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
-def _client(
-    handler: Callable[[httpx.Request], httpx.Response], time: FakeTime | None = None
-) -> BackendClient:
-    fake = time or FakeTime()
+def _client(handler: Callable[[httpx.Request], httpx.Response]) -> BackendClient:
     return BackendClient(
         http=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
         base_url="http://backend:8000/",
         token=Secret(TOKEN),
         timeout=datetime.timedelta(seconds=3),
-        clock=fake.clock,
-        sleep=fake.sleep,
     )
 
 
@@ -102,15 +82,13 @@ def _error(status: int, error: str, detail: object) -> httpx.Response:
     return httpx.Response(status, json={"error": error, "detail": detail})
 
 
-async def _registered(
-    *answers: httpx.Response | Exception, time: FakeTime | None = None
-) -> tuple[BackendClient, Recorder]:
+async def _registered(*answers: httpx.Response | Exception) -> tuple[BackendClient, Recorder]:
     """A client that has registered (its credential set); the recorder then gives ``answers``.
 
     ``recorder.requests`` holds only the requests after the registration.
     """
     recorder = Recorder(httpx.Response(201, json=REGISTERED), *answers)
-    client = _client(recorder, time)
+    client = _client(recorder)
     await client.register(REGISTRATION)
     recorder.requests.clear()
     return client, recorder
@@ -233,53 +211,65 @@ async def test_unregister_uses_the_given_timeout() -> None:
     assert recorder.requests[0].extensions["timeout"]["read"] == 0.5
 
 
-async def test_report_retries_while_the_backend_is_unavailable() -> None:
-    """report_operation retries 5xx/connection errors with backoff, then succeeds."""
-    time = FakeTime()
-    client, recorder = await _registered(
-        httpx.ConnectError("down"), httpx.Response(502), httpx.Response(200, json={}), time=time
+async def test_a_report_is_sent_once_and_unavailability_is_raised() -> None:
+    """report_operation makes one attempt: no answer or a 5xx/429 is BackendUnavailable
+    (the outbox retries, not the client).
+    """
+    down, overloaded, busy = (
+        await _registered(httpx.ConnectError("down")),
+        await _registered(_error(503, "store_unavailable", "database unreachable")),
+        await _registered(httpx.Response(429)),
     )
 
+    for client, _ in (down, overloaded, busy):
+        with pytest.raises(BackendUnavailable):
+            await client.report_operation("op-1", REPORT)
+
+    assert [len(recorder.requests) for _, recorder in (down, overloaded, busy)] == [1, 1, 1]
+
+
+async def test_a_report_posts_the_model_or_a_stored_body_unchanged() -> None:
+    """The model is sent as its JSON; a mapping (an outbox entry) exactly as given."""
+    client, recorder = await _registered(httpx.Response(200, json={}))
+    stored = {"worker_id": "training-a-5003", "status": "failed", "attempt": 2, "error": "x"}
+
     await client.report_operation("op-1", REPORT)
+    await client.report_operation("op/2", stored)
 
-    assert len(recorder.requests) == 3
-    assert str(recorder.requests[0].url) == "http://backend:8000/api/v1/operations/op-1/report"
-    assert json.loads(recorder.requests[0].content)["status"] == "completed"
-    assert len(time.sleeps) == 2
-    assert time.sleeps[1] > time.sleeps[0] * 0.9
+    first, second = recorder.requests
+    assert str(first.url) == "http://backend:8000/api/v1/operations/op-1/report"
+    assert json.loads(first.content) == REPORT.model_dump(mode="json")
+    assert str(second.url) == "http://backend:8000/api/v1/operations/op%2F2/report"
+    assert json.loads(second.content) == stored
 
 
-async def test_report_does_not_retry_a_rejection() -> None:
-    """A 4xx report (e.g. unknown operation) is raised at once, without retrying."""
-    time = FakeTime()
-    client, recorder = await _registered(_error(404, "not_found", "no operation op-1"), time=time)
+@pytest.mark.parametrize("status", [404, 409, 422])
+async def test_a_rejected_report_is_raised_with_its_status(status: int) -> None:
+    """A 4xx other than 401 is BackendRejected carrying the status and the backend's words."""
+    client, recorder = await _registered(_error(status, "refused", "no operation op-1"))
 
-    with pytest.raises(BackendRejected, match="no operation op-1"):
+    with pytest.raises(BackendRejected, match="no operation op-1") as raised:
         await client.report_operation("op-1", REPORT)
 
-    assert (len(recorder.requests), time.sleeps) == (1, [])
+    assert raised.value.status_code == status
+    assert not isinstance(raised.value, WorkerNotRegistered)
+    assert len(recorder.requests) == 1
 
 
-async def test_report_gives_up_after_its_attempts() -> None:
-    """After the last attempt the BackendUnavailable is raised."""
-    client, recorder = await _registered(httpx.ConnectError("down"))
+async def test_a_heartbeat_leaves_out_pending_outcomes_unless_there_are_some() -> None:
+    """Without outcomes waiting the field is not sent (an older backend refuses unknown
+    fields); with some, it lists them.
+    """
+    client, recorder = await _registered(httpx.Response(200, json={}))
 
-    with pytest.raises(BackendUnavailable):
-        await client.report_operation("op-1", REPORT, attempts=4)
+    await client.heartbeat("w", HeartbeatRequest(status=WorkerStatus.IDLE))
+    await client.heartbeat(
+        "w", HeartbeatRequest(status=WorkerStatus.IDLE, pending_outcomes=["op-1", "op-2"])
+    )
 
-    assert len(recorder.requests) == 4
-
-
-async def test_report_stops_retrying_when_its_budget_runs_out() -> None:
-    """With a 1 s budget (a shutdown), retries stop before the budget is exceeded."""
-    time = FakeTime()
-    client, recorder = await _registered(httpx.ConnectError("down"), time=time)
-
-    with pytest.raises(BackendUnavailable):
-        await client.report_operation("op-1", REPORT, budget_s=1.0)
-
-    assert sum(time.sleeps) < 1.0
-    assert 1 < len(recorder.requests) < 8
+    bare, listing = (json.loads(r.content) for r in recorder.requests)
+    assert "pending_outcomes" not in bare
+    assert listing["pending_outcomes"] == ["op-1", "op-2"]
 
 
 # --- the per-worker credential ---------------------------------------------------------

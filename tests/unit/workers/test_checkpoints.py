@@ -201,6 +201,22 @@ def test_purge_reads_max_age_days(tmp_path: Path) -> None:
     assert old.exists()
 
 
+def test_purge_leaves_the_outbox_alone(tmp_path: Path) -> None:
+    """Undelivered outcomes (``.outbox/``) never expire with the checkpoints, however old."""
+    store = make_store(tmp_path, max_age_days=2)
+    entry = store.root / ".outbox" / "training-a-5003" / "op-1.json"
+    entry.parent.mkdir(parents=True)
+    entry.write_text("{}")
+    lone = store.root / ".outbox" / "stray.json"
+    lone.write_text("{}")
+    age(entry, 40)
+    age(lone, 40)
+
+    assert store.purge_expired(NOW) == []
+    assert entry.exists()
+    assert lone.exists()
+
+
 def test_purge_without_directory_does_nothing(tmp_path: Path) -> None:
     """A worker that never saved a checkpoint has nothing to purge."""
     assert make_store(tmp_path).purge_expired(NOW) == []

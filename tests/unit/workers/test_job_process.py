@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -169,3 +170,44 @@ async def test_a_stopped_training_saves_its_checkpoint_through_the_worker(
     assert outcome.status is OperationStatus.CANCELLED
     assert outcome.checkpoint_saved is True
     assert outcome.error == f"checkpoint saved at epoch {saved.step}/10000 (cancelled)"
+
+
+async def test_the_outcome_hook_runs_on_the_loop_after_all_progress_before_done(
+    tmp_path: Path,
+) -> None:
+    """on_outcome gets the final outcome on the event loop once every progress callback
+    has run and before ``done`` has it (the worker starts its durable write then); a
+    job killed from outside hands over its failure the same way.
+    """
+    progress: list[Progress] = []
+    seen: list[tuple[JobOutcome, bool, int, bool]] = []
+    jobs: list[RunningJob] = []
+
+    def hook(outcome: JobOutcome) -> None:
+        on_loop = threading.current_thread() is threading.main_thread()
+        seen.append((outcome, on_loop, len(progress), jobs[0].done.done()))
+
+    request = StartOperationRequest(
+        operation_id="op-1",
+        operation_type=OperationType.TRAINING,
+        parameters={"epochs": 5, "bars": 300},
+    )
+    jobs.append(launcher(tmp_path).launch(request, on_progress=progress.append, on_outcome=hook))
+    outcome = await finished(jobs[0])
+
+    [(announced, on_loop, progress_seen, resolved)] = seen
+    assert outcome.status is OperationStatus.COMPLETED, outcome.error
+    assert announced is outcome
+    assert (on_loop, progress_seen, resolved) == (True, 5, False)
+
+    long = StartOperationRequest(
+        operation_id="op-2", operation_type=OperationType.TRAINING, parameters=LONG_TRAINING
+    )
+    jobs[0] = launcher(tmp_path).launch(long, on_progress=progress.append, on_outcome=hook)
+    await wait_for(lambda: len(progress) > 5, timeout_s=60)
+    assert jobs[0].pid is not None
+    os.kill(jobs[0].pid, signal.SIGKILL)
+    killed = await finished(jobs[0])
+
+    assert seen[1][0] is killed
+    assert killed.status is OperationStatus.FAILED

@@ -28,7 +28,7 @@ from ktrdr.errors import (
     WorkerStopping,
     WrongOperationType,
 )
-from ktrdr.job_messages import JobOutcome
+from ktrdr.job_messages import CheckpointData, JobOutcome
 from ktrdr.protocol import (
     OperationStatus,
     OperationType,
@@ -74,6 +74,7 @@ def test_health_reports_id_type_status_and_operation() -> None:
         "registered": False,
         "progress": None,
         "job_pid": None,
+        "pending_outcomes": [],
     }
 
 
@@ -282,6 +283,7 @@ async def test_an_operation_runs_reports_progress_and_its_outcome() -> None:
     backend = FakeBackend()
     job = ScriptedJob()
     worker = make_worker(backend, job=job)
+    await worker.register_until_success()
 
     await worker.start_operation(start_request())
     await wait_for(job.started.is_set)
@@ -358,13 +360,14 @@ async def test_cancel_stops_the_job_and_reports_cancelled() -> None:
     backend = FakeBackend()
     job = ScriptedJob()
     worker = make_worker(backend, job=job)
+    await worker.register_until_success()
     await worker.start_operation(start_request())
     await wait_for(job.started.is_set)
 
     with pytest.raises(UnknownOperation):
         worker.cancel_operation("op-other")
     worker.cancel_operation("op-1")
-    await wait_for(lambda: worker.status is WorkerStatus.IDLE)
+    await wait_for(lambda: worker.status is WorkerStatus.IDLE and backend.reports())
 
     assert job.seen_stop == "cancelled"
     assert backend.reports()[0]["status"] == "cancelled"
@@ -420,7 +423,9 @@ async def test_a_job_ignoring_sigterm_is_killed_reported_and_the_worker_unregist
 async def test_a_report_that_cannot_go_through_cannot_hold_the_shutdown(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A backend that never answers the report: stop() gives up in time and unregisters."""
+    """A backend that never answers the report: stop() gives up in time, keeps the
+    outcome in the outbox for the next start, and unregisters.
+    """
     backend = HeldReports()
     job = ScriptedJob()
     job.release.set()
@@ -432,8 +437,9 @@ async def test_a_report_that_cannot_go_through_cannot_hold_the_shutdown(
 
     await asyncio.wait_for(worker.stop(), timeout=10)
 
-    assert "report did not go through within KTRDR_WORKER_SHUTDOWN_TIMEOUT" in caplog.text
+    assert "1 outcome(s) not delivered yet (operations op-1); kept in" in caplog.text
     assert backend.paths()[-1] == "DELETE /api/v1/workers/training-test-5003"
+    assert [e.operation_id for e in worker.outbox.scan().entries] == ["op-1"]
 
 
 async def test_a_job_ignoring_a_cancel_is_killed_after_the_stop_grace() -> None:
@@ -442,6 +448,7 @@ async def test_a_job_ignoring_a_cancel_is_killed_after_the_stop_grace() -> None:
     job = ScriptedJob(behaviour="ignore_stop")
     settings = attrs.evolve(SETTINGS, stop_grace=datetime.timedelta(seconds=0.3))
     worker = make_worker(backend, job=job, settings=settings)
+    await worker.register_until_success()
     await worker.start_operation(start_request())
     await wait_for(job.started.is_set)
 
@@ -471,6 +478,7 @@ async def test_a_crashing_job_fails_its_operation_and_the_worker_goes_on(
     """An exception, os._exit or a segfault in the job is a FAILED report; the next job runs."""
     backend = FakeBackend()
     worker = make_worker(backend, job=ScriptedJob(behaviour=behaviour))
+    await worker.register_until_success()
 
     await worker.start_operation(start_request())
     await wait_for(lambda: backend.reports())
@@ -489,6 +497,7 @@ async def test_a_result_json_cannot_carry_becomes_a_failure() -> None:
     )
     odd.release.set()
     worker = make_worker(backend, job=odd)
+    await worker.register_until_success()
     await worker.start_operation(start_request())
     await wait_for(lambda: backend.reports())
 
@@ -503,6 +512,7 @@ async def test_long_errors_are_cut_to_the_wire_limit() -> None:
     long = ScriptedJob(outcome=JobOutcome(status=OperationStatus.FAILED, error="x" * 9000))
     long.release.set()
     worker = make_worker(backend, job=long)
+    await worker.register_until_success()
     await worker.start_operation(start_request())
     await wait_for(lambda: backend.reports())
 
@@ -533,6 +543,7 @@ async def test_the_worker_is_free_as_soon_as_the_outcome_is_known() -> None:
     job = ScriptedJob()
     job.release.set()
     worker = make_worker(backend, job=job)
+    await worker.register_until_success()
 
     await worker.start_operation(start_request("op-1"))
     await wait_for(lambda: backend.reports())
@@ -548,14 +559,17 @@ async def test_the_worker_is_free_as_soon_as_the_outcome_is_known() -> None:
 async def test_a_409_on_a_report_is_final_and_not_an_error(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """The backend refusing a report (already cancelled) is logged at INFO, sent once."""
+    """The backend refusing an outcome (409: already ended) is final: sent once, dropped
+    from the outbox with a warning, never an error.
+    """
     backend = HeldReports(report_status=409)
     backend.release.set()
     job = ScriptedJob()
     job.release.set()
     worker = make_worker(backend, job=job)
+    await worker.register_until_success()
 
-    with caplog.at_level(logging.INFO, logger="ktrdr.workers.worker"):
+    with caplog.at_level(logging.INFO, logger="ktrdr.workers"):
         await worker.start_operation(start_request())
         await wait_for(
             lambda: "ANSWERED /api/v1/operations/op-1/report (answered)" in backend.paths()
@@ -563,8 +577,12 @@ async def test_a_409_on_a_report_is_final_and_not_an_error(
         await worker.stop()
 
     assert len(backend.reports()) == 1
-    assert "report of operation op-1 not needed" in caplog.text
+    assert (
+        "outcome of operation op-1 (completed) not taken by the backend: report of operation "
+        "op-1: HTTP 409 invalid_transition: it is cancelled; dropped" in caplog.text
+    )
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert worker.outbox.scan().entries == ()
 
 
 async def test_stop_waits_for_a_report_still_in_flight() -> None:
@@ -604,3 +622,85 @@ async def test_job_processes_are_warmed_up_only_once_registered() -> None:
     await worker.stop()
 
     assert registrations_seen == [3]  # two refused attempts, then the one that succeeded
+
+
+# -- the outbox ----------------------------------------------------------------------------
+
+
+async def test_while_an_outcome_waits_heartbeats_list_it_and_new_work_is_taken() -> None:
+    """The backend cannot store the report (503): the outcome stays in the outbox, every
+    heartbeat and /health list it, the worker is idle and runs the next operation; once
+    the backend answers, both outcomes are delivered and the list is empty.
+    """
+    backend = FakeBackend()
+    backend.report_answers = [503] * 5
+    job = ScriptedJob()
+    worker = make_worker(backend, job=job)
+    await worker.register_until_success()
+    job.release.set()
+    await worker.start_operation(start_request("op-1"))
+    await wait_for(lambda: len(backend.reports()) >= 2)
+
+    beat = worker.heartbeat_request()
+    on_disk = [e.operation_id for e in worker.outbox.scan().entries]
+    await worker.start_operation(start_request("op-2"))
+    await wait_for(lambda: len(backend.reports()) == 7 and not worker.pending_outcomes)
+
+    assert beat.status is WorkerStatus.IDLE
+    assert beat.pending_outcomes == ["op-1"]
+    assert on_disk == ["op-1"]
+    assert worker.health()["pending_outcomes"] == []
+    assert [r["status"] for r in backend.reports()] == ["completed"] * 7
+    assert worker.outbox.scan().entries == ()
+    await worker.stop()
+
+
+async def test_a_restarted_worker_delivers_what_its_earlier_run_left() -> None:
+    """Outcomes left on disk by an earlier process of this worker id are loaded at
+    start (listed at once), delivered right after registering, and a completed
+    operation's checkpoint is removed then.
+    """
+    backend = FakeBackend()
+    job = ScriptedJob()
+    earlier = make_worker(FakeBackend(), job=job)
+    earlier.outbox.put("op-old", {"worker_id": SETTINGS.id, "status": "completed", "result": {}})
+    checkpoints = job.launcher(SETTINGS).host.checkpoints
+    checkpoints.save("op-old", kind="training", data=CheckpointData(step=1, meta={}, state=b"s"))
+    worker = make_worker(backend, job=job, fake_time=FakeTime())
+
+    await worker.start()
+    listed = worker.health()["pending_outcomes"]
+    await wait_for(lambda: backend.reports() and not worker.pending_outcomes)
+    await worker.stop()
+
+    assert listed == ["op-old"]
+    assert backend.paths()[:2] == [
+        "POST /api/v1/workers/register",
+        "POST /api/v1/operations/op-old/report",
+    ]
+    assert backend.reports() == [{"worker_id": SETTINGS.id, "status": "completed", "result": {}}]
+    assert worker.outbox.scan().entries == ()
+    assert not checkpoints.exists("op-old")
+
+
+async def test_an_outcome_is_in_the_outbox_before_its_report_is_sent() -> None:
+    """When the report reaches the backend, the worker's outbox already holds it, with
+    exactly the body sent.
+    """
+    backend = FakeBackend()
+    job = ScriptedJob()
+    on_disk: list[list[dict[str, object]]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/report"):
+            on_disk.append([dict(e.report) for e in worker.outbox.scan().entries])
+        return backend(request)
+
+    worker = make_worker(backend, job=job, handler=handler)
+    await worker.register_until_success()
+    job.release.set()
+    await worker.start_operation(start_request())
+    await wait_for(lambda: backend.reports() and not worker.pending_outcomes)
+
+    assert on_disk == [backend.reports()]
+    assert worker.outbox.scan().entries == ()

@@ -146,10 +146,19 @@ async def test_a_traced_operations_lines_carry_the_trace_of_its_run_span(traced:
     memory = memory_tracing() if traced else None
     job = ScriptedJob()
     worker = make_worker(FakeBackend(), job=job, tracing=memory.tracing if memory else None)
+    await worker.register_until_success()
     try:
         await worker.start_operation(start_request("op-5"))
         job.release.set()
-        await wait_for(lambda: worker.status is WorkerStatus.IDLE and not worker._reporters)
+        # The run span ends once the outcome left the outbox (the backend has it).
+        await wait_for(
+            lambda: (
+                worker.status is WorkerStatus.IDLE
+                and not worker._reporters
+                and not worker.pending_outcomes
+            )
+        )
+        await worker.stop()
         run_trace = trace_hex(memory.named("run training")) if memory else None
     finally:
         if memory is not None:
