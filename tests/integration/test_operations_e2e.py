@@ -7,7 +7,6 @@ workers on one machine or volume do, so a resumed operation may run on any of th
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -21,11 +20,10 @@ import pytest
 import sqlalchemy as sa
 from support.fleet import Fleet, Server, backend_env, operator_client, worker_env
 from support.processes import ProcessGroup, free_port, wait_until
+from support.reference import uninterrupted_training
 
 from ktrdr.config import CheckpointSettings
-from ktrdr.job_messages import CheckpointData, JobRequest, SeriesUpdate, StopReason
-from ktrdr.jobs import TrainingJob, run_steps
-from ktrdr.protocol import OperationStatus, OperationType, Progress
+from ktrdr.protocol import OperationStatus
 from ktrdr.workers.checkpoints import CheckpointStore
 
 pytestmark = pytest.mark.slow
@@ -137,35 +135,6 @@ def ops(tmp_path: Path) -> Iterator[Ops]:
         ops = Ops(Fleet(group, tmp_path), tmp_path)
         yield ops
         ops.http.close()
-
-
-class _Uninterrupted:
-    """A job channel that never asks to stop and drops progress and checkpoints."""
-
-    def progress(self, progress: Progress) -> None:
-        """Dropped."""
-
-    def checkpoint(self, data: CheckpointData) -> None:
-        """Dropped."""
-
-    def series(self, update: SeriesUpdate) -> None:
-        """Dropped."""
-
-    def stop_requested(self) -> StopReason | None:
-        return None
-
-
-def uninterrupted_training(directory: Path, parameters: dict[str, Any]) -> Any:
-    """The result of the same training run, in this process, without interruption."""
-    request = JobRequest(
-        operation_id="reference",
-        operation_type=OperationType.TRAINING,
-        parameters=parameters,
-        checkpoint_settings=CheckpointSettings(dir=directory, epoch_interval=50),
-    )
-    outcome = run_steps(TrainingJob(), request, _Uninterrupted(), clock=time.monotonic)
-    assert outcome.status is OperationStatus.COMPLETED, outcome.error
-    return json.loads(json.dumps(outcome.result))
 
 
 def test_a_training_operation_completes_with_metrics(ops: Ops) -> None:

@@ -1,12 +1,17 @@
 """What an operation computes when nothing interrupts it: the result to compare with.
 
-A training run in this process (no worker, no job process), with a job channel that
-never asks to stop and drops everything but the outcome.
+A training run without a worker, with a job channel that never asks to stop and drops
+everything but the outcome. It runs in a child process with the workers' environment
+(``base_env``: one BLAS thread), because the number of BLAS threads changes the order
+of the floating-point sums and so the trained model's last digits: a reference computed
+in the test runner (as many BLAS threads as cores) differs from what a worker computes.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -33,8 +38,7 @@ class _Uninterrupted:
         return None
 
 
-def uninterrupted_training(directory: Path, parameters: dict[str, Any]) -> Any:
-    """The result (as JSON reads it back) of a training with ``parameters``, run here."""
+def _train_here(directory: Path, parameters: dict[str, Any]) -> Any:
     request = JobRequest(
         operation_id="reference",
         operation_type=OperationType.TRAINING,
@@ -42,8 +46,32 @@ def uninterrupted_training(directory: Path, parameters: dict[str, Any]) -> Any:
         checkpoint_settings=CheckpointSettings(dir=directory, epoch_interval=50),
     )
     outcome = run_steps(TrainingJob(), request, _Uninterrupted(), clock=time.monotonic)
-    assert outcome.status is OperationStatus.COMPLETED, outcome.error
-    return json.loads(json.dumps(outcome.result))
+    if outcome.status is not OperationStatus.COMPLETED:
+        raise SystemExit(f"the reference training did not complete: {outcome.error}")
+    return outcome.result
+
+
+def uninterrupted_training(directory: Path, parameters: dict[str, Any]) -> Any:
+    """The result (as JSON reads it back) of a training with ``parameters``, run in a
+    child process with the environment the workers get.
+    """
+    # Imported here: this file also runs as a script, where support is not importable.
+    from support.processes import base_env
+
+    done = subprocess.run(
+        [sys.executable, __file__, str(directory), json.dumps(parameters)],
+        env=base_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+if __name__ == "__main__":
+    print(json.dumps(_train_here(Path(sys.argv[1]), json.loads(sys.argv[2]))))
 
 
 __all__ = ["uninterrupted_training"]
