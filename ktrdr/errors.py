@@ -15,7 +15,8 @@ is a bug there and becomes a logged 500::
     │   │   └── BackendUnreachable        no answer at all (down, wrong URL, timeout)
     │   └── BackendRejected               a 4xx: sent unchanged it will never succeed
     │       ├── OperatorTokenRefused      401 on an operator route: not the operator token
-    │       └── WorkerNotRegistered       404/401 on a worker path: register again
+    │       ├── WorkerNotRegistered       404/401 on a worker path: register again
+    │       └── AttemptNotCurrent         409 stale_attempt: stop that attempt, report nothing
     ├── UnknownWorker (LookupError)       404  no worker with this id is registered
     ├── WorkerIdConflict                  409  a live worker holds this id at another endpoint
     ├── TooManyOperations                 429  live operations reach the configured bound
@@ -24,6 +25,7 @@ is a bug there and becomes a logged 500::
     ├── StoreError                        the operations store refused a request
     │   ├── OperationNotFound (LookupError)  404  no operation with this id
     │   ├── InvalidTransition             409  not allowed in the operation's status
+    │   │   └── StaleAttempt              409  not the operation's current attempt (or worker)
     │   ├── DuplicateOperation            an operation with this id exists
     │   └── LiveLimitReached              creating would pass the bound on live operations
     ├── WorkerRefusal                     a worker will not start this operation now
@@ -36,7 +38,8 @@ is a bug there and becomes a logged 500::
     │   └── DataFileRefused               a data file breaks a rule of the data directory
     └── CheckpointError                   a checkpoint cannot be used to resume
         ├── CheckpointMissing             none exists for the operation
-        └── CheckpointCorrupt             it exists but cannot be read
+        ├── CheckpointCorrupt             it exists but cannot be read
+        └── CheckpointFenced              a newer attempt owns the checkpoint
 
 Messages are for people: they name the environment variable to change where there
 is one (the caller passes its name: this module imports nothing from ktrdr, so the
@@ -137,6 +140,13 @@ class WorkerNotRegistered(BackendRejected):
     """
 
 
+class AttemptNotCurrent(BackendRejected):
+    """The backend answered ``stale_attempt``: the attempt this worker runs of an operation
+    is not the current one (lost and retried elsewhere, timed out, stalled, finished).
+    The worker stops that job at once and writes no more checkpoints for it.
+    """
+
+
 # --- the backend's own refusals ------------------------------------------------------------
 
 
@@ -232,6 +242,47 @@ class InvalidTransition(StoreError):
         super().__init__(f"cannot {action} operation {shown}: {reason}")
 
 
+class StaleAttempt(InvalidTransition):
+    """A worker spoke for an attempt of an operation that is not the current one.
+
+    Reports, heartbeats and checkpoint writes carry the attempt number; only the
+    operation's current attempt, on the worker running it, may change it. The message
+    names the operation and its current attempt.
+    """
+
+    def __init__(
+        self,
+        operation_id: str,
+        *,
+        attempt: int | None,
+        worker_id: str,
+        current_attempt: int,
+        current_status: OperationStatus,
+        current_worker_id: str | None,
+    ) -> None:
+        self.operation_id = operation_id
+        self.attempt = attempt
+        self.current_attempt = current_attempt
+        shown = operation_id if len(operation_id) <= MAX_SHOWN_ID else shown_id(operation_id)
+        where = f"{current_status.value}"
+        if current_worker_id is not None:
+            where += f" on worker {current_worker_id}"
+        if attempt is None:
+            what = f"worker {worker_id} does not run it"
+        elif attempt > current_attempt:
+            what = f"attempt {attempt} does not exist"
+        elif attempt < current_attempt:
+            what = f"attempt {attempt} is no longer current"
+        elif current_worker_id != worker_id:
+            what = f"attempt {attempt} is not worker {worker_id}'s"
+        else:
+            what = f"attempt {attempt} is not running"
+        message = f"operation {shown}: {what}; the current attempt is {current_attempt} ({where})"
+        self.current = current_status
+        self.action = "report"
+        StoreError.__init__(self, message)
+
+
 class LiveLimitReached(StoreError):
     """Creating would exceed the bound on live (pending or running) operations."""
 
@@ -290,6 +341,10 @@ class CheckpointCorrupt(CheckpointError):
     """The checkpoint file exists but cannot be read (truncated, garbage, wrong kind)."""
 
 
+class CheckpointFenced(CheckpointError):
+    """A later attempt of the operation owns its checkpoint: an earlier one may not write it."""
+
+
 # --- the HTTP answer of each domain error ---------------------------------------------------
 
 
@@ -308,6 +363,7 @@ HTTP_STATUSES: Mapping[type[KtrdrError], HttpStatus] = MappingProxyType(
         OperationNotFound: HttpStatus(404, "unknown_operation"),
         UnknownOperation: HttpStatus(404, "unknown_operation"),
         InvalidTransition: HttpStatus(409, "invalid_transition"),
+        StaleAttempt: HttpStatus(409, "stale_attempt"),
         WorkerBusy: HttpStatus(409, "busy"),
         WrongOperationType: HttpStatus(422, "wrong_operation_type"),
         TooManyOperations: HttpStatus(429, "too_many_operations"),
@@ -330,6 +386,7 @@ def http_status(error: BaseException) -> HttpStatus | None:
 __all__ = [
     "HTTP_STATUSES",
     "MAX_SHOWN_ID",
+    "AttemptNotCurrent",
     "BackendError",
     "BackendRejected",
     "BackendUnavailable",
@@ -337,6 +394,7 @@ __all__ = [
     "BarsError",
     "CheckpointCorrupt",
     "CheckpointError",
+    "CheckpointFenced",
     "CheckpointMissing",
     "ConfigurationError",
     "DataFileRefused",
@@ -351,6 +409,7 @@ __all__ = [
     "MigrationError",
     "OperationNotFound",
     "OperatorTokenRefused",
+    "StaleAttempt",
     "StoreError",
     "TooManyOperations",
     "UnknownOperation",

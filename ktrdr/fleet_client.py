@@ -117,9 +117,15 @@ class FleetClient:
         )
         return result
 
-    def submit(self, operation_type: str, parameters: dict[str, Any]) -> dict[str, Any]:
-        """``POST /api/v1/operations``: create an operation; returns it."""
-        body = {"type": operation_type, "parameters": parameters}
+    def submit(
+        self, operation_type: str, parameters: dict[str, Any], *, timeout_s: float | None = None
+    ) -> dict[str, Any]:
+        """``POST /api/v1/operations``: create an operation (each attempt limited to
+        ``timeout_s`` seconds, if given); returns it.
+        """
+        body: dict[str, Any] = {"type": operation_type, "parameters": parameters}
+        if timeout_s is not None:
+            body["timeout_s"] = timeout_s
         result: dict[str, Any] = self._request("POST", OPERATIONS_PATH, json=body)
         return result
 

@@ -100,7 +100,8 @@ class JobRequest:
     max_memory_text: str = ""
     data: DataSettings = attrs.field(factory=DataSettings)
     trace_parent: str | None = None
-    #: Which attempt of the operation this is (its log lines carry it).
+    #: Which attempt of the operation this is (its log lines carry it; the worker
+    #: fences checkpoints with it).
     attempt: int = 1
     #: The worker's log level: records below it are not even sent to the worker.
     log_level: int = 20

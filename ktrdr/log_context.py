@@ -79,9 +79,9 @@ def operation_context(
 def attempt_of(message: Any) -> int:
     """The attempt a wire message or view carries (``attempt``); 1 where it has none.
 
-    Issue 9's numbered attempts add ``attempt`` to the operation view and to the
-    messages between backend and worker; until a message carries one, its
-    operation is at its first attempt.
+    Operation views, start requests, heartbeats and reports carry the attempt number;
+    an operation never dispatched (attempt 0) and a message from a worker older than
+    numbered attempts log as attempt 1.
     """
     attempt = getattr(message, "attempt", None)
     return attempt if isinstance(attempt, int) and attempt > 0 else 1

@@ -207,6 +207,8 @@ class RegisterRequest(_Message):
 
 #: Most operation ids one heartbeat lists in ``pending_outcomes``.
 MAX_PENDING_OUTCOMES = 1000
+#: Largest attempt number on the wire (far beyond any ``KTRDR_OPS_MAX_ATTEMPTS``).
+MAX_ATTEMPT = 1_000_000_000
 
 
 class HeartbeatRequest(_MaySendSeries):
@@ -217,10 +219,17 @@ class HeartbeatRequest(_MaySendSeries):
     the backend counts them as reported, so it does not fail them as orphans while
     their worker is alive and still delivering. Left out of the JSON when empty, like
     ``series``, so a backend from before it still takes the heartbeat.
+
+    ``attempt`` is the attempt of ``current_operation_id`` this worker runs (workers
+    always send it with an operation): the backend answers 409 ``stale_attempt`` when
+    it is not the current one, and the worker stops that job. Without it (a worker
+    from before attempts, during an upgrade) the heartbeat speaks for the attempt its
+    worker runs.
     """
 
     status: WorkerStatus
     current_operation_id: str | None = Field(default=None, pattern=_ID)
+    attempt: int | None = Field(default=None, ge=1, le=MAX_ATTEMPT)
     progress: Progress | None = None
     # series: points of the current operation not acknowledged yet (answered 200).
     pending_outcomes: list[Annotated[str, Field(pattern=_ID)]] = Field(
@@ -235,6 +244,8 @@ class HeartbeatRequest(_MaySendSeries):
                 data.pop("series", None)
             if not data.get("pending_outcomes"):
                 data.pop("pending_outcomes", None)
+            if data.get("attempt") is None:
+                data.pop("attempt", None)
         return data
 
 
@@ -267,18 +278,47 @@ class RegisterResponse(WorkerView):
 
 
 class StartOperationRequest(_Message):
-    """Backend → worker ``POST /operations``: run (or resume) an operation."""
+    """Backend → worker ``POST /operations``: run (or resume) one attempt of an operation.
+
+    ``resume`` continues from the operation's checkpoint and fails without one;
+    ``retry`` (an automatic retry of an attempt lost with its worker) continues from
+    the checkpoint when there is one and starts over otherwise. The worker stamps
+    ``attempt`` on its heartbeats, its report and its checkpoints.
+    """
 
     operation_id: str = Field(pattern=_ID)
     operation_type: OperationType
     parameters: dict[str, Any] = Field(default_factory=dict)
     resume: bool = False
+    attempt: int = Field(default=1, ge=1, le=MAX_ATTEMPT)
+    retry: bool = False
+
+
+class CancelOperationRequest(_Message):
+    """Backend → worker ``POST /operations/{id}/cancel`` (the body is optional).
+
+    ``attempt`` names the attempt to stop (a worker running another attempt of the
+    operation leaves it alone). ``superseded`` says the attempt is no longer the
+    operation's current one (lost and retried, timed out, stalled): the worker kills
+    its job at once and writes no more checkpoints for it. Without it (a user's
+    cancel) the job stops at its next step and saves a checkpoint.
+    """
+
+    attempt: int | None = Field(default=None, ge=1, le=MAX_ATTEMPT)
+    superseded: bool = False
 
 
 class OperationReport(_MaySendSeries):
-    """Worker → backend ``POST /api/v1/operations/{id}/report``: how an operation ended."""
+    """Worker → backend ``POST /api/v1/operations/{id}/report``: how an attempt ended.
+
+    Accepted only from the worker running ``attempt`` while it is the operation's
+    current attempt (409 ``stale_attempt`` otherwise, and nothing changes). Workers
+    always send ``attempt``; without it (a worker from before attempts, during an
+    upgrade) the report speaks for the attempt its worker runs.
+    """
 
     worker_id: str = Field(pattern=_ID)
+    attempt: int | None = Field(default=None, ge=1, le=MAX_ATTEMPT)
     status: OperationStatus
     result: dict[str, Any] | None = None
     error: str | None = Field(default=None, max_length=4000)
@@ -390,11 +430,20 @@ def describe_validation_error(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+#: Longest ``timeout_s`` accepted on creation (about 31 years).
+MAX_TIMEOUT_S = 1e9
+
+
 class CreateOperationRequest(_Message):
-    """``POST /api/v1/operations``: what to run; ``parameters`` are checked by type."""
+    """``POST /api/v1/operations``: what to run; ``parameters`` are checked by type.
+
+    ``timeout_s`` (seconds, positive) bounds how long each attempt may run; without
+    it ``KTRDR_OPS_DEFAULT_TIMEOUT`` applies.
+    """
 
     type: OperationType
     parameters: dict[str, Any] = Field(default_factory=dict)
+    timeout_s: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False)
 
     def typed_parameters(self) -> OperationParameters:
         """The parameters validated for this type; raises pydantic ``ValidationError``."""
@@ -420,6 +469,12 @@ class OperationView(_Message):
     resume: bool = False
     #: OpenTelemetry trace of the current attempt (32 hex digits); None when not traced.
     trace_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
+    #: The number of its latest dispatch to a worker (0: never dispatched).
+    attempt: int = 0
+    #: Attempts lost with their worker since creation or the last resume by hand.
+    lost_attempts: int = 0
+    #: How long each attempt may run, in seconds (None: no limit).
+    timeout_s: float | None = None
 
 
 #: Most operations one ``GET /api/v1/operations`` page holds (``?limit`` at most).
@@ -453,6 +508,7 @@ __all__ = [
     "DASHBOARD_PATH",
     "FINISHED_STATUSES",
     "ID_PATTERN",
+    "MAX_ATTEMPT",
     "MAX_BODY_BYTES",
     "MAX_COUNTED",
     "MAX_OFFSET",
@@ -460,6 +516,7 @@ __all__ = [
     "MAX_PENDING_OUTCOMES",
     "MAX_SERIES_NAMES",
     "MAX_SERIES_POINTS",
+    "MAX_TIMEOUT_S",
     "OPERATIONS_PATH",
     "REGISTER_PATH",
     "SERIES_AXES",
@@ -467,6 +524,7 @@ __all__ = [
     "WORKERS_PATH",
     "WORKER_OPERATIONS_PATH",
     "BacktestParameters",
+    "CancelOperationRequest",
     "CreateOperationRequest",
     "ErrorBody",
     "HeartbeatRequest",

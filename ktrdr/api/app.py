@@ -36,6 +36,7 @@ from ktrdr.api.dashboard import (
     dashboard_router,
     mount_static,
 )
+from ktrdr.api.deadlines import DeadlineWatch
 from ktrdr.api.dispatcher import Dispatcher
 from ktrdr.api.list_budget import ListBudgets
 from ktrdr.api.liveness import LivenessPolicy, sweep
@@ -143,6 +144,7 @@ def create_app(
     metrics: BackendMetrics | None = None,
     cursors: CursorCodec | None = None,
     budgets: ListBudgets | None = None,
+    deadlines: DeadlineWatch | None = None,
 ) -> FastAPI:
     """Build the backend app; ``clock`` returns aware UTC datetimes.
 
@@ -155,7 +157,8 @@ def create_app(
     ``cursors`` signs the listings' cursors (default: a random key for this run);
     ``budgets`` bound how many items listings may return per second (default:
     :data:`~ktrdr.api.list_budget.WORKERS_LIST_RATE` and
-    :data:`~ktrdr.api.list_budget.OPERATIONS_LIST_RATE`).
+    :data:`~ktrdr.api.list_budget.OPERATIONS_LIST_RATE`). With ``deadlines``,
+    timed-out and stalled attempts are failed and stopped.
     """
     policy = LivenessPolicy.from_settings(config.worker)
     auth = BearerAuth(config.auth.worker_token)
@@ -183,6 +186,8 @@ def create_app(
             "orphans": orphan_detector.run_forever(stop, prepare=reports.flush),
             "retention": retention.run_forever(stop),
         }
+        if deadlines is not None:  # timeouts and stalls, on fresh progress too
+            loops["deadlines"] = deadlines.run_forever(stop, prepare=reports.flush)
         tasks = [asyncio.create_task(loop, name=f"ktrdr-{name}") for name, loop in loops.items()]
         try:
             yield

@@ -4,13 +4,15 @@ One round (:meth:`Dispatcher.dispatch_once`) takes the idle, available workers f
 registry, leaves out every worker the store says is still running an operation (a
 stale "idle" heartbeat cannot get a worker two operations), and pairs the oldest
 pending operations of each type with them. Each pairing is first written to the store
-(pending → running on that worker, one atomic transition: a cancel or another round
-cannot take the same operation), then sent to the worker as an authenticated
-``POST /operations``. If the worker was never reached, or answers busy or stopping,
-the operation goes back to pending in its old place and the worker rests until its
-next heartbeat; if the worker refuses the operation itself (422), it fails with the
-worker's reason. Nothing is lost: an operation is pending, running on a worker that
-accepted it (or at least may have), or finished with a reason.
+(pending → running on that worker as its next attempt, one atomic transition: a
+cancel or another round cannot take the same operation), then sent to the worker as
+an authenticated ``POST /operations`` carrying the attempt number. If the worker
+answers busy or stopping, the operation goes back to pending in its old place (the
+attempt number given back) and the worker rests until its next heartbeat; if it was
+never reached, the attempt is lost like one whose worker died (retried up to
+``KTRDR_OPS_MAX_ATTEMPTS``); if the worker refuses the operation itself (422), it
+fails with the worker's reason. Nothing is lost: an operation is pending, running on a
+worker that accepted it (or at least may have), or finished with a reason.
 
 A cancel never overtakes its start: :meth:`Dispatcher.cancel_on_worker` first waits
 for a start of the same operation that is still being claimed or sent, then tells
@@ -44,7 +46,7 @@ from urllib.parse import quote
 import attrs
 import httpx
 
-from ktrdr.api.metrics import BackendMetrics, DisabledBackendMetrics
+from ktrdr.api.metrics import AttemptLoss, BackendMetrics, DisabledBackendMetrics
 from ktrdr.api.operations import OperationsService
 from ktrdr.api.periodic import run_until_stopped, wait_or_stop, wait_or_wake
 from ktrdr.api.registry import WorkerRecord, WorkerRegistry
@@ -53,6 +55,7 @@ from ktrdr.config import AuthSettings, Secret, env_name
 from ktrdr.log_context import attempt_of, operation_context
 from ktrdr.protocol import (
     WORKER_OPERATIONS_PATH,
+    CancelOperationRequest,
     OperationStatus,
     OperationType,
     OperationView,
@@ -103,7 +106,8 @@ class DispatchOutcome(str, enum.Enum):
     """What became of one pairing of an operation with a worker."""
 
     STARTED = "started"  # the worker accepted it
-    RELEASED = "released"  # never reached the worker, or refused for now: pending again
+    RELEASED = "released"  # refused for now: pending again, the attempt given back
+    LOST = "lost"  # never reached the worker: the attempt is lost (retried or failed)
     FAILED = "failed"  # the worker refused this operation itself: failed with its reason
     UNCONFIRMED = "unconfirmed"  # sent, no answer: left running (heartbeats or orphans decide)
 
@@ -132,6 +136,14 @@ def one_line(text: str, limit: int = _MAX_REASON) -> str:
     ``limit`` characters.
     """
     return _BREAKS.sub(" ", text).strip()[:limit]
+
+
+def _first_attempt(request: StartOperationRequest) -> set[str] | None:
+    """The fields to leave out of a start request: ``attempt`` and ``retry`` of a first
+    attempt, so it reads as before attempts were numbered and a worker not upgraded yet
+    (the backend is upgraded first) still takes it.
+    """
+    return {"attempt", "retry"} if request.attempt == 1 and not request.retry else None
 
 
 def _reason(response: httpx.Response) -> str:
@@ -343,6 +355,8 @@ class Dispatcher:
             operation_type=view.type,
             parameters=dict(view.parameters),
             resume=view.resume,
+            attempt=view.attempt,
+            retry=view.lost_attempts > 0,
         )
         url = worker_url(worker, WORKER_OPERATIONS_PATH)
         if url is None:  # the registration check makes this unreachable; never call it
@@ -350,13 +364,13 @@ class Dispatcher:
         try:
             response = await self._http.post(
                 url,
-                content=request.model_dump_json().encode(),
+                content=request.model_dump_json(exclude=_first_attempt(request)).encode(),
                 headers=self._headers,
                 timeout=self._timeout_s,
                 follow_redirects=False,
             )
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            return await self._release(view, worker, f"unreachable ({type(exc).__name__})")
+            return await self._lose(view, worker, f"unreachable ({type(exc).__name__})")
         except httpx.HTTPError as exc:
             # The request may have reached the worker: leave the operation running on
             # it. Its heartbeats confirm it; if it never runs, the orphan detector fails it.
@@ -376,10 +390,11 @@ class Dispatcher:
             )
         if response.is_success:
             logger.info(
-                "operation %s (%s%s) started on worker %s",
+                "operation %s (%s%s) attempt %d started on worker %s",
                 view.id,
                 view.type.value,
                 ", resuming" if view.resume else "",
+                view.attempt,
                 worker.worker_id,
             )
             return Dispatch(
@@ -402,10 +417,42 @@ class Dispatcher:
         pause = max(worker.heartbeat_interval, self._tick)
         self._resting[worker.worker_id] = self._clock() + pause
 
+    async def _lose(self, view: OperationView, worker: WorkerRecord, reason: str) -> Dispatch:
+        """The worker was never reached: the attempt is lost (queued again, or failed)."""
+        self._rest(worker)
+        self._registry.operation_ended(worker.worker_id, view.id)  # it never got it
+        lost = f"worker {worker.worker_id} was {reason} at dispatch"
+        try:
+            after = await asyncio.to_thread(
+                self._service.lose,
+                view.id,
+                worker_id=worker.worker_id,
+                attempt=view.attempt,
+                reason=lost,
+                cause=AttemptLoss.UNREACHABLE,
+            )
+        except (InvalidTransition, OperationNotFound) as exc:
+            logger.info("operation %s not re-queued: %s", view.id, exc)
+        else:
+            level = logging.WARNING if after.status is OperationStatus.PENDING else logging.ERROR
+            logger.log(level, "operation %s %s: %s", view.id, after.status.value, after.error)
+            self.wake()  # another idle worker may take it now
+        return Dispatch(
+            operation_id=view.id,
+            worker_id=worker.worker_id,
+            outcome=DispatchOutcome.LOST,
+            detail=reason,
+        )
+
     async def _release(self, view: OperationView, worker: WorkerRecord, reason: str) -> Dispatch:
         self._rest(worker)
         try:
-            await asyncio.to_thread(self._service.release, view.id, worker_id=worker.worker_id)
+            await asyncio.to_thread(
+                self._service.release,
+                view.id,
+                worker_id=worker.worker_id,
+                attempt=view.attempt,
+            )
         except (InvalidTransition, OperationNotFound) as exc:
             logger.info("operation %s not re-queued: %s", view.id, exc)
         else:
@@ -431,6 +478,7 @@ class Dispatcher:
                 view.id,
                 status=OperationStatus.FAILED,
                 worker_id=worker.worker_id,
+                attempt=view.attempt,
                 error=error,
             )
         except (InvalidTransition, OperationNotFound) as exc:
@@ -480,20 +528,44 @@ class Dispatcher:
 
     # --- cancellation -----------------------------------------------------------------
 
-    async def cancel_on_worker(self, operation_id: str, worker_id: str) -> bool:
-        """Ask ``worker_id`` to stop ``operation_id`` (already cancelled in the store).
+    async def stop_attempt(self, operation_id: str, worker_id: str, attempt: int) -> bool:
+        """Tell ``worker_id`` that ``attempt`` of ``operation_id`` is no longer current
+        (timed out, stalled): it kills the job at once. See :meth:`cancel_on_worker`.
+        """
+        return await self.cancel_on_worker(
+            operation_id, worker_id, attempt=attempt, superseded=True
+        )
 
+    async def cancel_on_worker(
+        self,
+        operation_id: str,
+        worker_id: str,
+        *,
+        attempt: int | None = None,
+        superseded: bool = False,
+    ) -> bool:
+        """Ask ``worker_id`` to stop ``attempt`` of ``operation_id`` (already ended or
+        retried in the store).
+
+        ``superseded`` (the attempt is no longer current: lost and retried, timed out,
+        stalled) makes the worker kill the job at once and write no more checkpoints
+        for it; otherwise the job stops at its next step and saves a checkpoint.
         Waits first for a start of the operation still being claimed or sent, so the
         cancel never overtakes it. True when the worker accepted; False when it is
-        gone, does not run the operation, never got it, or did not answer (each
+        gone, does not run the attempt, never got it, or did not answer (each
         logged). If the start got no answer, the worker may receive it later: the
         cancel is then sent again in the background until the worker confirms it
-        (or :data:`CANCEL_RESEND_WINDOW` passes).
+        (or :data:`CANCEL_RESEND_WINDOW` passes). A worker that still runs a
+        superseded attempt also learns it from its next heartbeat's answer, and its
+        report is refused.
         """
-        with operation_context(operation_id):
-            return await self._cancel_on_worker(operation_id, worker_id)
+        body = CancelOperationRequest(attempt=attempt, superseded=superseded)
+        with operation_context(operation_id, attempt=attempt or 1):
+            return await self._cancel_on_worker(operation_id, worker_id, body)
 
-    async def _cancel_on_worker(self, operation_id: str, worker_id: str) -> bool:
+    async def _cancel_on_worker(
+        self, operation_id: str, worker_id: str, body: CancelOperationRequest
+    ) -> bool:
         claiming = self._claiming
         if claiming is not None:
             await asyncio.shield(claiming)
@@ -502,33 +574,38 @@ class Dispatcher:
         unanswered_at = self._unconfirmed.pop(operation_id, None)
         if unanswered_at is not None and self._clock() - unanswered_at < CANCEL_RESEND_WINDOW:
             started = DispatchOutcome.UNCONFIRMED
-        if started in (DispatchOutcome.RELEASED, DispatchOutcome.FAILED):
+        if started in (DispatchOutcome.RELEASED, DispatchOutcome.LOST, DispatchOutcome.FAILED):
             logger.info(
                 "operation %s cancelled; worker %s never started it", operation_id, worker_id
             )
             return False
-        told = await self._send_cancel(operation_id, worker_id)
+        told = await self._send_cancel(operation_id, worker_id, body)
         if told is None:
             return False
         if not told and started is DispatchOutcome.UNCONFIRMED and not self._closing.is_set():
             task = asyncio.create_task(
-                self._resend_cancel(operation_id, worker_id), name=f"ktrdr-cancel-{operation_id}"
+                self._resend_cancel(operation_id, worker_id, body),
+                name=f"ktrdr-cancel-{operation_id}",
             )
             self._resends.add(task)
             task.add_done_callback(self._resends.discard)
         return told
 
-    async def _resend_cancel(self, operation_id: str, worker_id: str) -> None:
+    async def _resend_cancel(
+        self, operation_id: str, worker_id: str, body: CancelOperationRequest
+    ) -> None:
         """Send the cancel every tick until the worker confirms it, is gone, or time is up."""
-        with operation_context(operation_id):
-            await self._resend_cancel_rounds(operation_id, worker_id)
+        with operation_context(operation_id, attempt=body.attempt or 1):
+            await self._resend_cancel_rounds(operation_id, worker_id, body)
 
-    async def _resend_cancel_rounds(self, operation_id: str, worker_id: str) -> None:
+    async def _resend_cancel_rounds(
+        self, operation_id: str, worker_id: str, body: CancelOperationRequest
+    ) -> None:
         rounds = max(1, int(CANCEL_RESEND_WINDOW / self._tick))
         for _ in range(rounds):
             if await wait_or_stop(self._closing, self._tick.total_seconds()):
                 return
-            told = await self._send_cancel(operation_id, worker_id, quiet=True)
+            told = await self._send_cancel(operation_id, worker_id, body, quiet=True)
             if told is None or told:
                 return
         logger.warning(
@@ -540,7 +617,12 @@ class Dispatcher:
         )
 
     async def _send_cancel(
-        self, operation_id: str, worker_id: str, *, quiet: bool = False
+        self,
+        operation_id: str,
+        worker_id: str,
+        body: CancelOperationRequest,
+        *,
+        quiet: bool = False,
     ) -> bool | None:
         """One cancel request: True accepted, False not (yet) running there or no answer,
         None when the worker is gone (nothing left to tell).
@@ -556,11 +638,15 @@ class Dispatcher:
         log = logger.debug if quiet else logger.info
         try:
             response = await self._http.post(
-                url, headers=self._headers, timeout=self._timeout_s, follow_redirects=False
+                url,
+                content=body.model_dump_json().encode(),
+                headers=self._headers,
+                timeout=self._timeout_s,
+                follow_redirects=False,
             )
         except httpx.HTTPError as exc:
             (logger.debug if quiet else logger.warning)(
-                "operation %s cancelled, but worker %s could not be told (%s)",
+                "operation %s stopped, but worker %s could not be told (%s)",
                 operation_id,
                 worker_id,
                 type(exc).__name__,

@@ -21,6 +21,7 @@ import attrs
 import uvicorn
 
 from ktrdr.api.app import create_app, utc_now
+from ktrdr.api.deadlines import DeadlineWatch
 from ktrdr.api.dispatcher import Dispatcher, worker_client
 from ktrdr.api.metrics import BackendMetrics, DisabledBackendMetrics, instrument_store
 from ktrdr.api.operations import OperationsService
@@ -86,8 +87,9 @@ def build_server(
     Every collaborator is built here from its settings: the metrics
     (``KTRDR_METRICS_*``), the operations service (``KTRDR_OPS_*``), the dispatcher,
     the heartbeat stamp writer, the orphan detector (``KTRDR_ORPHAN_*``), the
-    retention cleaner, and the store's health watch (503s while the database is
-    unreachable, a grace for orphans after it comes back).
+    deadline watch (timeouts, stalls), the retention cleaner, and the store's health
+    watch (503s while the database is unreachable, a grace for orphans after it comes
+    back).
     With ``tracing`` on, the app and the dispatcher's HTTP client are instrumented
     with its provider.
     """
@@ -118,11 +120,22 @@ def build_server(
             service=service, registry=registry, dispatcher=dispatcher, metrics=metrics
         ),
         orphan_detector=OrphanDetector(
-            store=store, settings=config.orphan, clock=utc_now, health=store_health
+            store=store,
+            settings=config.orphan,
+            clock=utc_now,
+            health=store_health,
+            max_attempts=config.operations.max_attempts,
         ),
         retention=RetentionCleaner(service=service),
         store_health=store_health,
         metrics=metrics,
+        deadlines=DeadlineWatch(
+            store=store,
+            settings=config.operations,
+            clock=utc_now,
+            stop=dispatcher.stop_attempt,
+            health=store_health,
+        ),
     )
     instrument_app(app, tracing, excluded=UNTRACED_PATHS)
     host, port = config.api.host, config.api.port

@@ -46,7 +46,7 @@ __all__ = [
 #: Operation durations, 1 s to 1 h (as the system ktrdr replaces had them) plus 6 h, 1 day.
 DURATION_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 21600, 86400)
 #: What can come of a start request (``ktrdr.api.dispatcher.DispatchOutcome``'s values).
-DISPATCH_OUTCOMES = ("started", "released", "failed", "unconfirmed")
+DISPATCH_OUTCOMES = ("started", "released", "lost", "failed", "unconfirmed")
 #: A start request's round trip to a worker: milliseconds normally, seconds when it stalls.
 DISPATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -64,7 +64,7 @@ class AttemptLoss:
     """Why an attempt was lost and retried (the ``reason`` label of attempts retried)."""
 
     ORPHANED = "orphaned"  # its worker stopped reporting it
-    WORKER_GONE = "worker_gone"  # its worker was removed or restarted without it
+    WORKER_GONE = "worker_gone"  # its worker shut down or unregistered while running it
     UNREACHABLE = "unreachable"  # the worker could not be reached to start it
 
 
@@ -293,7 +293,8 @@ class DisabledBackendMetrics(BackendMetrics):
 
 
 def instrument_store(store: Any, metrics: BackendMetrics) -> None:
-    """Count ``store``'s finished operations and its database errors into ``metrics``.
+    """Count ``store``'s finished operations, retried attempts and database errors into
+    ``metrics``.
 
     Finishes are counted where the store makes them (reports, cancels, dispatch
     refusals, orphans, whatever path comes later), once per operation; errors come
@@ -310,5 +311,9 @@ def instrument_store(store: Any, metrics: BackendMetrics) -> None:
         # No connection: connecting failed; is_disconnect: a connection was lost.
         metrics.store_error(unreachable=context.is_disconnect or context.connection is None)
 
+    def retried(record: Any, cause: str) -> None:
+        metrics.attempt_retried(record.type, cause)
+
     store.add_finish_listener(finished)
+    store.add_retry_listener(retried)
     sqlalchemy.event.listen(store.engine, "handle_error", failed)

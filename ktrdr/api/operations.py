@@ -23,6 +23,7 @@ from typing import Any
 
 import attrs
 
+from ktrdr.api.attempts import AttemptState
 from ktrdr.api.series_store import Points
 from ktrdr.api.store import (
     InvalidTransition,
@@ -79,6 +80,9 @@ def to_view(record: OperationRecord) -> OperationView:
         last_reported_at=record.last_reported_at,
         resume=record.resume,
         trace_id=trace_id_of(record.trace_parent),
+        attempt=record.attempt,
+        lost_attempts=record.lost_attempts,
+        timeout_s=record.timeout_s,
     )
 
 
@@ -121,16 +125,20 @@ class OperationsService:
         parameters: Mapping[str, Any],
         *,
         trace_parent: str | None = None,
+        timeout_s: float | None = None,
     ) -> OperationView:
         """Validate the parameters for the type and store a pending operation.
 
         The stored parameters are the validated ones with every default filled in, so
-        the operation says exactly what it will run. ``trace_parent`` is the span its
-        first attempt's trace continues (the create request's). Raises pydantic
-        ``ValidationError`` (bad parameters), ``ValueError`` (unknown type) or
-        :class:`TooManyOperations`.
+        the operation says exactly what it will run; so is its timeout: ``timeout_s``
+        or else ``KTRDR_OPS_DEFAULT_TIMEOUT`` (0: none). ``trace_parent`` is the span
+        its first attempt's trace continues (the create request's). Raises pydantic
+        ``ValidationError`` (bad parameters), ``ValueError`` (unknown type, a timeout
+        that is not a positive number) or :class:`TooManyOperations`.
         """
         model = parse_parameters(operation_type, parameters)
+        if timeout_s is None and self._settings.default_timeout > datetime.timedelta(0):
+            timeout_s = self._settings.default_timeout.total_seconds()
         try:
             record = self._store.create(
                 operation_type=OperationType(operation_type),
@@ -138,6 +146,7 @@ class OperationsService:
                 now=self._clock(),
                 max_live=self._settings.max_operations,
                 trace_parent=trace_parent,
+                timeout_s=timeout_s,
             )
         except LiveLimitReached as exc:
             variable = env_name(attrs.fields(OperationsSettings).max_operations)
@@ -210,11 +219,12 @@ class OperationsService:
         operation can be resumed.
         """
         record = self._store.get(operation_id)
-        reason = (
-            "cancelled before it started"
-            if record.status is OperationStatus.PENDING
-            else "cancelled by request"
-        )
+        if record.status is not OperationStatus.PENDING:
+            reason = "cancelled by request"
+        elif record.attempt == 0:
+            reason = "cancelled before it started"
+        else:
+            reason = "cancelled while waiting for its next attempt"
         record = self._store.finish(
             operation_id, status=OperationStatus.CANCELLED, now=self._clock(), error=reason
         )
@@ -254,14 +264,54 @@ class OperationsService:
         record = self._store.mark_running(operation_id, worker_id=worker_id, now=self._clock())
         return self._remember(record)
 
-    def release(self, operation_id: str, *, worker_id: str) -> OperationView:
-        """The dispatch to ``worker_id`` failed: running → pending, in its old queue place."""
-        record = self._store.release(operation_id, worker_id=worker_id)
+    def release(self, operation_id: str, *, worker_id: str, attempt: int) -> OperationView:
+        """``worker_id`` refused the attempt for now: running → pending, attempt given back."""
+        record = self._store.release(operation_id, worker_id=worker_id, attempt=attempt)
         return self._remember(record)
 
     def live_counts(self) -> dict[tuple[OperationType, OperationStatus], int]:
         """Pending and running operations by (type, status), read from the store now."""
         return self._store.count_live_by_type()
+
+    def lose(
+        self,
+        operation_id: str,
+        *,
+        worker_id: str,
+        attempt: int,
+        reason: str,
+        cause: str = "lost",
+        series: Points | None = None,
+    ) -> OperationView:
+        """``attempt`` was lost with ``worker_id``: queued again to resume from its
+        checkpoint, or failed once ``KTRDR_OPS_MAX_ATTEMPTS`` attempts were lost.
+
+        ``cause`` labels the retry in the metrics; ``series`` (the points of a worker
+        that gave the attempt up) is stored first, like :meth:`finish` does. Raises
+        :class:`InvalidTransition` (:class:`StaleAttempt`) when that attempt is not
+        running on that worker any more.
+        """
+        if series:
+            self._store.record_series(operation_id, worker_id=worker_id, points=series)
+        record = self._store.lose(
+            operation_id,
+            worker_id=worker_id,
+            attempt=attempt,
+            now=self._clock(),
+            reason=reason,
+            max_attempts=self._settings.max_attempts,
+            cause=cause,
+        )
+        assert record is not None  # without a cutoff the store raises instead
+        return self._remember(record)
+
+    def known_attempt(self, operation_id: str) -> AttemptState | None:
+        """The operation's current attempt if it is in memory (never reads the database)."""
+        return self._store.known_attempt(operation_id)
+
+    def current_attempt(self, operation_id: str) -> AttemptState:
+        """The operation's current attempt (mostly from memory: the heartbeat path)."""
+        return self._store.current_attempt(operation_id)
 
     def busy_workers(self) -> set[str]:
         """Ids of the workers the store says are running an operation.
@@ -272,7 +322,12 @@ class OperationsService:
         return {r.worker_id for r in self._store.running() if r.worker_id is not None}
 
     def report_progress(
-        self, operation_id: str, *, worker_id: str, progress: Progress | None
+        self,
+        operation_id: str,
+        *,
+        worker_id: str,
+        attempt: int | None = None,
+        progress: Progress | None,
     ) -> OperationView:
         """A heartbeat names the operation (with its progress, if any).
 
@@ -285,6 +340,7 @@ class OperationsService:
             now=self._clock(),
             progress=None if progress is None else progress.model_dump(mode="json"),
             worker_id=worker_id,
+            attempt=attempt,
         )
         return self._remember(record)
 
@@ -307,16 +363,18 @@ class OperationsService:
         *,
         status: OperationStatus,
         worker_id: str | None = None,
+        attempt: int | None = None,
         result: Mapping[str, Any] | None = None,
         error: str | None = None,
         series: Points | None = None,
     ) -> OperationView:
-        """The operation ended (a worker's report); only once, only by its worker.
+        """The operation ended (a worker's report); only once, only by its current attempt.
 
         Raises :class:`InvalidTransition` when it already finished (e.g. cancelled by a
-        user before the worker's report arrived) or runs on another worker. ``series``
-        (the worker's points) is stored first, if the operation was given to
-        ``worker_id``, so a run cancelled meanwhile still keeps its whole curve.
+        user before the worker's report arrived), or :class:`StaleAttempt` when
+        ``attempt`` on ``worker_id`` is not its latest attempt. ``series`` (the worker's
+        points) is stored first, if the operation was given to ``worker_id``, so a run
+        cancelled meanwhile still keeps its whole curve.
         """
         if series and worker_id is not None:
             self._store.record_series(operation_id, worker_id=worker_id, points=series)
@@ -327,6 +385,7 @@ class OperationsService:
             result=result,
             error=error,
             worker_id=worker_id,
+            attempt=attempt,
         )
         return self._remember(record)
 

@@ -159,7 +159,11 @@ def operations_routers(
         trace_parent = current_traceparent()  # this request's span begins the first attempt
         try:
             view = await asyncio.to_thread(
-                service.create, body.type, body.parameters, trace_parent=trace_parent
+                service.create,
+                body.type,
+                body.parameters,
+                trace_parent=trace_parent,
+                timeout_s=body.timeout_s,
             )
         except ValidationError as exc:
             raise ApiError(422, "invalid_request", _parameter_errors(exc)) from None
@@ -241,7 +245,9 @@ def operations_routers(
         with operation_context(view.id, attempt=attempt_of(view)):
             logger.info("operation %s cancelled by an operator", view.id)
         if view.worker_id is not None:
-            background.add_task(dispatcher.cancel_on_worker, view.id, view.worker_id)
+            background.add_task(
+                dispatcher.cancel_on_worker, view.id, view.worker_id, attempt=view.attempt
+            )
         return _json(view)
 
     @router.post(
@@ -268,7 +274,8 @@ def operations_routers(
             **_NOT_FOUND,
             **_CONFLICT,
         },
-        summary="A worker reports how an operation ended (only the worker running it)",
+        summary="A worker reports how an attempt ended (only the worker running the "
+        "current attempt; 409 stale_attempt otherwise)",
     )
     async def report_operation(
         operation_id: OperationId, body: OperationReport, request: Request

@@ -1,12 +1,13 @@
-"""The orphan detector: fails running operations that no worker reports any more.
+"""The orphan detector: retries (or fails) running operations that no worker reports any more.
 
 Decision: the detector needs no list of live workers. Every heartbeat that names an
 operation stamps its ``last_reported_at`` (written in batches by
 :class:`~ktrdr.api.reports.OperationReports`), so an operation
 whose stamp is older than ``timeout`` is one that no live worker has reported for that
-long: its worker died, restarted without it, or lost it. Such an operation is marked
-failed with a reason naming the worker and when it was last seen, and can be resumed
-from its checkpoint.
+long: its worker died, restarted without it, or lost it. That attempt is lost: the
+operation goes back to the queue to resume from its checkpoint on another worker, or,
+once ``KTRDR_OPS_MAX_ATTEMPTS`` attempts were lost, is marked failed with a reason
+naming the worker, when it was last seen, and the attempts.
 
 After a backend restart, every worker gets one full ``timeout`` to report again before
 anything is failed: the backend's own downtime is not the workers' silence. The same
@@ -26,6 +27,7 @@ from collections.abc import Awaitable, Callable
 
 import attrs
 
+from ktrdr.api.metrics import AttemptLoss
 from ktrdr.api.periodic import Wait, run_until_stopped, wait_or_stop
 from ktrdr.api.store import OperationRecord, OperationStore
 from ktrdr.api.store_health import StoreHealth
@@ -40,7 +42,7 @@ logger = logging.getLogger(__name__)
 def orphan_reason(
     record: OperationRecord, *, now: datetime.datetime, timeout: datetime.timedelta
 ) -> str:
-    """Why an operation was failed as an orphan, for the user reading it."""
+    """Why an attempt was lost as an orphan, for the user reading it."""
     last = record.last_reported_at
     worker = record.worker_id or "(none)"
     if last is None:
@@ -51,18 +53,18 @@ def orphan_reason(
     variable = env_name(attrs.fields(OrphanDetectorSettings).timeout)
     return (
         f"orphaned: worker {worker} {seen}, longer than {variable}="
-        f"{timeout.total_seconds():g}s; the worker stopped or lost the operation "
-        "(resume it to continue from its last checkpoint)"
+        f"{timeout.total_seconds():g}s; the worker stopped or lost the operation"
     )
 
 
 class OrphanDetector:
-    """Marks failed every running operation unreported for longer than ``timeout``.
+    """Loses the attempt of every running operation unreported for longer than ``timeout``.
 
-    ``clock`` returns aware UTC datetimes. :meth:`check` does one round (tests call it
-    directly); :meth:`run_forever` repeats it every ``check_interval``. With
-    ``health``, nothing is judged while the store is unavailable, nor for one
-    ``timeout`` after it came back.
+    ``clock`` returns aware UTC datetimes. ``max_attempts`` is
+    ``KTRDR_OPS_MAX_ATTEMPTS`` (1: fail at the first orphaned attempt). :meth:`check`
+    does one round (tests call it directly); :meth:`run_forever` repeats it every
+    ``check_interval``. With ``health``, nothing is judged while the store is
+    unavailable, nor for one ``timeout`` after it came back.
     """
 
     def __init__(
@@ -73,16 +75,20 @@ class OrphanDetector:
         clock: Callable[[], datetime.datetime],
         wait: Wait = wait_or_stop,
         health: StoreHealth | None = None,
+        max_attempts: int = 1,
     ) -> None:
         self._store = store
         self._health = health
         self._settings = settings
+        self._max_attempts = max_attempts
         self._clock = clock
         self._wait = wait
         self._started_at = clock()
 
     def check(self) -> list[OperationRecord]:
-        """One round: fail the orphans; returns the operations it failed."""
+        """One round: lose the orphans' attempts; returns them as they are now
+        (pending again for a retry, or failed).
+        """
         now = self._clock()
         timeout = self._settings.timeout
         cutoff = now - timeout
@@ -93,10 +99,19 @@ class OrphanDetector:
             if record.last_reported_at is not None and record.last_reported_at >= cutoff:
                 continue
             reason = orphan_reason(record, now=now, timeout=timeout)
-            done = self._store.fail_if_unreported(record.id, cutoff=cutoff, now=now, error=reason)
+            done = self._store.lose(
+                record.id,
+                worker_id=record.worker_id or "",
+                attempt=record.attempt,
+                now=now,
+                reason=reason,
+                max_attempts=self._max_attempts,
+                cutoff=cutoff,
+                cause=AttemptLoss.ORPHANED,
+            )
             if done is not None:
                 with operation_context(record.id, attempt=attempt_of(record)):
-                    logger.warning("operation %s failed: %s", record.id, reason)
+                    logger.warning("operation %s %s: %s", record.id, done.status.value, done.error)
                 failed.append(done)
         return failed
 

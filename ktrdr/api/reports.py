@@ -18,6 +18,14 @@ whatever has accumulated in one transaction, at most every :data:`FLUSH_SPACING`
 about an operation that has moved on (cancelled by a user, failed as an orphan,
 deleted) changes nothing: the worker's news came too late, and the first outcome
 stands. Whenever a worker may have become free, the dispatcher is woken.
+
+Fencing: a heartbeat or report speaks for one attempt of its operation. One that is
+not the current attempt on that worker (lost and retried elsewhere, timed out, an
+attempt that never existed) is answered 409 ``stale_attempt`` naming the current
+attempt, and changes nothing; the worker stops that job. The heartbeat's check reads
+the store's in-memory book of current attempts, so it costs no database read. A
+worker that reports an attempt as cancelled (it shut down, saving a checkpoint) or
+unregisters while running one has lost that attempt: it is retried elsewhere.
 """
 
 from __future__ import annotations
@@ -30,17 +38,25 @@ from typing import Any
 
 import attrs
 
+from ktrdr.api.attempts import AttemptState, stale_attempt
 from ktrdr.api.dispatcher import Dispatcher
-from ktrdr.api.metrics import BackendMetrics, DisabledBackendMetrics, ReportRejection
+from ktrdr.api.metrics import (
+    AttemptLoss,
+    BackendMetrics,
+    DisabledBackendMetrics,
+    ReportRejection,
+)
 from ktrdr.api.operations import InvalidTransition, OperationNotFound, OperationsService
 from ktrdr.api.periodic import run_until_stopped, wait_or_stop, wait_or_wake
 from ktrdr.api.registry import WorkerRecord, WorkerRegistry
 from ktrdr.api.series_store import merge_points
 from ktrdr.api.store import ProgressStamp
+from ktrdr.errors import StaleAttempt
 from ktrdr.log_context import attempt_of, operation_context
 from ktrdr.protocol import (
     HeartbeatRequest,
     OperationReport,
+    OperationStatus,
     OperationView,
     SeriesPoints,
     WorkerStatus,
@@ -99,44 +115,117 @@ class OperationReports:
     async def heartbeat(
         self, previous: WorkerRecord, record: WorkerRecord, request: HeartbeatRequest
     ) -> None:
-        """Note the stamp of the named operation and of every operation whose outcome the
+        """Note the stamp of the named attempt and of every operation whose outcome the
         worker still holds (``pending_outcomes``: ended, not delivered yet, so not an
         orphan); wake dispatch if the worker became idle.
+
+        Raises :class:`~ktrdr.errors.StaleAttempt` (409) when the named attempt is not
+        the operation's current one on this worker; its stamp is not noted then.
         """
         self._metrics.heartbeat_received(record.worker_type)
-        operation_id = request.current_operation_id
-        if operation_id is not None:
-            progress: Mapping[str, Any] | None = None
-            if request.progress is not None:
-                progress = request.progress.model_dump(mode="json")
-            self._note(operation_id, record, progress, request.series)
-        for pending in request.pending_outcomes:
-            if pending != operation_id:
-                self._note(pending, record, None, None)
         if record.status is WorkerStatus.IDLE and previous.status is not WorkerStatus.IDLE:
             self._dispatcher.wake()
+        operation_id = request.current_operation_id
+        for pending in request.pending_outcomes:
+            if pending != operation_id:
+                await self._note_pending(pending, record)
+        if operation_id is None:
+            return
+        state = self._service.known_attempt(operation_id)
+        if state is None:
+            state = await self._read_attempt(operation_id, record.worker_id)
+        # A worker from before attempts names none: it speaks for the attempt it runs.
+        attempt = state.attempt if request.attempt is None else request.attempt
+        if not state.accepts(worker_id=record.worker_id, attempt=attempt):
+            raise stale_attempt(state, worker_id=record.worker_id, attempt=attempt)
+        progress: Mapping[str, Any] | None = None
+        progressed_at = None
+        if request.progress is not None and (
+            previous.current_operation_id != operation_id or previous.progress != request.progress
+        ):
+            progress = request.progress.model_dump(mode="json")
+            progressed_at = record.last_heartbeat_at
+        self._note(operation_id, record, attempt, progress, progressed_at, request.series)
+
+    async def _note_pending(self, operation_id: str, record: WorkerRecord) -> None:
+        """Stamp an operation whose outcome ``record``'s worker holds, if its current
+        attempt still runs there (else the outcome is stale and the stamp pointless).
+        """
+        state = self._service.known_attempt(operation_id)
+        if state is None:
+            try:
+                state = await asyncio.to_thread(self._service.current_attempt, operation_id)
+            except OperationNotFound:
+                return
+        if state.accepts(worker_id=record.worker_id, attempt=state.attempt):
+            self._note(operation_id, record, state.attempt, None, None, None)
 
     def _note(
         self,
         operation_id: str,
         record: WorkerRecord,
+        attempt: int,
         progress: Mapping[str, Any] | None,
+        progressed_at: datetime.datetime | None,
         series: SeriesPoints | None,
     ) -> None:
         earlier = self._stamps.get(operation_id)
-        if earlier is not None and earlier.worker_id == record.worker_id:
-            if progress is None:
-                progress = earlier.progress  # a bare heartbeat must not drop unwritten progress
+        if (
+            earlier is not None
+            and earlier.worker_id == record.worker_id
+            and earlier.attempt == attempt
+        ):
+            if progress is None:  # a heartbeat without news must not drop unwritten progress
+                progress, progressed_at = earlier.progress, earlier.progressed_at
             if earlier.series:
                 series = merge_points(earlier.series, series)  # nor unwritten points
         self._stamps[operation_id] = ProgressStamp(
             operation_id=operation_id,
             worker_id=record.worker_id,
+            attempt=attempt,
             at=record.last_heartbeat_at,
             progress=progress,
+            progressed_at=progressed_at,
             series=series or None,
         )
         self._noted.set()
+
+    async def _read_attempt(self, operation_id: str, worker_id: str) -> AttemptState:
+        """The current attempt from the database (not in memory); 409 for an unknown id."""
+        try:
+            return await asyncio.to_thread(self._service.current_attempt, operation_id)
+        except OperationNotFound:
+            message = (
+                f"operation {operation_id} does not exist (deleted, or never created); "
+                f"worker {worker_id} runs no current attempt of it"
+            )
+            raise ApiError(409, "stale_attempt", message) from None
+
+    async def unregistered(self, record: WorkerRecord) -> None:
+        """A worker left while the registry had it running an operation: that attempt is lost.
+
+        A worker that shuts down cleanly reports first (so the registry no longer
+        names an operation); this catches one whose report did not get through.
+        """
+        operation_id = record.current_operation_id
+        if operation_id is None:
+            return
+        try:
+            state = await asyncio.to_thread(self._service.current_attempt, operation_id)
+            if not state.accepts(worker_id=record.worker_id, attempt=state.attempt):
+                return
+            view = await asyncio.to_thread(
+                self._service.lose,
+                operation_id,
+                worker_id=record.worker_id,
+                attempt=state.attempt,
+                reason=f"worker {record.worker_id} unregistered while running it",
+                cause=AttemptLoss.WORKER_GONE,
+            )
+        except (InvalidTransition, OperationNotFound):
+            return
+        logger.warning("operation %s %s: %s", operation_id, view.status.value, view.error)
+        self._dispatcher.wake()
 
     # --- writing the stamps -----------------------------------------------------------
 
@@ -162,9 +251,18 @@ class OperationReports:
             except BaseException:
                 for operation_id, stamp in batch.items():
                     newer = self._stamps.setdefault(operation_id, stamp)
-                    if newer is not stamp and stamp.series and newer.worker_id == stamp.worker_id:
-                        series = merge_points(stamp.series, newer.series)
-                        self._stamps[operation_id] = attrs.evolve(newer, series=series)
+                    if newer is stamp or (newer.worker_id, newer.attempt) != (
+                        stamp.worker_id,
+                        stamp.attempt,
+                    ):
+                        continue
+                    if newer.progress is None:  # keep the unwritten progress and its time
+                        newer = attrs.evolve(
+                            newer, progress=stamp.progress, progressed_at=stamp.progressed_at
+                        )
+                    if stamp.series:
+                        newer = attrs.evolve(newer, series=merge_points(stamp.series, newer.series))
+                    self._stamps[operation_id] = newer
                 raise
             return len(batch)
 
@@ -194,12 +292,16 @@ class OperationReports:
     async def report(
         self, operation_id: str, report: OperationReport, *, worker: WorkerRecord
     ) -> OperationView:
-        """Store how the operation ended, if ``worker`` (who sent it) still runs it.
+        """Store how the attempt ended, if ``worker`` (who sent it) runs the current attempt.
 
         ``worker`` is the worker the request authenticated as; a report naming another
-        worker is refused with 401 and changes nothing. Raises
-        :class:`InvalidTransition` (409: it already ended, or runs on another worker)
-        or :class:`OperationNotFound`. Either way the worker is done with it.
+        worker is refused with 401 and changes nothing. A completed or failed attempt
+        finishes the operation; a cancelled one (the worker stopped it: it shut down)
+        is a lost attempt, queued again to resume from its checkpoint (or failed after
+        ``KTRDR_OPS_MAX_ATTEMPTS``). Raises :class:`InvalidTransition` (409: it
+        already ended), :class:`~ktrdr.errors.StaleAttempt` (409: not the current
+        attempt on this worker) or :class:`OperationNotFound`. Either way the worker
+        is done with it.
         """
         with operation_context(operation_id, attempt=attempt_of(report)):
             return await self._report(operation_id, report, worker=worker)
@@ -223,31 +325,55 @@ class OperationReports:
             # The outcome supersedes its progress; its points are the worker's whole
             # record, which holds every point a heartbeat carried.
             del self._stamps[operation_id]
+        attempt = report.attempt
+        if attempt is None:  # a worker from before attempts: the attempt it runs
+            attempt = (await self._read_attempt(operation_id, report.worker_id)).attempt
+        gave_up = False
         try:
-            view = await asyncio.to_thread(
-                self._service.finish,
-                operation_id,
-                status=report.status,
-                worker_id=report.worker_id,
-                result=report.result,
-                error=error,
-                series=report.series,
-            )
+            if report.status is OperationStatus.CANCELLED:
+                view = await asyncio.to_thread(
+                    self._service.lose,
+                    operation_id,
+                    worker_id=report.worker_id,
+                    attempt=attempt,
+                    reason=f"worker {report.worker_id} stopped it ({error or 'no reason given'})",
+                    cause=AttemptLoss.WORKER_GONE,
+                    series=report.series,
+                )
+                gave_up = True
+            else:
+                view = await asyncio.to_thread(
+                    self._service.finish,
+                    operation_id,
+                    status=report.status,
+                    worker_id=report.worker_id,
+                    attempt=attempt,
+                    result=report.result,
+                    error=error,
+                    series=report.series,
+                )
         except OperationNotFound:
             self._metrics.report_rejected(ReportRejection.UNKNOWN_OPERATION)
+            raise
+        except StaleAttempt:
+            self._metrics.report_rejected(ReportRejection.STALE_ATTEMPT)
             raise
         except InvalidTransition:
             self._metrics.report_rejected(ReportRejection.NOT_CURRENT)
             raise
         finally:
             # The worker is free (whatever the store made of its news): its next
-            # operation need not wait for a heartbeat or the tick.
-            self._registry.operation_ended(report.worker_id, operation_id)
+            # operation need not wait for a heartbeat or the tick. Except a worker that
+            # gave its attempt up: it is shutting down (its heartbeat will say so), and
+            # must not be handed the operation it just gave up.
+            if not gave_up:
+                self._registry.operation_ended(report.worker_id, operation_id)
             self._dispatcher.wake()
         logger.info(
-            "operation %s %s on worker %s%s",
+            "operation %s %s (attempt %d on worker %s)%s",
             operation_id,
             view.status.value,
+            attempt,
             report.worker_id,
             f": {view.error}" if view.error else "",
         )

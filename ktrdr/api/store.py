@@ -20,7 +20,7 @@ import logging
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ import attrs
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Dialect, Engine, RowMapping
 
+from ktrdr.api.attempts import AttemptState, CurrentAttempts, lost_attempt, stale_attempt
 from ktrdr.api.migrations import SchemaUpgrade, upgrade_schema
 from ktrdr.api.series_store import (
     Points,
@@ -50,6 +51,7 @@ from ktrdr.errors import (
     InvalidTransition,
     LiveLimitReached,
     OperationNotFound,
+    StaleAttempt,
     StoreError,
 )
 from ktrdr.protocol import OperationStatus, OperationType
@@ -69,6 +71,7 @@ __all__ = [
     "OperationStore",
     "ProgressStamp",
     "SeriesRecord",
+    "StaleAttempt",
     "StoreError",
     "database_url",
     "make_engine",
@@ -114,6 +117,30 @@ class OperationRecord:
     last_reported_at: datetime.datetime | None
     #: W3C ``traceparent`` of the span that began the current attempt (None: not traced).
     trace_parent: str | None = None
+    #: The number of the latest dispatch (0: never dispatched).
+    attempt: int = 0
+    #: Attempts lost with their worker since creation or the last resume by hand.
+    lost_attempts: int = 0
+    #: How long one attempt may run, in seconds (None: no limit).
+    timeout_s: float | None = None
+    #: When the running attempt times out (None: no limit).
+    deadline_at: datetime.datetime | None = None
+    #: When the running attempt's progress last changed (or it started).
+    progressed_at: datetime.datetime | None = None
+
+    @property
+    def retry(self) -> bool:
+        """True when the next attempt retries a lost one (resume from a checkpoint if any)."""
+        return self.lost_attempts > 0
+
+    def attempt_state(self) -> AttemptState:
+        """Its current attempt, for fencing."""
+        return AttemptState(
+            operation_id=self.id,
+            attempt=self.attempt,
+            status=self.status,
+            worker_id=self.worker_id,
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -122,10 +149,14 @@ class ProgressStamp:
 
     operation_id: str
     worker_id: str
+    #: The attempt the worker runs: the stamp is dropped unless it is the current one.
+    attempt: int
     #: When the worker reported it (becomes ``last_reported_at``).
     at: datetime.datetime
     #: The progress to record, or None to only record the time.
     progress: Mapping[str, Any] | None = None
+    #: When the progress last changed (becomes ``progressed_at``); None: it did not.
+    progressed_at: datetime.datetime | None = None
     #: Series points the heartbeat carried, if any.
     series: Points | None = None
 
@@ -198,6 +229,11 @@ def _define_table(metadata: sa.MetaData) -> sa.Table:
         sa.Column("finished_at", UtcDateTime, nullable=True),
         sa.Column("last_reported_at", UtcDateTime, nullable=True),
         sa.Column("trace_parent", sa.String(55), nullable=True),
+        sa.Column("attempt", sa.Integer, nullable=False, server_default=sa.text("0")),
+        sa.Column("lost_attempts", sa.Integer, nullable=False, server_default=sa.text("0")),
+        sa.Column("timeout_s", sa.Float, nullable=True),
+        sa.Column("deadline_at", UtcDateTime, nullable=True),
+        sa.Column("progressed_at", UtcDateTime, nullable=True),
         # One index per listing filter, each ending in the listing order (revision 0004).
         sa.Index(f"ix_{TABLE_NAME}_created_id", "created_at", "id"),
         sa.Index(f"ix_{TABLE_NAME}_status_created_id", "status", "created_at", "id"),
@@ -333,16 +369,23 @@ class OperationStore:
     schema to the newest revision (:mod:`ktrdr.api.migrations`). ``schema`` names a
     PostgreSQL schema to hold the table (tests use one per test); it must already
     exist. Safe to share between threads.
+
+    Transitions are serialised by one lock and recorded in the book of current
+    attempts (:mod:`ktrdr.api.attempts`), which :meth:`current_attempt` answers from:
+    one store per database, in the one process that changes operations.
     """
 
     def __init__(self, *, engine: Engine, schema: str | None = None) -> None:
         self._engine = engine
         #: Called with each record that just reached a final status (metrics).
         self._finish_listeners: builtins.list[Callable[[OperationRecord], None]] = []
+        #: Called with each record queued again after a lost attempt, and the cause.
+        self._retry_listeners: builtins.list[Callable[[OperationRecord, str], None]] = []
         self._metadata = sa.MetaData(schema=schema)
         self._table = _define_table(self._metadata)
         self._series = define_series_table(self._metadata)
         self._postgres = engine.dialect.name == "postgresql"
+        self._attempts = CurrentAttempts()
 
     @classmethod
     def open(cls, settings: DatabaseSettings) -> OperationStore:
@@ -395,6 +438,12 @@ class OperationStore:
         """
         self._finish_listeners.append(listener)
 
+    def add_retry_listener(self, listener: Callable[[OperationRecord, str], None]) -> None:
+        """Call ``listener`` with every operation queued again after a lost attempt, and
+        the cause :meth:`lose` was given (after the commit; quick, must not raise).
+        """
+        self._retry_listeners.append(listener)
+
     def _finished(self, record: OperationRecord) -> OperationRecord:
         for listener in self._finish_listeners:
             listener(record)
@@ -415,10 +464,12 @@ class OperationStore:
         operation_id: str | None = None,
         max_live: int | None = None,
         trace_parent: str | None = None,
+        timeout_s: float | None = None,
     ) -> OperationRecord:
         """Insert a pending operation; its id is a new uuid4 hex unless given.
 
-        ``trace_parent`` is the ``traceparent`` of the span its first attempt continues.
+        ``trace_parent`` is the ``traceparent`` of the span its first attempt continues;
+        ``timeout_s`` bounds each attempt's running time (None: no limit).
 
         With ``max_live``, refuses with :class:`LiveLimitReached` when the pending and
         running operations would then number more than ``max_live``; the insert and
@@ -438,6 +489,9 @@ class OperationStore:
             "resume": False,
             "created_at": _aware("now", now),
             "trace_parent": trace_parent,
+            "attempt": 0,
+            "lost_attempts": 0,
+            "timeout_s": _timeout(timeout_s),
         }
         try:
             with self._engine.begin() as conn:
@@ -557,10 +611,51 @@ class OperationStore:
 
     # --- transitions ------------------------------------------------------------------
 
+    def known_attempt(self, operation_id: str) -> AttemptState | None:
+        """The operation's current attempt if the book holds it (no database read)."""
+        return self._attempts.get(operation_id)
+
+    def current_attempt(self, operation_id: str) -> AttemptState:
+        """The operation's current attempt (number, status, worker); mostly from memory.
+
+        Raises :class:`OperationNotFound`. The heartbeat path's fencing check.
+        """
+        state = self._attempts.lookup(operation_id, self._read_attempt)
+        if state is None:
+            raise OperationNotFound(operation_id)
+        return state
+
+    def _read_attempt(self, operation_id: str) -> AttemptState | None:
+        table = self._table
+        query = sa.select(table.c.attempt, table.c.status, table.c.worker_id).where(
+            table.c.id == operation_id
+        )
+        with self._engine.connect() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            return None
+        return AttemptState(
+            operation_id=operation_id,
+            attempt=int(row.attempt),
+            status=OperationStatus(row.status),
+            worker_id=row.worker_id,
+        )
+
     def mark_running(
         self, operation_id: str, *, worker_id: str, now: datetime.datetime
     ) -> OperationRecord:
-        """pending → running on ``worker_id`` (dispatch succeeded); stamps the report time."""
+        """pending → running on ``worker_id`` as the next attempt (the dispatcher's claim).
+
+        Stamps the report and progress times, and the attempt's deadline when the
+        operation has a timeout.
+        """
+        now = _aware("now", now)
+        table = self._table
+        with self._engine.connect() as conn:
+            timeout_s = conn.execute(
+                sa.select(table.c.timeout_s).where(table.c.id == operation_id)
+            ).scalar()
+        deadline = None if timeout_s is None else now + datetime.timedelta(seconds=timeout_s)
         return self._transition(
             operation_id,
             action="start",
@@ -568,8 +663,11 @@ class OperationStore:
             values={
                 "status": OperationStatus.RUNNING.value,
                 "worker_id": worker_id,
-                "started_at": _aware("now", now),
+                "attempt": table.c.attempt + 1,
+                "started_at": now,
                 "last_reported_at": now,
+                "progressed_at": now,
+                "deadline_at": deadline,
                 "error": None,
             },
         )
@@ -581,39 +679,46 @@ class OperationStore:
         now: datetime.datetime,
         progress: Mapping[str, Any] | None = None,
         worker_id: str | None = None,
+        attempt: int | None = None,
     ) -> OperationRecord:
         """Record a running operation's progress (None: only "still running") and stamp it.
 
-        With ``worker_id``, a report from any other worker is refused: a worker that
-        lost the operation (orphaned, re-dispatched) cannot overwrite it.
+        With ``worker_id`` (and ``attempt``), a report from any other worker (or
+        attempt) is refused with :class:`StaleAttempt`: a worker that lost the
+        operation (orphaned, re-dispatched) cannot overwrite it.
         """
         values: dict[str, Any] = {"last_reported_at": _aware("now", now)}
         if progress is not None:
             values["progress"] = _json("progress", dict(progress))
+            values["progressed_at"] = now
         return self._transition(
             operation_id,
             action="report progress of",
             allowed=(OperationStatus.RUNNING,),
             values=values,
             worker_id=worker_id,
+            attempt=attempt,
         )
 
     def stamp_many(self, stamps: Collection[ProgressStamp]) -> None:
         """Record many heartbeats in one transaction (the backend batches them).
 
         Like :meth:`update_progress` for each stamp, except that a stamp whose
-        operation is no longer running on its worker is skipped silently (the news came
-        too late), and progress that is not plain JSON (NaN) is dropped with a warning
-        while the time is still recorded. One bad stamp never loses the others. Series
-        points are kept for operations running on the stamping worker.
+        operation is no longer running on its worker and attempt is skipped silently
+        (the news came too late), and progress that is not plain JSON (NaN) is dropped
+        with a warning while the time is still recorded. One bad stamp never loses the
+        others. ``progressed_at`` moves only with a stamp that says the progress changed.
+        Series points are kept for operations running on the stamping worker.
         """
         table = self._table
         timed: list[dict[str, Any]] = []
         with_progress: list[dict[str, Any]] = []
+        progressed: list[dict[str, Any]] = []
         for stamp in stamps:
             values = {
                 "b_id": stamp.operation_id,
                 "b_worker": stamp.worker_id,
+                "b_attempt": stamp.attempt,
                 "b_at": _aware("at", stamp.at),
             }
             if stamp.progress is not None:
@@ -624,21 +729,34 @@ class OperationStore:
                         "progress of operation %s not stored: %s", stamp.operation_id, exc
                     )
                 else:
-                    with_progress.append(values)
+                    if stamp.progressed_at is None:
+                        with_progress.append(values)
+                    else:
+                        values["b_progressed"] = _aware("progressed_at", stamp.progressed_at)
+                        progressed.append(values)
                     continue
             timed.append(values)
         running = sa.update(table).where(
             table.c.id == sa.bindparam("b_id"),
             table.c.status == OperationStatus.RUNNING.value,
             table.c.worker_id == sa.bindparam("b_worker"),
+            table.c.attempt == sa.bindparam("b_attempt"),
         )
         at = sa.bindparam("b_at", type_=table.c.last_reported_at.type)
         with self._engine.begin() as conn:
             if timed:
                 conn.execute(running.values(last_reported_at=at), timed)
-            if with_progress:
+            if with_progress or progressed:
                 progress = sa.bindparam("b_progress", type_=table.c.progress.type)
-                conn.execute(running.values(last_reported_at=at, progress=progress), with_progress)
+                if with_progress:
+                    statement = running.values(last_reported_at=at, progress=progress)
+                    conn.execute(statement, with_progress)
+                if progressed:
+                    moved = sa.bindparam("b_progressed", type_=table.c.progressed_at.type)
+                    statement = running.values(
+                        last_reported_at=at, progress=progress, progressed_at=moved
+                    )
+                    conn.execute(statement, progressed)
             plotted = [s for s in stamps if s.series]
             if plotted:
                 owners = self._owners(conn, [s.operation_id for s in plotted], running_only=True)
@@ -661,11 +779,15 @@ class OperationStore:
         result: Mapping[str, Any] | None = None,
         error: str | None = None,
         worker_id: str | None = None,
+        attempt: int | None = None,
     ) -> OperationRecord:
         """pending/running → completed, failed or cancelled, once.
 
         Finishing an operation that already finished raises :class:`InvalidTransition`
-        (the first outcome stands). With ``worker_id``, only that worker may finish it.
+        (the first outcome stands). With ``worker_id`` and ``attempt`` (a worker's
+        outcome), only that worker's attempt may finish it, and only while it is the
+        latest: running, or queued again after it was lost but before the next attempt
+        started (a late outcome). Otherwise :class:`StaleAttempt`, and nothing changes.
         """
         if not OperationStatus(status).finished:
             message = f"expected a final status (completed, failed, cancelled), got {status}"
@@ -680,9 +802,134 @@ class OperationStore:
                 "error": error,
                 "finished_at": _aware("now", now),
                 "last_reported_at": now,
+                "deadline_at": None,
             },
             worker_id=worker_id,
+            attempt=attempt,
         )
+
+    def lose(
+        self,
+        operation_id: str,
+        *,
+        worker_id: str,
+        attempt: int,
+        now: datetime.datetime,
+        reason: str,
+        max_attempts: int,
+        cutoff: datetime.datetime | None = None,
+        cause: str = "lost",
+    ) -> OperationRecord | None:
+        """The running ``attempt`` on ``worker_id`` was lost with its worker: retry or fail.
+
+        Fewer than ``max_attempts`` attempts lost (this one included): back to pending,
+        to resume from the checkpoint as the next attempt (the worker is kept, so a
+        late outcome of this attempt is still accepted until that one starts).
+        Otherwise failed, with a reason naming the attempts and KTRDR_OPS_MAX_ATTEMPTS.
+
+        With ``cutoff`` (the orphan detector), only if not reported since ``cutoff``;
+        returns None when anything changed meanwhile (a report won, another attempt
+        started), instead of raising. A retry begins a new trace, and the retry
+        listeners hear of it with ``cause`` (a metrics label: orphaned, unreachable...).
+        """
+        now = _aware("now", now)
+        table = self._table
+        with self._engine.connect() as conn:
+            lost_before = conn.execute(
+                sa.select(table.c.lost_attempts).where(table.c.id == operation_id)
+            ).scalar()
+        if lost_before is None:
+            if cutoff is not None:
+                return None
+            raise OperationNotFound(operation_id)
+        verdict = lost_attempt(
+            attempt=attempt, lost_before=int(lost_before), max_attempts=max_attempts, reason=reason
+        )
+        values: dict[str, Any] = {
+            "lost_attempts": table.c.lost_attempts + 1,
+            "error": verdict.error,
+            "deadline_at": None,
+        }
+        if verdict.retry:
+            values.update(status=OperationStatus.PENDING.value, resume=True, trace_parent=None)
+        else:
+            values.update(status=OperationStatus.FAILED.value, finished_at=now)
+        extra = []
+        if cutoff is not None:
+            extra.append(table.c.last_reported_at < _aware("cutoff", cutoff))
+        extra.append(table.c.lost_attempts == int(lost_before))
+        record = self._apply(
+            operation_id,
+            action="retry",
+            allowed=(OperationStatus.RUNNING,),
+            values=values,
+            worker_id=worker_id,
+            attempt=attempt,
+            extra=extra,
+            quiet=cutoff is not None,
+        )
+        if record is not None and record.status is OperationStatus.PENDING:
+            for listener in self._retry_listeners:
+                listener(record, cause)
+        return record
+
+    def fail_running(
+        self,
+        operation_id: str,
+        *,
+        worker_id: str,
+        attempt: int,
+        now: datetime.datetime,
+        error: str,
+        progressed_before: datetime.datetime | None = None,
+        deadline_before: datetime.datetime | None = None,
+    ) -> OperationRecord | None:
+        """Fail ``attempt`` running on ``worker_id`` (timed out, stalled); None if it moved on.
+
+        ``progressed_before`` / ``deadline_before`` re-check, in the same update, that
+        the progress still had not changed / the deadline had passed.
+        """
+        table = self._table
+        extra = []
+        if progressed_before is not None:
+            extra.append(table.c.progressed_at < _aware("progressed_before", progressed_before))
+        if deadline_before is not None:
+            extra.append(table.c.deadline_at < _aware("deadline_before", deadline_before))
+        return self._apply(
+            operation_id,
+            action="fail",
+            allowed=(OperationStatus.RUNNING,),
+            values={
+                "status": OperationStatus.FAILED.value,
+                "error": error,
+                "finished_at": _aware("now", now),
+                "deadline_at": None,
+            },
+            worker_id=worker_id,
+            attempt=attempt,
+            extra=extra,
+            quiet=True,
+        )
+
+    def overdue(self, now: datetime.datetime) -> builtins.list[OperationRecord]:
+        """Running operations whose attempt's deadline is before ``now``."""
+        table = self._table
+        query = sa.select(table).where(
+            table.c.status == OperationStatus.RUNNING.value,
+            table.c.deadline_at < _aware("now", now),
+        )
+        with self._engine.connect() as conn:
+            return [_record(r._mapping) for r in conn.execute(query)]
+
+    def stalled(self, cutoff: datetime.datetime) -> builtins.list[OperationRecord]:
+        """Running operations whose progress has not changed since before ``cutoff``."""
+        table = self._table
+        query = sa.select(table).where(
+            table.c.status == OperationStatus.RUNNING.value,
+            table.c.progressed_at < _aware("cutoff", cutoff),
+        )
+        with self._engine.connect() as conn:
+            return [_record(r._mapping) for r in conn.execute(query)]
 
     def requeue(self, operation_id: str, *, trace_parent: str | None = None) -> OperationRecord:
         """failed/cancelled → pending with ``resume=True``: run again from the checkpoint.
@@ -690,6 +937,8 @@ class OperationStore:
         The worker, result, error and finish time are cleared; the last progress stays
         so a client still sees how far it got. A new attempt is a new trace:
         ``trace_parent`` replaces the previous attempt's (None: the dispatch begins one).
+        The count of lost attempts starts again (a resume by hand gets
+        ``KTRDR_OPS_MAX_ATTEMPTS`` fresh attempts).
         """
         return self._transition(
             operation_id,
@@ -705,6 +954,9 @@ class OperationStore:
                 "finished_at": None,
                 "last_reported_at": None,
                 "trace_parent": trace_parent,
+                "lost_attempts": 0,
+                "deadline_at": None,
+                "progressed_at": None,
             },
         )
 
@@ -735,13 +987,15 @@ class OperationStore:
         with self._engine.begin() as conn:
             return int(conn.execute(statement).rowcount) == 1
 
-    def release(self, operation_id: str, *, worker_id: str) -> OperationRecord:
-        """running on ``worker_id`` → pending again: the worker never got the operation.
+    def release(self, operation_id: str, *, worker_id: str, attempt: int) -> OperationRecord:
+        """running ``attempt`` on ``worker_id`` → pending again: the worker refused it.
 
         The dispatcher marks an operation running before it calls the worker; when the
-        call fails (worker unreachable, busy, stopping) this puts the operation back in
-        the queue, in its old place (creation order) and with its ``resume`` flag kept.
+        worker answers that it cannot take it now (busy, stopping) this puts the
+        operation back in the queue, in its old place (creation order), with its
+        ``resume`` flag kept and the attempt number given back (that attempt never ran).
         """
+        table = self._table
         return self._transition(
             operation_id,
             action="release",
@@ -749,43 +1003,15 @@ class OperationStore:
             values={
                 "status": OperationStatus.PENDING.value,
                 "worker_id": None,
+                "attempt": table.c.attempt - 1,
                 "started_at": None,
                 "last_reported_at": None,
+                "progressed_at": None,
+                "deadline_at": None,
             },
             worker_id=worker_id,
+            attempt=attempt,
         )
-
-    def fail_if_unreported(
-        self,
-        operation_id: str,
-        *,
-        cutoff: datetime.datetime,
-        now: datetime.datetime,
-        error: str,
-    ) -> OperationRecord | None:
-        """Mark failed if still running and last reported before ``cutoff``; else None.
-
-        One conditional update, so a report that lands between the orphan detector's
-        read and this write wins and the operation stays running.
-        """
-        table = self._table
-        statement = (
-            sa.update(table)
-            .where(
-                table.c.id == operation_id,
-                table.c.status == OperationStatus.RUNNING.value,
-                table.c.last_reported_at < _aware("cutoff", cutoff),
-            )
-            .values(
-                status=OperationStatus.FAILED.value,
-                error=error,
-                finished_at=_aware("now", now),
-            )
-            .returning(*table.c)
-        )
-        with self._engine.begin() as conn:
-            row = conn.execute(statement).first()
-        return None if row is None else self._finished(_record(row._mapping))
 
     def delete_finished_batch(self, cutoff: datetime.datetime, *, limit: int) -> int:
         """Delete at most ``limit`` operations finished before ``cutoff`` (oldest first)
@@ -878,34 +1104,99 @@ class OperationStore:
         allowed: Collection[OperationStatus],
         values: Mapping[str, Any],
         worker_id: str | None = None,
+        attempt: int | None = None,
     ) -> OperationRecord:
+        """:meth:`_apply` that raises when nothing matched."""
+        record = self._apply(
+            operation_id,
+            action=action,
+            allowed=allowed,
+            values=values,
+            worker_id=worker_id,
+            attempt=attempt,
+        )
+        assert record is not None  # not quiet: raised instead
+        return record
+
+    def _apply(
+        self,
+        operation_id: str,
+        *,
+        action: str,
+        allowed: Collection[OperationStatus],
+        values: Mapping[str, Any],
+        worker_id: str | None = None,
+        attempt: int | None = None,
+        extra: Iterable[Any] = (),
+        quiet: bool = False,
+    ) -> OperationRecord | None:
+        """One conditional update, serialised with every other transition of this store.
+
+        Conditions: the status is one of ``allowed``, and with ``worker_id`` /
+        ``attempt`` the operation's worker / attempt is that one, plus ``extra``. The
+        book of current attempts learns the outcome before the lock is released. When
+        nothing matched: None with ``quiet``, else :class:`OperationNotFound`,
+        :class:`InvalidTransition` (status) or :class:`StaleAttempt` (worker, attempt).
+        """
         table = self._table
         conditions = [
             table.c.id == operation_id,
             table.c.status.in_([s.value for s in allowed]),
+            *extra,
         ]
         if worker_id is not None:
             conditions.append(table.c.worker_id == worker_id)
+        if attempt is not None:
+            conditions.append(table.c.attempt == attempt)
         statement = sa.update(table).where(*conditions).values(values).returning(*table.c)
-        with self._engine.begin() as conn:
-            row = conn.execute(statement).first()
-            current = None
-            if row is None:
-                current = conn.execute(
-                    sa.select(table.c.status, table.c.worker_id).where(table.c.id == operation_id)
-                ).first()
-        if row is not None:
-            record = _record(row._mapping)
-            return self._finished(record) if record.status.finished else record
+        with self._attempts.lock:
+            with self._engine.begin() as conn:
+                row = conn.execute(statement).first()
+                if row is None:
+                    current = conn.execute(
+                        sa.select(table.c.status, table.c.worker_id, table.c.attempt).where(
+                            table.c.id == operation_id
+                        )
+                    ).first()
+            if row is not None:
+                record = _record(row._mapping)
+                self._attempts.record(record.attempt_state())
+                return self._finished(record) if record.status.finished else record
+            if current is None:
+                self._attempts.forget(operation_id)
+            else:
+                self._attempts.record(
+                    AttemptState(
+                        operation_id=operation_id,
+                        attempt=int(current.attempt),
+                        status=OperationStatus(current.status),
+                        worker_id=current.worker_id,
+                    )
+                )
+        if quiet:
+            return None
         if current is None:
             raise OperationNotFound(operation_id)
         status = OperationStatus(current.status)
-        reason = None
-        if status in allowed:
-            reason = f"it runs on worker {current.worker_id}, not {worker_id}"
-        raise InvalidTransition(
-            operation_id, current=status, action=action, allowed=allowed, reason=reason
+        if status not in allowed or (worker_id is None and attempt is None):
+            raise InvalidTransition(operation_id, current=status, action=action, allowed=allowed)
+        state = AttemptState(
+            operation_id=operation_id,
+            attempt=int(current.attempt),
+            status=status,
+            worker_id=current.worker_id,
         )
+        raise stale_attempt(state, worker_id=worker_id or "(none)", attempt=attempt)
+
+
+def _timeout(value: float | None) -> float | None:
+    """A positive, finite number of seconds, or None."""
+    if value is None:
+        return None
+    if not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        message = f"timeout_s must be a positive number of seconds, got {value!r}"
+        raise ValueError(message)
+    return float(value)
 
 
 def _record(row: RowMapping) -> OperationRecord:
@@ -924,4 +1215,9 @@ def _record(row: RowMapping) -> OperationRecord:
         finished_at=row["finished_at"],
         last_reported_at=row["last_reported_at"],
         trace_parent=row["trace_parent"],
+        attempt=int(row["attempt"]),
+        lost_attempts=int(row["lost_attempts"]),
+        timeout_s=row["timeout_s"],
+        deadline_at=row["deadline_at"],
+        progressed_at=row["progressed_at"],
     )

@@ -76,7 +76,11 @@ class WorkerEvents(Protocol):
     async def heartbeat(
         self, previous: WorkerRecord, record: WorkerRecord, request: HeartbeatRequest
     ) -> None:
-        """``request`` turned ``previous`` into ``record``."""
+        """``request`` turned ``previous`` into ``record`` (may raise a 409 for its operation)."""
+        ...
+
+    async def unregistered(self, record: WorkerRecord) -> None:
+        """``record`` (as it was) was just unregistered."""
         ...
 
 
@@ -219,6 +223,7 @@ def workers_routers(
     async def unregister(worker_id: str) -> Response:
         record = registry.unregister(worker_id)
         logger.info("worker %s (%s) unregistered", record.worker_id, record.worker_type.value)
+        await events.unregistered(record)
         return Response(status_code=204)
 
     @router.get(

@@ -162,19 +162,26 @@ def ops() -> None:
 @click.argument("operation_type", type=click.Choice(_TYPES))
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="a parameter")
 @click.option("--watch", is_flag=True, help="follow the operation until it ends")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0, min_open=True),
+    help="seconds each attempt may run (default: the backend's KTRDR_OPS_DEFAULT_TIMEOUT)",
+)
 @backend_url_option
 @token_option
 def submit(
     operation_type: str,
     params: tuple[str, ...],
     watch: bool,
+    timeout_s: float | None,
     backend_url: str,
     token: str | None,
 ) -> None:
     """Create an operation; prints its id."""
     parameters = dict(_parse_param(p) for p in params)
     with fleet(backend_url, token) as client:
-        operation = client.submit(operation_type, parameters)
+        operation = client.submit(operation_type, parameters, timeout_s=timeout_s)
         click.echo(operation["id"])
         if watch:
             _watch(client, operation["id"], Console(stderr=True))
@@ -287,7 +294,18 @@ def _print_operation(console: Console, operation: dict[str, Any]) -> None:
     table = Table(show_header=False, title=f"operation {operation['id']}")
     table.add_column("field", style="bold")
     table.add_column("value")
-    shown = ("type", "status", "worker_id", "created_at", "started_at", "finished_at", "error")
+    shown = (
+        "type",
+        "status",
+        "worker_id",
+        "attempt",
+        "lost_attempts",
+        "timeout_s",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "error",
+    )
     for key in (*shown, "trace_id"):  # trace_id: only when tracing was on (KTRDR_OTEL_*)
         if operation.get(key) is not None:
             table.add_row(key, str(operation[key]))

@@ -298,6 +298,27 @@ class OperationsSettings:
         "run between batches",
         check=checks.IntRange(1, 100000),
     )
+    max_attempts: int = setting(
+        3,
+        help="attempts an operation gets when its worker is lost (orphaned, gone, "
+        "unreachable); each retry resumes from the last checkpoint",
+        unit="attempts",
+        check=checks.IntRange(1, 1000),
+    )
+    default_timeout: datetime.timedelta = setting(
+        _seconds(0),
+        help="longest an attempt of an operation may run when its creation gives no "
+        "timeout_s; 0: no limit",
+        default_doc="0 (no limit)",
+        check=checks.NON_NEGATIVE_DURATION,
+    )
+    stall_timeout: datetime.timedelta = setting(
+        _seconds(30 * 60),
+        help="a running operation whose progress has not changed for this long is failed "
+        "as stalled (even while its worker heartbeats); 0 disables",
+        default_doc="30m",
+        check=checks.NON_NEGATIVE_DURATION,
+    )
 
 
 _POSTGRESQL = ("engine", DbEngine.POSTGRESQL)

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ValidationError
 
 from ktrdr.config import Secret
 from ktrdr.errors import (
+    AttemptNotCurrent,
     BackendRejected,
     BackendUnreachable,
     WorkerNotRegistered,
@@ -39,7 +40,15 @@ from ktrdr.protocol import (
     RegisterRequest,
     RegisterResponse,
 )
-from ktrdr.web.http_client import backend_error, bearer_headers, describe_error
+from ktrdr.web.http_client import (
+    backend_error,
+    bearer_headers,
+    describe_error,
+    read_error_body,
+)
+
+#: The backend's error code for a heartbeat or report of an attempt that is not current.
+STALE_ATTEMPT = "stale_attempt"
 
 
 class BackendClient:
@@ -123,6 +132,7 @@ class BackendClient:
         if response.status_code in (401, 404):
             message = f"heartbeat: {describe_error(response)}"
             raise WorkerNotRegistered(message, status_code=response.status_code)
+        _raise_if_stale(response, "heartbeat")
         if response.status_code >= 400:
             raise backend_error(response, "heartbeat")
 
@@ -171,8 +181,18 @@ class BackendClient:
         if response.status_code == 401:
             message = f"report of operation {operation_id}: {describe_error(response)}"
             raise WorkerNotRegistered(message, status_code=401)
+        _raise_if_stale(response, f"report of operation {operation_id}")
         if response.status_code >= 400:
             raise backend_error(response, f"report of operation {operation_id}")
 
 
-__all__ = ["BackendClient"]
+def _raise_if_stale(response: httpx.Response, what: str) -> None:
+    """Raise :class:`AttemptNotCurrent` for a 409 ``stale_attempt`` answer."""
+    if response.status_code != 409:
+        return
+    body = read_error_body(response)
+    if body is not None and body.error == STALE_ATTEMPT:
+        raise AttemptNotCurrent(f"{what}: {describe_error(response)}", status_code=409)
+
+
+__all__ = ["STALE_ATTEMPT", "BackendClient"]

@@ -10,17 +10,32 @@ worker, which stores them here; only the worker writes, deletes and expires them
 completed operation's checkpoint is deleted once the backend acknowledged its outcome
 (``ktrdr.workers.delivery``), not before.
 This module knows nothing about HTTP or the backend.
+
+Fencing: every attempt of an operation (each dispatch to a worker) has a number, and
+workers sharing the directory must never let an earlier attempt overwrite a later
+one's checkpoint (a worker paused past the orphan timeout wakes up still running its
+job while the retry runs elsewhere). ``<dir>/<operation id>/attempt`` holds the
+highest attempt that claimed the operation; claiming, saving and deleting with an
+attempt number take an exclusive ``flock`` on it, and refuse
+(:class:`CheckpointFenced`) an attempt older than the one it holds. The file stays
+when a checkpoint is deleted, so a stale attempt cannot write after the operation
+completed either; it expires with ``max_age_days`` like the checkpoints. ``flock``
+works across processes on one host and across NFS clients (Linux emulates it with
+byte-range locks there).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import fcntl
 import io
 import json
 import os
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +45,7 @@ from ktrdr.config import CheckpointSettings, env_name
 from ktrdr.errors import (
     CheckpointCorrupt,
     CheckpointError,
+    CheckpointFenced,
     CheckpointMissing,
     ConfigurationError,
 )
@@ -39,14 +55,19 @@ from ktrdr.workers.outbox import OUTBOX_FOLDER
 
 __all__ = [
     "CHECKPOINT_FILE",
+    "FENCE_FILE",
     "CheckpointCorrupt",
     "CheckpointError",
+    "CheckpointFenced",
     "CheckpointMissing",
     "CheckpointStore",
 ]
 
 _FIELDS = attrs.fields(CheckpointSettings)
 CHECKPOINT_FILE = "checkpoint.zip"
+#: Holds the highest attempt that claimed the operation (fixed width, locked to update).
+FENCE_FILE = "attempt"
+_FENCE_WIDTH = 20
 _HEADER = "header.json"
 _STATE = "state.bin"
 _FORMAT = "ktrdr-checkpoint"
@@ -97,12 +118,42 @@ class CheckpointStore:
         """True when a checkpoint file is present for ``operation_id``."""
         return self.path_for(operation_id).is_file()
 
-    def save(self, operation_id: str, *, kind: str, data: CheckpointData) -> Path:
+    def claim(self, operation_id: str, *, attempt: int, fresh: bool = False) -> None:
+        """``attempt`` takes the operation's checkpoint over; ``fresh`` also removes it.
+
+        Raises :class:`CheckpointFenced` when a later attempt already claimed it (this
+        attempt is stale), ``OSError`` when the disk refuses.
+        """
+        with self._fenced(operation_id, attempt):
+            if fresh:
+                self._remove_checkpoint(operation_id)
+
+    def fence(self, operation_id: str) -> int:
+        """The highest attempt that claimed the operation (0: none)."""
+        path = self._directory(operation_id) / FENCE_FILE
+        try:
+            return _fence_value(path.read_bytes())
+        except FileNotFoundError:
+            return 0
+
+    def save(
+        self, operation_id: str, *, kind: str, data: CheckpointData, attempt: int | None = None
+    ) -> Path:
         """Write the checkpoint atomically (temp file, fsync, rename); returns its path.
 
+        With ``attempt``, only while no later attempt claimed the operation
+        (:class:`CheckpointFenced` otherwise); the attempt is recorded in the header.
         Raises ``OSError`` when the disk refuses; no partial file is left behind.
         """
-        header = {
+        if attempt is None:
+            return self._write(operation_id, kind=kind, data=data, attempt=None)
+        with self._fenced(operation_id, attempt):
+            return self._write(operation_id, kind=kind, data=data, attempt=attempt)
+
+    def _write(
+        self, operation_id: str, *, kind: str, data: CheckpointData, attempt: int | None
+    ) -> Path:
+        header: dict[str, object] = {
             "format": _FORMAT,
             "version": _VERSION,
             "operation_id": operation_id,
@@ -110,6 +161,8 @@ class CheckpointStore:
             "step": data.step,
             "meta": dict(data.meta),
         }
+        if attempt is not None:
+            header["attempt"] = attempt
         encoded = json.dumps(header, allow_nan=False, sort_keys=True).encode("utf-8")
         directory = self._directory(operation_id)
         directory.mkdir(parents=True, exist_ok=True)
@@ -160,9 +213,49 @@ class CheckpointStore:
             raise CheckpointCorrupt(message) from None
         return _checked(path, header, state, operation_id=operation_id, kind=kind)
 
-    def delete(self, operation_id: str) -> None:
-        """Remove the operation's checkpoint directory (no error when there is none)."""
-        shutil.rmtree(self._directory(operation_id), ignore_errors=True)
+    def delete(self, operation_id: str, *, attempt: int | None = None) -> None:
+        """Remove the operation's checkpoint (no error when there is none).
+
+        Without ``attempt``, the whole operation directory goes. With it, only the
+        checkpoint, only while no later attempt claimed the operation
+        (:class:`CheckpointFenced` otherwise), and the claim stays.
+        """
+        if attempt is None:
+            shutil.rmtree(self._directory(operation_id), ignore_errors=True)
+            return
+        with self._fenced(operation_id, attempt):
+            self._remove_checkpoint(operation_id)
+
+    def _remove_checkpoint(self, operation_id: str) -> None:
+        directory = self._directory(operation_id)
+        (directory / CHECKPOINT_FILE).unlink(missing_ok=True)
+        for temp in directory.glob(_TEMP_PREFIX + "*"):
+            temp.unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def _fenced(self, operation_id: str, attempt: int) -> Iterator[None]:
+        """Hold the operation's fence for ``attempt``: refuse it if a later one holds it,
+        raise the fence to it otherwise.
+        """
+        directory = self._directory(operation_id)
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / FENCE_FILE
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            current = _fence_value(os.pread(fd, _FENCE_WIDTH + 1, 0))
+            if current > attempt:
+                message = (
+                    f"attempt {attempt} of operation {operation_id} may not touch its "
+                    f"checkpoint: attempt {current} took it over ({path})"
+                )
+                raise CheckpointFenced(message)
+            if current < attempt:
+                os.pwrite(fd, f"{attempt:0{_FENCE_WIDTH}d}\n".encode(), 0)
+                os.fsync(fd)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def purge_expired(self, now: datetime.datetime) -> list[Path]:
         """Delete files older than ``max_age_days`` (by mtime); returns what was removed.
@@ -222,6 +315,12 @@ def _checked(
         message = f"checkpoint {path} cannot be used: {problem}"
         raise CheckpointCorrupt(message)
     return CheckpointData(step=header["step"], meta=header["meta"], state=state)
+
+
+def _fence_value(raw: bytes) -> int:
+    """The attempt a fence file holds; 0 for an empty (new) one."""
+    text = raw.decode("ascii", "replace").strip()
+    return int(text) if text.isdigit() else 0
 
 
 def _fsync_directory(directory: Path) -> None:

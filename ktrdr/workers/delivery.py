@@ -7,13 +7,15 @@ first, for as long as the worker runs. What the backend answers decides what hap
 to an entry:
 
 - acknowledged (2xx): the entry is removed, and so is the operation's checkpoint when
-  the operation completed (until then both are kept);
+  the operation completed (until then both are kept; only the checkpoint of the
+  entry's attempt: one a later attempt claimed stays);
 - no usable answer (connection refused, a timeout, 5xx such as 503
   ``store_unavailable``, 429): kept and retried with capped exponential backoff, and
   at once when the worker (re-)registers;
 - our credential refused (401): register again, then send again;
-- 409 (the operation already ended another way, or this is not its current attempt):
-  final; the entry is dropped with a warning, the backend's outcome stands;
+- 409 (the operation already ended another way, or this is not its current attempt:
+  ``stale_attempt``, it was retried elsewhere): final; the entry is dropped with a
+  warning, never retried, the backend's outcome stands;
 - 404 (the operation no longer exists): dropped with a warning;
 - any other 4xx (the backend cannot read the entry): moved to ``rejected/`` with an
   error naming the file, for an operator to look at; never retried.
@@ -34,7 +36,13 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from ktrdr.errors import BackendError, BackendRejected, BackendUnavailable, WorkerNotRegistered
+from ktrdr.errors import (
+    BackendError,
+    BackendRejected,
+    BackendUnavailable,
+    CheckpointFenced,
+    WorkerNotRegistered,
+)
 from ktrdr.vocabulary import OperationStatus
 from ktrdr.workers.backend_client import BackendClient
 from ktrdr.workers.backoff import Backoff
@@ -329,7 +337,12 @@ class OutcomeDelivery:
     async def _delivered(self, entry: OutboxEntry) -> None:
         attempts = self._attempts.get(entry.operation_id, 0)
         if entry.status == OperationStatus.COMPLETED.value and self._checkpoints is not None:
-            await asyncio.to_thread(self._checkpoints.delete, entry.operation_id)
+            try:  # its attempt's checkpoint only: a later attempt's claim is left alone
+                await asyncio.to_thread(
+                    self._checkpoints.delete, entry.operation_id, attempt=entry.attempt
+                )
+            except CheckpointFenced as exc:
+                logger.info("operation %s: checkpoint kept: %s", entry.operation_id, exc)
         await self._forget(entry, Delivery.DELIVERED)
         if attempts:
             logger.info(

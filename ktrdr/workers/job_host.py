@@ -1,8 +1,10 @@
 """The worker's side of one job: its checkpoint going in, checkpoints coming back, its end.
 
 A job process computes; the worker keeps the files. Before a job starts, the host
-loads the checkpoint to resume from (or removes a stale one for a fresh start); while
-it runs, the host stores every checkpoint the job sends; when it ends, the host turns
+claims the operation's checkpoint for this attempt and loads the checkpoint to resume
+from (or removes a stale one for a fresh start); while it runs, the host stores every
+checkpoint the job sends, fenced by the attempt number (a later attempt's checkpoint
+is never overwritten by an earlier one); when it ends, the host turns
 what happened (an outcome, a stop the job ignored, a crash) into the one
 :class:`~ktrdr.job_messages.JobOutcome` the worker reports. The checkpoint of a
 completed operation stays until the backend has acknowledged its outcome (the
@@ -21,8 +23,8 @@ import attrs
 
 from ktrdr.config import CheckpointSettings, DataSettings, WorkerSettings, env_name
 from ktrdr.config.fields import format_duration
+from ktrdr.errors import CheckpointFenced, CheckpointMissing
 from ktrdr.job_messages import CheckpointData, JobOutcome, JobRequest, StopReason
-from ktrdr.log_context import attempt_of
 from ktrdr.protocol import OperationStatus, OperationType, StartOperationRequest
 from ktrdr.workers.checkpoints import CheckpointError, CheckpointStore
 from ktrdr.workers.metrics import DisabledWorkerMetrics, WorkerMetrics
@@ -95,42 +97,73 @@ class JobHost:
     ) -> JobRequest | JobOutcome:
         """The job's request, or the FAILED outcome when there is nothing to resume.
 
-        ``trace_parent`` is the span the job's spans continue (the worker's).
+        A retry (``start.retry``) resumes from the checkpoint when there is one and
+        starts over when there is none; a resume by hand needs one. ``trace_parent``
+        is the span the job's spans continue (the worker's).
         """
         operation_id = start.operation_id
         kind = start.operation_type.value
         checkpoint = None
-        if start.resume:
-            try:
+        resume = start.resume or start.retry
+        try:
+            self.checkpoints.claim(operation_id, attempt=start.attempt, fresh=not resume)
+            if resume:
                 checkpoint = self.checkpoints.load(operation_id, kind=kind)
-            except CheckpointError as exc:
+        except CheckpointMissing as exc:
+            if not start.retry:
                 return JobOutcome(status=OperationStatus.FAILED, error=f"cannot resume: {exc}")
-        else:
-            self.checkpoints.delete(operation_id)
+            resume = False  # nothing was saved before the attempt was lost: start over
+            logger.info(
+                "operation %s attempt %d: no checkpoint to resume from; starting over",
+                operation_id,
+                start.attempt,
+            )
+        except CheckpointFenced as exc:
+            return JobOutcome(status=OperationStatus.FAILED, error=f"superseded: {exc}")
+        except CheckpointError as exc:
+            return JobOutcome(status=OperationStatus.FAILED, error=f"cannot resume: {exc}")
+        except OSError as exc:
+            path = self.checkpoints.path_for(operation_id)
+            error = f"cannot write checkpoint {path}: {exc.strerror or exc}"
+            return JobOutcome(status=OperationStatus.FAILED, error=error)
+        if checkpoint is not None:
+            logger.info(
+                "operation %s attempt %d resumes from its checkpoint at step %d",
+                operation_id,
+                start.attempt,
+                checkpoint.step,
+            )
         cap = self._worker.max_memory
         return JobRequest(
             operation_id=operation_id,
             operation_type=start.operation_type,
             parameters=dict(start.parameters),
             checkpoint_settings=self._checkpoint_settings,
-            resume=start.resume,
+            resume=resume,
             checkpoint=checkpoint,
             checkpoint_path=str(self.checkpoints.path_for(operation_id)),
             max_memory=int(cap) if cap is not None else None,
             max_memory_text=str(cap) if cap is not None else "",
             data=self._data,
             trace_parent=trace_parent,
-            attempt=attempt_of(start),
+            attempt=start.attempt,
             # The job logs at the worker's level: lines below it never cross the pipe.
             log_level=logging.getLogger().getEffectiveLevel(),
         )
 
     def save(self, request: JobRequest, data: CheckpointData) -> str | None:
-        """Store a checkpoint the job sent; the failure reason when the disk refuses."""
+        """Store a checkpoint the job sent; the failure reason when the disk refuses.
+
+        Raises :class:`~ktrdr.errors.CheckpointFenced` when a later attempt took the
+        checkpoint over: this attempt is superseded.
+        """
         began = time.perf_counter()
         try:
             self.checkpoints.save(
-                request.operation_id, kind=request.operation_type.value, data=data
+                request.operation_id,
+                kind=request.operation_type.value,
+                data=data,
+                attempt=request.attempt,
             )
             self.metrics.checkpoint_written(time.perf_counter() - began)
         except OSError as exc:

@@ -20,7 +20,9 @@ One supervising thread per job does the blocking parts: it prepares the job's re
 points go to the event loop, checkpoints are stored by the
 :class:`~ktrdr.workers.job_host.JobHost`),
 waits for the process to end and resolves :attr:`RunningJob.done` with the outcome.
-The event loop only sets flags, sends a stop request and arms the kill timer.
+The event loop only sets flags, sends a stop request and arms the kill timer, or,
+for an attempt the backend says is no longer current, kills the process at once
+(:meth:`RunningJob.supersede`): from then on none of its checkpoints is stored.
 The job's log records arrive on the pipe too and are handed to this process's
 loggers, so they reach the worker's log (and the operation's log) as they are.
 """
@@ -37,6 +39,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
+from ktrdr.errors import CheckpointFenced
 from ktrdr.job_messages import (
     CheckpointData,
     JobEntry,
@@ -166,6 +169,8 @@ class RunningJob:
         self._stop: StopReason | None = None
         self._killed_for: StopReason | None = None
         self._kill_timer: asyncio.TimerHandle | None = None
+        #: Set when the attempt is no longer current: kill now, store no checkpoint.
+        self.superseded = False
 
     @property
     def pid(self) -> int | None:
@@ -191,6 +196,16 @@ class RunningJob:
             self._stop = reason
             self._send_stop()
         self._kill_timer = self._loop.call_later(self._host.grace_s(reason), self.kill)
+
+    def supersede(self) -> None:
+        """The attempt is no longer current: kill the job now and store none of its
+        checkpoints from here on (call on the event loop; idempotent).
+        """
+        with self._lock:
+            self.superseded = True
+            if self._stop is None:
+                self._stop = StopReason.CANCELLED
+        self.kill()
 
     def kill(self) -> None:
         """End the job process now (SIGKILL); its outcome says it was killed."""
@@ -307,7 +322,16 @@ class RunningJob:
                 if self._on_series is not None:
                     self._loop.call_soon_threadsafe(self._on_series, message)
             elif isinstance(message, CheckpointData):
-                failure = self._host.save(request, message)
+                if self.superseded:
+                    continue  # a stale attempt writes no checkpoint; it is being killed
+                try:
+                    failure = self._host.save(request, message)
+                except CheckpointFenced as exc:
+                    # A later attempt owns the checkpoint: this one is superseded.
+                    logger.warning("operation %s: %s; killing its job", request.operation_id, exc)
+                    self.superseded = True
+                    process.kill()
+                    return None, f"superseded: {exc}"
                 if failure is not None:
                     process.kill()
                     return None, failure

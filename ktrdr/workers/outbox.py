@@ -90,6 +90,12 @@ class OutboxEntry:
         status = self.report.get("status")
         return status if isinstance(status, str) else None
 
+    @property
+    def attempt(self) -> int | None:
+        """The attempt whose outcome this is (None: written before attempts were numbered)."""
+        attempt = self.report.get("attempt")
+        return attempt if isinstance(attempt, int) and not isinstance(attempt, bool) else None
+
 
 @attrs.frozen(kw_only=True)
 class SetAside:

@@ -30,7 +30,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ktrdr.config import AuthSettings, LoggingSettings, LogLevel, MetricsSettings
-from ktrdr.protocol import MAX_BODY_BYTES, WORKER_OPERATIONS_PATH, StartOperationRequest
+from ktrdr.protocol import (
+    MAX_BODY_BYTES,
+    WORKER_OPERATIONS_PATH,
+    CancelOperationRequest,
+    StartOperationRequest,
+)
 from ktrdr.tracing import Tracing, instrument_app
 from ktrdr.vocabulary import id_problem
 from ktrdr.web import (
@@ -81,10 +86,17 @@ def create_worker_app(
         return JSONResponse({"operation_id": body.operation_id, "status": "running"}, 202)
 
     async def cancel_operation(request: Request) -> JSONResponse:
-        """Ask the running operation to stop: 202; 404 when it is not running here."""
+        """Ask the running operation (that attempt, if the optional body names one) to
+        stop: 202; 404 when it is not running here. A body marked ``superseded`` kills
+        the job at once (its attempt is no longer current).
+        """
         bearer.check(request)
         operation_id: str = request.path_params["operation_id"]
-        worker.cancel_operation(operation_id)  # UnknownOperation answers 404
+        cancel = CancelOperationRequest()
+        if await request.body():
+            cancel = await read_model(request, CancelOperationRequest)
+        # UnknownOperation (not running here, or another attempt) answers 404.
+        worker.cancel_operation(operation_id, attempt=cancel.attempt, superseded=cancel.superseded)
         return JSONResponse({"operation_id": operation_id, "status": "cancelling"}, 202)
 
     async def operation_log(request: Request) -> Response:

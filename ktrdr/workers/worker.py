@@ -10,6 +10,12 @@ signal handling and :meth:`Worker.stop` from its lifespan shutdown.
 Everything is injected (settings, launcher, backend client, clock, sleep), nothing
 reads the environment, and all state changes happen on the event loop: signal
 handling only sets flags and schedules the job's stop on the loop.
+
+Each operation the worker runs is one attempt (its number comes with the start
+request); heartbeats and the report carry it. When the backend says the attempt is
+no longer current (a heartbeat answered 409 ``stale_attempt``, or a cancel marked
+``superseded``: it was lost and retried elsewhere, timed out or stalled), the worker
+kills the job at once, stores none of its checkpoints any more and reports nothing.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from pydantic import ValidationError
 import ktrdr
 from ktrdr.config import CheckpointSettings, WorkerSettings, env_name
 from ktrdr.errors import (
+    AttemptNotCurrent,
     BackendError,
     BackendRejected,
     ConfigurationError,
@@ -38,7 +45,7 @@ from ktrdr.errors import (
     WrongOperationType,
 )
 from ktrdr.job_messages import JobOutcome, SeriesUpdate, StopReason
-from ktrdr.log_context import OperationLogContext, attempt_of, operation_context
+from ktrdr.log_context import OperationLogContext, operation_context
 from ktrdr.protocol import (
     MAX_PENDING_OUTCOMES,
     HeartbeatRequest,
@@ -74,7 +81,7 @@ _LOG_EVERY = 10
 
 @attrs.define(kw_only=True, eq=False)
 class _Running:
-    """The operation in progress: its job process, its latest progress, its series."""
+    """The operation in progress: its attempt, job process, latest progress and series."""
 
     operation_id: str
     operation_type: OperationType
@@ -96,6 +103,9 @@ class _Running:
     def log_context(self) -> contextlib.AbstractContextManager[OperationLogContext]:
         """Log lines written inside name this operation, its attempt and its trace."""
         return operation_context(self.operation_id, attempt=self.attempt, trace_id=self.trace_id)
+
+    #: Set when the backend said this attempt is no longer current.
+    superseded: bool = False
 
     def set_progress(self, progress: Progress) -> None:
         self.progress = progress
@@ -249,12 +259,16 @@ class Worker:
         and the operations whose outcome waits in the outbox.
         """
         running = self._running
+        pending = self._delivery.pending_ids[:MAX_PENDING_OUTCOMES]
+        if running is None:
+            return HeartbeatRequest(status=self.status, pending_outcomes=pending)
         return HeartbeatRequest(
             status=self.status,
-            current_operation_id=running.operation_id if running is not None else None,
-            progress=running.progress if running is not None else None,
-            series=running.series.unsent() if running is not None else None,
-            pending_outcomes=self._delivery.pending_ids[:MAX_PENDING_OUTCOMES],
+            current_operation_id=running.operation_id,
+            attempt=running.attempt,
+            progress=running.progress,
+            series=running.series.unsent(),
+            pending_outcomes=pending,
         )
 
     def health(self) -> dict[str, Any]:
@@ -266,6 +280,7 @@ class Worker:
             "worker_type": self.worker_type.value,
             "status": self.status.value,
             "current_operation_id": self.current_operation_id,
+            "attempt": running.attempt if running is not None else None,
             "registered": self._registered,
             "progress": progress.model_dump(mode="json") if progress is not None else None,
             "job_pid": running.job.pid if running is not None and running.job else None,
@@ -380,6 +395,9 @@ class Worker:
         request = self.heartbeat_request()
         try:
             await self._backend.heartbeat(self.worker_id, request)
+        except AttemptNotCurrent as exc:
+            if request.current_operation_id is not None and request.attempt is not None:
+                self.supersede(request.current_operation_id, request.attempt, reason=str(exc))
         except WorkerNotRegistered as exc:
             self._registered = False
             if exc.status_code == 401:
@@ -488,6 +506,7 @@ class Worker:
                 "ktrdr.operation.id": request.operation_id,
                 "ktrdr.operation.type": request.operation_type.value,
                 "ktrdr.operation.resume": request.resume,
+                "ktrdr.operation.attempt": request.attempt,
                 "ktrdr.worker.id": self.worker_id,
             },
         )
@@ -495,7 +514,7 @@ class Worker:
         running = _Running(
             operation_id=request.operation_id,
             operation_type=request.operation_type,
-            attempt=attempt_of(request),
+            attempt=request.attempt,
             loop=asyncio.get_running_loop(),
             metrics=self.metrics,
             span=span,
@@ -515,7 +534,7 @@ class Worker:
                     on_series=running.add_series,
                     trace_parent=trace_parent,
                     on_span=self._tracing.export_record if self._tracing.enabled else None,
-                    on_outcome=lambda outcome: self._outcome_known(running, outcome),
+                    on_outcome=lambda outcome: self._outcome_announced(running, outcome),
                 )
             except BaseException:
                 capture.close()
@@ -528,25 +547,62 @@ class Worker:
             self._reporters.add(running.reporter)
             running.reporter.add_done_callback(self._reporters.discard)
             logger.info(
-                "operation %s started (%s%s)",
+                "operation %s started (%s%s, attempt %d)",
                 request.operation_id,
                 self.worker_type.value,
-                ", resuming" if request.resume else "",
+                ", retrying" if request.retry else ", resuming" if request.resume else "",
+                request.attempt,
             )
 
     def operation_log(self, operation_id: str) -> bytes | None:
         """The operation's own log (JSON lines, blocking file I/O); None if there is none."""
         return self.logs.read(operation_id)
 
-    def cancel_operation(self, operation_id: str) -> None:
-        """Ask the running operation ``operation_id`` to stop; raises ``UnknownOperation``."""
+    def cancel_operation(
+        self, operation_id: str, *, attempt: int | None = None, superseded: bool = False
+    ) -> None:
+        """Ask the running operation ``operation_id`` (that ``attempt``, if given) to stop.
+
+        ``superseded``: the attempt is no longer current, so the job is killed at once
+        (:meth:`supersede`). Raises ``UnknownOperation`` when it is not running here.
+        """
         running = self._running
-        if running is None or running.operation_id != operation_id:
-            message = f"worker {self.worker_id} is not running operation {operation_id!r}"
+        if (
+            running is None
+            or running.operation_id != operation_id
+            or (attempt is not None and running.attempt != attempt)
+        ):
+            which = operation_id if attempt is None else f"{operation_id} (attempt {attempt})"
+            message = f"worker {self.worker_id} is not running operation {which}"
             raise UnknownOperation(message)
         with running.log_context():
+            if superseded:
+                self.supersede(operation_id, running.attempt, reason="the backend cancelled it")
+                return
             running.stop(StopReason.CANCELLED)
             logger.info("operation %s: cancellation requested", operation_id)
+
+    def supersede(self, operation_id: str, attempt: int, *, reason: str) -> bool:
+        """Attempt ``attempt`` of ``operation_id`` is no longer current: kill its job now.
+
+        None of its checkpoints is stored from here on and its outcome is not
+        reported. False when that attempt is not running here (nothing to do).
+        """
+        running = self._running
+        if running is None or running.operation_id != operation_id or running.attempt != attempt:
+            return False
+        with running.log_context():
+            if not running.superseded:
+                running.superseded = True
+                logger.warning(
+                    "operation %s attempt %d is no longer current (%s); killing its job",
+                    operation_id,
+                    attempt,
+                    reason,
+                )
+            if running.job is not None:
+                running.job.supersede()
+        return True
 
     async def _report_when_done(
         self, running: _Running, job: RunningJob, capture: contextlib.ExitStack
@@ -555,6 +611,14 @@ class Worker:
         with capture:
             await self._report_outcome(running, job)
 
+    def _outcome_announced(self, running: _Running, outcome: JobOutcome) -> None:
+        """The job's early outcome hook: write it ahead, unless the attempt is superseded
+        (a stale attempt's outcome never reaches the outbox).
+        """
+        job = running.job
+        if not running.superseded and (job is None or not job.superseded):
+            self._outcome_known(running, outcome)
+
     def _outcome_known(
         self, running: _Running, outcome: JobOutcome
     ) -> tuple[JobOutcome, OperationReport, asyncio.Future[OutboxEntry]]:
@@ -562,7 +626,7 @@ class Worker:
         series point has arrived) and start writing it to the outbox in a thread, so
         the durable write overlaps the wait for the process.
         """
-        report = self._report_for(outcome, series=running.series)
+        report = self._report_for(outcome, attempt=running.attempt, series=running.series)
         body = report.model_dump(mode="json")
         written = asyncio.ensure_future(
             asyncio.to_thread(self._delivery.write, running.operation_id, body)
@@ -579,6 +643,17 @@ class Worker:
             if self._running is running:
                 self._running = None
         prepared = running.prepared
+        if running.superseded or job.superseded:  # told so, or a later attempt took over
+            if prepared is not None:  # written before we knew: it must never be sent
+                await asyncio.to_thread(self._delivery.outbox.remove, await prepared[2])
+            running.span.set_attribute("ktrdr.operation.status", "superseded")
+            running.span.end()
+            logger.info(
+                "operation %s attempt %d stopped; not reported (no longer current)",
+                running.operation_id,
+                running.attempt,
+            )
+            return
         if prepared is None or prepared[0] is not outcome:  # no early hook ran
             prepared = self._outcome_known(running, outcome)
         _, report, written = prepared
@@ -586,10 +661,11 @@ class Worker:
             running.operation_type, report.status, outcome.memory_peak_bytes
         )
         logger.info(
-            "operation %s ended: %s%s",
+            "operation %s ended: %s%s (attempt %d)",
             running.operation_id,
             report.status.value,
             f" ({report.error})" if report.error else "",
+            running.attempt,
         )
         span = running.span
         span.set_attribute("ktrdr.operation.status", report.status.value)
@@ -623,7 +699,7 @@ class Worker:
                 self._registered = True
 
     def _report_for(
-        self, outcome: JobOutcome, *, series: SeriesBuffer | None = None
+        self, outcome: JobOutcome, *, attempt: int, series: SeriesBuffer | None = None
     ) -> OperationReport:
         """The wire report of ``outcome`` with every series point; an unserialisable
         result becomes a failure.
@@ -634,6 +710,7 @@ class Worker:
         try:
             report = OperationReport(
                 worker_id=self.worker_id,
+                attempt=attempt,
                 status=outcome.status,
                 result=result,
                 error=error,
@@ -644,6 +721,7 @@ class Worker:
         except (ValidationError, ValueError, TypeError) as exc:
             return OperationReport(
                 worker_id=self.worker_id,
+                attempt=attempt,
                 status=OperationStatus.FAILED,
                 error=f"the job's result could not be reported: {exc}"[:MAX_REPORT_ERROR],
                 checkpoint_saved=outcome.checkpoint_saved,

@@ -80,10 +80,20 @@ def test_bad_param_syntax_is_a_usage_error(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_a_timeout_that_is_not_positive_is_a_usage_error(tmp_path: Path) -> None:
+    """``--timeout 0`` is refused naming the option, before anything is sent."""
+    result = ktrdr("ops", "submit", "training", "--timeout", "0", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "'--timeout'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_submit_watch_show_and_list_a_backtest(
     running: tuple[Fleet, Server], tmp_path: Path
 ) -> None:
-    """A backtest submitted with --watch ends completed; show and list report it."""
+    """A backtest submitted with --watch (and --timeout) ends completed at attempt 1; show and
+    list report it.
+    """
     fleet, backend = running
     backtest = fleet.start_worker("backtest", backend_port=backend.port)
     wait_until(lambda: len(fleet.workers(backend) or []) == 2, message="backtest worker")
@@ -95,6 +105,8 @@ def test_submit_watch_show_and_list_a_backtest(
         "bars=5000",
         "--param",
         "seed=3",
+        "--timeout",
+        "600",
         "--watch",
         "--backend-url",
         backend.url,
@@ -108,6 +120,7 @@ def test_submit_watch_show_and_list_a_backtest(
     assert shown.returncode == 0, shown.stderr
     operation = json.loads(shown.stdout)
     assert operation["status"] == "completed"
+    assert (operation["attempt"], operation["timeout_s"]) == (1, 600)
     assert operation["parameters"]["bars"] == 5000
     assert set(operation["result"]) >= {"total_return", "sharpe", "max_drawdown", "win_rate"}
 

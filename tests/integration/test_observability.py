@@ -252,7 +252,7 @@ def test_every_line_of_an_operation_names_it_and_ktrdr_ops_logs_prints_the_worke
 
     assert printed.returncode == 0, printed.stderr
     assert "training starting at epoch 0 of 12" in printed.stdout
-    assert f"operation {operation_id} started (training)" in printed.stdout
+    assert f"operation {operation_id} started (training, attempt 1)" in printed.stdout
     assert "[attempt 1]" in printed.stdout
     kept = [json.loads(line) for line in as_json.stdout.splitlines()]
     assert {line["operation_id"] for line in kept} == {operation_id}

@@ -192,10 +192,11 @@ def test_a_backtest_completes_with_trading_metrics_and_bad_csvs_fail_clearly(
 def test_a_sigkilled_worker_is_orphaned_then_resumed_elsewhere_to_the_same_result(
     ops: Ops, tmp_path: Path
 ) -> None:
-    """SIGKILL mid-training: failed by the orphan detector in time, naming the worker;
-    resumed on a new worker from the checkpoint; same result as an uninterrupted run.
+    """SIGKILL mid-training with KTRDR_OPS_MAX_ATTEMPTS=1: failed by the orphan detector in
+    time, naming the worker; resumed by hand on a new worker from the checkpoint; same
+    result as an uninterrupted run.
     """
-    ops.start_backend()
+    ops.start_backend(KTRDR_OPS_MAX_ATTEMPTS="1")
     first, first_id = ops.start_worker("training")
     operation_id = ops.create("training", **LONG_TRAINING)
     ops.wait_for(
@@ -228,13 +229,17 @@ def test_a_sigkilled_worker_is_orphaned_then_resumed_elsewhere_to_the_same_resul
     assert resumed.json()["resume"] is True
     assert done["status"] == "completed", done
     assert done["worker_id"] == second_id != first_id
-    assert f"operation {operation_id} started (training, resuming)" in second.process.stderr()
+    assert f"operation {operation_id} started (training, resuming, attempt 2)" in (
+        second.process.stderr()
+    )
     assert done["result"] == uninterrupted_training(tmp_path / "reference", LONG_TRAINING)
     wait_until(lambda: not ops.checkpoints().exists(operation_id))
 
 
-def test_sigterm_on_a_busy_worker_cancels_with_a_checkpoint_saved(ops: Ops) -> None:
-    """SIGTERM mid-training: the worker saves a checkpoint, reports, and exits 0."""
+def test_sigterm_on_a_busy_worker_saves_a_checkpoint_and_queues_a_retry(ops: Ops) -> None:
+    """SIGTERM mid-training: the worker saves a checkpoint, reports, and exits 0; the
+    attempt is lost with its worker, so the operation waits for the next one (pending).
+    """
     ops.start_backend()
     worker, worker_id = ops.start_worker("training")
     operation_id = ops.create("training", **{**LONG_TRAINING, "epochs": 5000})
@@ -242,10 +247,11 @@ def test_sigterm_on_a_busy_worker_cancels_with_a_checkpoint_saved(ops: Ops) -> N
 
     worker.process.signal(signal.SIGTERM)
     code = worker.process.wait_exit()
-    view = ops.wait_for(operation_id, FINISHED, timeout_s=10)
+    view = ops.wait_for(operation_id, {"pending"}, timeout_s=10)
 
     assert code == 0, worker.process.output()
-    assert view["status"] == "cancelled", view
+    assert (view["attempt"], view["lost_attempts"], view["resume"]) == (1, 1, True), view
+    assert view["error"].startswith(f"attempt 1 lost: worker {worker_id} stopped it (")
     assert "checkpoint saved" in view["error"]
     assert "(shutdown)" in view["error"]
     assert view["worker_id"] == worker_id

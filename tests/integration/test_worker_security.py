@@ -167,7 +167,12 @@ def test_a_shared_token_holder_cannot_forge_another_workers_report_heartbeat_or_
     created = create(http, backend, "training", **LONG_TRAINING)
     operation_id = created.json()["id"]
     wait_status(http, backend, operation_id, {"running"})
-    forged = {"worker_id": worker_id, "status": "completed", "result": {"accuracy": 1.0}}
+    forged = {
+        "worker_id": worker_id,
+        "attempt": 1,
+        "status": "completed",
+        "result": {"accuracy": 1.0},
+    }
 
     answers = [
         http.post(f"{backend.url}{OPS}/{operation_id}/report", json=forged, headers=SHARED),
@@ -214,7 +219,12 @@ def test_worker_routes_against_every_credential(
     before = view(http, backend, f"{WORKERS}/{holder}")
 
     def routes(headers: dict[str, str], body_worker: str = holder) -> dict[str, int]:
-        report = {"worker_id": body_worker, "status": "completed", "result": {"forged": 1}}
+        report = {
+            "worker_id": body_worker,
+            "attempt": 1,
+            "status": "completed",
+            "result": {"forged": 1},
+        }
         return {
             "heartbeat": http.post(
                 f"{backend.url}{WORKERS}/{holder}/heartbeat",
@@ -239,7 +249,7 @@ def test_worker_routes_against_every_credential(
     }
     not_held = http.post(
         f"{backend.url}{OPS}/{operation_id}/report",
-        json={"worker_id": not_holder, "status": "completed", "result": {}},
+        json={"worker_id": not_holder, "attempt": 1, "status": "completed", "result": {}},
         headers=bearer(theirs),
     )
     unknown = http.post(
@@ -257,7 +267,7 @@ def test_worker_routes_against_every_credential(
     # The holder's own credential is accepted on every route.
     done = http.post(
         f"{backend.url}{OPS}/{operation_id}/report",
-        json={"worker_id": holder, "status": "completed", "result": {"ok": 1}},
+        json={"worker_id": holder, "attempt": 1, "status": "completed", "result": {"ok": 1}},
         headers=bearer(mine),
     )
     beat = http.post(
@@ -306,7 +316,8 @@ def test_an_endpoint_pointing_at_an_internal_service_is_never_called(
     assert "/internal/secret" not in target.paths()
     assert all(path.endswith("/operations") for path in target.paths())
     assert {auth for _, _, auth in target.requests} == {SHARED["Authorization"]}
-    assert view(http, backend, f"{OPS}/{redirected}")["status"] == "pending"
+    # The refusal puts it back in the queue (after the request was seen: poll).
+    assert wait_status(http, backend, redirected, {"pending"})["attempt"] == 0
 
 
 def _rss_kib(pid: int) -> int:

@@ -20,6 +20,7 @@ import httpx
 from fastapi import FastAPI
 
 from ktrdr.api import WorkerRegistry, create_app
+from ktrdr.api.deadlines import DeadlineWatch
 from ktrdr.api.dispatcher import Dispatcher
 from ktrdr.api.list_budget import ListBudget, ListBudgets
 from ktrdr.api.main import UNTRACED_PATHS
@@ -78,6 +79,8 @@ class FakeWorkers:
         self.attempts: list[tuple[str, str, str]] = []
         self.starts: list[tuple[str, dict[str, Any]]] = []
         self.cancels: list[tuple[str, str]] = []
+        #: The body of every cancel request (attempt, superseded), in order.
+        self.cancel_bodies: list[dict[str, Any]] = []
         self.tokens: list[str | None] = []
         #: The ``traceparent`` header of every request (None: not sent).
         self.traceparents: list[str | None] = []
@@ -101,6 +104,7 @@ class FakeWorkers:
             self.starts.append((host, json.loads(request.content)))
         elif path.endswith("/cancel"):
             self.cancels.append((host, path.split("/")[-2]))
+            self.cancel_bodies.append(json.loads(request.content or b"{}"))
         if answer >= 400:
             return httpx.Response(answer, json={"error": "refused", "detail": f"{host} says no"})
         return httpx.Response(answer, json={"status": "ok"})
@@ -133,6 +137,7 @@ class Backend:
     dispatcher: Dispatcher
     reports: OperationReports
     orphans: OrphanDetector
+    deadlines: DeadlineWatch
     retention: RetentionCleaner
     #: Watches ``store``'s engine (503s while it is unreachable).
     health: StoreHealth
@@ -218,7 +223,20 @@ def make_backend(
         service=service, registry=registry, dispatcher=dispatcher, metrics=metrics
     )
     health = StoreHealth(engine=store.engine, clock=clock)
-    orphans = OrphanDetector(store=store, settings=config.orphan, clock=clock, health=health)
+    orphans = OrphanDetector(
+        store=store,
+        settings=config.orphan,
+        clock=clock,
+        health=health,
+        max_attempts=config.operations.max_attempts,
+    )
+    deadlines = DeadlineWatch(
+        store=store,
+        settings=config.operations,
+        clock=clock,
+        stop=dispatcher.stop_attempt,
+        health=health,
+    )
     retention = RetentionCleaner(service=service)
     app = create_app(
         config,
@@ -232,6 +250,7 @@ def make_backend(
         store_health=health,
         metrics=metrics,
         budgets=budgets if budgets is not None else unlimited_budgets(),
+        deadlines=deadlines,
     )
     instrument_app(app, tracing, excluded=UNTRACED_PATHS)
     return Backend(
@@ -243,6 +262,7 @@ def make_backend(
         dispatcher=dispatcher,
         reports=reports,
         orphans=orphans,
+        deadlines=deadlines,
         retention=retention,
         health=health,
         workers=workers,

@@ -7,6 +7,8 @@ answers new ones by closing them (``refuse``) or by holding them open without a
 byte (``hang``, a black hole); :meth:`TcpProxy.restore` forwards again. ``latency``
 delays chosen requests on their way to the server (a slow path for one kind of
 request, as a congested network gives it), keeping each connection's bytes in order.
+With ``tap=True`` it also keeps every chunk the clients sent, in order
+(:meth:`client_chunks`), so a test can see what a process said (its heartbeats).
 The proxy runs in a thread of the test process, one selector loop, no dependency.
 """
 
@@ -50,9 +52,12 @@ class TcpProxy:
         target_port: int,
         *,
         latency: Callable[[bytes], float] | None = None,
+        tap: bool = False,
     ) -> None:
         self._target = (target_host, target_port)
         self._latency = latency
+        self._tap = tap
+        self._chunks: list[bytes] = []
         #: Chunks held on their way to the server, per client socket: (due, bytes).
         self._held_chunks: dict[socket.socket, collections.deque[tuple[float, bytes]]] = {}
         self._clients: set[socket.socket] = set()
@@ -111,6 +116,11 @@ class TcpProxy:
         if not self._stopped.is_set():
             self._command("stop")
             self._thread.join(timeout=10)
+
+    def client_chunks(self) -> list[bytes]:
+        """What the clients sent so far, chunk by chunk, in order (with ``tap=True``)."""
+        with self._lock:
+            return list(self._chunks)
 
     # --- the loop (proxy thread) ------------------------------------------------------
 
@@ -192,6 +202,9 @@ class TcpProxy:
         if not data:
             self._drop(sock)
             return
+        if self._tap and sock in self._clients:
+            with self._lock:
+                self._chunks.append(data)
         if sock in self._clients and self._latency is not None:
             queue = self._held_chunks.setdefault(sock, collections.deque())
             delay = self._latency(data)

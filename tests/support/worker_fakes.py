@@ -65,6 +65,8 @@ class FakeBackend:
         #: Answers to the next reports, in order (then 200): a status or an exception.
         self.report_answers: list[int | Exception] = []
         self.heartbeats = 0
+        #: Operations whose heartbeats and reports get 409 ``stale_attempt``.
+        self.stale: set[str] = set()
         self._serial = itertools.count(1)
 
     def replace_credential(self, worker_id: str) -> None:
@@ -121,11 +123,14 @@ class FakeBackend:
         if path.endswith("/heartbeat"):
             self.heartbeats += 1
             refused = self._refused(path.split("/")[-2], authorization)
-            return refused or httpx.Response(200, json={})
+            stale = body.get("current_operation_id") in self.stale
+            return refused or (self._stale(body) if stale else httpx.Response(200, json={}))
         if path.endswith("/report"):
             refused = self._refused(None, authorization)
             if refused is not None:
                 return refused
+            if path.split("/")[-2] in self.stale:
+                return self._stale(body)
             answer = self.report_answers.pop(0) if self.report_answers else 200
             if isinstance(answer, Exception):
                 raise answer
@@ -141,6 +146,11 @@ class FakeBackend:
             self.known.discard(worker_id)
             return httpx.Response(204)
         return httpx.Response(404, json={"error": "not_found", "detail": path})
+
+    @staticmethod
+    def _stale(body: dict[str, Any]) -> httpx.Response:
+        detail = f"attempt {body.get('attempt')} is no longer current; the current attempt is 9"
+        return httpx.Response(409, json={"error": "stale_attempt", "detail": detail})
 
     def paths(self) -> list[str]:
         return [f"{method} {path}" for method, path, _ in self.calls]

@@ -123,6 +123,7 @@ def test_http_statuses_are_the_one_pinned_mapping() -> None:
     assert table == {
         "UnknownWorker": (404, "unknown_worker"),
         "WorkerIdConflict": (409, "worker_id_conflict"),
+        "StaleAttempt": (409, "stale_attempt"),
         "OperationNotFound": (404, "unknown_operation"),
         "UnknownOperation": (404, "unknown_operation"),
         "InvalidTransition": (409, "invalid_transition"),

@@ -36,6 +36,7 @@ def test_requests_go_to_the_documented_paths() -> None:
     client.health()
     client.workers()
     client.submit("training", {"epochs": 3})
+    client.submit("backtest", {}, timeout_s=90.5)
     client.operations(status="running", operation_type="backtest", limit=5, offset=10)
     client.operation("op1")
     client.cancel("op1")
@@ -47,6 +48,13 @@ def test_requests_go_to_the_documented_paths() -> None:
             "POST",
             f"{URL}/api/v1/operations",
             json.dumps({"type": "training", "parameters": {"epochs": 3}}, separators=(",", ":")),
+        ),
+        (
+            "POST",
+            f"{URL}/api/v1/operations",
+            json.dumps(
+                {"type": "backtest", "parameters": {}, "timeout_s": 90.5}, separators=(",", ":")
+            ),
         ),
         ("GET", f"{URL}/api/v1/operations?limit=5&offset=10&status=running&type=backtest", ""),
         ("GET", f"{URL}/api/v1/operations/op1", ""),

@@ -24,7 +24,7 @@ from ktrdr.protocol import (
 def test_messages_without_points_leave_the_field_out() -> None:
     """A heartbeat or report without series is byte-for-byte what a pre-series backend takes."""
     beat = HeartbeatRequest(status=WorkerStatus.IDLE)
-    report = OperationReport(worker_id="w", status=OperationStatus.COMPLETED)
+    report = OperationReport(worker_id="w", attempt=1, status=OperationStatus.COMPLETED)
     assert "series" not in json.loads(beat.model_dump_json())
     assert "series" not in report.model_dump()
 
@@ -51,7 +51,9 @@ def test_points_travel_as_pairs_of_step_and_value() -> None:
 def test_bad_series_are_refused_with_the_reason(series: object, expected: str) -> None:
     """NaN, negative steps, odd names and oversized series are refused, saying why."""
     with pytest.raises(ValidationError, match=expected):
-        OperationReport.model_validate({"worker_id": "w", "status": "completed", "series": series})
+        OperationReport.model_validate(
+            {"worker_id": "w", "attempt": 1, "status": "completed", "series": series}
+        )
 
 
 def test_each_operation_type_names_its_axis() -> None:

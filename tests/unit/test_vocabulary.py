@@ -86,7 +86,7 @@ def test_id_problem_agrees_with_the_wire(value: str) -> None:
     """id_problem refuses exactly what the wire models refuse (the pattern pydantic applies)."""
     try:
         ktrdr.protocol.HeartbeatRequest(
-            status=vocabulary.WorkerStatus.IDLE, current_operation_id=value
+            status=vocabulary.WorkerStatus.IDLE, current_operation_id=value, attempt=1
         )
         wire_accepts = True
     except ValidationError:

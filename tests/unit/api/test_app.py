@@ -109,8 +109,12 @@ async def test_lifespan_dispatches_a_created_operation_to_an_idle_worker(
 
 @pytest.mark.anyio
 async def test_lifespan_runs_orphan_detection_and_retention(store: OperationStore) -> None:
-    """The orphan detector and the retention cleaner run as soon as the app starts."""
-    config = _config(KTRDR_ORPHAN_TIMEOUT="60s", KTRDR_OPS_RETENTION_DAYS="1")
+    """The orphan detector and the retention cleaner run as soon as the app starts
+    (one attempt allowed: the orphan fails instead of being retried).
+    """
+    config = _config(
+        KTRDR_ORPHAN_TIMEOUT="60s", KTRDR_OPS_RETENTION_DAYS="1", KTRDR_OPS_MAX_ATTEMPTS="1"
+    )
     backend = make_backend(store, config)
     orphan = backend.service.create("training", {})
     backend.service.start(orphan.id, worker_id="w-dead")
@@ -134,7 +138,7 @@ async def test_lifespan_runs_orphan_detection_and_retention(store: OperationStor
 
 @pytest.mark.anyio
 async def test_lifespan_stops_its_background_tasks_on_shutdown(store: OperationStore) -> None:
-    """Leaving the lifespan stops all five loops and closes the dispatcher's client."""
+    """Leaving the lifespan stops all six loops and closes the dispatcher's client."""
     backend = make_backend(store, _config())
     names = {
         "ktrdr-liveness",
@@ -142,6 +146,7 @@ async def test_lifespan_stops_its_background_tasks_on_shutdown(store: OperationS
         "ktrdr-heartbeats",
         "ktrdr-orphans",
         "ktrdr-retention",
+        "ktrdr-deadlines",
     }
 
     def loops() -> set[str]:
@@ -163,7 +168,12 @@ async def test_lifespan_writes_heartbeat_stamps_on_its_own(store: OperationStore
     backend.register("w1")
     operation = backend.service.create("training", {})
     backend.service.start(operation.id, worker_id="w1")
-    beat = {"status": "busy", "current_operation_id": operation.id, "progress": {"percent": 5}}
+    beat = {
+        "status": "busy",
+        "current_operation_id": operation.id,
+        "attempt": 1,
+        "progress": {"percent": 5},
+    }
 
     async with backend.app.router.lifespan_context(backend.app), backend.client() as client:
         await client.post(

@@ -59,7 +59,7 @@ async def test_each_operation_goes_to_an_idle_worker_of_its_type(backend: Backen
     }
     assert sorted(backend.workers.started()) == [("bt-1", backtest.id), ("tr-1", training.id)]
     body = dict(backend.workers.starts)["tr-1"]
-    assert body == {
+    assert body == {  # a first attempt reads as before attempts (old workers take it)
         "operation_id": training.id,
         "operation_type": "training",
         "parameters": training.parameters,
@@ -119,15 +119,13 @@ async def test_a_worker_never_gets_two_operations(backend: Backend) -> None:
     assert status_of(backend, second.id) is OperationStatus.PENDING
 
 
-@pytest.mark.parametrize(
-    "answer",
-    [409, 503, 401, httpx.ConnectError("refused")],
-    ids=["busy", "stopping", "bad-token", "unreachable"],
-)
-async def test_a_failed_start_puts_the_operation_back_in_the_queue(
+@pytest.mark.parametrize("answer", [409, 503, 401], ids=["busy", "stopping", "bad-token"])
+async def test_a_refused_start_puts_the_operation_back_in_the_queue(
     backend: Backend, answer: int | Exception
 ) -> None:
-    """Busy, stopping, wrong token or unreachable: pending again, and the worker rests."""
+    """Busy, stopping or wrong token: pending again with its attempt number given back
+    (that attempt never ran), and the worker rests.
+    """
     backend.register("tr-1")
     backend.workers.answers["tr-1"] = answer
     operation = backend.service.create("training", {})
@@ -142,13 +140,49 @@ async def test_a_failed_start_puts_the_operation_back_in_the_queue(
     [again] = await backend.dispatcher.dispatch_once()
 
     assert dispatch.outcome is DispatchOutcome.RELEASED
-    assert (record.status, record.worker_id, record.started_at) == (
+    assert (record.status, record.worker_id, record.started_at, record.attempt) == (
         OperationStatus.PENDING,
         None,
         None,
+        0,
     )
+    assert record.lost_attempts == 0
     assert resting == []  # no retry storm: the worker rests for about one heartbeat
     assert (again.operation_id, again.outcome) == (operation.id, DispatchOutcome.STARTED)
+    assert backend.store.get(operation.id).attempt == 1
+
+
+async def test_an_unreachable_worker_loses_the_attempt_and_the_retry_is_numbered(
+    backend: Backend,
+) -> None:
+    """Unreachable at dispatch: attempt 1 is lost (pending, resume, 1 lost), the worker
+    rests, and the next dispatch is attempt 2 sent as a retry.
+    """
+    backend.register("tr-1")
+    backend.workers.answers["tr-1"] = httpx.ConnectError("refused")
+    operation = backend.service.create("training", {})
+
+    [dispatch] = await backend.dispatcher.dispatch_once()
+    record = backend.store.get(operation.id)
+    backend.clock.advance(1.5)
+    backend.workers.answers.pop("tr-1")
+    [again] = await backend.dispatcher.dispatch_once()
+
+    assert (dispatch.outcome, dispatch.detail) == (
+        DispatchOutcome.LOST,
+        "unreachable (ConnectError)",
+    )
+    assert (record.status, record.attempt, record.lost_attempts, record.resume) == (
+        OperationStatus.PENDING,
+        1,
+        1,
+        True,
+    )
+    assert record.error is not None
+    assert record.error.startswith("attempt 1 lost: worker tr-1 was unreachable (ConnectError)")
+    assert again.outcome is DispatchOutcome.STARTED
+    sent = backend.workers.starts[-1][1]
+    assert (sent["attempt"], sent["retry"], sent["resume"]) == (2, True, True)
 
 
 async def test_a_released_operation_goes_to_another_idle_worker(backend: Backend) -> None:

@@ -52,7 +52,12 @@ async def scrape(backend: Backend, token: str = OPERATOR_TOKEN) -> Scrape:
 
 async def report(backend: Backend, operation_id: str, worker: str, status: str) -> httpx.Response:
     """POST a worker's report of ``operation_id`` with ``worker``'s credential."""
-    body = {"worker_id": worker, "status": status, "result": {} if status == "completed" else None}
+    body = {
+        "worker_id": worker,
+        "attempt": 1,
+        "status": status,
+        "result": {} if status == "completed" else None,
+    }
     async with backend.client() as client:
         return await client.post(
             f"{OPS}/{operation_id}/report", json=body, headers=backend.worker_auth(worker)
@@ -139,8 +144,9 @@ async def test_the_fleet_and_queue_gauges_are_read_when_scraped(backend: Backend
 async def test_each_finished_operation_is_counted_once_with_its_duration(
     backend: Backend,
 ) -> None:
-    """Completed by report, cancelled by a user, failed as an orphan: one count each, and a
-    duration sample per count; a second report of the same operation changes nothing.
+    """Completed by report, cancelled by a user, failed as an orphan (its last attempt):
+    one count each, and a duration sample per count; a second report of the same
+    operation changes nothing; the orphaned attempts retried before are not finishes.
     """
     done = backend.service.create("training", {})
     backend.service.start(done.id, worker_id="tr-1")
@@ -149,10 +155,12 @@ async def test_each_finished_operation_is_counted_once_with_its_duration(
     assert (await report(backend, done.id, "tr-1", "completed")).status_code == 409
     backend.service.cancel(backend.service.create("backtest", {}).id)
     orphan = backend.service.create("backtest", {})
-    backend.service.start(orphan.id, worker_id="bt-1")
+    for _ in range(backend.config.operations.max_attempts):
+        backend.service.start(orphan.id, worker_id="bt-1")
+        backend.clock.advance(3600)
+        assert [r.id for r in backend.orphans.check()] == [orphan.id]
     backend.registry.remove(["bt-1"])
-    backend.clock.advance(3600)
-    assert [r.id for r in backend.orphans.check()] == [orphan.id]
+    assert backend.store.get(orphan.id).status is OperationStatus.FAILED
 
     scraped = await scrape(backend)
 
@@ -173,7 +181,9 @@ async def test_each_finished_operation_is_counted_once_with_its_duration(
 
 
 async def test_refused_reports_are_counted_by_reason(backend: Backend) -> None:
-    """An unknown operation, another worker's credential, an operation run elsewhere."""
+    """An unknown operation, another worker's credential, an operation run elsewhere (not
+    that worker's attempt), an operation that already ended.
+    """
     mine = backend.service.create("training", {})
     backend.service.start(mine.id, worker_id="tr-1")
     backend.register("tr-2")
@@ -181,19 +191,43 @@ async def test_refused_reports_are_counted_by_reason(backend: Backend) -> None:
     async with backend.client() as client:
         forged = await client.post(
             f"{OPS}/{mine.id}/report",
-            json={"worker_id": "tr-1", "status": "failed", "error": "x"},
+            json={"worker_id": "tr-1", "attempt": 1, "status": "failed", "error": "x"},
             headers=backend.worker_auth("tr-2"),
         )
     elsewhere = await report(backend, mine.id, "tr-2", "failed")
+    ended = backend.service.create("training", {})
+    backend.service.cancel(ended.id)
+    late = await report(backend, ended.id, "tr-1", "completed")
 
     scraped = await scrape(backend)
 
-    assert (unknown.status_code, forged.status_code, elsewhere.status_code) == (404, 401, 409)
+    codes = (unknown.status_code, forged.status_code, elsewhere.status_code, late.status_code)
+    assert codes == (404, 401, 409, 409)
     rejected = "ktrdr_reports_rejected_total"
     assert scraped.value(rejected, {"reason": "unknown_operation"}) == 1
     assert scraped.value(rejected, {"reason": "wrong_worker"}) == 1
+    assert scraped.value(rejected, {"reason": "stale_attempt"}) == 1
     assert scraped.value(rejected, {"reason": "not_current"}) == 1
     assert backend.store.get(mine.id).status is OperationStatus.RUNNING
+
+
+async def test_retried_attempts_are_counted_by_type_and_cause(backend: Backend) -> None:
+    """A worker that gives its attempt up (shutdown) and one unreachable at dispatch: one
+    retry each under its cause; the final loss is a failure, not a retry.
+    """
+    given_up = backend.service.create("training", {})
+    backend.service.start(given_up.id, worker_id="tr-1")
+    assert (await report(backend, given_up.id, "tr-1", "cancelled")).status_code == 200
+    backend.workers.answers["bt-1"] = httpx.ConnectError("refused")
+    backend.service.create("backtest", {})
+    await backend.dispatcher.dispatch_once()
+
+    scraped = await scrape(backend)
+
+    retried = "ktrdr_attempts_retried_total"
+    assert scraped.value(retried, {"operation_type": "training", "reason": "worker_gone"}) == 1
+    assert scraped.value(retried, {"operation_type": "backtest", "reason": "unreachable"}) == 1
+    assert scraped.total(retried) == 2
 
 
 async def test_heartbeats_are_counted_by_worker_type(backend: Backend) -> None:

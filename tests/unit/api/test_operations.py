@@ -15,7 +15,7 @@ from ktrdr.api.operations import (
     OperationsService,
     TooManyOperations,
 )
-from ktrdr.api.store import OperationStore
+from ktrdr.api.store import OperationStore, StaleAttempt
 from ktrdr.config import OperationsSettings
 from ktrdr.protocol import OperationStatus, OperationType, OperationView, Progress
 
@@ -284,14 +284,17 @@ def test_worker_lifecycle_start_progress_finish(store: OperationStore, clock: Fa
 
 
 def test_reports_from_another_worker_are_refused(store: OperationStore, clock: FakeClock) -> None:
-    """A worker that does not own the operation cannot report or finish it."""
+    """A worker that does not own the operation (or its attempt) cannot report or finish it."""
     service = make_service(store, clock)
     view = service.create("training", {})
     service.start(view.id, worker_id="w-1")
-    with pytest.raises(InvalidTransition, match="runs on worker w-1, not w-2"):
+    with pytest.raises(StaleAttempt, match="worker w-2 does not run it"):
         service.report_progress(view.id, worker_id="w-2", progress=None)
-    with pytest.raises(InvalidTransition, match="runs on worker w-1, not w-2"):
-        service.finish(view.id, status=OperationStatus.COMPLETED, worker_id="w-2")
+    with pytest.raises(StaleAttempt, match="attempt 1 is not worker w-2's"):
+        service.finish(view.id, status=OperationStatus.COMPLETED, worker_id="w-2", attempt=1)
+    with pytest.raises(StaleAttempt, match="attempt 2 does not exist; the current attempt is 1"):
+        service.finish(view.id, status=OperationStatus.COMPLETED, worker_id="w-1", attempt=2)
+    assert service.get(view.id).status is OperationStatus.RUNNING
 
 
 def test_release_requeues_and_is_visible_at_once(store: OperationStore, clock: FakeClock) -> None:
@@ -301,7 +304,7 @@ def test_release_requeues_and_is_visible_at_once(store: OperationStore, clock: F
     service.start(view.id, worker_id="w-1")
     assert service.get(view.id).status is OperationStatus.RUNNING
 
-    released = service.release(view.id, worker_id="w-1")
+    released = service.release(view.id, worker_id="w-1", attempt=1)
 
     assert released.status is OperationStatus.PENDING
     assert released.worker_id is None

@@ -327,7 +327,7 @@ async def test_resume_requeues_with_the_resume_flag_and_dispatches_it(
     """Resume of a cancelled operation: pending with resume=true, sent with resume=true."""
     created = await running_on_tr1(backend, client)
     await client.post(f"{OPS}/{created['id']}/cancel")
-    report = {"worker_id": "tr-1", "status": "cancelled", "checkpoint_saved": True}
+    report = {"worker_id": "tr-1", "attempt": 1, "status": "cancelled", "checkpoint_saved": True}
     await client.post(
         f"{OPS}/{created['id']}/report", json=report, headers=backend.worker_auth("tr-1")
     )
@@ -347,7 +347,7 @@ async def test_resume_of_a_pending_or_completed_operation_is_409(
     """Only failed or cancelled operations can be resumed."""
     pending = await create(client, "backtest")
     done = await running_on_tr1(backend, client)
-    report = {"worker_id": "tr-1", "status": "completed", "result": {"accuracy": 0.5}}
+    report = {"worker_id": "tr-1", "attempt": 1, "status": "completed", "result": {"accuracy": 0.5}}
     await client.post(
         f"{OPS}/{done['id']}/report", json=report, headers=backend.worker_auth("tr-1")
     )
@@ -380,7 +380,12 @@ async def test_the_running_worker_reports_completion_with_its_result(
 ) -> None:
     """A report from the worker that runs it stores the result and frees the worker."""
     created = await running_on_tr1(backend, client)
-    report = {"worker_id": "tr-1", "status": "completed", "result": {"accuracy": 0.61}}
+    report = {
+        "worker_id": "tr-1",
+        "attempt": 1,
+        "status": "completed",
+        "result": {"accuracy": 0.61},
+    }
 
     response = await client.post(
         f"{OPS}/{created['id']}/report", json=report, headers=backend.worker_auth("tr-1")
@@ -403,7 +408,7 @@ async def test_a_queued_operation_goes_to_the_worker_as_soon_as_it_reports(
     first = await running_on_tr1(backend, client)
     backend.clock.advance(1)
     queued = await create(client, epochs=2)
-    report = {"worker_id": "tr-1", "status": "completed", "result": {"accuracy": 0.5}}
+    report = {"worker_id": "tr-1", "attempt": 1, "status": "completed", "result": {"accuracy": 0.5}}
 
     await client.post(
         f"{OPS}/{first['id']}/report", json=report, headers=backend.worker_auth("tr-1")
@@ -418,7 +423,7 @@ async def test_a_report_needs_the_workers_own_credential(
 ) -> None:
     """No credential, a wrong one or the shared worker token: 401, the operation keeps running."""
     created = await running_on_tr1(backend, client)
-    report = {"worker_id": "tr-1", "status": "completed", "result": {}}
+    report = {"worker_id": "tr-1", "attempt": 1, "status": "completed", "result": {}}
 
     answers = [
         await client.post(f"{OPS}/{created['id']}/report", json=report, headers=headers)
@@ -435,14 +440,18 @@ async def test_a_report_from_another_worker_is_409(
     """A registered worker reporting an operation it does not run gets 409, nothing changes."""
     created = await running_on_tr1(backend, client)
     backend.register("tr-2")
-    report = {"worker_id": "tr-2", "status": "failed", "error": "not mine"}
+    report = {"worker_id": "tr-2", "attempt": 1, "status": "failed", "error": "not mine"}
 
     response = await client.post(
         f"{OPS}/{created['id']}/report", json=report, headers=backend.worker_auth("tr-2")
     )
 
     assert response.status_code == 409
-    assert "runs on worker tr-1, not tr-2" in response.json()["detail"]
+    assert response.json() == {
+        "error": "stale_attempt",
+        "detail": f"operation {created['id']}: attempt 1 is not worker tr-2's; "
+        "the current attempt is 1 (running on worker tr-1)",
+    }
     assert backend.store.get(created["id"]).status is OperationStatus.RUNNING
 
 
@@ -452,7 +461,7 @@ async def test_a_report_naming_another_worker_than_its_credential_is_401(
     """tr-2's credential on a report that claims to be tr-1's: 401, nothing changes."""
     created = await running_on_tr1(backend, client)
     backend.register("tr-2")
-    report = {"worker_id": "tr-1", "status": "completed", "result": {"forged": True}}
+    report = {"worker_id": "tr-1", "attempt": 1, "status": "completed", "result": {"forged": True}}
 
     response = await client.post(
         f"{OPS}/{created['id']}/report", json=report, headers=backend.worker_auth("tr-2")
@@ -469,7 +478,7 @@ async def test_a_late_report_of_a_cancelled_operation_is_409_and_frees_the_worke
     """Cancelled first, reported later: the cancel stands, the worker is idle again."""
     created = await running_on_tr1(backend, client)
     await client.post(f"{OPS}/{created['id']}/cancel")
-    report = {"worker_id": "tr-1", "status": "completed", "result": {"accuracy": 1}}
+    report = {"worker_id": "tr-1", "attempt": 1, "status": "completed", "result": {"accuracy": 1}}
 
     response = await client.post(
         f"{OPS}/{created['id']}/report", json=report, headers=backend.worker_auth("tr-1")
@@ -480,24 +489,37 @@ async def test_a_late_report_of_a_cancelled_operation_is_409_and_frees_the_worke
     assert backend.registry.get("tr-1").status is WorkerStatus.IDLE
 
 
-async def test_a_shutdown_report_says_checkpoint_saved(
+async def test_a_shutdown_report_queues_a_retry_from_the_checkpoint(
     backend: Backend, client: httpx.AsyncClient
 ) -> None:
-    """A cancelled report with a checkpoint keeps the runner's words (or adds them)."""
+    """A cancelled report (the worker shut down) loses the attempt: pending again to resume,
+    the runner's words and "checkpoint saved" kept in the reason.
+    """
     created = await running_on_tr1(backend, client)
     report = {
         "worker_id": "tr-1",
+        "attempt": 1,
         "status": "cancelled",
         "error": "stopped at epoch 3/5 (shutdown)",
         "checkpoint_saved": True,
     }
 
-    await client.post(
+    response = await client.post(
         f"{OPS}/{created['id']}/report", json=report, headers=backend.worker_auth("tr-1")
     )
 
-    assert backend.store.get(created["id"]).error == (
-        "stopped at epoch 3/5 (shutdown); checkpoint saved"
+    record = backend.store.get(created["id"])
+    assert response.status_code == 200
+    assert (record.status, record.resume, record.attempt, record.lost_attempts) == (
+        OperationStatus.PENDING,
+        True,
+        1,
+        1,
+    )
+    assert record.error == (
+        "attempt 1 lost: worker tr-1 stopped it (stopped at epoch 3/5 (shutdown); "
+        "checkpoint saved); retrying from its last checkpoint "
+        "(2 of KTRDR_OPS_MAX_ATTEMPTS=3 attempts left)"
     )
 
 
@@ -506,7 +528,7 @@ async def test_a_nul_byte_in_a_reported_error_is_stored_escaped(
 ) -> None:
     """An error quoting input with a NUL byte is kept readable (PostgreSQL refuses NUL)."""
     created = await running_on_tr1(backend, client)
-    report = {"worker_id": "tr-1", "status": "failed", "error": "bad value 'a\x00b'"}
+    report = {"worker_id": "tr-1", "attempt": 1, "status": "failed", "error": "bad value 'a\x00b'"}
 
     response = await client.post(
         f"{OPS}/{created['id']}/report", json=report, headers=backend.worker_auth("tr-1")
@@ -519,17 +541,26 @@ async def test_a_nul_byte_in_a_reported_error_is_stored_escaped(
 @pytest.mark.parametrize(
     ("report", "field"),
     [
-        ({"worker_id": "tr-1", "status": "running"}, "status"),
-        ({"worker_id": "tr-1", "status": "completed", "result": {"x": float("nan")}}, "result"),
-        ({"worker_id": "tr-1", "status": "done"}, "status"),
-        ({"status": "completed"}, "worker_id"),
+        ({"worker_id": "tr-1", "attempt": 1, "status": "running"}, "status"),
+        (
+            {
+                "worker_id": "tr-1",
+                "attempt": 1,
+                "status": "completed",
+                "result": {"x": float("nan")},
+            },
+            "result",
+        ),
+        ({"worker_id": "tr-1", "attempt": 1, "status": "done"}, "status"),
+        ({"attempt": 1, "status": "completed"}, "worker_id"),
+        ({"worker_id": "tr-1", "attempt": 0, "status": "completed"}, "attempt"),
     ],
-    ids=["not-final", "nan", "unknown-status", "no-worker"],
+    ids=["not-final", "nan", "unknown-status", "no-worker", "attempt-0"],
 )
 async def test_bad_reports_are_422_and_change_nothing(
     backend: Backend, client: httpx.AsyncClient, report: dict[str, Any], field: str
 ) -> None:
-    """A non-final status, NaN, an unknown status or a missing worker: 422 naming it."""
+    """A non-final status, NaN, an unknown status, a missing worker or attempt: 422 naming it."""
     created = await running_on_tr1(backend, client)
 
     response = await client.post(
@@ -547,7 +578,7 @@ async def test_a_report_of_an_unknown_operation_is_404(
     backend: Backend, client: httpx.AsyncClient
 ) -> None:
     """Reporting an id the backend does not know (deleted, never created) is 404."""
-    report = {"worker_id": "tr-1", "status": "completed", "result": {}}
+    report = {"worker_id": "tr-1", "attempt": 1, "status": "completed", "result": {}}
 
     response = await client.post(
         f"{OPS}/gone/report", json=report, headers=backend.worker_auth("tr-1")
@@ -568,6 +599,7 @@ async def test_heartbeat_progress_reaches_the_operation(
     beat = {
         "status": "busy",
         "current_operation_id": created["id"],
+        "attempt": 1,
         "progress": {"percent": 40, "message": "epoch 2", "details": {"epoch": 2, "loss": 0.6}},
     }
 
@@ -588,7 +620,7 @@ async def test_a_heartbeat_without_progress_still_stamps_the_operation(
     """The orphan detector relies on every heartbeat naming the operation, progress or not."""
     created = await running_on_tr1(backend, client)
     backend.clock.advance(5)
-    beat = {"status": "busy", "current_operation_id": created["id"]}
+    beat = {"status": "busy", "current_operation_id": created["id"], "attempt": 1}
 
     await client.post(
         "/api/v1/workers/tr-1/heartbeat", json=beat, headers=backend.worker_auth("tr-1")
@@ -606,9 +638,19 @@ async def test_heartbeats_are_written_in_one_batch_keeping_the_latest(
     """Several heartbeats before a write: one row update, the latest time, the last progress."""
     created = await running_on_tr1(backend, client)
     beats = [
-        {"status": "busy", "current_operation_id": created["id"], "progress": {"percent": 10}},
-        {"status": "busy", "current_operation_id": created["id"], "progress": {"percent": 20}},
-        {"status": "busy", "current_operation_id": created["id"]},
+        {
+            "status": "busy",
+            "current_operation_id": created["id"],
+            "attempt": 1,
+            "progress": {"percent": 10},
+        },
+        {
+            "status": "busy",
+            "current_operation_id": created["id"],
+            "attempt": 1,
+            "progress": {"percent": 20},
+        },
+        {"status": "busy", "current_operation_id": created["id"], "attempt": 1},
     ]
     for beat in beats:
         backend.clock.advance(1)
@@ -630,11 +672,16 @@ async def test_a_report_supersedes_unwritten_progress(
 ) -> None:
     """Progress noted just before the outcome is not written over the finished operation."""
     created = await running_on_tr1(backend, client)
-    beat = {"status": "busy", "current_operation_id": created["id"], "progress": {"percent": 99}}
+    beat = {
+        "status": "busy",
+        "current_operation_id": created["id"],
+        "attempt": 1,
+        "progress": {"percent": 99},
+    }
     await client.post(
         "/api/v1/workers/tr-1/heartbeat", json=beat, headers=backend.worker_auth("tr-1")
     )
-    report = {"worker_id": "tr-1", "status": "completed", "result": {}}
+    report = {"worker_id": "tr-1", "attempt": 1, "status": "completed", "result": {}}
 
     await client.post(
         f"{OPS}/{created['id']}/report", json=report, headers=backend.worker_auth("tr-1")
@@ -653,6 +700,7 @@ async def test_unstorable_progress_still_stamps_the_operation(
     beat = {
         "status": "busy",
         "current_operation_id": created["id"],
+        "attempt": 1,
         "progress": {"percent": 10, "details": {"loss": float("nan")}},
     }
 
@@ -668,25 +716,75 @@ async def test_unstorable_progress_still_stamps_the_operation(
     assert backend.store.get(created["id"]).last_reported_at == backend.clock()
 
 
-async def test_heartbeats_about_operations_that_moved_on_are_harmless(
+async def test_heartbeats_about_operations_that_moved_on_are_409_and_change_nothing(
     backend: Backend, client: httpx.AsyncClient
 ) -> None:
-    """A heartbeat naming a cancelled or unknown operation is 200 and changes nothing."""
+    """A heartbeat naming a cancelled or unknown operation is 409 stale_attempt naming the
+    operation (and its current attempt); nothing is noted or changed.
+    """
     created = await running_on_tr1(backend, client)
     await client.post(f"{OPS}/{created['id']}/cancel")
+    before = backend.store.get(created["id"])
 
     responses = [
         await client.post(
             "/api/v1/workers/tr-1/heartbeat",
-            json={"status": "busy", "current_operation_id": operation_id},
+            json={"status": "busy", "current_operation_id": operation_id, "attempt": 1},
             headers=backend.worker_auth("tr-1"),
         )
         for operation_id in (created["id"], "never-existed")
     ]
-    await backend.reports.flush()
 
-    assert [r.status_code for r in responses] == [200, 200]
-    assert backend.store.get(created["id"]).status is OperationStatus.CANCELLED
+    assert [r.status_code for r in responses] == [409, 409]
+    assert [r.json()["error"] for r in responses] == ["stale_attempt", "stale_attempt"]
+    assert responses[0].json()["detail"] == (
+        f"operation {created['id']}: attempt 1 is not running; "
+        "the current attempt is 1 (cancelled on worker tr-1)"
+    )
+    assert "operation never-existed does not exist" in responses[1].json()["detail"]
+    assert backend.reports.unwritten == 0
+    assert backend.store.get(created["id"]) == before
+
+
+async def test_a_worker_from_before_attempts_speaks_for_the_attempt_it_runs(
+    backend: Backend, client: httpx.AsyncClient
+) -> None:
+    """During an upgrade (backend first): a heartbeat or report without ``attempt`` from
+    the worker running the operation counts for its current attempt; from another
+    worker it is 409 stale_attempt and changes nothing.
+    """
+    created = await running_on_tr1(backend, client)
+    backend.register("tr-2")
+    beat = {"status": "busy", "current_operation_id": created["id"], "progress": {"percent": 5}}
+    report = {"status": "completed", "result": {"legacy": True}}
+
+    beats = [
+        await client.post(
+            f"/api/v1/workers/{worker}/heartbeat", json=beat, headers=backend.worker_auth(worker)
+        )
+        for worker in ("tr-2", "tr-1")
+    ]
+    await backend.reports.flush()
+    progressed = backend.store.get(created["id"]).progress
+    reports = [
+        await client.post(
+            f"{OPS}/{created['id']}/report",
+            json={"worker_id": worker, **report},
+            headers=backend.worker_auth(worker),
+        )
+        for worker in ("tr-2", "tr-1")
+    ]
+
+    assert [r.status_code for r in beats] == [409, 200]
+    assert [r.status_code for r in reports] == [409, 200]
+    assert beats[0].json()["error"] == reports[0].json()["error"] == "stale_attempt"
+    assert (progressed or {}).get("percent") == 5
+    done = backend.store.get(created["id"])
+    assert (done.status, done.attempt, done.result) == (
+        OperationStatus.COMPLETED,
+        1,
+        {"legacy": True},
+    )
 
 
 async def test_openapi_documents_the_operations_api(client: httpx.AsyncClient) -> None:

@@ -46,7 +46,9 @@ def start(store: OperationStore, clock: FakeClock, worker: str = "w-1") -> Opera
 def test_unreported_operation_is_failed_naming_worker_and_last_seen(
     store: OperationStore,
 ) -> None:
-    """A running operation silent for longer than the timeout is failed with a clear reason."""
+    """A running operation silent for longer than the timeout is failed with a clear reason
+    (the detector's default is one attempt: no retry).
+    """
     clock = FakeClock()
     detector = make_detector(store, clock, timeout=seconds(60))
     record = start(store, clock, worker="training-gpu1-5003")
@@ -57,9 +59,48 @@ def test_unreported_operation_is_failed_naming_worker_and_last_seen(
     assert stored.status is OperationStatus.FAILED
     assert stored.finished_at == clock()
     assert stored.error == (
-        "orphaned: worker training-gpu1-5003 last reported it at 2026-07-01T09:00:00+00:00 "
-        "(61s ago), longer than KTRDR_ORPHAN_TIMEOUT=60s; the worker stopped or lost the "
-        "operation (resume it to continue from its last checkpoint)"
+        "attempt 1 lost: orphaned: worker training-gpu1-5003 last reported it at "
+        "2026-07-01T09:00:00+00:00 (61s ago), longer than KTRDR_ORPHAN_TIMEOUT=60s; the "
+        "worker stopped or lost the operation; failed after 1 lost attempt (attempt 1; "
+        "KTRDR_OPS_MAX_ATTEMPTS=1); resume it to continue from its last checkpoint"
+    )
+
+
+def test_an_orphaned_attempt_is_retried_until_max_attempts_then_failed(
+    store: OperationStore,
+) -> None:
+    """With KTRDR_OPS_MAX_ATTEMPTS=3: attempts 1 and 2 orphaned go back to pending (resume,
+    next attempt number); the third fails naming the attempts and the variable.
+    """
+    clock = FakeClock()
+    detector = OrphanDetector(
+        store=store,
+        settings=OrphanDetectorSettings(timeout=seconds(60)),
+        clock=clock,
+        max_attempts=3,
+    )
+    record = start(store, clock, worker="w-a")
+    verdicts = []
+    for worker in ("w-b", "w-c"):
+        clock.advance(61)
+        [lost] = detector.check()
+        # The lost attempt's worker is kept, so a late outcome of it is still accepted.
+        verdicts.append((lost.status, lost.worker_id, lost.attempt, lost.lost_attempts))
+        assert lost.resume is True
+        store.mark_running(record.id, worker_id=worker, now=clock())
+    clock.advance(61)
+    [failed] = detector.check()
+
+    assert verdicts == [
+        (OperationStatus.PENDING, "w-a", 1, 1),
+        (OperationStatus.PENDING, "w-b", 2, 2),
+    ]
+    assert (failed.status, failed.attempt, failed.lost_attempts) == (OperationStatus.FAILED, 3, 3)
+    assert failed.error is not None
+    assert failed.error.startswith("attempt 3 lost: orphaned: worker w-c last reported it")
+    assert failed.error.endswith(
+        "failed after 3 lost attempts (attempts 1-3; KTRDR_OPS_MAX_ATTEMPTS=3); "
+        "resume it to continue from its last checkpoint"
     )
 
 

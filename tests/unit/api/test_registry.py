@@ -158,7 +158,10 @@ def test_heartbeat_updates_status_operation_and_progress() -> None:
     registry = WorkerRegistry()
     registry.register(_register(), now=T0)
     beat = HeartbeatRequest(
-        status=WorkerStatus.BUSY, current_operation_id="op-2", progress=Progress(percent=40)
+        status=WorkerStatus.BUSY,
+        current_operation_id="op-2",
+        attempt=1,
+        progress=Progress(percent=40),
     )
 
     record = registry.heartbeat("w1", beat, now=T0 + datetime.timedelta(seconds=5))
@@ -278,7 +281,9 @@ def test_operation_ended_frees_only_the_worker_that_ran_it() -> None:
     registry.register(_register("w1", current_operation_id="op-1"), now=T0)
     registry.register(_register("w2", current_operation_id="op-2"), now=T0)
     registry.heartbeat(
-        "w2", HeartbeatRequest(status=WorkerStatus.STOPPING, current_operation_id="op-2"), now=T0
+        "w2",
+        HeartbeatRequest(status=WorkerStatus.STOPPING, current_operation_id="op-2", attempt=1),
+        now=T0,
     )
 
     assert registry.operation_ended("w1", "op-other") is False

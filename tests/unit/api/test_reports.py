@@ -33,6 +33,7 @@ async def beat(backend: Backend, operation_id: str, percent: float) -> None:
     request = HeartbeatRequest(
         status=WorkerStatus.BUSY,
         current_operation_id=operation_id,
+        attempt=1,
         progress=Progress(percent=percent),
     )
     record = backend.registry.heartbeat("w1", request, now=backend.clock())
@@ -114,8 +115,9 @@ async def test_an_outcome_pending_on_a_live_worker_is_not_orphaned_and_lands_lat
 ) -> None:
     """Heartbeats listing an operation in ``pending_outcomes`` (ended, report not through
     yet) keep it from the orphan detector however long the delivery takes; the late
-    report is then taken. An operation nobody lists, or that another worker lists, is
-    orphaned as before.
+    report (of attempt 1) is then taken. An operation nobody lists, or that another
+    worker lists, is orphaned as before: that attempt is lost and the operation queued
+    for another.
     """
     backend.register("w2")
     pending = backend.service.create("training", {}).id
@@ -139,11 +141,12 @@ async def test_an_outcome_pending_on_a_live_worker_is_not_orphaned_and_lands_lat
         states = {op: backend.store.get(op).status.value for op in (pending, silent, foreign)}
         report = await client.post(
             f"/api/v1/operations/{pending}/report",
-            json={"worker_id": "w1", "status": "completed", "result": {"loss": 0.2}},
+            json={"worker_id": "w1", "attempt": 1, "status": "completed", "result": {"loss": 0.2}},
             headers=backend.worker_auth("w1"),
         )
 
-    assert states == {pending: "running", silent: "failed", foreign: "failed"}
+    assert states == {pending: "running", silent: "pending", foreign: "pending"}
+    assert backend.store.get(silent).lost_attempts == backend.store.get(foreign).lost_attempts == 1
     assert report.status_code == 200, report.text
     assert report.json()["status"] == "completed"
     assert report.json()["result"] == {"loss": 0.2}

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from support.backend import Backend, make_backend, open_store
 
+from ktrdr.errors import StaleAttempt
 from ktrdr.protocol import HeartbeatRequest, WorkerStatus
 
 pytestmark = pytest.mark.anyio
@@ -41,7 +42,10 @@ async def beat(backend: Backend, worker_id: str, operation_id: str, **series: An
     """What the heartbeat route does: update the registry, then tell the reports."""
     previous = backend.registry.get(worker_id)
     request = HeartbeatRequest(
-        status=WorkerStatus.BUSY, current_operation_id=operation_id, series=series or None
+        status=WorkerStatus.BUSY,
+        current_operation_id=operation_id,
+        attempt=1,
+        series=series or None,
     )
     record = backend.registry.heartbeat(worker_id, request, now=backend.clock())
     await backend.reports.heartbeat(previous, record, request)
@@ -100,9 +104,10 @@ async def test_points_of_a_failed_write_survive_a_newer_heartbeat(
 async def test_a_worker_that_does_not_run_the_operation_adds_no_points(
     backend: Backend, client: httpx.AsyncClient
 ) -> None:
-    """Points in a heartbeat naming another worker's operation are dropped."""
+    """Points in a heartbeat naming another worker's operation are refused (409) and dropped."""
     op = running(backend, "w1")
-    await beat(backend, "w2", op, loss=[(1, 0.7)])
+    with pytest.raises(StaleAttempt):
+        await beat(backend, "w2", op, loss=[(1, 0.7)])
     await backend.reports.flush()
     assert (await series_of(client, op))["series"] == {}
 
@@ -115,6 +120,7 @@ async def test_the_report_stores_the_whole_curve_even_after_a_cancel(
     await client.post(f"{OPS}/{op}/cancel")
     report = {
         "worker_id": "w1",
+        "attempt": 1,
         "status": "cancelled",
         "checkpoint_saved": True,
         "series": {"equity": [[2, 10_010.0], [1, 10_000.0]]},
@@ -132,7 +138,12 @@ async def test_another_workers_report_adds_no_points(
 ) -> None:
     """w2's credential reporting w2's points for w1's operation: refused, nothing stored."""
     op = running(backend, "w1")
-    report = {"worker_id": "w2", "status": "completed", "series": {"loss": [[1, 0.1]]}}
+    report = {
+        "worker_id": "w2",
+        "attempt": 1,
+        "status": "completed",
+        "series": {"loss": [[1, 0.1]]},
+    }
     answer = await client.post(f"{OPS}/{op}/report", json=report, headers=backend.worker_auth("w2"))
     assert answer.status_code == 409
     assert (await series_of(client, op))["series"] == {}

@@ -22,6 +22,7 @@ from ktrdr.api.store import (
     OperationRecord,
     OperationStore,
     ProgressStamp,
+    StaleAttempt,
     StoreError,
     database_url,
 )
@@ -228,8 +229,10 @@ def test_stamp_many_records_heartbeats_in_one_go(store: OperationStore) -> None:
     untouched = running(store, worker="w-3")
     store.stamp_many(
         [
-            ProgressStamp(operation_id=first.id, worker_id="w-1", at=at(10), progress={"p": 1}),
-            ProgressStamp(operation_id=second.id, worker_id="w-2", at=at(11)),
+            ProgressStamp(
+                operation_id=first.id, worker_id="w-1", attempt=1, at=at(10), progress={"p": 1}
+            ),
+            ProgressStamp(operation_id=second.id, worker_id="w-2", attempt=1, at=at(11)),
         ]
     )
     one, two, three = (store.get(r.id) for r in (first, second, untouched))
@@ -239,18 +242,25 @@ def test_stamp_many_records_heartbeats_in_one_go(store: OperationStore) -> None:
 
 
 def test_stamp_many_skips_stale_news_and_keeps_the_rest(store: OperationStore) -> None:
-    """Finished, foreign, unknown and NaN stamps never spoil the batch."""
+    """Finished, foreign, other-attempt, unknown and NaN stamps never spoil the batch."""
     done = running(store, worker="w-1")
     store.finish(done.id, status=OperationStatus.COMPLETED, now=at(5), result={})
     mine = running(store, worker="w-2")
     nan = running(store, worker="w-3")
     store.stamp_many(
         [
-            ProgressStamp(operation_id=done.id, worker_id="w-1", at=at(10), progress={"p": 1}),
-            ProgressStamp(operation_id=mine.id, worker_id="w-other", at=at(10)),
-            ProgressStamp(operation_id="unknown", worker_id="w-2", at=at(10)),
             ProgressStamp(
-                operation_id=nan.id, worker_id="w-3", at=at(12), progress={"x": float("nan")}
+                operation_id=done.id, worker_id="w-1", attempt=1, at=at(10), progress={"p": 1}
+            ),
+            ProgressStamp(operation_id=mine.id, worker_id="w-other", attempt=1, at=at(10)),
+            ProgressStamp(operation_id=mine.id, worker_id="w-2", attempt=2, at=at(11)),
+            ProgressStamp(operation_id="unknown", worker_id="w-2", attempt=1, at=at(10)),
+            ProgressStamp(
+                operation_id=nan.id,
+                worker_id="w-3",
+                attempt=1,
+                at=at(12),
+                progress={"x": float("nan")},
             ),
         ]
     )
@@ -275,7 +285,8 @@ def test_progress_of_a_pending_operation_is_refused(store: OperationStore) -> No
 def test_progress_from_another_worker_is_refused(store: OperationStore) -> None:
     """A worker that does not own the operation cannot report for it."""
     record = running(store, worker="w-1")
-    with pytest.raises(InvalidTransition, match="it runs on worker w-1, not w-2"):
+    with pytest.raises(StaleAttempt, match=r"worker w-2 does not run it; the current attempt "
+                       r"is 1 \(running on worker w-1\)"):  # fmt: skip
         store.update_progress(record.id, progress={"percent": 1}, now=at(5), worker_id="w-2")
     assert store.get(record.id).progress is None
 
@@ -351,13 +362,14 @@ def test_requeue_of_a_completed_operation_is_refused(store: OperationStore) -> N
 
 
 def test_release_puts_a_running_operation_back_in_the_queue(store: OperationStore) -> None:
-    """A failed dispatch: running → pending, worker cleared, queue place and resume kept."""
+    """A refused dispatch: running → pending, worker cleared, queue place and resume kept."""
     older = running(store, worker="w-1", seconds=0)
     store.finish(older.id, status=OperationStatus.CANCELLED, now=at(2), error="stop")
     store.requeue(older.id)
     store.mark_running(older.id, worker_id="w-1", now=at(3))
     younger = new(store, seconds=1)
-    released = store.release(older.id, worker_id="w-1")
+    released = store.release(older.id, worker_id="w-1", attempt=2)
+    assert released.attempt == 1  # attempt 2 never ran: its number is given back
     assert released.status is OperationStatus.PENDING
     assert (released.worker_id, released.started_at, released.last_reported_at) == (None,) * 3
     assert released.resume is True
@@ -369,26 +381,41 @@ def test_release_by_another_worker_or_when_not_running_is_refused(
 ) -> None:
     """Only the worker it was dispatched to can release a running operation."""
     record = running(store, worker="w-1")
-    with pytest.raises(InvalidTransition, match="runs on worker w-1, not w-2"):
-        store.release(record.id, worker_id="w-2")
+    with pytest.raises(StaleAttempt, match="attempt 1 is not worker w-2's"):
+        store.release(record.id, worker_id="w-2", attempt=1)
     store.finish(record.id, status=OperationStatus.CANCELLED, now=at(2), error="x")
     with pytest.raises(InvalidTransition, match="cannot release"):
-        store.release(record.id, worker_id="w-1")
+        store.release(record.id, worker_id="w-1", attempt=1)
     assert store.get(record.id).status is OperationStatus.CANCELLED
 
 
-def test_fail_if_unreported(store: OperationStore) -> None:
-    """Fails a running operation last reported before the cutoff, and nothing else."""
+def test_lose_if_unreported_before_the_cutoff(store: OperationStore) -> None:
+    """With a cutoff (the orphan detector), only an attempt unreported since then is lost."""
     stale = running(store, worker="w-old")
     fresh = running(store, worker="w-new")
     store.update_progress(fresh.id, now=at(100))
-    failed = store.fail_if_unreported(stale.id, cutoff=at(50), now=at(110), error="orphaned")
+
+    def lose(record: OperationRecord, cutoff: float) -> OperationRecord | None:
+        return store.lose(
+            record.id,
+            worker_id=record.worker_id or "",
+            attempt=1,
+            now=at(cutoff + 60),
+            reason="orphaned",
+            max_attempts=1,
+            cutoff=at(cutoff),
+        )
+
+    failed = lose(stale, 50)
     assert failed is not None
     assert failed.status is OperationStatus.FAILED
-    assert failed.error == "orphaned"
+    assert failed.error == (
+        "attempt 1 lost: orphaned; failed after 1 lost attempt (attempt 1; "
+        "KTRDR_OPS_MAX_ATTEMPTS=1); resume it to continue from its last checkpoint"
+    )
     assert failed.finished_at == at(110)
-    assert store.fail_if_unreported(fresh.id, cutoff=at(50), now=at(110), error="x") is None
-    assert store.fail_if_unreported(stale.id, cutoff=at(500), now=at(510), error="x") is None
+    assert lose(fresh, 50) is None
+    assert lose(stale, 500) is None  # already failed: nothing to lose
     assert store.get(fresh.id).status is OperationStatus.RUNNING
 
 

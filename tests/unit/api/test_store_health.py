@@ -154,7 +154,7 @@ async def test_workers_register_and_heartbeat_through_an_outage(
         database.take_away()
         beat = await client.post(
             "/api/v1/workers/w1/heartbeat",
-            json={"status": "busy", "current_operation_id": running.id},
+            json={"status": "busy", "current_operation_id": running.id, "attempt": 1},
             headers=credential,
         )
         with pytest.raises(sa.exc.OperationalError):
@@ -275,7 +275,7 @@ async def test_orphan_rounds_write_the_heartbeats_held_in_memory_before_judging(
     async with backend.client(operator=False) as client:
         beat = await client.post(
             "/api/v1/workers/w1/heartbeat",
-            json={"status": "busy", "current_operation_id": operation_id},
+            json={"status": "busy", "current_operation_id": operation_id, "attempt": 1},
             headers=backend.worker_auth("w1"),
         )
     backend.clock.advance(20)  # 70 s after the stored stamp, 20 s after the heartbeat
@@ -298,7 +298,7 @@ async def test_a_failed_flush_means_no_orphan_is_judged_that_round(
     async with backend.client(operator=False) as client:
         await client.post(
             "/api/v1/workers/w1/heartbeat",
-            json={"status": "busy", "current_operation_id": operation_id},
+            json={"status": "busy", "current_operation_id": operation_id, "attempt": 1},
             headers=backend.worker_auth("w1"),
         )
     backend.clock.advance(120)

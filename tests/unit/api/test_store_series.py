@@ -49,8 +49,12 @@ def test_heartbeat_points_are_kept_only_for_running_operations_of_their_worker(
     """stamp_many writes the points of live stamps and skips stale ones, in one batch."""
     mine, theirs = running(store, "w-1"), running(store, "w-2")
     stamps = [
-        ProgressStamp(operation_id=mine, worker_id="w-1", at=T0, series={"equity": [(1, 2.0)]}),
-        ProgressStamp(operation_id=theirs, worker_id="w-1", at=T0, series={"equity": [(1, 9.0)]}),
+        ProgressStamp(
+            operation_id=mine, worker_id="w-1", attempt=1, at=T0, series={"equity": [(1, 2.0)]}
+        ),
+        ProgressStamp(
+            operation_id=theirs, worker_id="w-1", attempt=1, at=T0, series={"equity": [(1, 9.0)]}
+        ),
     ]
     store.stamp_many(stamps)
     assert store.series(mine).points == {"equity": [(1, 2.0)]}

@@ -132,8 +132,15 @@ async def test_get_one_worker_and_an_unknown_one(client: httpx.AsyncClient) -> N
 async def test_heartbeat_records_status_and_operation(api: Api, client: httpx.AsyncClient) -> None:
     """A heartbeat updates status, current operation and the heartbeat time."""
     own = await register(client)
+    operation = api.backend.service.create("training", {})
+    api.backend.service.start(operation.id, worker_id="training-a-5003")
     api.clock.advance(7)
-    beat = {"status": "busy", "current_operation_id": "op-1", "progress": {"percent": 12.5}}
+    beat = {
+        "status": "busy",
+        "current_operation_id": operation.id,
+        "attempt": 1,
+        "progress": {"percent": 12.5},
+    }
 
     response = await client.post(
         "/api/v1/workers/training-a-5003/heartbeat", json=beat, headers=own
@@ -142,7 +149,7 @@ async def test_heartbeat_records_status_and_operation(api: Api, client: httpx.As
     assert response.status_code == 200
     view = (await client.get("/api/v1/workers/training-a-5003")).json()
     assert view["status"] == "busy"
-    assert view["current_operation_id"] == "op-1"
+    assert view["current_operation_id"] == operation.id
     assert view["last_heartbeat_at"] == "2026-01-01T00:00:07Z"
     assert api.registry.get("training-a-5003").progress is not None
 

@@ -77,6 +77,9 @@ DESIGN_TABLE: dict[str, tuple[tuple[str, ...], str]] = {
     "KTRDR_OPS_CLEANUP_INTERVAL": (("KTRDR_OPS_CLEANUP_INTERVAL_SECONDS",), "3600s"),
     "KTRDR_OPS_RETENTION_DAYS": ((), "7"),
     "KTRDR_OPS_CLEANUP_BATCH_SIZE": ((), "1000"),
+    "KTRDR_OPS_MAX_ATTEMPTS": ((), "3"),
+    "KTRDR_OPS_DEFAULT_TIMEOUT": ((), "0 (no limit)"),
+    "KTRDR_OPS_STALL_TIMEOUT": ((), "30m"),
     "KTRDR_DB_ENGINE": ((), "sqlite"),
     "KTRDR_DB_PATH": ((), "data/ktrdr.db"),
     "KTRDR_DB_HOST": (("DB_HOST",), "localhost"),
@@ -217,6 +220,6 @@ def test_auth_token_default_and_override() -> None:
 def test_durations_are_timedeltas() -> None:
     """Every duration field holds a timedelta, never a bare number of seconds."""
     durations = [item for item in DECLARED if item.attribute.type is datetime.timedelta]
-    assert len(durations) == 10
+    assert len(durations) == 12
     for item in durations:
         assert isinstance(item.attribute.default, datetime.timedelta)

@@ -131,6 +131,8 @@ def run(
     clock: Callable[[], float] | None = None,
     tracing: Tracing | None = None,
     trace_parent: str | None = None,
+    attempt: int = 1,
+    retry: bool = False,
     **checkpoint_overrides: Any,
 ) -> JobOutcome:
     """One operation as a worker runs it: prepare, step loop, finish (a still clock)."""
@@ -146,6 +148,8 @@ def run(
         operation_type=job.operation_type,
         parameters=dict(parameters),
         resume=resume,
+        attempt=attempt,
+        retry=retry,
     )
     request = host.prepare(start, trace_parent=trace_parent)
     if isinstance(request, JobOutcome):

@@ -109,6 +109,41 @@ def test_stop_saves_a_checkpoint_and_resume_matches_an_uninterrupted_run(
     assert store(work).exists(OP)  # until the backend acknowledges the outcome
 
 
+def test_a_retry_resumes_from_the_checkpoint_or_starts_over_without_one(
+    tmp_path: Path,
+) -> None:
+    """Attempt 2 retrying a lost attempt: from attempt 1's checkpoint when there is one,
+    from scratch when there is none (not a failure); both give the uninterrupted result.
+    """
+    uninterrupted = run(JOB, tmp_path / "a", OP, PARAMS)
+    work = tmp_path / "b"
+    run(JOB, work, OP, PARAMS, harness=Harness(stop_after=7), attempt=1)
+    harness = Harness()
+    resumed = run(JOB, work, OP, PARAMS, harness=harness, attempt=2, retry=True)
+    fresh = Harness()
+    started_over = run(JOB, tmp_path / "c", OP, PARAMS, harness=fresh, attempt=2, retry=True)
+
+    assert resumed.result == uninterrupted.result
+    assert harness.progress_reports[0].message == "resumed at epoch 7"
+    assert started_over.status is OperationStatus.COMPLETED, started_over.error
+    assert started_over.result == uninterrupted.result
+    assert fresh.progress_reports[0].details["epoch"] == 1
+
+
+def test_an_attempt_older_than_the_checkpoints_claim_does_not_run(tmp_path: Path) -> None:
+    """Attempt 3 claimed the checkpoint: a late start of attempt 2 fails as superseded
+    before its job runs, and attempt 3's checkpoint is untouched.
+    """
+    run(JOB, tmp_path, OP, PARAMS, harness=Harness(stop_after=5), attempt=3)
+
+    late = run(JOB, tmp_path, OP, PARAMS, resume=True, attempt=2)
+
+    assert late.status is OperationStatus.FAILED
+    assert late.error is not None
+    assert late.error.startswith("superseded: attempt 2 of operation train-1 may not touch")
+    assert store(tmp_path).load(OP, kind="training").step == 5
+
+
 def test_stop_twice_then_resume_still_matches(tmp_path: Path) -> None:
     """Two interruptions in a row still end with the uninterrupted result."""
     uninterrupted = run(JOB, tmp_path / "a", OP, PARAMS)

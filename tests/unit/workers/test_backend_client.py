@@ -11,6 +11,7 @@ import pytest
 
 from ktrdr.config import Secret
 from ktrdr.errors import (
+    AttemptNotCurrent,
     BackendRejected,
     BackendUnavailable,
     BackendUnreachable,
@@ -36,7 +37,7 @@ REGISTRATION = RegisterRequest(
     heartbeat_interval_s=10,
     config_fingerprint="fp",
 )
-REPORT = OperationReport(worker_id="training-a-5003", status=OperationStatus.COMPLETED)
+REPORT = OperationReport(worker_id="training-a-5003", attempt=1, status=OperationStatus.COMPLETED)
 CREDENTIAL = "per-worker-credential-0123456789abcdef"
 #: The backend's answer to REGISTRATION.
 REGISTERED = {
@@ -180,13 +181,14 @@ async def test_heartbeat_404_means_the_worker_is_not_registered() -> None:
 async def test_heartbeat_success_sends_status_and_operation() -> None:
     """A heartbeat carries the status and current operation as JSON."""
     client, recorder = await _registered(httpx.Response(200, json={}))
-    beat = HeartbeatRequest(status=WorkerStatus.BUSY, current_operation_id="op-1")
+    beat = HeartbeatRequest(status=WorkerStatus.BUSY, current_operation_id="op-1", attempt=1)
 
     await client.heartbeat("w", beat)
 
     assert json.loads(recorder.requests[0].content) == {
         "status": "busy",
         "current_operation_id": "op-1",
+        "attempt": 1,
         "progress": None,
     }
 
@@ -254,6 +256,26 @@ async def test_a_rejected_report_is_raised_with_its_status(status: int) -> None:
     assert raised.value.status_code == status
     assert not isinstance(raised.value, WorkerNotRegistered)
     assert len(recorder.requests) == 1
+
+
+async def test_a_stale_attempt_answer_is_attempt_not_current_and_never_retried() -> None:
+    """409 stale_attempt to a heartbeat or a report: AttemptNotCurrent (a BackendRejected)
+    carrying the backend's sentence; another 409 stays a plain BackendRejected.
+    """
+    stale = _error(409, "stale_attempt", "operation op-1: attempt 1 is no longer current")
+    client, recorder = await _registered(stale)
+    beat = HeartbeatRequest(status=WorkerStatus.BUSY, current_operation_id="op-1", attempt=1)
+
+    with pytest.raises(AttemptNotCurrent, match="heartbeat: HTTP 409 stale_attempt: op"):
+        await client.heartbeat("w", beat)
+    with pytest.raises(AttemptNotCurrent, match="attempt 1 is no longer current"):
+        await client.report_operation("op-1", REPORT)
+    recorder.answers = [_error(409, "invalid_transition", "it is cancelled")]
+    with pytest.raises(BackendRejected) as other:
+        await client.report_operation("op-1", REPORT)
+
+    assert not isinstance(other.value, AttemptNotCurrent)
+    assert len(recorder.requests) == 3
 
 
 async def test_a_heartbeat_leaves_out_pending_outcomes_unless_there_are_some() -> None:

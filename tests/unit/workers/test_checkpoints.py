@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import threading
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from ktrdr.config import CheckpointSettings, ConfigurationError
-from ktrdr.errors import CheckpointCorrupt, CheckpointMissing
+from ktrdr.errors import CheckpointCorrupt, CheckpointFenced, CheckpointMissing
 from ktrdr.job_messages import CheckpointData
 from ktrdr.workers.checkpoints import CHECKPOINT_FILE, CheckpointStore
 
@@ -243,3 +244,100 @@ def test_ensure_writable_names_the_variable_and_path(tmp_path: Path) -> None:
     assert caught.value.problems[0].startswith(
         f"KTRDR_CHECKPOINT_DIR={str(blocker / 'checkpoints')!r}: the checkpoint directory"
     )
+
+
+# --- fencing by attempt ---------------------------------------------------------------
+
+
+def sample(step: int) -> CheckpointData:
+    return CheckpointData(step=step, meta={"parameters": {"seed": 1}}, state=STATE)
+
+
+def test_an_earlier_attempt_cannot_overwrite_a_later_ones_checkpoint(tmp_path: Path) -> None:
+    """Attempt 2 saved step 40: attempt 1 (a paused worker woken up) is refused naming both
+    attempts, and attempt 2's checkpoint is the one that loads; the header records it.
+    """
+    store = make_store(tmp_path)
+    store.save("op-1", kind="training", data=sample(20), attempt=1)
+    store.save("op-1", kind="training", data=sample(40), attempt=2)
+
+    with pytest.raises(CheckpointFenced, match="attempt 1 of operation op-1 may not touch") as exc:
+        store.save("op-1", kind="training", data=sample(60), attempt=1)
+
+    assert "attempt 2 took it over" in str(exc.value)
+    assert store.load("op-1", kind="training").step == 40
+    with zipfile.ZipFile(store.path_for("op-1")) as archive:
+        assert json.loads(archive.read("header.json"))["attempt"] == 2
+    assert store.fence("op-1") == 2
+
+
+def test_a_claim_fences_out_the_earlier_attempt_before_it_saves_anything(
+    tmp_path: Path,
+) -> None:
+    """Attempt 2 claims (resuming) before its first save: attempt 1 can no longer save or
+    delete; a fresh claim removes the old checkpoint but keeps the claim.
+    """
+    store = make_store(tmp_path)
+    store.save("op-1", kind="training", data=sample(20), attempt=1)
+
+    store.claim("op-1", attempt=2)
+    with pytest.raises(CheckpointFenced):
+        store.save("op-1", kind="training", data=sample(30), attempt=1)
+    with pytest.raises(CheckpointFenced):
+        store.delete("op-1", attempt=1)
+    with pytest.raises(CheckpointFenced):
+        store.claim("op-1", attempt=1)
+    kept = store.load("op-1", kind="training").step
+    store.claim("op-1", attempt=3, fresh=True)
+
+    assert kept == 20
+    assert not store.exists("op-1")
+    assert store.fence("op-1") == 3
+
+
+def test_deleting_with_an_attempt_keeps_the_claim(tmp_path: Path) -> None:
+    """A completed attempt's delete removes the checkpoint, not the claim: a stale attempt
+    cannot write one afterwards; purging old files removes the claim in time.
+    """
+    store = make_store(tmp_path, max_age_days=1)
+    store.save("op-1", kind="training", data=sample(20), attempt=2)
+
+    store.delete("op-1", attempt=2)
+    with pytest.raises(CheckpointFenced):
+        store.save("op-1", kind="training", data=sample(30), attempt=1)
+    removed = store.purge_expired(NOW + datetime.timedelta(days=365 * 20))
+
+    assert not store.exists("op-1")
+    assert [p.name for p in removed] == ["attempt"]
+    assert not (tmp_path / "checkpoints" / "op-1").exists()
+
+
+def test_saves_of_two_stores_racing_never_let_the_older_attempt_win(tmp_path: Path) -> None:
+    """Two stores on one directory (two workers), saving attempts 1 and 2 at once, many
+    times over: the last checkpoint standing is always attempt 2's.
+    """
+    first, second = make_store(tmp_path), make_store(tmp_path)
+    errors: list[BaseException] = []
+
+    def save(store: CheckpointStore, attempt: int) -> None:
+        for step in range(30):
+            try:
+                store.save("op-1", kind="training", data=sample(step), attempt=attempt)
+            except CheckpointFenced:
+                continue
+            except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+                errors.append(exc)
+
+    threads = [
+        threading.Thread(target=save, args=(first, 1)),
+        threading.Thread(target=save, args=(second, 2)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert errors == []
+    with zipfile.ZipFile(first.path_for("op-1")) as archive:
+        assert json.loads(archive.read("header.json"))["attempt"] == 2
+    assert first.load("op-1", kind="training").step == 29

@@ -71,6 +71,7 @@ def test_health_reports_id_type_status_and_operation() -> None:
         "worker_type": "training",
         "status": "idle",
         "current_operation_id": None,
+        "attempt": None,
         "registered": False,
         "progress": None,
         "job_pid": None,
@@ -293,12 +294,14 @@ async def test_an_operation_runs_reports_progress_and_its_outcome() -> None:
 
     assert beat.status is WorkerStatus.BUSY
     assert beat.current_operation_id == "op-1"
+    assert beat.attempt == 1
     assert beat.progress == Progress(percent=25, message="epoch 1")
     assert beat.series == {"loss": [(1, 0.5)]}
     assert job.request()["parameters"] == {"epochs": 3}
     assert backend.reports() == [
         {
             "worker_id": "training-test-5003",
+            "attempt": 1,
             "status": "completed",
             "result": {"loss": 0.1},
             "error": None,

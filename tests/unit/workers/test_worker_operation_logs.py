@@ -115,7 +115,7 @@ async def test_the_worker_serves_an_operations_log_to_the_worker_token_only() ->
     assert served.status_code == 200
     assert served.headers["content-type"].startswith("application/x-ndjson")
     messages = [json.loads(line)["message"] for line in served.text.splitlines()]
-    assert "operation op-9 started (training)" in messages
+    assert "operation op-9 started (training, attempt 1)" in messages
     assert any(m.startswith("operation op-9 ended: completed") for m in messages)
 
 

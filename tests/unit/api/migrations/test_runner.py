@@ -68,6 +68,12 @@ def _differences(engine: Engine, metadata: sa.MetaData) -> list[Any]:
         return list(compare_metadata(context, metadata))
 
 
+def _upgrade_to(engine: Engine, schema: str | None, revision: str) -> None:
+    """Run the revisions up to ``revision`` only (the runner always goes to head)."""
+    with engine.begin() as conn:
+        command.upgrade(_config(conn, schema=schema), revision)
+
+
 def _version_rows(engine: Engine, schema: str | None) -> list[str]:
     table = sa.table("alembic_version", sa.column("version_num"), schema=schema)
     with engine.connect() as conn:
@@ -91,10 +97,10 @@ def test_the_agreement_check_sees_a_missing_revision(
     upgrade_schema(engine, schema=store_factory.schema)
     tables = OperationStore(engine=engine, schema=store_factory.schema).metadata
     table = next(iter(tables.tables.values()))
-    table.append_column(sa.Column("attempt", sa.Integer, nullable=True))
+    table.append_column(sa.Column("in_no_revision", sa.Integer, nullable=True))
     differences = _differences(engine, tables)
     assert [d[0] for d in differences] == ["add_column"]
-    assert differences[0][3].name == "attempt"
+    assert differences[0][3].name == "in_no_revision"
 
 
 def test_the_baseline_is_the_0_4_0_schema(store_factory: StoreFactory, engine: Engine) -> None:
@@ -158,6 +164,7 @@ def test_a_0_4_0_database_is_stamped_and_upgraded_with_its_operations(
         FINISHED_AT,
     )
     assert store.list().total == 2
+    assert (store.get(PENDING_ID).attempt, finished.attempt) == (0, 1)  # 0004's numbering
 
 
 def test_the_stamp_is_reported(store_factory: StoreFactory, engine: Engine) -> None:
@@ -228,3 +235,40 @@ def test_concurrent_upgrades_create_the_schema_once(store_factory: StoreFactory)
     finally:
         for engine in engines:
             engine.dispose()
+
+
+def test_revision_0004_numbers_the_attempts_of_existing_operations(
+    store_factory: StoreFactory, engine: Engine
+) -> None:
+    """Upgrading a 0.4.0 database: operations that ran or wait to resume are at attempt 1,
+    the others at 0; a running one counts its progress from its last report; no timeouts.
+    """
+    schema = store_factory.schema
+    _upgrade_to(engine, schema, BASELINE_REVISION)
+    table = metadata_0_4_0(schema).tables[f"{schema}.operations" if schema else "operations"]
+    reported = CREATED + datetime.timedelta(minutes=3)
+    rows = {
+        "queued": {"status": "pending", "resume": False},
+        "to-resume": {"status": "pending", "resume": True},
+        "running": {
+            "status": "running",
+            "resume": False,
+            "worker_id": "w-1",
+            "started_at": CREATED,
+            "last_reported_at": reported,
+        },
+        "cancelled-early": {"status": "cancelled", "resume": False, "finished_at": CREATED},
+    }
+    with engine.begin() as conn:
+        for operation_id, row in rows.items():
+            values = {"id": operation_id, "type": "training", "parameters": {}}
+            conn.execute(sa.insert(table).values(created_at=CREATED, **values, **row))
+
+    store = store_factory.open()
+
+    attempts = {r: store.get(r).attempt for r in rows}
+    assert attempts == {"queued": 0, "to-resume": 1, "running": 1, "cancelled-early": 0}
+    running = store.get("running")
+    assert (running.progressed_at, running.deadline_at, running.timeout_s) == (reported, None, None)
+    assert {store.get(r).lost_attempts for r in rows} == {0}
+    assert store.current_attempt("running").accepts(worker_id="w-1", attempt=1)
