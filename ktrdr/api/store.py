@@ -1025,7 +1025,13 @@ class OperationStore:
             raise ValueError(message)
         table = self._table
         expired = (
-            table.c.status.in_([s.value for s in FINISHED_STATUSES]),
+            # "Not live" is "finished" (a status is one or the other), written so that
+            # no equality on status tempts a planner without statistics (SQLite never
+            # gathers them by itself) into the status index: that plan reads every
+            # finished row of the table for each batch, and the delete holds the write
+            # lock meanwhile. This way the batch is read through ix_operations_finished
+            # and deleted by primary key.
+            table.c.status.not_in([s.value for s in LIVE_STATUSES]),
             table.c.finished_at < _aware("cutoff", cutoff),
         )
         batch = sa.select(table.c.id).where(*expired).order_by(table.c.finished_at).limit(limit)
