@@ -229,6 +229,24 @@ def run_ktrdr(
     }
 
 
+def rq_unavailable(redis_url: str) -> str | None:
+    """Why the rq peer cannot run here (the extra is missing, Redis does not answer), or None."""
+    try:
+        import rq  # noqa: F401
+        from redis import Redis
+        from redis.exceptions import RedisError
+    except ImportError:
+        return "rq is not installed: pip install -e '.[bench]'"
+    client = Redis.from_url(redis_url, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except RedisError as exc:
+        return f"no Redis answers at --redis-url: {exc}"
+    finally:
+        client.close()
+    return None
+
+
 def run_rq(workdir: Path, redis_url: str, count: int, workers: int) -> dict[str, float]:
     """Operations/s of rq with ``workers`` workers for ``count`` tiny jobs."""
     import tiny_job
@@ -298,30 +316,37 @@ def main() -> int:
         f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs"
     )
     rows: list[tuple[str, dict[str, float]]] = []
-    with tempfile.TemporaryDirectory(prefix="ktrdr-bench-") as tmp:
-        rq_figures = run_rq(Path(tmp), args.redis_url, args.operations, args.workers)
-    rows.append(("rq (peer)", rq_figures))
+    rq_figures = None
+    problem = rq_unavailable(args.redis_url)
+    if problem is None:
+        with tempfile.TemporaryDirectory(prefix="ktrdr-bench-") as tmp:
+            rq_figures = run_rq(Path(tmp), args.redis_url, args.operations, args.workers)
+        rows.append(("rq (peer)", rq_figures))
+    else:
+        print(f"rq (peer): skipped ({problem}); ktrdr is measured without the ratio")
     for engine, database in engines:
         with tempfile.TemporaryDirectory(prefix="ktrdr-bench-") as tmp, database as env:
             rows.append(
                 (f"ktrdr {engine}", run_ktrdr(Path(tmp), env, args.operations, args.workers))
             )
-    peer = rq_figures["ops_s"]
+    peer = None if rq_figures is None else rq_figures["ops_s"]
     print(f"{'system':<18} {'ops/s':>8} {'x rq':>6} {'backend CPU ms/op':>18} {'failed':>7}")
     met = True
     for name, figures in rows:
-        ratio = figures["ops_s"] / peer
+        ratio = None if peer is None else figures["ops_s"] / peer
+        ratio_text = "-" if ratio is None else f"{ratio:.2f}"
         cpu = figures.get("cpu_ms")
         cpu_text = "" if cpu is None else f"{cpu:.2f}"
         print(
-            f"{name:<18} {figures['ops_s']:>8.1f} {ratio:>6.2f} {cpu_text:>18} "
+            f"{name:<18} {figures['ops_s']:>8.1f} {ratio_text:>6} {cpu_text:>18} "
             f"{int(figures['failed']):>7}"
         )
         if cpu is not None:
-            met = met and ratio >= TARGET_RATIO and cpu <= TARGET_CPU_MS
+            met = met and (ratio is None or ratio >= TARGET_RATIO) and cpu <= TARGET_CPU_MS
+    unmeasured = " (the ratio not measured: no rq peer)" if peer is None else ""
     print(
         f"targets: >= {TARGET_RATIO} x rq ops/s and <= {TARGET_CPU_MS} ms backend CPU "
-        f"per operation: {'met' if met else 'MISSED'}"
+        f"per operation: {'met' if met else 'MISSED'}{unmeasured}"
     )
     return 0
 
