@@ -148,7 +148,10 @@ def register_all(
 
 
 def heartbeat_request(worker_id: str, port: int, credential: str) -> bytes:
-    body = json.dumps({"status": "busy", "current_operation_id": "op-1"}).encode()
+    """An idle worker's heartbeat: since attempts, a heartbeat naming an operation the
+    worker does not run is refused (409 stale_attempt), and these fake workers run none.
+    """
+    body = json.dumps({"status": "idle", "current_operation_id": None}).encode()
     head = (
         f"POST /api/v1/workers/{worker_id}/heartbeat HTTP/1.1\r\n"
         f"Host: 127.0.0.1:{port}\r\n"
