@@ -18,15 +18,18 @@ the real backend process (``python -m ktrdr.api.main``) is run against it twice:
    page, each engine.
 2. Retention. The backend is restarted with ``KTRDR_OPS_RETENTION_DAYS`` set so that
    half the rows (500,000 of a million) are due: its retention round starts at once
-   and deletes them in batches (``KTRDR_OPS_CLEANUP_BATCH_SIZE``, default 1,000). From
-   the moment the backend answers until its log says the round is done, and for
-   ``--quiet-seconds`` after that (the baseline: the same requests without
-   retention), one client creates an operation, lists the first page and reads the
-   operation back, 20 times a second. Target: no request during the sweep takes
-   more than 50 ms.
+   and deletes them in batches (``KTRDR_OPS_CLEANUP_BATCH_SIZE``: the backend's
+   default, or ``--cleanup-batch-size``). From the moment the backend answers until
+   its log says the round is done, or for at most ``--sweep-seconds`` (30; the whole
+   sweep takes minutes, and every batch is alike), one client creates an operation,
+   lists the first page and reads the operation back, 20 times a second; how many
+   rows were deleted meanwhile is counted in the database afterwards. Baseline: the
+   same requests for ``--quiet-seconds`` at the end of run 1 (same table, no
+   retention). Target: no request during the sweep takes more than 50 ms.
 
-The machine, the load time and the sweep's duration are printed beside the figures.
-PostgreSQL runs in a database the benchmark creates on that server and drops after.
+Without a PostgreSQL URL, or when its server does not answer, that engine is skipped
+with a message. PostgreSQL runs in a database the benchmark creates on that server and
+drops after. ``--samples 0`` skips the pages (retention only).
 """
 
 from __future__ import annotations
