@@ -33,6 +33,15 @@ metrics off, in the same rounds. With ``--before`` pointing at a checkout from b
 the metrics, the same comparison shows what they cost against the code without them.
 Targets: metrics on >= 0.5 x the baseline with p99 < 50 ms; metrics off within 5% of
 the code before them (and of metrics on).
+
+Attempts: every heartbeat is a busy worker's, naming its running operation
+(``op-bench-NNNN``, put in each backend's database before it starts by
+``prefill_running.py``, with that backend's code) and its attempt 1, so the backend
+checks that the attempt is current (from its in-memory book after the first read) and
+stamps the operation. ``--before-legacy`` says the ``--before`` checkout predates
+numbered attempts: its heartbeats name the operation without an attempt, as its
+workers send them. Target: the heartbeat path with attempts within 10% of the code
+before them.
 """
 
 from __future__ import annotations
@@ -43,6 +52,7 @@ import http.client
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -50,6 +60,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from common import free_port, spawn, stop, wait_until
+from prefill_running import operation_id
 
 WORKERS = 1000
 TOKEN = "bench-heartbeat-token"
@@ -147,11 +158,25 @@ def register_all(
     return credentials
 
 
-def heartbeat_request(worker_id: str, port: int, credential: str) -> bytes:
-    """An idle worker's heartbeat: since attempts, a heartbeat naming an operation the
-    worker does not run is refused (409 stale_attempt), and these fake workers run none.
+def heartbeat_request(
+    worker_id: str, port: int, credential: str, *, names: str | None = None
+) -> bytes:
+    """One heartbeat of ``worker_id``, as raw HTTP/1.1.
+
+    ``names``: None for an idle worker's heartbeat (``bench_fleet_scale.py``: its fake
+    workers run no operation, and a heartbeat naming an operation the worker does not
+    run is refused, 409 ``stale_attempt``); ``"attempt"`` for a busy worker's,
+    naming its running operation (``op-<worker id>``, prefilled) and attempt 1, as this
+    code's workers send it; ``"legacy"`` names the operation only, as workers from
+    before numbered attempts do (what a backend from before them understands).
     """
-    body = json.dumps({"status": "idle", "current_operation_id": None}).encode()
+    if names is None:
+        payload: dict[str, object] = {"status": "idle"}
+    else:
+        payload = {"status": "busy", "current_operation_id": operation_id(worker_id)}
+        if names == "attempt":
+            payload["attempt"] = 1
+    body = json.dumps(payload).encode()
     head = (
         f"POST /api/v1/workers/{worker_id}/heartbeat HTTP/1.1\r\n"
         f"Host: 127.0.0.1:{port}\r\n"
@@ -184,15 +209,17 @@ async def load(
     credentials: dict[str, str],
     *,
     beside: Callable[[float, float], Awaitable[None]] | None = None,
+    names: str | None = None,
 ) -> tuple[int, list[float], int]:
     """Drive heartbeats; returns (measured requests, latencies s, errors).
 
-    Ids go round-robin over ``credentials`` (worker id -> its credential). ``beside``,
+    Ids go round-robin over ``credentials`` (worker id -> its credential); ``names``
+    says what the heartbeats name (:func:`heartbeat_request`). ``beside``,
     if given, runs alongside for the whole round (other clients of the same server),
     called with the round's ``perf_counter`` times (measure from, stop at).
     """
     requests = [
-        heartbeat_request(worker_id, port, credential)
+        heartbeat_request(worker_id, port, credential, names=names)
         for worker_id, credential in credentials.items()
     ]
     count = len(requests)
@@ -237,6 +264,19 @@ def summarise(rounds: list[tuple[int, list[float], int]], seconds: float) -> dic
     }
 
 
+def prefill(server_env: dict[str, str], workdir: Path) -> None:
+    """Give every benchmark worker its running operation in the server's database, with
+    the server's code (``PYTHONPATH``): the heartbeats name real running operations.
+    """
+    script = Path(__file__).with_name("prefill_running.py")
+    subprocess.run(
+        [sys.executable, str(script), server_env["KTRDR_DB_PATH"], str(WORKERS)],
+        env=server_env,
+        cwd=workdir,
+        check=True,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per round")
@@ -244,6 +284,11 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16, help="keep-alive connections")
     parser.add_argument(
         "--before", type=Path, default=None, help="checkout of the code before tracing"
+    )
+    parser.add_argument(
+        "--before-legacy",
+        action="store_true",
+        help="the --before checkout predates numbered attempts: its heartbeats name no attempt",
     )
     args = parser.parse_args()
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
@@ -257,8 +302,10 @@ def main() -> None:
             "KTRDR_API_PORT": str(backend_port),
             "KTRDR_AUTH_WORKER_TOKEN": TOKEN,
             "KTRDR_LOG_LEVEL": "WARNING",
+            "KTRDR_DB_PATH": str(workdir / "ours.db"),
         }
         bare = spawn([sys.executable, "-c", BARE_APP, str(bare_port), str(WORKERS)], env, workdir)
+        prefill(backend_env, workdir)
         backend = spawn([sys.executable, "-m", "ktrdr.api.main"], backend_env, workdir)
         traced_port = free_port()
         traced_env = {
@@ -268,6 +315,7 @@ def main() -> None:
             "KTRDR_OTEL_ENABLED": "true",
             "KTRDR_OTEL_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}",
         }
+        prefill(traced_env, workdir)
         traced = spawn([sys.executable, "-m", "ktrdr.api.main"], traced_env, workdir)
         quiet_port = free_port()
         quiet_env = {
@@ -276,6 +324,7 @@ def main() -> None:
             "KTRDR_DB_PATH": str(workdir / "quiet.db"),
             "KTRDR_METRICS_ENABLED": "false",
         }
+        prefill(quiet_env, workdir)
         quiet = spawn([sys.executable, "-m", "ktrdr.api.main"], quiet_env, workdir)
         servers = {
             "ours": (backend_port, backend),
@@ -290,6 +339,7 @@ def main() -> None:
                 "KTRDR_DB_PATH": str(workdir / "before.db"),
                 "PYTHONPATH": str(args.before.resolve()),
             }
+            prefill(before_env, workdir)
             before = spawn([sys.executable, "-m", "ktrdr.api.main"], before_env, workdir)
             servers["before"] = (before_port, before)
         try:
@@ -306,7 +356,8 @@ def main() -> None:
             for _ in range(args.rounds):  # alternate, so all see the same machine load
                 for name, port in ports.items():
                     login = credentials.get(port, credentials[backend_port])
-                    driven = load(port, args.connections, args.seconds, login)
+                    names = "legacy" if name == "before" and args.before_legacy else "attempt"
+                    driven = load(port, args.connections, args.seconds, login, names=names)
                     rounds[name].append(asyncio.run(driven))
         finally:
             stop(bare)

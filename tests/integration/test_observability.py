@@ -240,7 +240,7 @@ def test_every_line_of_an_operation_names_it_and_ktrdr_ops_logs_prints_the_worke
     others = [r for r in _json_lines(worker.stderr()) if "registered with" in r["message"]]
     assert others
     assert all("operation_id" not in r for r in others)  # lines of no operation carry none
-    dispatch = f"operation {operation_id} (training) started on worker"
+    dispatch = f"operation {operation_id} (training) attempt 1 started on worker"
     tagged = [line for line in run.backend.process.stderr().splitlines() if dispatch in line]
     assert tagged
     assert f"[op={operation_id} attempt=1]" in tagged[0]

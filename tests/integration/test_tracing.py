@@ -143,7 +143,7 @@ def test_one_trace_from_create_to_report_across_backend_worker_and_job(
         tag = f"[op={view['id']} attempt=1 trace={trace_id}]"
         backend_lines = _lines_of(backend, view["id"])
         assert any("started on worker" in line and tag in line for line in backend_lines)
-        assert any(f"{view['id']} completed on worker" in line for line in backend_lines)
+        assert any(f"{view['id']} completed (attempt 1 on worker" in line for line in backend_lines)
         assert all(tag in line for line in backend_lines if "on worker" in line), backend_lines
         worker_lines = _lines_of(worker, view["id"])
         assert all(tag in line for line in worker_lines), worker_lines
