@@ -303,6 +303,9 @@ def main() -> None:
             "KTRDR_AUTH_WORKER_TOKEN": TOKEN,
             "KTRDR_LOG_LEVEL": "WARNING",
             "KTRDR_DB_PATH": str(workdir / "ours.db"),
+            # The prefilled operations run for the whole benchmark: between its rounds
+            # (while the other servers are measured) none is orphaned and retried.
+            "KTRDR_ORPHAN_TIMEOUT": "1h",
         }
         bare = spawn([sys.executable, "-c", BARE_APP, str(bare_port), str(WORKERS)], env, workdir)
         prefill(backend_env, workdir)
