@@ -6,7 +6,6 @@ resume, equal to an uninterrupted run's; a backtest's equity curve is down-sampl
 from __future__ import annotations
 
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,11 +14,10 @@ import httpx
 import pytest
 from support.fleet import OPERATOR_TOKEN, Fleet, Server, backend_env, operator_client, worker_env
 from support.processes import ProcessGroup, base_env, free_port, run_ktrdr, wait_until
+from support.reference import uninterrupted_series
 
 from ktrdr.config import CheckpointSettings
-from ktrdr.job_messages import CheckpointData, JobRequest, SeriesUpdate, StopReason
-from ktrdr.jobs import TrainingJob, run_steps
-from ktrdr.protocol import OperationStatus, OperationType, Progress
+from ktrdr.protocol import OperationStatus
 from ktrdr.workers.checkpoints import CheckpointStore
 
 pytestmark = pytest.mark.slow
@@ -28,40 +26,6 @@ OPS = "/api/v1/operations"
 FINISHED = {s.value for s in OperationStatus if s.finished}
 #: About 1-2 s of training: long enough to cancel half-way.
 TRAINING = {"bars": 4000, "hidden_units": 32, "epochs": 1000, "seed": 7}
-
-
-class _Collect:
-    """A job channel that keeps the series points and never asks to stop."""
-
-    def __init__(self) -> None:
-        self.points: dict[str, list[list[float]]] = {}
-
-    def progress(self, progress: Progress) -> None:
-        """Dropped."""
-
-    def checkpoint(self, data: CheckpointData) -> None:
-        """Dropped."""
-
-    def series(self, update: SeriesUpdate) -> None:
-        for name, values in update.points.items():
-            self.points.setdefault(name, []).extend([x, y] for x, y in values)
-
-    def stop_requested(self) -> StopReason | None:
-        return None
-
-
-def uninterrupted_series(directory: Path) -> dict[str, list[list[float]]]:
-    """The series of the same training run, in this process, without interruption."""
-    request = JobRequest(
-        operation_id="reference",
-        operation_type=OperationType.TRAINING,
-        parameters=TRAINING,
-        checkpoint_settings=CheckpointSettings(dir=directory),
-    )
-    channel = _Collect()
-    outcome = run_steps(TrainingJob(), request, channel, clock=time.monotonic)
-    assert outcome.status is OperationStatus.COMPLETED, outcome.error
-    return channel.points
 
 
 class Fixture:
@@ -158,7 +122,7 @@ def test_a_training_curve_survives_cancel_restart_and_resume(fx: Fixture, tmp_pa
     assert fx.http.post(f"{fx.url}/{operation_id}/resume").status_code == 200
     done = fx.wait_for(operation_id, lambda view: view["status"] in FINISHED)
     final = fx.get(operation_id, "/series")
-    expected = uninterrupted_series(tmp_path / "reference")
+    expected = uninterrupted_series(tmp_path / "reference", TRAINING)
 
     assert done["status"] == "completed", done
     assert after_restart == stopped

@@ -23,7 +23,12 @@ from ktrdr.protocol import OperationStatus, OperationType, Progress
 
 
 class _Uninterrupted:
-    """A job channel that never asks to stop and drops progress, checkpoints and series."""
+    """A job channel that never asks to stop, drops progress and checkpoints and keeps
+    the series points.
+    """
+
+    def __init__(self) -> None:
+        self.points: dict[str, list[list[float]]] = {}
 
     def progress(self, progress: Progress) -> None:
         """Dropped."""
@@ -32,34 +37,34 @@ class _Uninterrupted:
         """Dropped."""
 
     def series(self, update: SeriesUpdate) -> None:
-        """Dropped."""
+        for name, values in update.points.items():
+            self.points.setdefault(name, []).extend([x, y] for x, y in values)
 
     def stop_requested(self) -> StopReason | None:
         return None
 
 
-def _train_here(directory: Path, parameters: dict[str, Any]) -> Any:
+def _train_here(directory: Path, parameters: dict[str, Any], epoch_interval: int) -> Any:
     request = JobRequest(
         operation_id="reference",
         operation_type=OperationType.TRAINING,
         parameters=parameters,
-        checkpoint_settings=CheckpointSettings(dir=directory, epoch_interval=50),
+        checkpoint_settings=CheckpointSettings(dir=directory, epoch_interval=epoch_interval),
     )
-    outcome = run_steps(TrainingJob(), request, _Uninterrupted(), clock=time.monotonic)
+    channel = _Uninterrupted()
+    outcome = run_steps(TrainingJob(), request, channel, clock=time.monotonic)
     if outcome.status is not OperationStatus.COMPLETED:
         raise SystemExit(f"the reference training did not complete: {outcome.error}")
-    return outcome.result
+    return {"result": outcome.result, "series": channel.points}
 
 
-def uninterrupted_training(directory: Path, parameters: dict[str, Any]) -> Any:
-    """The result (as JSON reads it back) of a training with ``parameters``, run in a
-    child process with the environment the workers get.
-    """
+def _in_child(directory: Path, parameters: dict[str, Any], epoch_interval: int) -> Any:
+    """Run :func:`_train_here` in a child process with the workers' environment."""
     # Imported here: this file also runs as a script, where support is not importable.
     from support.processes import base_env
 
     done = subprocess.run(
-        [sys.executable, __file__, str(directory), json.dumps(parameters)],
+        [sys.executable, __file__, str(directory), json.dumps(parameters), str(epoch_interval)],
         env=base_env(),
         capture_output=True,
         text=True,
@@ -70,8 +75,25 @@ def uninterrupted_training(directory: Path, parameters: dict[str, Any]) -> Any:
     return json.loads(done.stdout)
 
 
+def uninterrupted_training(directory: Path, parameters: dict[str, Any]) -> Any:
+    """The result (as JSON reads it back) of a training with ``parameters``, run in a
+    child process with the environment the workers get.
+    """
+    return _in_child(directory, parameters, 50)["result"]
+
+
+def uninterrupted_series(
+    directory: Path, parameters: dict[str, Any]
+) -> dict[str, list[list[float]]]:
+    """The series points (name -> [[x, y], ...]) of the same uninterrupted training, run
+    in a child process with the workers' environment.
+    """
+    series: dict[str, list[list[float]]] = _in_child(directory, parameters, 10)["series"]
+    return series
+
+
 if __name__ == "__main__":
-    print(json.dumps(_train_here(Path(sys.argv[1]), json.loads(sys.argv[2]))))
+    print(json.dumps(_train_here(Path(sys.argv[1]), json.loads(sys.argv[2]), int(sys.argv[3]))))
 
 
-__all__ = ["uninterrupted_training"]
+__all__ = ["uninterrupted_series", "uninterrupted_training"]
