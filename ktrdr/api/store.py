@@ -44,6 +44,7 @@ from ktrdr.api.store_pages import (
     filter_conditions,
     page_statement,
 )
+from ktrdr.api.store_statements import Statements
 from ktrdr.config import DatabaseSettings, DbEngine, env_name
 from ktrdr.errors import (
     ConfigurationError,
@@ -94,6 +95,7 @@ _PG_CONNECT_TIMEOUT_S = 5
 _PG_POOL_RECYCLE_S = 1800
 #: Key of the PostgreSQL advisory lock that serialises creations (the live-count bound).
 _CREATE_LOCK_KEY = 0x6B74_7264_7200  # "ktrdr"
+_ADVISORY_LOCK = sa.text("SELECT pg_advisory_xact_lock(:key)")
 
 
 @attrs.frozen(kw_only=True)
@@ -386,6 +388,7 @@ class OperationStore:
         self._series = define_series_table(self._metadata)
         self._postgres = engine.dialect.name == "postgresql"
         self._attempts = CurrentAttempts()
+        self._statements = Statements(self._table)
 
     @classmethod
     def open(cls, settings: DatabaseSettings) -> OperationStore:
@@ -496,16 +499,12 @@ class OperationStore:
         try:
             with self._engine.begin() as conn:
                 if self._postgres:
-                    conn.execute(
-                        sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CREATE_LOCK_KEY}
-                    )
+                    conn.execute(_ADVISORY_LOCK, {"key": _CREATE_LOCK_KEY})
                 # Insert first: on SQLite the insert takes the write lock, so the count
                 # below cannot interleave with another creation's.
-                row = conn.execute(
-                    sa.insert(self._table).values(values).returning(*self._table.c)
-                ).one()
+                row = conn.execute(self._statements.insert, values).one()
                 if max_live is not None:
-                    live = self._count(conn, LIVE_STATUSES)
+                    live = int(conn.execute(self._statements.count_live).scalar_one())
                     if live > max_live:
                         raise LiveLimitReached(live=live - 1, limit=max_live)
         except sa.exc.IntegrityError:
@@ -515,9 +514,7 @@ class OperationStore:
     def get(self, operation_id: str) -> OperationRecord:
         """The operation with this id; raises :class:`OperationNotFound`."""
         with self._engine.connect() as conn:
-            row = conn.execute(
-                sa.select(self._table).where(self._table.c.id == operation_id)
-            ).first()
+            row = conn.execute(self._statements.get, {"k_id": operation_id}).first()
         if row is None:
             raise OperationNotFound(operation_id)
         return _record(row._mapping)
@@ -626,12 +623,8 @@ class OperationStore:
         return state
 
     def _read_attempt(self, operation_id: str) -> AttemptState | None:
-        table = self._table
-        query = sa.select(table.c.attempt, table.c.status, table.c.worker_id).where(
-            table.c.id == operation_id
-        )
         with self._engine.connect() as conn:
-            row = conn.execute(query).first()
+            row = conn.execute(self._statements.attempt_of, {"k_id": operation_id}).first()
         if row is None:
             return None
         return AttemptState(
@@ -650,11 +643,8 @@ class OperationStore:
         operation has a timeout.
         """
         now = _aware("now", now)
-        table = self._table
         with self._engine.connect() as conn:
-            timeout_s = conn.execute(
-                sa.select(table.c.timeout_s).where(table.c.id == operation_id)
-            ).scalar()
+            timeout_s = conn.execute(self._statements.timeout_of, {"k_id": operation_id}).scalar()
         deadline = None if timeout_s is None else now + datetime.timedelta(seconds=timeout_s)
         return self._transition(
             operation_id,
@@ -663,7 +653,7 @@ class OperationStore:
             values={
                 "status": OperationStatus.RUNNING.value,
                 "worker_id": worker_id,
-                "attempt": table.c.attempt + 1,
+                "attempt": self._statements.next_attempt,
                 "started_at": now,
                 "last_reported_at": now,
                 "progressed_at": now,
@@ -836,7 +826,7 @@ class OperationStore:
         table = self._table
         with self._engine.connect() as conn:
             lost_before = conn.execute(
-                sa.select(table.c.lost_attempts).where(table.c.id == operation_id)
+                self._statements.lost_attempts_of, {"k_id": operation_id}
             ).scalar()
         if lost_before is None:
             if cutoff is not None:
@@ -846,7 +836,7 @@ class OperationStore:
             attempt=attempt, lost_before=int(lost_before), max_attempts=max_attempts, reason=reason
         )
         values: dict[str, Any] = {
-            "lost_attempts": table.c.lost_attempts + 1,
+            "lost_attempts": self._statements.one_more_lost,
             "error": verdict.error,
             "deadline_at": None,
         }
@@ -995,7 +985,6 @@ class OperationStore:
         operation back in the queue, in its old place (creation order), with its
         ``resume`` flag kept and the attempt number given back (that attempt never ran).
         """
-        table = self._table
         return self._transition(
             operation_id,
             action="release",
@@ -1003,7 +992,7 @@ class OperationStore:
             values={
                 "status": OperationStatus.PENDING.value,
                 "worker_id": None,
-                "attempt": table.c.attempt - 1,
+                "attempt": self._statements.previous_attempt,
                 "started_at": None,
                 "last_reported_at": None,
                 "progressed_at": None,
@@ -1124,6 +1113,28 @@ class OperationStore:
         assert record is not None  # not quiet: raised instead
         return record
 
+    def _update(
+        self,
+        operation_id: str,
+        allowed: Collection[OperationStatus],
+        values: Mapping[str, Any],
+        worker_id: str | None,
+        attempt: int | None,
+        extra: Iterable[Any],
+    ) -> sa.Update:
+        """A one-off conditional update (extra conditions carry their own values)."""
+        table = self._table
+        conditions = [
+            table.c.id == operation_id,
+            table.c.status.in_([s.value for s in allowed]),
+            *extra,
+        ]
+        if worker_id is not None:
+            conditions.append(table.c.worker_id == worker_id)
+        if attempt is not None:
+            conditions.append(table.c.attempt == attempt)
+        return sa.update(table).where(*conditions).values(values).returning(*table.c)
+
     def _apply(
         self,
         operation_id: str,
@@ -1144,25 +1155,29 @@ class OperationStore:
         nothing matched: None with ``quiet``, else :class:`OperationNotFound`,
         :class:`InvalidTransition` (status) or :class:`StaleAttempt` (worker, attempt).
         """
-        table = self._table
-        conditions = [
-            table.c.id == operation_id,
-            table.c.status.in_([s.value for s in allowed]),
-            *extra,
-        ]
-        if worker_id is not None:
-            conditions.append(table.c.worker_id == worker_id)
-        if attempt is not None:
-            conditions.append(table.c.attempt == attempt)
-        statement = sa.update(table).where(*conditions).values(values).returning(*table.c)
+        extra = tuple(extra)
+        prebuilt = None
+        if not extra:
+            prebuilt = self._statements.transition(
+                allowed=allowed,
+                values=values,
+                worker=worker_id is not None,
+                attempt=attempt is not None,
+            )
+        if prebuilt is not None:
+            statement: sa.Update = prebuilt
+            bound: dict[str, Any] | None = self._statements.parameters(
+                operation_id, values, worker_id=worker_id, attempt=attempt
+            )
+        else:
+            statement = self._update(operation_id, allowed, values, worker_id, attempt, extra)
+            bound = None
         with self._attempts.lock:
             with self._engine.begin() as conn:
-                row = conn.execute(statement).first()
+                row = conn.execute(statement, bound).first()
                 if row is None:
                     current = conn.execute(
-                        sa.select(table.c.status, table.c.worker_id, table.c.attempt).where(
-                            table.c.id == operation_id
-                        )
+                        self._statements.attempt_of, {"k_id": operation_id}
                     ).first()
             if row is not None:
                 record = _record(row._mapping)
