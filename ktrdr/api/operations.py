@@ -319,7 +319,7 @@ class OperationsService:
         The dispatcher's guard against giving one worker two operations: it holds even
         when a stale heartbeat has just told the registry the worker is idle.
         """
-        return {r.worker_id for r in self._store.running() if r.worker_id is not None}
+        return self._store.busy_workers()
 
     def report_progress(
         self,

@@ -95,9 +95,7 @@ class OrphanDetector:
         if cutoff < self._grace_from():
             return []  # within the grace period after a (re)start or a store outage
         failed: list[OperationRecord] = []
-        for record in self._store.running():
-            if record.last_reported_at is not None and record.last_reported_at >= cutoff:
-                continue
+        for record in self._store.unreported_since(cutoff):
             reason = orphan_reason(record, now=now, timeout=timeout)
             done = self._store.lose(
                 record.id,

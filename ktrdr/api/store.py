@@ -606,6 +606,26 @@ class OperationStore:
         with self._engine.connect() as conn:
             return [_record(r._mapping) for r in conn.execute(query)]
 
+    def busy_workers(self) -> set[str]:
+        """Ids of the workers running an operation (the dispatcher's guard each round).
+
+        One query returning only the worker ids (the status index finds the running
+        rows): a round no longer loads every running operation in full.
+        """
+        with self._engine.connect() as conn:
+            return set(conn.execute(self._statements.busy_workers).scalars())
+
+    def unreported_since(self, cutoff: datetime.datetime) -> builtins.list[OperationRecord]:
+        """Running operations last reported before ``cutoff`` (or never), least recently
+        reported first: the orphan detector's candidates.
+
+        Only those rows are read and built into records, however many operations run
+        (the status index finds the running rows; the cutoff is applied in the query).
+        """
+        bound = {"k_cutoff": _aware("cutoff", cutoff)}
+        with self._engine.connect() as conn:
+            return [_record(r._mapping) for r in conn.execute(self._statements.unreported, bound)]
+
     # --- transitions ------------------------------------------------------------------
 
     def known_attempt(self, operation_id: str) -> AttemptState | None:

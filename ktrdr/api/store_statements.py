@@ -58,6 +58,14 @@ class Statements:
         self.attempt_of = sa.select(c.attempt, c.status, c.worker_id).where(
             c.id == sa.bindparam(ID)
         )
+        running = c.status == OperationStatus.RUNNING.value
+        self.busy_workers = sa.select(c.worker_id).distinct().where(running, c.worker_id.is_not(None))
+        cutoff = sa.bindparam("k_cutoff", type_=c.last_reported_at.type)
+        self.unreported = (
+            sa.select(table)
+            .where(running, sa.or_(c.last_reported_at.is_(None), c.last_reported_at < cutoff))
+            .order_by(c.last_reported_at, c.id)
+        )
         self.count_live = (
             sa.select(sa.func.count())
             .select_from(table)

@@ -174,8 +174,8 @@ class ReportDuringCheck:
         self._store = store
         self._clock = clock
 
-    def running(self) -> list[OperationRecord]:
-        records = self._store.running()
+    def unreported_since(self, cutoff: datetime.datetime) -> list[OperationRecord]:
+        records = self._store.unreported_since(cutoff)
         for record in records:
             self._store.update_progress(record.id, now=self._clock())
         return records
