@@ -373,11 +373,9 @@ class OperationsService:
         Raises :class:`InvalidTransition` when it already finished (e.g. cancelled by a
         user before the worker's report arrived), or :class:`StaleAttempt` when
         ``attempt`` on ``worker_id`` is not its latest attempt. ``series`` (the worker's
-        points) is stored first, if the operation was given to ``worker_id``, so a run
-        cancelled meanwhile still keeps its whole curve.
+        points) are stored in the same transaction, if the operation was given to
+        ``worker_id``, so a run cancelled meanwhile still keeps its whole curve.
         """
-        if series and worker_id is not None:
-            self._store.record_series(operation_id, worker_id=worker_id, points=series)
         record = self._store.finish(
             operation_id,
             status=status,
@@ -386,6 +384,7 @@ class OperationsService:
             error=error,
             worker_id=worker_id,
             attempt=attempt,
+            series=series if worker_id is not None else None,
         )
         return self._remember(record)
 

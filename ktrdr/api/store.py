@@ -790,6 +790,7 @@ class OperationStore:
         error: str | None = None,
         worker_id: str | None = None,
         attempt: int | None = None,
+        series: Points | None = None,
     ) -> OperationRecord:
         """pending/running → completed, failed or cancelled, once.
 
@@ -798,9 +799,17 @@ class OperationStore:
         outcome), only that worker's attempt may finish it, and only while it is the
         latest: running, or queued again after it was lost but before the next attempt
         started (a late outcome). Otherwise :class:`StaleAttempt`, and nothing changes.
+
+        ``series`` (the points ``worker_id`` reports) is written in the same
+        transaction, like :meth:`record_series` does: whenever the operation was last
+        given to ``worker_id``, even if the finish itself is refused (a run cancelled
+        meanwhile still keeps its whole curve). One transaction per outcome instead of two.
         """
         if not OperationStatus(status).finished:
             message = f"expected a final status (completed, failed, cancelled), got {status}"
+            raise ValueError(message)
+        if series and worker_id is None:
+            message = "series points need the worker_id that reports them"
             raise ValueError(message)
         return self._transition(
             operation_id,
@@ -816,6 +825,7 @@ class OperationStore:
             },
             worker_id=worker_id,
             attempt=attempt,
+            series=series or None,
         )
 
     def lose(
@@ -1120,6 +1130,7 @@ class OperationStore:
         values: Mapping[str, Any],
         worker_id: str | None = None,
         attempt: int | None = None,
+        series: Points | None = None,
     ) -> OperationRecord:
         """:meth:`_apply` that raises when nothing matched."""
         record = self._apply(
@@ -1129,6 +1140,7 @@ class OperationStore:
             values=values,
             worker_id=worker_id,
             attempt=attempt,
+            series=series,
         )
         assert record is not None  # not quiet: raised instead
         return record
@@ -1166,6 +1178,7 @@ class OperationStore:
         attempt: int | None = None,
         extra: Iterable[Any] = (),
         quiet: bool = False,
+        series: Points | None = None,
     ) -> OperationRecord | None:
         """One conditional update, serialised with every other transition of this store.
 
@@ -1174,6 +1187,8 @@ class OperationStore:
         book of current attempts learns the outcome before the lock is released. When
         nothing matched: None with ``quiet``, else :class:`OperationNotFound`,
         :class:`InvalidTransition` (status) or :class:`StaleAttempt` (worker, attempt).
+        ``series`` (points from ``worker_id``) is written in the same transaction when
+        the operation was last given to ``worker_id``, whether or not the update matched.
         """
         extra = tuple(extra)
         prebuilt = None
@@ -1199,6 +1214,10 @@ class OperationStore:
                     current = conn.execute(
                         self._statements.attempt_of, {"k_id": operation_id}
                     ).first()
+                if series and worker_id is not None:
+                    owner = row if row is not None else current
+                    if owner is not None and owner.worker_id == worker_id:
+                        upsert_points(conn, self._series, [(operation_id, series)])
             if row is not None:
                 record = _record(row._mapping)
                 self._attempts.record(record.attempt_state())

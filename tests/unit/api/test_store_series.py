@@ -6,8 +6,9 @@ import datetime
 from typing import TYPE_CHECKING
 
 import pytest
+import sqlalchemy as sa
 
-from ktrdr.api.store import OperationNotFound, OperationStore, ProgressStamp
+from ktrdr.api.store import InvalidTransition, OperationNotFound, OperationStore, ProgressStamp
 from ktrdr.protocol import OperationStatus, OperationType
 
 if TYPE_CHECKING:
@@ -41,6 +42,63 @@ def test_only_the_operations_worker_adds_points(store: OperationStore) -> None:
     assert store.record_series(op, worker_id="w-1", points={"equity": [(1, 1.0)]})
     assert not store.record_series("gone", worker_id="w-1", points={"equity": [(1, 1.0)]})
     assert store.series(op).points == {"equity": [(1, 1.0)]}
+
+
+def test_a_finish_writes_its_points_in_the_same_transaction(store: OperationStore) -> None:
+    """finish(series=...) stores the worker's points with the outcome, in one transaction."""
+    op = running(store)
+    commits: list[object] = []
+
+    def committed(conn: object) -> None:
+        commits.append(conn)
+
+    sa.event.listen(store.engine, "commit", committed)
+    try:
+        done = store.finish(
+            op,
+            status=OperationStatus.COMPLETED,
+            now=T0,
+            worker_id="w-1",
+            attempt=1,
+            result={"sharpe": 1.2},
+            series={"equity": [(1, 100.0), (2, 101.0)]},
+        )
+    finally:
+        sa.event.remove(store.engine, "commit", committed)
+    assert done.status is OperationStatus.COMPLETED
+    assert len(commits) == 1
+    assert store.series(op).points == {"equity": [(1, 100.0), (2, 101.0)]}
+
+
+def test_a_refused_finish_still_keeps_its_workers_points_and_only_theirs(
+    store: OperationStore,
+) -> None:
+    """Cancelled before the worker's outcome arrived: the outcome is refused, its points
+    are kept (the whole curve of the run); another worker's points are never written."""
+    op = running(store)
+    store.finish(op, status=OperationStatus.CANCELLED, now=T0, error="cancelled by request")
+    with pytest.raises(InvalidTransition):
+        store.finish(
+            op,
+            status=OperationStatus.COMPLETED,
+            now=T0,
+            worker_id="w-1",
+            attempt=1,
+            series={"equity": [(1, 5.0)]},
+        )
+    with pytest.raises(InvalidTransition):
+        store.finish(
+            op,
+            status=OperationStatus.COMPLETED,
+            now=T0,
+            worker_id="w-2",
+            attempt=1,
+            series={"equity": [(1, 9.0), (2, 9.0)]},
+        )
+    assert store.series(op).points == {"equity": [(1, 5.0)]}
+    assert store.get(op).status is OperationStatus.CANCELLED
+    with pytest.raises(ValueError, match="worker_id"):
+        store.finish(op, status=OperationStatus.FAILED, now=T0, series={"equity": [(1, 1.0)]})
 
 
 def test_heartbeat_points_are_kept_only_for_running_operations_of_their_worker(
