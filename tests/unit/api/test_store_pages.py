@@ -265,3 +265,26 @@ def test_a_retention_batch_uses_the_finish_time_index_without_statistics(
             assert "SCAN operations\n" not in text + "\n", text
     finally:
         factory.finish()
+
+
+@pytest.mark.parametrize("query", ["busy_workers", "unreported_since"])
+def test_the_busy_set_and_the_orphan_candidates_are_found_by_the_status_index(
+    big_store: OperationStore, query: str
+) -> None:
+    """Each dispatch round's busy set and each orphan check's candidates are one query
+    that finds the running rows through the status index (no table scan), whatever
+    else the table holds."""
+    cutoff = START + datetime.timedelta(minutes=5)
+    call = {
+        "busy_workers": big_store.busy_workers,
+        "unreported_since": lambda: big_store.unreported_since(cutoff),
+    }[query]
+
+    (plan,) = plans(big_store, call)
+
+    if is_sqlite(big_store):
+        assert "ix_operations_status_created_id (status=?)" in plan, plan
+        assert "SCAN operations" not in plan, plan
+    else:
+        assert "ix_operations_status_created_id" in plan, plan
+        assert "Seq Scan" not in plan, plan
