@@ -59,7 +59,9 @@ class Statements:
             c.id == sa.bindparam(ID)
         )
         running = c.status == OperationStatus.RUNNING.value
-        self.busy_workers = sa.select(c.worker_id).distinct().where(running, c.worker_id.is_not(None))
+        self.busy_workers = (
+            sa.select(c.worker_id).distinct().where(running, c.worker_id.is_not(None))
+        )
         cutoff = sa.bindparam("k_cutoff", type_=c.last_reported_at.type)
         self.unreported = (
             sa.select(table)
