@@ -596,7 +596,9 @@ class OperationStore:
             return [_record(r._mapping) for r in conn.execute(query)]
 
     def running(self) -> builtins.list[OperationRecord]:
-        """Running operations, least recently reported first (the orphan detector's view)."""
+        """Running operations in full, least recently reported first (tests and tools;
+        the dispatcher and the orphan detector read less: :meth:`busy_workers`,
+        :meth:`unreported_since`)."""
         table = self._table
         query = (
             sa.select(table)
