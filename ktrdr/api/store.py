@@ -662,12 +662,19 @@ class OperationStore:
         """pending → running on ``worker_id`` as the next attempt (the dispatcher's claim).
 
         Stamps the report and progress times, and the attempt's deadline when the
-        operation has a timeout.
+        operation has a timeout: in the same transaction, right after the claim (which
+        holds the write lock by then), so a claim is one transaction and, for an
+        operation without a timeout, one statement.
         """
         now = _aware("now", now)
-        with self._engine.connect() as conn:
-            timeout_s = conn.execute(self._statements.timeout_of, {"k_id": operation_id}).scalar()
-        deadline = None if timeout_s is None else now + datetime.timedelta(seconds=timeout_s)
+
+        def with_deadline(conn: Connection, row: sa.Row[Any]) -> sa.Row[Any]:
+            if row.timeout_s is None:
+                return row
+            deadline = now + datetime.timedelta(seconds=row.timeout_s)
+            bound = {"k_id": operation_id, "v_deadline_at": deadline}
+            return conn.execute(self._statements.set_deadline, bound).one()
+
         return self._transition(
             operation_id,
             action="start",
@@ -679,9 +686,10 @@ class OperationStore:
                 "started_at": now,
                 "last_reported_at": now,
                 "progressed_at": now,
-                "deadline_at": deadline,
+                "deadline_at": None,
                 "error": None,
             },
+            then=with_deadline,
         )
 
     def update_progress(
@@ -1133,6 +1141,7 @@ class OperationStore:
         worker_id: str | None = None,
         attempt: int | None = None,
         series: Points | None = None,
+        then: Callable[[Connection, sa.Row[Any]], sa.Row[Any]] | None = None,
     ) -> OperationRecord:
         """:meth:`_apply` that raises when nothing matched."""
         record = self._apply(
@@ -1143,6 +1152,7 @@ class OperationStore:
             worker_id=worker_id,
             attempt=attempt,
             series=series,
+            then=then,
         )
         assert record is not None  # not quiet: raised instead
         return record
@@ -1181,6 +1191,7 @@ class OperationStore:
         extra: Iterable[Any] = (),
         quiet: bool = False,
         series: Points | None = None,
+        then: Callable[[Connection, sa.Row[Any]], sa.Row[Any]] | None = None,
     ) -> OperationRecord | None:
         """One conditional update, serialised with every other transition of this store.
 
@@ -1191,6 +1202,8 @@ class OperationStore:
         :class:`InvalidTransition` (status) or :class:`StaleAttempt` (worker, attempt).
         ``series`` (points from ``worker_id``) is written in the same transaction when
         the operation was last given to ``worker_id``, whether or not the update matched.
+        ``then`` runs in the same transaction on the updated row when one matched, and
+        returns the row as it then is.
         """
         extra = tuple(extra)
         prebuilt = None
@@ -1212,6 +1225,8 @@ class OperationStore:
         with self._attempts.lock:
             with self._engine.begin() as conn:
                 row = conn.execute(statement, bound).first()
+                if row is not None and then is not None:
+                    row = then(conn, row)
                 if row is None:
                     current = conn.execute(
                         self._statements.attempt_of, {"k_id": operation_id}

@@ -53,7 +53,12 @@ class Statements:
         self._transitions: dict[_Shape, sa.Update] = {}
         self.insert = sa.insert(table).returning(*c)
         self.get = sa.select(table).where(c.id == sa.bindparam(ID))
-        self.timeout_of = sa.select(c.timeout_s).where(c.id == sa.bindparam(ID))
+        self.set_deadline = (
+            sa.update(table)
+            .where(c.id == sa.bindparam(ID))
+            .values(deadline_at=sa.bindparam("v_deadline_at", type_=c.deadline_at.type))
+            .returning(*c)
+        )
         self.lost_attempts_of = sa.select(c.lost_attempts).where(c.id == sa.bindparam(ID))
         self.attempt_of = sa.select(c.attempt, c.status, c.worker_id).where(
             c.id == sa.bindparam(ID)

@@ -5,9 +5,11 @@ the orphan candidates and the prebuilt transition statements behave like the gen
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from ktrdr.api.store import InvalidTransition, OperationRecord, OperationStore, StaleAttempt
 from ktrdr.protocol import OperationStatus, OperationType
@@ -117,3 +119,54 @@ def test_prebuilt_transitions_keep_their_guards_across_calls(store: OperationSto
     assert done.status is OperationStatus.COMPLETED
     assert done.result == {"loss": 0.5}
     assert store.get(first.id).status is OperationStatus.RUNNING
+
+
+# --- one transaction per claim --------------------------------------------------------
+
+
+def statements_of(store: OperationStore, call: Callable[[], object]) -> list[str]:
+    """The statements ``call()`` sends on the operations table, and how many commits."""
+    sent: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "operations" in statement:
+            sent.append(statement.split()[0].upper())
+
+    def committed(_conn: Any) -> None:
+        sent.append("COMMIT")
+
+    sa.event.listen(store.engine, "before_cursor_execute", record)
+    sa.event.listen(store.engine, "commit", committed)
+    try:
+        call()
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", record)
+        sa.event.remove(store.engine, "commit", committed)
+    return sent
+
+
+def test_a_claim_is_one_statement_without_a_timeout(store: OperationStore) -> None:
+    """mark_running of an operation without a timeout: one UPDATE, one commit."""
+    record = new(store)
+
+    sent = statements_of(store, lambda: store.mark_running(record.id, worker_id="w-1", now=at(1)))
+
+    assert sent == ["UPDATE", "COMMIT"]
+    assert store.get(record.id).deadline_at is None
+
+
+def test_a_claim_sets_the_deadline_in_the_same_transaction(store: OperationStore) -> None:
+    """With a timeout the deadline is set right after the claim, before its commit, and
+    the returned record carries it."""
+    record = new(store, timeout_s=30)
+    claimed: list[OperationRecord] = []
+
+    sent = statements_of(
+        store,
+        lambda: claimed.append(store.mark_running(record.id, worker_id="w-1", now=at(10))),
+    )
+
+    assert sent == ["UPDATE", "UPDATE", "COMMIT"]
+    assert claimed[0].deadline_at == at(40)
+    assert store.get(record.id).deadline_at == at(40)
+    assert store.busy_workers() == {"w-1"}
