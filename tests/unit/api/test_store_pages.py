@@ -288,3 +288,26 @@ def test_the_busy_set_and_the_orphan_candidates_are_found_by_the_status_index(
     else:
         assert "ix_operations_status_created_id" in plan, plan
         assert "Seq Scan" not in plan, plan
+
+
+@pytest.mark.parametrize("query", ["busy_workers", "unreported_since"])
+def test_the_busy_set_and_the_orphan_candidates_use_the_status_index_without_statistics(
+    tmp_path: Path, query: str
+) -> None:
+    """On SQLite without planner statistics (the backend never runs ANALYZE) too."""
+    factory = open_factory("sqlite", tmp_path)
+    try:
+        store = factory.open()
+        insert_rows(store, [row(i) for i in range(2_000)])
+        cutoff = START + datetime.timedelta(minutes=5)
+        call = {
+            "busy_workers": store.busy_workers,
+            "unreported_since": lambda: store.unreported_since(cutoff),
+        }[query]
+
+        (plan,) = plans(store, call)
+
+        assert "ix_operations_status_created_id (status=?)" in plan, plan
+        assert "SCAN operations" not in plan, plan
+    finally:
+        factory.finish()
