@@ -240,11 +240,13 @@ class WorkerRegistry:
     def assign(self, worker_id: str, operation_id: str) -> None:
         """The dispatcher gave ``operation_id`` to this worker: busy with it from now.
 
-        Saves waiting for the worker's next heartbeat to say so (a no-op for an id
-        that is no longer registered).
+        Saves waiting for the worker's next heartbeat to say so. A no-op for an id that
+        is no longer registered, and for a worker that turned unavailable or stopping
+        while the start was on its way: its own heartbeat says what it does, and a
+        silent worker must stay where the liveness sweep expects it.
         """
         record = self._workers.get(worker_id)
-        if record is not None:
+        if record is not None and record.status in (WorkerStatus.IDLE, WorkerStatus.BUSY):
             self._put(
                 record,
                 attrs.evolve(

@@ -117,10 +117,13 @@ class HealthWatch:
         self.answers = 0
         self.misses: list[str] = []
         self._stop = threading.Event()
+        self._probed = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> HealthWatch:
+        """Starts polling and returns once the first probe is done, so a watch covers its block."""
         self._thread.start()
+        self._probed.wait(timeout=30)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -135,6 +138,7 @@ class HealthWatch:
                     self.answers += 1
                 except httpx.HTTPError as exc:
                     self.misses.append(repr(exc))
+                self._probed.set()
                 self._stop.wait(0.1)
 
 

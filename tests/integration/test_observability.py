@@ -241,8 +241,11 @@ def test_every_line_of_an_operation_names_it_and_ktrdr_ops_logs_prints_the_worke
     assert others
     assert all("operation_id" not in r for r in others)  # lines of no operation carry none
     dispatch = f"operation {operation_id} (training) attempt 1 started on worker"
-    tagged = [line for line in run.backend.process.stderr().splitlines() if dispatch in line]
-    assert tagged
+    tagged = wait_until(
+        lambda: [line for line in run.backend.process.stderr().splitlines() if dispatch in line],
+        timeout_s=30,
+        message=run.backend.process.output,
+    )
     assert f"[op={operation_id} attempt=1]" in tagged[0]
     assert "trace=" not in run.backend.process.stderr()
 

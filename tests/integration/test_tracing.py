@@ -141,9 +141,15 @@ def test_one_trace_from_create_to_report_across_backend_worker_and_job(
         # dispatch and report and on the worker (the job's lines included), JSON in the
         # operation's own log on the worker.
         tag = f"[op={view['id']} attempt=1 trace={trace_id}]"
+        completed = f"{view['id']} completed (attempt 1 on worker"
+        # The report's line is written after the store has the outcome: wait for it.
+        wait_until(
+            lambda: any(completed in line for line in _lines_of(backend, view["id"])),
+            timeout_s=30,
+            message=backend.process.output,
+        )
         backend_lines = _lines_of(backend, view["id"])
         assert any("started on worker" in line and tag in line for line in backend_lines)
-        assert any(f"{view['id']} completed (attempt 1 on worker" in line for line in backend_lines)
         assert all(tag in line for line in backend_lines if "on worker" in line), backend_lines
         worker_lines = _lines_of(worker, view["id"])
         assert all(tag in line for line in worker_lines), worker_lines
