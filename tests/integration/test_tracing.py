@@ -178,10 +178,13 @@ def test_heartbeats_and_background_work_are_not_traced(
         _, backend, worker = _start_fleet(group, tmp_path, receiver.endpoint)
         view = _run(backend, TRAINING)  # heartbeats ran all along (every 0.2 s)
         worker.health()
+        # Each process exports its own batches: wait for the backend's create request.
         wait_until(
-            lambda: any(s.trace_id == view["trace_id"] for s in receiver.spans()),
+            lambda: any(
+                s.trace_id == view["trace_id"] and s.name == f"POST {OPS}" for s in receiver.spans()
+            ),
             timeout_s=30,
-            message="no span of the operation arrived",
+            message=lambda: f"the create request's span did not arrive: {receiver.spans()}",
         )
         spans = receiver.spans()
         served = [s.name for s in spans if s.kind == SPAN_KIND_SERVER]
