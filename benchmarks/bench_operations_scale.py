@@ -45,7 +45,6 @@ import sys
 import tempfile
 import time
 import urllib.parse
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,7 +52,7 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from bulk_operations import BulkLoader, Spread
-from common import base_env, free_port, spawn, stop, wait_until
+from common import base_env, free_port, postgres_database, spawn, stop, wait_until
 
 from ktrdr.api.list_budget import OPERATIONS_LIST_RATE
 
@@ -322,26 +321,9 @@ def sqlite_engine(workdir: Path) -> Iterator[Engine]:
 @contextmanager
 def postgres_engine(server: str) -> Iterator[Engine]:
     """A database of its own on ``server``'s PostgreSQL, dropped afterwards."""
-    url = sa.make_url(server)
-    name = f"ktrdr_bench_scale_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    env = {
-        "KTRDR_DB_ENGINE": "postgresql",
-        "KTRDR_DB_HOST": url.host or "127.0.0.1",
-        "KTRDR_DB_PORT": str(url.port or 5432),
-        "KTRDR_DB_NAME": name,
-        "KTRDR_DB_USER": url.username or "postgres",
-    }
-    if url.password:
-        env["KTRDR_DB_PASSWORD"] = str(url.password)
-    try:
-        yield Engine("postgresql", url.set(database=name), env)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with postgres_database(server, prefix="ktrdr_bench_scale") as env:
+        url = sa.make_url(server).set(database=env["KTRDR_DB_NAME"])
+        yield Engine("postgresql", url, env)
 
 
 def run(engine_context: Callable[[Path], Any], args: argparse.Namespace) -> None:

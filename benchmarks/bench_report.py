@@ -43,15 +43,12 @@ import tarfile
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import httpx
-import sqlalchemy as sa
-from common import base_env, describe, free_port, spawn, stop, wait_until
+from common import base_env, describe, free_port, postgres_database, spawn, stop, wait_until
 
 import ktrdr
 from ktrdr.config import WorkerType, validate_all
@@ -209,29 +206,6 @@ def export_baseline(revision: str, directory: Path) -> Path:
     return directory
 
 
-@contextmanager
-def postgres_env(url: str) -> Iterator[dict[str, str]]:
-    """A fresh database on the server at ``url``, as KTRDR_DB_* variables."""
-    server = sa.make_url(url)
-    name = f"ktrdr_bench_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield {
-            "KTRDR_DB_ENGINE": "postgresql",
-            "KTRDR_DB_HOST": server.host or "127.0.0.1",
-            "KTRDR_DB_PORT": str(server.port or 5432),
-            "KTRDR_DB_NAME": name,
-            "KTRDR_DB_USER": server.username or "postgres",
-            "KTRDR_DB_PASSWORD": server.password or "unused",
-        }
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 def run_child(tree: Path | None, backend_url: str, workdir: Path, runs: int) -> list[float]:
     """One worker child on ``tree`` (None: this one); its latencies in seconds."""
     name = f"bench-report-{uuid.uuid4().hex[:8]}"
@@ -324,7 +298,7 @@ def main() -> None:
             if engine == "sqlite":
                 series = measure({}, baseline, workdir, args.rounds, args.runs)
             else:
-                with postgres_env(args.postgres_url) as database:
+                with postgres_database(args.postgres_url) as database:
                     series = measure(database, baseline, workdir, args.rounds, args.runs)
             writes = write_costs(workdir, args.rounds * args.runs)
         medians = {name: statistics.median(values) for name, values in series.items()}

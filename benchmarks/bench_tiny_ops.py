@@ -38,13 +38,12 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-from common import base_env, free_port, spawn, stop, wait_until
+from common import base_env, free_port, postgres_database, spawn, stop, wait_until
 
 TOKEN = "bench-tiny-token"
 OPERATOR_TOKEN = "bench-tiny-operator-token"
@@ -90,29 +89,6 @@ class Client:
             self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
             return 0, None
         return response.status, json.loads(data) if data else None
-
-
-@contextmanager
-def postgres_database(url: str) -> Iterator[dict[str, str]]:
-    """A fresh database on the server at ``url``, as KTRDR_DB_* variables."""
-    server = sa.make_url(url)
-    name = f"ktrdr_bench_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield {
-            "KTRDR_DB_ENGINE": "postgresql",
-            "KTRDR_DB_HOST": server.host or "127.0.0.1",
-            "KTRDR_DB_PORT": str(server.port or 5432),
-            "KTRDR_DB_NAME": name,
-            "KTRDR_DB_USER": server.username or "postgres",
-            "KTRDR_DB_PASSWORD": server.password or "unused",
-        }
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def status_counter(workdir: Path, database_env: dict[str, str]) -> Callable[[], dict[str, int]]:

@@ -2,9 +2,9 @@
 
 The scripts import it as ``common`` (running ``python benchmarks/<script>.py`` puts
 this directory first on ``sys.path``). It holds process plumbing (free ports, child
-environments, spawn and stop, polling with a deadline) and the figure summary the
-scripts print. It must not hold any benchmark's setup, targets or printed layout,
-and it starts nothing on import.
+environments, spawn and stop, polling with a deadline, a throwaway PostgreSQL
+database) and the figure summary the scripts print. It must not hold any benchmark's
+setup, targets or printed layout, and it starts nothing on import.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ import socket
 import statistics
 import subprocess
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -96,3 +98,29 @@ def describe(values: list[float], *, width: int = 6, with_max: bool = True) -> s
     if with_max:
         text += f" | max {ordered[-1] * 1000:{width}.1f} ms"
     return text
+
+
+@contextmanager
+def postgres_database(url: str, *, prefix: str = "ktrdr_bench") -> Iterator[dict[str, str]]:
+    """A fresh database on the server at ``url`` (a SQLAlchemy URL), as the KTRDR_DB_*
+    variables of a backend using it; dropped afterwards, connections and all."""
+    import sqlalchemy as sa  # only the scripts that measure PostgreSQL need it
+
+    server = sa.make_url(url)
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield {
+            "KTRDR_DB_ENGINE": "postgresql",
+            "KTRDR_DB_HOST": server.host or "127.0.0.1",
+            "KTRDR_DB_PORT": str(server.port or 5432),
+            "KTRDR_DB_NAME": name,
+            "KTRDR_DB_USER": server.username or "postgres",
+            "KTRDR_DB_PASSWORD": server.password or "unused",
+        }
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
