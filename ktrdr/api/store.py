@@ -592,8 +592,7 @@ class OperationStore:
         if operation_type is not None:
             query = query.where(table.c.type == OperationType(operation_type).value)
         query = query.order_by(table.c.created_at, table.c.id).limit(limit)
-        with self._engine.connect() as conn:
-            return [_record(r._mapping) for r in conn.execute(query)]
+        return self._records(query)
 
     def running(self) -> builtins.list[OperationRecord]:
         """Running operations in full, least recently reported first (tests and tools;
@@ -605,8 +604,7 @@ class OperationStore:
             .where(table.c.status == OperationStatus.RUNNING.value)
             .order_by(table.c.last_reported_at, table.c.id)
         )
-        with self._engine.connect() as conn:
-            return [_record(r._mapping) for r in conn.execute(query)]
+        return self._records(query)
 
     def busy_workers(self) -> set[str]:
         """Ids of the workers running an operation (the dispatcher's guard each round).
@@ -943,21 +941,23 @@ class OperationStore:
 
     def overdue(self, now: datetime.datetime) -> builtins.list[OperationRecord]:
         """Running operations whose attempt's deadline is before ``now``."""
-        table = self._table
-        query = sa.select(table).where(
-            table.c.status == OperationStatus.RUNNING.value,
-            table.c.deadline_at < _aware("now", now),
-        )
-        with self._engine.connect() as conn:
-            return [_record(r._mapping) for r in conn.execute(query)]
+        return self._running_before(self._table.c.deadline_at, _aware("now", now))
 
     def stalled(self, cutoff: datetime.datetime) -> builtins.list[OperationRecord]:
         """Running operations whose progress has not changed since before ``cutoff``."""
+        return self._running_before(self._table.c.progressed_at, _aware("cutoff", cutoff))
+
+    def _running_before(
+        self, column: sa.Column[Any], moment: datetime.datetime
+    ) -> builtins.list[OperationRecord]:
         table = self._table
         query = sa.select(table).where(
-            table.c.status == OperationStatus.RUNNING.value,
-            table.c.progressed_at < _aware("cutoff", cutoff),
+            table.c.status == OperationStatus.RUNNING.value, column < moment
         )
+        return self._records(query)
+
+    def _records(self, query: sa.Select[Any]) -> builtins.list[OperationRecord]:
+        """The rows of ``query`` as records, on a connection of their own."""
         with self._engine.connect() as conn:
             return [_record(r._mapping) for r in conn.execute(query)]
 
