@@ -7,8 +7,6 @@ and list the finished one with its result.
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from support.fleet import Fleet, backend_env, worker_env
+from support.postgres import backend_database_env, fresh_database
 from support.processes import ProcessGroup, free_port, wait_until
 from support.schema_0_4_0 import (
     FINISHED_ID,
@@ -45,30 +44,9 @@ def old_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dic
         create_0_4_0_database(url)
         yield {"url": url, "KTRDR_DB_PATH": str(path)}
         return
-    raw = os.environ.get("KTRDR_TEST_POSTGRES_URL")
-    if not raw:
-        pytest.skip("KTRDR_TEST_POSTGRES_URL is not set")
-    server = sa.make_url(raw)
-    name = f"ktrdr_upgrade_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = server.set(database=name)
-    try:
+    with fresh_database("ktrdr_upgrade") as url:
         create_0_4_0_database(url)
-        yield {
-            "url": url,
-            "KTRDR_DB_ENGINE": "postgresql",
-            "KTRDR_DB_HOST": server.host or "127.0.0.1",
-            "KTRDR_DB_PORT": str(server.port or 5432),
-            "KTRDR_DB_NAME": name,
-            "KTRDR_DB_USER": server.username or "postgres",
-            "KTRDR_DB_PASSWORD": server.password or "unused-with-trust-auth",
-        }
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        yield {"url": url, **backend_database_env(url)}
 
 
 def test_a_0_4_0_database_is_upgraded_at_start_and_its_operations_go_on(

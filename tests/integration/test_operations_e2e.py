@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from support.fleet import Fleet, Server, backend_env, operator_client, worker_env
+from support.postgres import fresh_database
 from support.processes import ProcessGroup, free_port, wait_until
 from support.reference import uninterrupted_training
 
@@ -305,20 +305,8 @@ def test_operations_survive_a_backend_restart(ops: Ops) -> None:
 @pytest.fixture
 def postgres_database() -> Iterator[sa.URL]:
     """A new, empty PostgreSQL database for this test (dropped afterwards)."""
-    raw = os.environ.get("KTRDR_TEST_POSTGRES_URL")
-    if not raw:
-        pytest.skip("KTRDR_TEST_POSTGRES_URL is not set")
-    server = sa.make_url(raw)
-    name = f"ktrdr_e2e_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield server.set(database=name)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_database("ktrdr_e2e") as url:
+        yield url
 
 
 @pytest.mark.postgres

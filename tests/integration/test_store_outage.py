@@ -15,7 +15,6 @@ import os
 import socket
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from support.fleet import OPERATOR_AUTH, Fleet, Server, backend_env, operator_client, worker_env
+from support.postgres import fresh_database
 from support.processes import ProcessGroup, free_port, run_ktrdr, wait_until
 from support.tcp_proxy import Mode, TcpProxy
 
@@ -40,20 +40,8 @@ UTC = datetime.timezone.utc
 @pytest.fixture
 def postgres_database() -> Iterator[sa.URL]:
     """A new, empty PostgreSQL database for this test (dropped afterwards)."""
-    raw = os.environ.get("KTRDR_TEST_POSTGRES_URL")
-    if not raw:
-        pytest.skip("KTRDR_TEST_POSTGRES_URL is not set")
-    server = sa.make_url(raw)
-    name = f"ktrdr_outage_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield server.set(database=name)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_database("ktrdr_outage") as url:
+        yield url
 
 
 def _time(value: str) -> datetime.datetime:

@@ -6,8 +6,6 @@ context object instead, so no test touches os.environ.
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import click
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
+from support.postgres import backend_database_env, fresh_database
 from support.processes import base_env, free_port, run_ktrdr
 from support.schema_0_4_0 import FINISHED_ID, PENDING_ID, create_0_4_0_database
 
@@ -47,33 +46,13 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databas
         url = sa.URL.create("sqlite+pysqlite", database=str(path))
         yield Database({**ACK, "KTRDR_DB_PATH": str(path)}, url, f"sqlite+pysqlite:///{path}")
         return
-    raw = os.environ.get("KTRDR_TEST_POSTGRES_URL")
-    if not raw:
-        pytest.skip("KTRDR_TEST_POSTGRES_URL is not set")
-    server = sa.make_url(raw)
-    name = f"ktrdr_db_cmd_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    environ = {
-        **ACK,
-        "KTRDR_DB_ENGINE": "postgresql",
-        "KTRDR_DB_HOST": server.host or "127.0.0.1",
-        "KTRDR_DB_PORT": str(server.port or 5432),
-        "KTRDR_DB_NAME": name,
-        "KTRDR_DB_USER": server.username or "postgres",
-        "KTRDR_DB_PASSWORD": server.password or "unused-with-trust-auth",
-    }
-    shown = (
-        f"postgresql+psycopg://{environ['KTRDR_DB_USER']}:***@{environ['KTRDR_DB_HOST']}:"
-        f"{environ['KTRDR_DB_PORT']}/{name}"
-    )
-    try:
-        yield Database(environ, server.set(database=name), shown)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_database("ktrdr_db_cmd") as url:
+        environ = {**ACK, **backend_database_env(url)}
+        shown = (
+            f"postgresql+psycopg://{environ['KTRDR_DB_USER']}:***@{environ['KTRDR_DB_HOST']}:"
+            f"{environ['KTRDR_DB_PORT']}/{url.database}"
+        )
+        yield Database(environ, url, shown)
 
 
 def invoke(args: list[str], environ: dict[str, str], tmp_path: Path) -> Result:
