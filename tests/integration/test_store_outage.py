@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime
 import os
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from support.fleet import OPERATOR_AUTH, Fleet, Server, backend_env, operator_cl
 from support.postgres import fresh_database
 from support.processes import ProcessGroup, free_port, run_ktrdr, wait_until
 from support.tcp_proxy import Mode, TcpProxy
+from support.tmpfs import small_tmpfs
 
 pytestmark = pytest.mark.slow
 
@@ -239,19 +239,8 @@ def test_a_postgres_server_that_hangs_gives_health_503_within_its_probe_timeout(
 @pytest.fixture
 def full_disk(tmp_path: Path) -> Iterator[Path]:
     """A 2 MiB tmpfs that a test can fill up (CI runs the suite as root)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
-        capture_output=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
-    try:
+    with small_tmpfs(tmp_path / "disk", "2m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
 def fill(directory: Path) -> Path:
