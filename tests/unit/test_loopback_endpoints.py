@@ -179,7 +179,7 @@ def test_every_exception_is_still_in_its_file() -> None:
     ("source", "expected"),
     [
         ('register(endpoint_url="http://tr-1:5003")', ["http://tr-1:5003"]),
-        ('body = {"endpoint_url": "http://10.0.0.2:5004"}', ["http://10.0.0.2:5004"]),
+        ('body = {"endpoint_url": "http://192.0.2.2:5004"}', ["http://192.0.2.2:5004"]),
         ('env["KTRDR_WORKER_PUBLIC_URL"] = f"http://host:{port}"', ["http://host:"]),
         ('spawn(WORKER_ENDPOINT_URL="http://w:1")', ["http://w:1"]),
         ('def make(endpoint_url="http://old:5003"): ...', ["http://old:5003"]),
