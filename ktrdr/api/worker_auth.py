@@ -19,14 +19,16 @@ logs or answers with a credential.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 
 from ktrdr.api.registry import WorkerRecord, WorkerRegistry
 from ktrdr.web import ApiError
+from ktrdr.web.json_body import plain_body_handler
 
 __all__ = ["WorkerCredentialAuth", "authenticated_worker"]
 
@@ -91,13 +93,22 @@ class WorkerCredentialAuth:
             raise _refused(f"not the credential of a registered worker; {_HOW}")
         return holder
 
-    def route_class(self) -> type[APIRoute]:
-        """An ``APIRoute`` class whose routes authenticate the worker before anything else."""
+    def route_class(self, *, plain_body: type[BaseModel] | None = None) -> type[APIRoute]:
+        """An ``APIRoute`` class whose routes authenticate the worker before anything else.
+
+        With ``plain_body``, its routes read that model as their ``body`` and skip
+        FastAPI's dependency solving (:func:`~ktrdr.web.json_body.plain_body_handler`):
+        for the heartbeat, the most frequent request the backend serves.
+        """
         auth = self
 
         class WorkerRoute(APIRoute):
             def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-                handler = super().get_route_handler()
+                handler: Callable[[Request], Awaitable[Response]]
+                if plain_body is None:
+                    handler = super().get_route_handler()
+                else:
+                    handler = plain_body_handler(self.endpoint, plain_body)
 
                 async def checked(request: Request) -> Response:
                     request.state.worker = auth.authenticate(request)

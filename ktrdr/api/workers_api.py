@@ -142,12 +142,6 @@ def workers_routers(
     def drift_of(record: WorkerRecord) -> bool:
         return registry.drifting(record)
 
-    @own.post(
-        WORKERS_PATH + "/{worker_id}/heartbeat",
-        response_model=WorkerView,
-        responses={**_CREDENTIAL_ERRORS, **_UNKNOWN},
-        summary="Record a heartbeat: status, current operation and its progress",
-    )
     async def heartbeat(worker_id: str, body: HeartbeatRequest, request: Request) -> Response:
         if body.status is WorkerStatus.UNAVAILABLE:
             detail = [
@@ -164,6 +158,17 @@ def workers_routers(
         record = registry.heartbeat(worker_id, body, now=clock())
         await events.heartbeat(previous, record, body)
         return _json(record.view(drift=drift_of(record)))
+
+    # Documented from its signature, served without FastAPI's dependency solving.
+    own.add_api_route(
+        WORKERS_PATH + "/{worker_id}/heartbeat",
+        heartbeat,
+        methods=["POST"],
+        response_model=WorkerView,
+        responses={**_CREDENTIAL_ERRORS, **_UNKNOWN},
+        summary="Record a heartbeat: status, current operation and its progress",
+        route_class_override=credentials.route_class(plain_body=HeartbeatRequest),
+    )
 
     @writes.post(
         REGISTER_PATH,

@@ -521,6 +521,10 @@ async def test_openapi_schema_documents_the_worker_api(client: httpx.AsyncClient
     }
     register = schema["paths"]["/api/v1/workers/register"]["post"]
     assert "RegisterRequest" in json.dumps(register["requestBody"])
+    # Served without FastAPI's dependency solving, still documented from its signature.
+    heartbeat = schema["paths"]["/api/v1/workers/{worker_id}/heartbeat"]["post"]
+    assert "HeartbeatRequest" in json.dumps(heartbeat["requestBody"])
+    assert "WorkerView" in json.dumps(heartbeat["responses"]["200"])
 
 
 def test_json_depth_limit_counts_nesting() -> None:

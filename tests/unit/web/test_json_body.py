@@ -1,9 +1,10 @@
 """JSON request bodies for plain Starlette routes answer exactly as FastAPI body parameters.
 
-Each case is sent to two apps side by side: a FastAPI route taking the model as its
-body parameter (the worker's routes were such routes) and a Starlette route reading it
-with ``read_model``. Status and JSON body must be equal, so a worker's clients cannot
-tell the difference, and a FastAPI upgrade that changes its answers shows up here.
+Each case is sent to apps side by side: a FastAPI route taking the model as its body
+parameter (the worker's routes were such routes), a Starlette route reading it with
+``read_model``, and a FastAPI route served by ``plain_body_handler`` (the backend's
+heartbeat). Status and JSON body must be equal, so clients cannot tell the
+difference, and a FastAPI upgrade that changes its answers shows up here.
 """
 
 from __future__ import annotations
@@ -16,16 +17,17 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ktrdr.web import install_error_handlers, install_json_error_handlers, read_model
-from ktrdr.web.json_body import is_json
+from ktrdr.web.json_body import is_json, plain_body_handler
 
 
 class _Item(BaseModel):
@@ -57,8 +59,26 @@ def _starlette_app() -> Starlette:
     return app
 
 
+def _plain_fastapi_app() -> FastAPI:
+    class PlainRoute(APIRoute):
+        def get_route_handler(self) -> Any:
+            return plain_body_handler(self.endpoint, _Item)
+
+    async def create(body: _Item, request: Request) -> Response:
+        assert request.method == "POST"
+        return JSONResponse(body.model_dump(), status_code=202)
+
+    app = FastAPI()
+    install_error_handlers(app)
+    app.router.add_api_route(
+        "/items", create, methods=["POST"], status_code=202, route_class_override=PlainRoute
+    )
+    return app
+
+
 FASTAPI = _fastapi_app()
 STARLETTE = _starlette_app()
+PLAIN = _plain_fastapi_app()
 
 JSON = "application/json"
 VALID = b'{"name": "abc", "count": 2}'
@@ -110,7 +130,9 @@ def test_read_model_answers_as_a_fastapi_body_parameter(
     content_type: str | None, body: bytes
 ) -> None:
     """Same status and JSON body as FastAPI for valid, missing, malformed and non-JSON bodies."""
-    assert _answer(STARLETTE, content_type, body) == _answer(FASTAPI, content_type, body)
+    expected = _answer(FASTAPI, content_type, body)
+    assert _answer(STARLETTE, content_type, body) == expected
+    assert _answer(PLAIN, content_type, body) == expected
 
 
 @settings(max_examples=150, deadline=None)
@@ -131,7 +153,9 @@ def test_read_model_answers_as_a_fastapi_body_parameter(
 def test_any_json_value_gets_the_fastapi_answer(content_type: str | None, value: Any) -> None:
     """Whatever JSON value arrives, the answer (accepted or 422 items) equals FastAPI's."""
     body = json.dumps(value).encode()
-    assert _answer(STARLETTE, content_type, body) == _answer(FASTAPI, content_type, body)
+    expected = _answer(FASTAPI, content_type, body)
+    assert _answer(STARLETTE, content_type, body) == expected
+    assert _answer(PLAIN, content_type, body) == expected
 
 
 @given(st.text(max_size=40))
