@@ -293,7 +293,7 @@ class OperationsSettings:
         check=checks.IntRange(1, 36500),
     )
     cleanup_batch_size: int = setting(
-        1000,
+        100,
         help="finished operations deleted per retention transaction; other requests "
         "run between batches",
         check=checks.IntRange(1, 100000),

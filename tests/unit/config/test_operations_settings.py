@@ -19,7 +19,7 @@ def test_defaults() -> None:
         max_operations=10000,
         cleanup_interval=datetime.timedelta(seconds=3600),
         retention_days=7,
-        cleanup_batch_size=1000,
+        cleanup_batch_size=100,
     )
 
 

@@ -76,7 +76,7 @@ DESIGN_TABLE: dict[str, tuple[tuple[str, ...], str]] = {
     "KTRDR_OPS_MAX_OPERATIONS": ((), "10000"),
     "KTRDR_OPS_CLEANUP_INTERVAL": (("KTRDR_OPS_CLEANUP_INTERVAL_SECONDS",), "3600s"),
     "KTRDR_OPS_RETENTION_DAYS": ((), "7"),
-    "KTRDR_OPS_CLEANUP_BATCH_SIZE": ((), "1000"),
+    "KTRDR_OPS_CLEANUP_BATCH_SIZE": ((), "100"),
     "KTRDR_OPS_MAX_ATTEMPTS": ((), "3"),
     "KTRDR_OPS_DEFAULT_TIMEOUT": ((), "0 (no limit)"),
     "KTRDR_OPS_STALL_TIMEOUT": ((), "30m"),
