@@ -33,6 +33,7 @@ from starlette.staticfiles import StaticFiles
 import ktrdr
 from ktrdr.api.dashboard.gate import LOGIN_PATH, PAGES_PREFIX
 from ktrdr.api.dashboard.session import SESSION_COOKIE, DashboardSessions, cross_site
+from ktrdr.api.dashboard.throttle import SignInThrottle
 from ktrdr.api.liveness import LivenessPolicy, sweep
 from ktrdr.api.operations import OperationNotFound, OperationsService
 from ktrdr.api.registry import WorkerRegistry
@@ -90,6 +91,7 @@ def dashboard_router(
 ) -> APIRouter:
     """The ``/ui`` routes (left out of the API description)."""
     router = APIRouter(include_in_schema=False)
+    throttle = SignInThrottle()
     templates = {name: _template(f"{name}.html") for name in ("login", "fleet", "operation")}
 
     def csrf_of(request: Request) -> str:
@@ -119,9 +121,21 @@ def dashboard_router(
             form = parse_qs((await request.body()).decode("utf-8", "replace"), max_num_fields=4)
         except ValueError:  # more fields than the form has
             form = {}
+        client = request.client.host if request.client else "?"
+        wait_s = throttle.retry_after(client)
+        if wait_s is not None:
+            refused = _page(
+                templates["login"],
+                429,
+                message=f"Too many wrong tokens from this address ({throttle.limit}); "
+                f"try again in {wait_s} s.",
+                variable=auth.variable,
+            )
+            refused.headers["Retry-After"] = str(wait_s)
+            return refused
         token = (form.get("token") or [""])[0]
         if not token or not auth.is_authorized(f"Bearer {token}"):
-            client = request.client.host if request.client else "?"
+            throttle.failed(client)
             logger.warning("dashboard sign-in refused (wrong operator token) from %s", client)
             return _page(
                 templates["login"],

@@ -42,9 +42,11 @@ async def backend(tmp_path: Path) -> AsyncIterator[Backend]:
     store.close()
 
 
-def browser(backend: Backend, base_url: str = "http://testserver") -> httpx.AsyncClient:
-    """A client with no token, keeping cookies like a browser."""
-    transport = httpx.ASGITransport(backend.app)
+def browser(
+    backend: Backend, base_url: str = "http://testserver", address: str = "127.0.0.1"
+) -> httpx.AsyncClient:
+    """A client with no token, keeping cookies like a browser, from ``address``."""
+    transport = httpx.ASGITransport(backend.app, client=(address, 50000))
     return httpx.AsyncClient(transport=transport, base_url=base_url)
 
 
@@ -141,6 +143,26 @@ async def test_a_malformed_sign_in_is_the_same_refusal(backend: Backend, body: s
         )
     assert response.status_code == 401
     assert "set-cookie" not in response.headers
+
+
+async def test_wrong_tokens_from_one_address_are_throttled_not_others(backend: Backend) -> None:
+    """After 10 wrong tokens within a minute an address gets 429 (Retry-After), even with
+    the right token and without a cookie; another address still signs in.
+    """
+    async with browser(backend, address="192.0.2.7") as guesser:
+        wrong = [await sign_in(guesser, "not-the-token") for _ in range(10)]
+        throttled = await sign_in(guesser, "still-not-it")
+        right_but_throttled = await sign_in(guesser)
+    async with browser(backend, address="198.51.100.3") as other:
+        elsewhere = await sign_in(other)
+    assert [response.status_code for response in wrong] == [401] * 10
+    assert throttled.status_code == 429
+    assert 1 <= int(throttled.headers["retry-after"]) <= 60
+    assert "Too many wrong tokens" in throttled.text
+    assert right_but_throttled.status_code == 429
+    assert "set-cookie" not in right_but_throttled.headers
+    assert elsewhere.status_code == 303
+    assert elsewhere.headers["set-cookie"].startswith("ktrdr_session=")
 
 
 async def test_signing_in_sets_an_httponly_strict_cookie_and_opens_the_pages(
