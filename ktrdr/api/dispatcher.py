@@ -63,7 +63,7 @@ from ktrdr.protocol import (
     base_url_problem,
 )
 from ktrdr.tracing import Tracing, current_traceparent
-from ktrdr.web.http_client import bearer_headers, describe_error
+from ktrdr.web.http_client import bearer_headers, client_limits, describe_error
 
 __all__ = [
     "CANCEL_RESEND_WINDOW",
@@ -89,11 +89,6 @@ DEFAULT_TICK = datetime.timedelta(seconds=1)
 MAX_ROUND_WORKERS = 32
 #: Budget of one call to a worker (start or cancel).
 DEFAULT_REQUEST_TIMEOUT = datetime.timedelta(seconds=5)
-#: How long the dispatcher keeps an idle connection to a worker. Shorter than the
-#: workers' server keep-alive (uvicorn closes idle connections after 5 s): a start
-#: sent on a connection the worker is closing at that instant is lost with no answer,
-#: and the operation would sit on that worker until the orphan detector fails it.
-WORKER_KEEPALIVE_EXPIRY = datetime.timedelta(seconds=2)
 #: How long a cancel is sent again (every tick) to a worker whose start got no answer.
 CANCEL_RESEND_WINDOW = datetime.timedelta(seconds=30)
 #: Longest error text kept from a worker's refusal.
@@ -157,8 +152,7 @@ def _reason(response: httpx.Response) -> str:
 
 def worker_client() -> httpx.AsyncClient:
     """The dispatcher's HTTP client for the workers (its idle connections expire early)."""
-    limits = httpx.Limits(keepalive_expiry=WORKER_KEEPALIVE_EXPIRY.total_seconds())
-    return httpx.AsyncClient(limits=limits)
+    return httpx.AsyncClient(limits=client_limits())
 
 
 def worker_url(worker: WorkerRecord, path: str) -> str | None:

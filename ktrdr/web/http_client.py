@@ -9,6 +9,7 @@ never part of a message built here.
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 import httpx
@@ -17,6 +18,19 @@ from pydantic import ValidationError
 from ktrdr.config import Secret
 from ktrdr.errors import BackendError, BackendRejected, BackendUnavailable
 from ktrdr.protocol import ErrorBody
+
+#: How long ktrdr's clients keep an idle connection to a ktrdr server (the backend or a
+#: worker, both uvicorn, which closes idle connections after its ``timeout_keep_alive``
+#: of 5 s). Well under that, so a client never sends a request on a connection the
+#: server is closing at that very instant: with both at 5 s, a heartbeat every 5 s
+#: regularly raced the close and got no answer (a start sent so was lost, a report
+#: retried).
+CLIENT_KEEPALIVE_EXPIRY = datetime.timedelta(seconds=2)
+
+
+def client_limits() -> httpx.Limits:
+    """Limits of ktrdr's clients of its own servers (:data:`CLIENT_KEEPALIVE_EXPIRY`)."""
+    return httpx.Limits(keepalive_expiry=CLIENT_KEEPALIVE_EXPIRY.total_seconds())
 
 
 def bearer_headers(token: Secret) -> dict[str, str]:

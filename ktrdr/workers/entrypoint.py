@@ -45,6 +45,7 @@ from ktrdr.protocol import OperationType
 from ktrdr.startup import EXIT_CONFIG_ERROR, load_or_exit
 from ktrdr.tracing import Tracing, build_tracing, instrument_client, log_trace_ids
 from ktrdr.web import ExitSignals, ensure_bindable
+from ktrdr.web.http_client import client_limits
 from ktrdr.workers.backend_client import BackendClient
 from ktrdr.workers.checkpoints import CheckpointStore
 from ktrdr.workers.job_host import JobHost
@@ -133,6 +134,13 @@ def backend_tls(backend_url: str) -> ssl.SSLContext | bool:
     return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
+def backend_http_client(backend_url: str) -> httpx.AsyncClient:
+    """The worker's HTTP client for the backend at ``backend_url`` (see :func:`backend_tls`);
+    its idle connections expire before the backend's server closes them.
+    """
+    return httpx.AsyncClient(verify=backend_tls(backend_url), limits=client_limits())
+
+
 def job_launcher(
     config: WorkerConfig, checkpoints: CheckpointStore, *, entry: JobEntry = JOB_ENTRY
 ) -> JobLauncher:
@@ -168,7 +176,7 @@ async def serve_worker(
     """
     settings = config.worker
     tracing = tracing if tracing is not None else Tracing.off()
-    async with httpx.AsyncClient(verify=backend_tls(settings.backend_url)) as http:
+    async with backend_http_client(settings.backend_url) as http:
         instrument_client(http, tracing)
         backend = BackendClient(
             http=http,
@@ -249,6 +257,7 @@ def run_worker(
 
 __all__ = [
     "CHECKPOINT_PURGE_INTERVAL",
+    "backend_http_client",
     "backend_tls",
     "job_launcher",
     "prepare_checkpoints",

@@ -15,13 +15,13 @@ from support.tracing import memory_tracing, trace_hex
 from support.worker_fakes import FakeBackend, make_worker
 
 from ktrdr.api.dispatcher import (
-    WORKER_KEEPALIVE_EXPIRY,
     Dispatcher,
     DispatchOutcome,
     worker_client,
 )
 from ktrdr.config import AuthSettings, LoggingSettings, Secret
 from ktrdr.protocol import HeartbeatRequest, OperationStatus, OperationType, WorkerStatus
+from ktrdr.web.http_client import CLIENT_KEEPALIVE_EXPIRY
 from ktrdr.workers.server import build_worker_server
 
 pytestmark = pytest.mark.anyio
@@ -549,5 +549,5 @@ async def test_idle_connections_to_workers_expire_before_the_workers_server_clos
     pool = client._transport._pool  # type: ignore[attr-defined]
     await client.aclose()
 
-    assert pool._keepalive_expiry == WORKER_KEEPALIVE_EXPIRY.total_seconds()
-    assert WORKER_KEEPALIVE_EXPIRY.total_seconds() <= server.config.timeout_keep_alive / 2
+    assert pool._keepalive_expiry == CLIENT_KEEPALIVE_EXPIRY.total_seconds()
+    assert CLIENT_KEEPALIVE_EXPIRY.total_seconds() <= server.config.timeout_keep_alive / 2

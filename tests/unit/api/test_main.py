@@ -12,6 +12,8 @@ from support.processes import free_port
 from ktrdr.api.main import GRACEFUL_REQUESTS_TIMEOUT_S, build_server, open_store_or_exit, run
 from ktrdr.config import DatabaseSettings, DbEngine, Secret, validate_all
 from ktrdr.web import GracefulServer
+from ktrdr.web.http_client import CLIENT_KEEPALIVE_EXPIRY
+from ktrdr.workers.entrypoint import backend_http_client
 
 
 def test_bad_configuration_exits_1_with_the_report(capsys: pytest.CaptureFixture[str]) -> None:
@@ -41,6 +43,25 @@ def test_server_listens_on_exactly_the_configured_host_and_port(tmp_path: Path) 
     assert server.config.lifespan == "on"
     assert server.config.log_config is None
     assert server.config.timeout_graceful_shutdown == GRACEFUL_REQUESTS_TIMEOUT_S
+
+
+@pytest.mark.anyio
+async def test_workers_idle_connections_expire_before_the_backends_server_closes_them(
+    tmp_path: Path,
+) -> None:
+    """A heartbeat or report is never sent on a connection the backend is closing for
+    idleness: the worker's client drops idle connections well before the server does.
+    """
+    config = validate_all("backend", {}, env_file=None)
+    store = open_store(tmp_path)
+    server = build_server(config, store=store)
+    store.close()
+    client = backend_http_client("http://127.0.0.1:8000")
+    pool = client._transport._pool  # type: ignore[attr-defined]
+    await client.aclose()
+
+    assert pool._keepalive_expiry == CLIENT_KEEPALIVE_EXPIRY.total_seconds()
+    assert CLIENT_KEEPALIVE_EXPIRY.total_seconds() <= server.config.timeout_keep_alive / 2
 
 
 def test_sqlite_store_is_created_at_ktrdr_db_path(tmp_path: Path) -> None:
