@@ -70,6 +70,9 @@ def build_tracing(
     """
     if not settings.enabled:
         return Tracing.off()
+    from ktrdr.tracing.export import quiet_grpc_core
+
+    quiet_grpc_core()  # before the OTLP exporter loads grpc
     from ktrdr.tracing.setup import build_sdk_tracing
 
     return build_sdk_tracing(

@@ -9,11 +9,18 @@ logs one warning naming the endpoint and the reason, the batches of the next
 :data:`PAUSE_S` seconds are dropped at once (counted), then one batch tries again;
 when one succeeds, an info line says how many spans were lost. The wrapped exporter's
 own log lines are captured for the reason and not printed.
+
+gRPC's C core writes lines of its own to standard error, outside Python's logging: at
+its default verbosity, one per failed TLS handshake (an ``https://`` endpoint whose
+certificate is not trusted), so at every retry of every batch. :func:`quiet_grpc_core`
+raises that threshold to errors before grpc is loaded, unless the operator chose one
+(``GRPC_VERBOSITY``, gRPC's own variable).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -21,7 +28,7 @@ from collections.abc import Callable, Sequence
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-__all__ = ["OTLP_GRPC_LOGGER", "PAUSE_S", "GuardedExporter"]
+__all__ = ["OTLP_GRPC_LOGGER", "PAUSE_S", "GuardedExporter", "quiet_grpc_core"]
 
 logger = logging.getLogger("ktrdr.tracing")
 
@@ -30,6 +37,16 @@ PAUSE_S = 30.0
 #: The logger of the OTLP gRPC exporter (one line per failed batch and retry).
 OTLP_GRPC_LOGGER = "opentelemetry.exporter.otlp.proto.grpc.exporter"
 _REASON_MAX = 300
+#: gRPC's variable for its C core's log threshold, and the one ktrdr picks.
+GRPC_VERBOSITY, GRPC_QUIET = "GRPC_VERBOSITY", "ERROR"
+
+
+def quiet_grpc_core() -> None:
+    """Only errors from gRPC's C core (unless ``GRPC_VERBOSITY`` is set): call before it loads.
+
+    The C core reads the variable when it starts, from the process's environment.
+    """
+    os.environ.setdefault(GRPC_VERBOSITY, GRPC_QUIET)
 
 
 class _Capture(logging.Filter):

@@ -3,6 +3,9 @@
 Backend and worker processes export to it exactly as they would to Jaeger or an
 OpenTelemetry Collector (``KTRDR_OTEL_OTLP_ENDPOINT=http://127.0.0.1:<port>``), so a
 test checks the spans that really left each process, through the real exporter.
+With a ``trustme`` test CA (:func:`running_tls_receiver`) it serves TLS instead, with a
+certificate for ``localhost`` that only a client trusting that CA accepts
+(``https://localhost:<port>``): what a collector behind a private CA looks like.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 
 import attrs
 import grpc
+import trustme
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
@@ -48,6 +52,7 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignor
         self._receiver = receiver
 
     def Export(self, request: Any, context: Any) -> Any:
+        self._receiver.add_request(dict(context.invocation_metadata()))
         received = []
         for resource_spans in request.resource_spans:
             resource = _attributes(resource_spans.resource.attributes)
@@ -70,20 +75,40 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignor
 
 
 class OtlpReceiver:
-    """Receives spans on ``127.0.0.1:<port>`` until :meth:`stop`."""
+    """Receives spans on ``127.0.0.1:<port>`` until :meth:`stop`.
 
-    def __init__(self) -> None:
+    With ``credentials`` (a server certificate for ``localhost``) it serves TLS and
+    its :attr:`endpoint` is ``https://localhost:<port>``.
+    """
+
+    def __init__(self, credentials: grpc.ServerCredentials | None = None) -> None:
         self._lock = threading.Lock()
         self._spans: list[ReceivedSpan] = []
+        self._requests: list[dict[str, Any]] = []
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(self), self._server)
-        self.port = self._server.add_insecure_port("127.0.0.1:0")
+        self.tls = credentials is not None
+        if credentials is None:
+            self.port = self._server.add_insecure_port("127.0.0.1:0")
+        else:
+            self.port = self._server.add_secure_port("localhost:0", credentials)
         self._server.start()
 
     @property
     def endpoint(self) -> str:
         """The value for ``KTRDR_OTEL_OTLP_ENDPOINT``."""
+        if self.tls:
+            return f"https://localhost:{self.port}"
         return f"http://127.0.0.1:{self.port}"
+
+    def add_request(self, metadata: dict[str, Any]) -> None:
+        with self._lock:
+            self._requests.append(metadata)
+
+    def requests(self) -> list[dict[str, Any]]:
+        """The gRPC metadata (headers) of every export request received so far."""
+        with self._lock:
+            return list(self._requests)
 
     def add(self, spans: list[ReceivedSpan]) -> None:
         with self._lock:
@@ -101,6 +126,23 @@ class OtlpReceiver:
 def running_receiver() -> Iterator[OtlpReceiver]:
     """A receiver for the length of a fixture."""
     receiver = OtlpReceiver()
+    try:
+        yield receiver
+    finally:
+        receiver.stop()
+
+
+def tls_credentials(ca: trustme.CA) -> grpc.ServerCredentials:
+    """Server credentials with a certificate for ``localhost`` issued by ``ca``."""
+    issued = ca.issue_cert("localhost")
+    return grpc.ssl_server_credentials(
+        [(issued.private_key_pem.bytes(), issued.cert_chain_pems[0].bytes())]
+    )
+
+
+def running_tls_receiver(ca: trustme.CA) -> Iterator[OtlpReceiver]:
+    """A TLS receiver (certificate from ``ca``) for the length of a fixture."""
+    receiver = OtlpReceiver(tls_credentials(ca))
     try:
         yield receiver
     finally:
