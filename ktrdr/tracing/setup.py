@@ -11,6 +11,12 @@ What it builds:
   heartbeat, the backend's background writes): those are not anyone's operation;
 - one bounded ``BatchSpanProcessor`` per exporter: the OTLP gRPC exporter with a
   timeout, guarded (``ktrdr.tracing.export``), and the console one when asked for.
+  For an ``https://`` endpoint the exporter itself reads the standard variables naming
+  a private CA (``OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE``, then
+  ``OTEL_EXPORTER_OTLP_CERTIFICATE``); one naming a file that cannot be read or holds
+  no PEM certificate is said here in one warning, and the system's trust store is
+  used (the exporter would log a traceback, fail the process's start, or let gRPC
+  print errors at every export).
   Spans wait in a queue of :data:`MAX_QUEUE` and a full queue drops: a request never
   waits for an export.
 
@@ -20,11 +26,14 @@ the provider as an argument (``ktrdr.tracing.instrument``).
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
+from grpc import ChannelCredentials, ssl_channel_credentials
 from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
@@ -59,6 +68,12 @@ SCHEDULE_DELAY_MS = 1000
 EXPORT_TIMEOUT_S = 5.0
 #: How long a stopped exporter has to give its thread back at shutdown.
 _STOP_GRACE_S = 0.5
+#: The standard variables naming the CA file an https endpoint is trusted with, in the
+#: order the OTLP exporter reads them (the first one set is the one it uses).
+CERTIFICATE_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "OTEL_EXPORTER_OTLP_CERTIFICATE")
+_PEM_CERTIFICATE = b"-----BEGIN CERTIFICATE-----"
+
+logger = logging.getLogger("ktrdr.tracing")
 
 
 class EntrySampler(Sampler):
@@ -97,10 +112,46 @@ def _processor(exporter: SpanExporter) -> BatchSpanProcessor:
 def otlp_exporter(settings: TracingSettings) -> GuardedExporter:
     """The OTLP gRPC exporter to ``KTRDR_OTEL_OTLP_ENDPOINT`` (TLS for https://), guarded."""
     endpoint = settings.otlp_endpoint
+    insecure = endpoint.startswith("http://")
     inner = OTLPSpanExporter(
-        endpoint=endpoint, insecure=endpoint.startswith("http://"), timeout=EXPORT_TIMEOUT_S
+        endpoint=endpoint,
+        insecure=insecure,
+        credentials=None if insecure else _unusable_ca_fallback(),
+        timeout=EXPORT_TIMEOUT_S,
     )
     return GuardedExporter(inner, endpoint=endpoint, quiet=(OTLP_GRPC_LOGGER,))
+
+
+def _unusable_ca_fallback() -> ChannelCredentials | None:
+    """The system's trust store, with one warning, when the CA file cannot be used.
+
+    None otherwise: the exporter reads the variables itself. Given a file it cannot
+    open, it would log a traceback (a missing file) or fail the process's start (a
+    directory, no permission); given one with no certificate in it, gRPC's C core
+    would print errors at every export.
+    """
+    for name in CERTIFICATE_VARIABLES:
+        path = os.environ.get(name)
+        if path is None:
+            continue
+        if not path:
+            return None
+        try:
+            with open(path, "rb") as file:
+                problem = None if _PEM_CERTIFICATE in file.read() else "no PEM certificate in it"
+        except OSError as exc:
+            problem = f"cannot be read: {exc.strerror or type(exc).__name__}"
+        if problem is None:
+            return None
+        logger.warning(
+            "tracing: %s=%s is not usable (%s); expected the PEM file of the CA that "
+            "signed the OTLP endpoint's certificate; the system's trust store is used",
+            name,
+            path,
+            problem,
+        )
+        return ssl_channel_credentials()
+    return None
 
 
 def build_sdk_tracing(

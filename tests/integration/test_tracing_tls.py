@@ -111,12 +111,32 @@ def test_spans_reach_an_https_collector_whose_ca_the_backend_is_told_to_trust(
         assert WARNING not in output
 
 
+#: What ``OTEL_EXPORTER_OTLP_CERTIFICATE`` names in the untrusted cases (None: unset),
+#: below the test's directory.
+UNUSABLE_CA = {
+    "no CA given": None,
+    "a missing file": "missing.pem",
+    "a directory": "backend",
+    "a file with no certificate": "not-a-certificate.pem",
+}
+
+
+@pytest.mark.parametrize("given", list(UNUSABLE_CA))
 def test_an_untrusted_collector_fails_nothing_and_warns_once(
-    tmp_path: Path, receiver: OtlpReceiver
+    tmp_path: Path, receiver: OtlpReceiver, given: str
 ) -> None:
-    """No CA given: the handshake fails, the operation is created, one warning, no span."""
+    """The handshake fails: the operation is created, one warning each, no span, no traceback.
+
+    A CA variable naming something unusable is said once too, and the system's trust
+    store is used, as with no variable at all.
+    """
+    extra = {}
+    named = UNUSABLE_CA[given]
+    if named is not None:
+        (tmp_path / "not-a-certificate.pem").write_text("not a certificate\n")
+        extra["OTEL_EXPORTER_OTLP_CERTIFICATE"] = str(tmp_path / named)
     with ProcessGroup(tmp_path) as group:
-        backend = _start_backend(group, tmp_path, receiver)
+        backend = _start_backend(group, tmp_path, receiver, **extra)
         first = _create(backend)
         assert first["status"] == "pending", first
         assert first["trace_id"] is not None  # traced, only not delivered
@@ -130,6 +150,13 @@ def test_an_untrusted_collector_fails_nothing_and_warns_once(
         output = backend.process.stdout() + backend.process.stderr()
         assert output.count(WARNING) == 1, output
         assert receiver.endpoint in output
+        unusable = [line for line in output.splitlines() if "is not usable" in line]
+        if named is None:
+            assert unusable == [], output
+        else:
+            assert len(unusable) == 1, output
+            assert f"OTEL_EXPORTER_OTLP_CERTIFICATE={tmp_path / named}" in unusable[0]
+            assert "expected the PEM file of the CA" in unusable[0]
         assert "Traceback" not in output
         # The exporter's own lines (one per batch and retry) are not printed, nor gRPC's
         # C core's (one per failed handshake, written outside Python's logging).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from collections.abc import Sequence
 
@@ -12,7 +13,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from ktrdr.config import TracingSettings
 from ktrdr.tracing import build_tracing
-from ktrdr.tracing.export import GuardedExporter
+from ktrdr.tracing.export import GuardedExporter, quiet_grpc_core
 
 NOISY = "tests.noisy.exporter"
 WARNING = "tracing: spans cannot be sent to"
@@ -119,3 +120,15 @@ def test_the_real_otlp_exporter_to_a_closed_port_warns_once(
     assert endpoint in warnings[0]
     assert "Connection refused" in warnings[0]
     assert not [r for r in caplog.records if r.name.startswith("opentelemetry.exporter")]
+
+
+@pytest.mark.parametrize(("chosen", "expected"), [(None, "ERROR"), ("DEBUG", "DEBUG")])
+def test_grpc_core_prints_errors_only_unless_the_operator_chose(
+    monkeypatch: pytest.MonkeyPatch, chosen: str | None, expected: str
+) -> None:
+    """``GRPC_VERBOSITY`` becomes ERROR when unset; an operator's own value is kept."""
+    monkeypatch.setenv("GRPC_VERBOSITY", chosen or "")  # restored after the test
+    if chosen is None:
+        monkeypatch.delenv("GRPC_VERBOSITY")
+    quiet_grpc_core()
+    assert os.environ["GRPC_VERBOSITY"] == expected
