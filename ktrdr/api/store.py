@@ -22,11 +22,11 @@ import time
 import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Dialect, Engine, RowMapping
+from sqlalchemy.engine import Connection, Dialect, Engine
 
 from ktrdr.api.attempts import AttemptState, CurrentAttempts, lost_attempt, stale_attempt
 from ktrdr.api.migrations import SchemaUpgrade, upgrade_schema
@@ -37,6 +37,7 @@ from ktrdr.api.series_store import (
     read_series,
     upsert_points,
 )
+from ktrdr.api.store_driver import ConnectionRows, DriverPath, Rows, RowValues, Unavailable
 from ktrdr.api.store_pages import (
     MAX_COUNTED,
     ListPosition,
@@ -81,6 +82,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
 UTC = datetime.timezone.utc
 TABLE_NAME = "operations"
 MAX_PAGE = 1000
@@ -389,6 +391,8 @@ class OperationStore:
         self._postgres = engine.dialect.name == "postgresql"
         self._attempts = CurrentAttempts()
         self._statements = Statements(self._table)
+        #: SQLite: the hot transactions below SQLAlchemy's Connection (store_driver).
+        self._driver = DriverPath(engine) if DriverPath.suits(engine) else None
 
     @classmethod
     def open(cls, settings: DatabaseSettings) -> OperationStore:
@@ -454,6 +458,8 @@ class OperationStore:
 
     def close(self) -> None:
         """Release every pooled connection."""
+        if self._driver is not None:
+            self._driver.close()
         self._engine.dispose()
 
     # --- create and read --------------------------------------------------------------
@@ -496,20 +502,25 @@ class OperationStore:
             "lost_attempts": 0,
             "timeout_s": _timeout(timeout_s),
         }
+
+        def insert(rows: Rows) -> RowValues:
+            if self._postgres:
+                rows.scalar(_ADVISORY_LOCK, {"key": _CREATE_LOCK_KEY})
+            # Insert first: on SQLite the insert takes the write lock, so the count
+            # below cannot interleave with another creation's.
+            row = rows.first(self._statements.insert, values)
+            assert row is not None  # INSERT ... RETURNING returns the row
+            if max_live is not None:
+                live = int(rows.scalar(self._statements.count_live))
+                if live > max_live:
+                    raise LiveLimitReached(live=live - 1, limit=max_live)
+            return row
+
         try:
-            with self._engine.begin() as conn:
-                if self._postgres:
-                    conn.execute(_ADVISORY_LOCK, {"key": _CREATE_LOCK_KEY})
-                # Insert first: on SQLite the insert takes the write lock, so the count
-                # below cannot interleave with another creation's.
-                row = conn.execute(self._statements.insert, values).one()
-                if max_live is not None:
-                    live = int(conn.execute(self._statements.count_live).scalar_one())
-                    if live > max_live:
-                        raise LiveLimitReached(live=live - 1, limit=max_live)
+            row = self._run(insert)
         except sa.exc.IntegrityError:
             raise DuplicateOperation(new_id) from None
-        return _record(row._mapping)
+        return _record(row)
 
     def get(self, operation_id: str) -> OperationRecord:
         """The operation with this id; raises :class:`OperationNotFound`."""
@@ -666,12 +677,14 @@ class OperationStore:
         """
         now = _aware("now", now)
 
-        def with_deadline(conn: Connection, row: sa.Row[Any]) -> sa.Row[Any]:
-            if row.timeout_s is None:
+        def with_deadline(rows: Rows, row: RowValues) -> RowValues:
+            if row["timeout_s"] is None:
                 return row
-            deadline = now + datetime.timedelta(seconds=row.timeout_s)
+            deadline = now + datetime.timedelta(seconds=row["timeout_s"])
             bound = {"k_id": operation_id, "v_deadline_at": deadline}
-            return conn.execute(self._statements.set_deadline, bound).one()
+            updated = rows.first(self._statements.set_deadline, bound)
+            assert updated is not None  # the row this transaction just claimed
+            return updated
 
         return self._transition(
             operation_id,
@@ -1131,6 +1144,21 @@ class OperationStore:
         )
         return int(conn.execute(query).scalar_one())
 
+    def _run(self, work: Callable[[Rows], T], *, driver: bool = True) -> T:
+        """``work`` in one transaction: on SQLite's driver path when it can
+        (:mod:`ktrdr.api.store_driver`), else through SQLAlchemy.
+
+        ``work`` may be started twice (the driver path's attempt rolled back, then
+        SQLAlchemy's), so it must only read and write the database.
+        """
+        if driver and self._driver is not None:
+            try:
+                return self._driver.run(work)
+            except Unavailable:
+                pass
+        with self._engine.begin() as conn:
+            return work(ConnectionRows(conn))
+
     def _transition(
         self,
         operation_id: str,
@@ -1141,7 +1169,7 @@ class OperationStore:
         worker_id: str | None = None,
         attempt: int | None = None,
         series: Points | None = None,
-        then: Callable[[Connection, sa.Row[Any]], sa.Row[Any]] | None = None,
+        then: Callable[[Rows, RowValues], RowValues] | None = None,
     ) -> OperationRecord:
         """:meth:`_apply` that raises when nothing matched."""
         record = self._apply(
@@ -1191,7 +1219,7 @@ class OperationStore:
         extra: Iterable[Any] = (),
         quiet: bool = False,
         series: Points | None = None,
-        then: Callable[[Connection, sa.Row[Any]], sa.Row[Any]] | None = None,
+        then: Callable[[Rows, RowValues], RowValues] | None = None,
     ) -> OperationRecord | None:
         """One conditional update, serialised with every other transition of this store.
 
@@ -1222,21 +1250,28 @@ class OperationStore:
         else:
             statement = self._update(operation_id, allowed, values, worker_id, attempt, extra)
             bound = None
+
+        def update(
+            rows: Rows,
+        ) -> tuple[RowValues | None, RowValues | None]:
+            row = rows.first(statement, bound)
+            if row is not None and then is not None:
+                row = then(rows, row)
+            current = None
+            if row is None:
+                current = rows.first(self._statements.attempt_of, {"k_id": operation_id})
+            if series and worker_id is not None:
+                owner = row if row is not None else current
+                if owner is not None and owner["worker_id"] == worker_id:
+                    assert isinstance(rows, ConnectionRows)  # series: never on the driver
+                    upsert_points(rows.conn, self._series, [(operation_id, series)])
+            return row, current
+
         with self._attempts.lock:
-            with self._engine.begin() as conn:
-                row = conn.execute(statement, bound).first()
-                if row is not None and then is not None:
-                    row = then(conn, row)
-                if row is None:
-                    current = conn.execute(
-                        self._statements.attempt_of, {"k_id": operation_id}
-                    ).first()
-                if series and worker_id is not None:
-                    owner = row if row is not None else current
-                    if owner is not None and owner.worker_id == worker_id:
-                        upsert_points(conn, self._series, [(operation_id, series)])
+            # One-off statements (extra conditions) and series points: SQLAlchemy only.
+            row, current = self._run(update, driver=prebuilt is not None and not series)
             if row is not None:
-                record = _record(row._mapping)
+                record = _record(row)
                 self._attempts.record(record.attempt_state())
                 return self._finished(record) if record.status.finished else record
             if current is None:
@@ -1245,23 +1280,23 @@ class OperationStore:
                 self._attempts.record(
                     AttemptState(
                         operation_id=operation_id,
-                        attempt=int(current.attempt),
-                        status=OperationStatus(current.status),
-                        worker_id=current.worker_id,
+                        attempt=int(current["attempt"]),
+                        status=OperationStatus(current["status"]),
+                        worker_id=current["worker_id"],
                     )
                 )
         if quiet:
             return None
         if current is None:
             raise OperationNotFound(operation_id)
-        status = OperationStatus(current.status)
+        status = OperationStatus(current["status"])
         if status not in allowed or (worker_id is None and attempt is None):
             raise InvalidTransition(operation_id, current=status, action=action, allowed=allowed)
         state = AttemptState(
             operation_id=operation_id,
-            attempt=int(current.attempt),
+            attempt=int(current["attempt"]),
             status=status,
-            worker_id=current.worker_id,
+            worker_id=current["worker_id"],
         )
         raise stale_attempt(state, worker_id=worker_id or "(none)", attempt=attempt)
 
@@ -1276,7 +1311,7 @@ def _timeout(value: float | None) -> float | None:
     return float(value)
 
 
-def _record(row: RowMapping) -> OperationRecord:
+def _record(row: RowValues) -> OperationRecord:
     return OperationRecord(
         id=row["id"],
         type=OperationType(row["type"]),

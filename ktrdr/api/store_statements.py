@@ -76,7 +76,7 @@ class Statements:
         self.count_live = (
             sa.select(sa.func.count())
             .select_from(table)
-            .where(c.status.in_([s.value for s in LIVE_STATUSES]))
+            .where(c.status.in_([sa.literal(s.value) for s in LIVE_STATUSES]))
         )
 
     def transition(

@@ -1,0 +1,313 @@
+"""The operations store's hot transactions on SQLite, run on the pooled DB-API connection.
+
+Why this is hand-written: on SQLite, SQLAlchemy's ``Connection`` costs more per
+statement than the database does. Measured on one progress update (the same prebuilt
+``UPDATE ... RETURNING``, 3,000 calls, load average about 1, issue 13): through the
+store 139 us, ``engine.begin()`` + ``execute()`` 115 us, the same on one connection
+kept checked out 85 us (pool checkout, begin and commit gone; left: the statement's
+cache key and compiled-cache lookup, the execution context, bind and result
+processing, the result object), ``sqlite3`` directly 29 us. Keeping a connection
+checked out alone left the store at 0.34-0.39 x the bare driver (target 0.5), and
+``exec_driver_sql`` still builds an execution context without doing the type
+handling; so the hot transactions (create, claim, progress, finish) run here.
+
+What stays SQLAlchemy's, so the schema and the types stay in one place: each
+statement is the store's own SQLAlchemy statement (:mod:`ktrdr.api.store_statements`),
+compiled once for the engine's dialect; its values go through the bind processors
+SQLAlchemy itself would use (JSON, aware UTC datetimes, booleans) and the returned
+columns through its result processors, so a row here equals the row SQLAlchemy
+returns (the tests compare every transition both ways). The transaction is the
+one SQLAlchemy would run on pysqlite: the driver's implicit ``BEGIN`` before the
+first write, ``commit()`` at the end, ``rollback()`` on any error.
+
+Errors and events: a statement that fails here (the driver, a processor, the commit)
+is rolled back, this connection is given up, and :class:`Unavailable` tells the
+store to run the whole transaction again through SQLAlchemy, which raises the
+store's usual errors and fires the engine's ``handle_error`` listeners (the outage
+watch, the error metrics) if the failure repeats; nothing of the failed attempt is
+left (it never committed). Each statement that succeeds here calls the engine's
+``after_cursor_execute`` listeners (the outage watch learns the store is back) with
+this held ``Connection`` and no execution context. While the engine has any
+``before_cursor_execute`` listener (tracing's per-statement spans need SQLAlchemy's
+execution context) or logs its SQL (``echo``), nothing runs here. PostgreSQL never
+uses this path: its time is round trips and commits, and it meets the target through
+SQLAlchemy.
+
+One connection is kept checked out for this path, used by one transaction at a time;
+a transaction that finds it busy runs through SQLAlchemy instead of waiting.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
+
+import attrs
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+__all__ = ["ConnectionRows", "DriverPath", "RowValues", "Rows", "Unavailable"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+#: A returned row by column name (a dict here, SQLAlchemy's ``RowMapping`` there).
+RowValues = Mapping[Any, Any]
+_Processor = Callable[[Any], Any] | None
+#: A bind whose value comes from the execution's parameters (not a literal).
+_GIVEN = object()
+
+
+class Rows(Protocol):
+    """What a store transaction runs its statements through (either path)."""
+
+    def first(
+        self, statement: sa.Executable, parameters: Mapping[str, Any] | None = None
+    ) -> RowValues | None:
+        """The first row ``statement`` returns, by column name, or None."""
+
+    def scalar(self, statement: sa.Executable, parameters: Mapping[str, Any] | None = None) -> Any:
+        """The first column of the first row (None when there is no row)."""
+
+
+class ConnectionRows:
+    """:class:`Rows` through a SQLAlchemy ``Connection`` (PostgreSQL, and every fallback)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def first(
+        self, statement: sa.Executable, parameters: Mapping[str, Any] | None = None
+    ) -> RowValues | None:
+        row = self.conn.execute(statement, parameters).first()
+        return None if row is None else row._mapping
+
+    def scalar(self, statement: sa.Executable, parameters: Mapping[str, Any] | None = None) -> Any:
+        return self.conn.execute(statement, parameters).scalar()
+
+
+class Unavailable(Exception):
+    """This path cannot run the transaction now (nothing was written): use SQLAlchemy."""
+
+
+class _Failed(Exception):
+    """A statement failed on this path (the transaction is rolled back, then retried)."""
+
+
+@attrs.frozen
+class _Compiled:
+    """One statement compiled for SQLite: its SQL, how to bind, how to read a row."""
+
+    sql: str
+    #: (parameter name, literal value or _GIVEN, bind processor) in placeholder order.
+    binds: tuple[tuple[str, Any, _Processor], ...]
+    columns: tuple[str, ...]
+    processors: tuple[_Processor, ...]
+    #: Kept so the id() this is cached under is never reused by another statement.
+    statement: Any
+
+
+def _compile(
+    statement: sa.Executable, names: Sequence[str], dialect: sa.Dialect
+) -> _Compiled | None:
+    """``statement`` compiled as SQLAlchemy would for these parameters; None if it does
+    something this path does not (defaults computed in Python, expanding ``IN``,
+    named parameters). Values SQL computes (``attempt + 1``) come back through
+    ``RETURNING`` like every other column."""
+    if not isinstance(statement, (sa.Insert, sa.Update, sa.Select)):
+        return None
+    keys = list(names) if isinstance(statement, sa.Insert) else None
+    compiled: Any = statement.compile(dialect=dialect, column_keys=keys)
+    if compiled.positiontup is None or compiled.insert_prefetch or compiled.update_prefetch:
+        return None
+    binds = []
+    for name in compiled.positiontup:
+        bind = compiled.binds.get(name)
+        if bind is None or bind.expanding or bind.callable is not None:
+            return None
+        processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if name in names:
+            binds.append((name, _GIVEN, processor))
+        elif bind.required:
+            return None
+        else:
+            binds.append((name, bind.value, processor))
+    columns = list(statement.exported_columns)
+    return _Compiled(
+        sql=compiled.string,
+        binds=tuple(binds),
+        columns=tuple(str(column.key) for column in columns),
+        processors=tuple(
+            column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
+        ),
+        statement=statement,
+    )
+
+
+class DriverPath:
+    """Runs store transactions on one pooled SQLite connection, below SQLAlchemy."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._dialect = engine.dialect
+        self._lock = threading.Lock()
+        self._conn: Connection | None = None
+        self._cache: dict[tuple[int, tuple[str, ...]], _Compiled | None] = {}
+
+    @staticmethod
+    def suits(engine: Engine) -> bool:
+        """True for engines this path serves (SQLite through pysqlite)."""
+        return engine.dialect.name == "sqlite" and engine.dialect.paramstyle == "qmark"
+
+    def run(self, work: Callable[[Rows], T]) -> T:
+        """``work`` in one transaction here; raises :class:`Unavailable` (nothing
+        written) when the store must run it through SQLAlchemy instead.
+
+        Errors ``work`` raises itself (the live limit) roll back and propagate.
+        """
+        engine = self._engine
+        if engine.dispatch.before_cursor_execute or engine.logger.isEnabledFor(logging.INFO):
+            raise Unavailable("statements are traced or logged")
+        if not self._lock.acquire(blocking=False):
+            raise Unavailable("in use by another transaction")
+        try:
+            return self._transaction(work)
+        finally:
+            self._lock.release()
+
+    def close(self) -> None:
+        """Return the held connection to the pool."""
+        with self._lock:
+            self._drop(invalidate=False)
+
+    def _transaction(self, work: Callable[[Rows], T]) -> T:
+        if self._conn is None:
+            try:
+                self._conn = self._engine.connect()
+            except sa.exc.SQLAlchemyError as exc:
+                # Cannot connect: SQLAlchemy's path reports it (events, errors).
+                raise Unavailable(str(exc)) from None
+        conn = self._conn
+        raw = conn.connection.driver_connection
+        assert raw is not None  # a live pooled connection
+        try:
+            result = work(_DriverRows(self, conn, raw))
+            try:
+                raw.commit()
+            except Exception as exc:
+                raise _Failed(exc) from exc
+        except _Failed as failed:
+            reason = failed.__cause__ or failed
+            self._rollback(raw, disconnect=self._is_disconnect(reason, raw))
+            logger.debug("store transaction handed to SQLAlchemy: %s", reason)
+            raise Unavailable(str(reason)) from None
+        except BaseException:
+            self._rollback(raw, disconnect=False)
+            raise
+        return result
+
+    def _is_disconnect(self, error: BaseException, raw: Any) -> bool:
+        """Whether SQLAlchemy would give this connection up after ``error``."""
+        if not isinstance(error, sqlite3.Error):
+            return False
+        return bool(self._dialect.is_disconnect(error, raw, None))
+
+    def _rollback(self, raw: Any, *, disconnect: bool) -> None:
+        """Roll back; a connection that is lost or cannot roll back is given up."""
+        try:
+            raw.rollback()
+        except sqlite3.Error:
+            disconnect = True
+        if disconnect:
+            self._drop(invalidate=True)
+
+    def _drop(self, *, invalidate: bool) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            if invalidate:
+                conn.invalidate()
+            conn.close()
+        except sa.exc.SQLAlchemyError:
+            logger.debug("closing the store's held connection failed", exc_info=True)
+
+    def compiled(self, statement: sa.Executable, names: tuple[str, ...]) -> _Compiled | None:
+        key = (id(statement), names)
+        try:
+            return self._cache[key]
+        except KeyError:
+            pass
+        compiled = _compile(statement, names, self._dialect)
+        self._cache[key] = compiled
+        return compiled
+
+    def executed(self, conn: Connection, cursor: Any, sql: str, args: Sequence[Any]) -> None:
+        """Tell the engine's ``after_cursor_execute`` listeners a statement succeeded."""
+        listeners = self._engine.dispatch.after_cursor_execute
+        if listeners:
+            listeners(conn, cursor, sql, args, None, False)
+
+
+class _DriverRows:
+    """:class:`Rows` on the DB-API connection of a :class:`DriverPath` transaction."""
+
+    def __init__(self, path: DriverPath, conn: Connection, raw: Any) -> None:
+        self._path = path
+        self._conn = conn
+        self._raw = raw
+
+    def _row(
+        self, statement: sa.Executable, parameters: Mapping[str, Any] | None
+    ) -> tuple[_Compiled, tuple[Any, ...] | None]:
+        given = parameters or {}
+        try:
+            compiled = self._path.compiled(statement, tuple(given))
+            if compiled is None:
+                raise _Failed(f"statement not supported here: {statement}")
+            args = []
+            for name, value, processor in compiled.binds:
+                if value is _GIVEN:
+                    value = given[name]
+                args.append(value if processor is None else processor(value))
+            cursor = self._raw.cursor()
+            try:
+                cursor.execute(compiled.sql, args)
+                row = cursor.fetchone()
+                self._path.executed(self._conn, cursor, compiled.sql, args)
+            finally:
+                cursor.close()
+        except _Failed:
+            raise
+        except Exception as exc:
+            raise _Failed(exc) from exc
+        return compiled, row
+
+    def first(
+        self, statement: sa.Executable, parameters: Mapping[str, Any] | None = None
+    ) -> RowValues | None:
+        compiled, row = self._row(statement, parameters)
+        if row is None:
+            return None
+        try:
+            return {
+                name: value if processor is None else processor(value)
+                for name, value, processor in zip(
+                    compiled.columns, row, compiled.processors, strict=True
+                )
+            }
+        except Exception as exc:
+            raise _Failed(exc) from exc
+
+    def scalar(self, statement: sa.Executable, parameters: Mapping[str, Any] | None = None) -> Any:
+        compiled, row = self._row(statement, parameters)
+        if row is None:
+            return None
+        processor = compiled.processors[0]
+        try:
+            return row[0] if processor is None else processor(row[0])
+        except Exception as exc:
+            raise _Failed(exc) from exc
