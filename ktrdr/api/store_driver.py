@@ -34,7 +34,9 @@ uses this path: its time is round trips and commits, and it meets the target thr
 SQLAlchemy.
 
 One connection is kept checked out for this path, used by one transaction at a time;
-a transaction that finds it busy runs through SQLAlchemy instead of waiting.
+a transaction that finds it busy runs through SQLAlchemy instead of waiting. After
+``engine.dispose()`` it is closed at its next use and a new one is checked out, so
+disposing the pool still lets go of every connection the store holds.
 """
 
 from __future__ import annotations
@@ -155,6 +157,8 @@ class DriverPath:
         self._dialect = engine.dialect
         self._lock = threading.Lock()
         self._conn: Connection | None = None
+        #: The pool the held connection came from.
+        self._pool = engine.pool
         self._cache: dict[tuple[int, tuple[str, ...]], _Compiled | None] = {}
 
     @staticmethod
@@ -184,7 +188,11 @@ class DriverPath:
             self._drop(invalidate=False)
 
     def _transaction(self, work: Callable[[Rows], T]) -> T:
+        if self._conn is not None and self._pool is not self._engine.pool:
+            # engine.dispose() replaced the pool: this connection goes with the old one.
+            self._drop(invalidate=True)
         if self._conn is None:
+            self._pool = self._engine.pool
             try:
                 self._conn = self._engine.connect()
             except sa.exc.SQLAlchemyError as exc:
@@ -213,7 +221,8 @@ class DriverPath:
         """Whether SQLAlchemy would give this connection up after ``error``."""
         if not isinstance(error, sqlite3.Error):
             return False
-        return bool(self._dialect.is_disconnect(error, raw, None))
+        driver_error: Any = error  # SQLAlchemy types it as its DB-API protocol's Error
+        return bool(self._dialect.is_disconnect(driver_error, raw, None))
 
     def _rollback(self, raw: Any, *, disconnect: bool) -> None:
         """Roll back; a connection that is lost or cannot roll back is given up."""
