@@ -319,3 +319,18 @@ def test_a_full_disk_is_still_an_outage_and_its_end_is_seen(full_disk: Path) -> 
     assert back.progress == {"percent": 50.0}
     assert watched.on_driver == 1
     assert health.available
+
+
+def test_a_store_logging_its_sql_keeps_to_sqlalchemy(tmp_path: Path) -> None:
+    """With ``echo`` (KTRDR_DB_ECHO) every statement is logged by SQLAlchemy, so none
+    runs on the driver path."""
+    store = OperationStore.open_url(f"sqlite+pysqlite:///{tmp_path / 'ops.db'}", echo=True)
+    contexts: list[Any] = []
+    sa.event.listen(store.engine, "after_cursor_execute", lambda *args: contexts.append(args[4]))
+    try:
+        record = store.create(operation_type=OperationType.TRAINING, parameters={}, now=at(0))
+        store.mark_running(record.id, worker_id="w-1", now=at(1))
+    finally:
+        store.close()
+    assert len(contexts) == 2
+    assert None not in contexts

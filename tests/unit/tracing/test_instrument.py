@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -12,6 +14,8 @@ from fastapi import FastAPI
 from opentelemetry.trace import SpanKind
 from support.tracing import MemoryTracing, memory_tracing, trace_hex
 
+from ktrdr.api.store import OperationStore
+from ktrdr.protocol import OperationStatus, OperationType
 from ktrdr.tracing import Tracing, instrument_app, instrument_client, instrument_engine
 
 PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -109,3 +113,23 @@ def test_sql_statements_inside_a_trace_are_spans(traced: MemoryTracing) -> None:
     assert len(statements) == 1
     assert statements[0].name.startswith("SELECT")
     assert trace_hex(statements[0]) == trace_hex(traced.named("request"))
+
+
+def test_a_traced_store_keeps_its_hot_transitions_on_sqlalchemy(
+    traced: MemoryTracing, tmp_path: Path
+) -> None:
+    """On SQLite the store runs its hot transitions below SQLAlchemy's Connection,
+    except while the engine is traced: each statement is still a span."""
+    store = OperationStore.open_url(f"sqlite+pysqlite:///{tmp_path / 'ops.db'}")
+    instrument_engine(store.engine, traced.tracing)
+    now = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+    try:
+        with traced.tracing.span("request"):
+            record = store.create(operation_type=OperationType.TRAINING, parameters={}, now=now)
+            store.mark_running(record.id, worker_id="w-1", now=now)
+            store.update_progress(record.id, now=now, progress={"percent": 5.0})
+            store.finish(record.id, status=OperationStatus.COMPLETED, now=now)
+    finally:
+        store.close()
+    statements = [s.name.split()[0] for s in traced.spans() if s.kind is SpanKind.CLIENT]
+    assert statements == ["INSERT", "UPDATE", "UPDATE", "UPDATE"]
