@@ -8,7 +8,9 @@ racing for the same operation (a worker's report and a user's cancel, the orphan
 detector and a late heartbeat) cannot both win: the loser gets
 :class:`~ktrdr.errors.InvalidTransition` naming the status it found. Times are aware UTC datetimes
 passed in by the caller (its injected clock); this module never reads the clock.
-It never logs the database password.
+It never logs the database password. On SQLite, the hot transactions (create, claim,
+progress, finish) run the same statements below SQLAlchemy's ``Connection``, on the
+pooled DB-API connection (:mod:`ktrdr.api.store_driver` says why and what it keeps).
 """
 
 from __future__ import annotations

@@ -4,30 +4,34 @@ Why this is hand-written: on SQLite, SQLAlchemy's ``Connection`` costs more per
 statement than the database does. Measured on one progress update (the same prebuilt
 ``UPDATE ... RETURNING``, 3,000 calls, load average about 1, issue 13): through the
 store 139 us, ``engine.begin()`` + ``execute()`` 115 us, the same on one connection
-kept checked out 85 us (pool checkout, begin and commit gone; left: the statement's
-cache key and compiled-cache lookup, the execution context, bind and result
-processing, the result object), ``sqlite3`` directly 29 us. Keeping a connection
-checked out alone left the store at 0.34-0.39 x the bare driver (target 0.5), and
-``exec_driver_sql`` still builds an execution context without doing the type
-handling; so the hot transactions (create, claim, progress, finish) run here.
+kept checked out 85 us (pool checkout, begin and commit gone; what is left is the
+statement's cache key and compiled-cache lookup, the execution context, bind and
+result processing, the result object), ``sqlite3`` directly 29 us. Keeping a
+connection checked out alone left the store at 0.34-0.39 x the bare driver (target
+0.5), and ``exec_driver_sql`` still builds an execution context while doing none of
+the type handling; so the hot transactions (create, claim, progress, finish, release,
+resume) run here: the store's progress update then takes 71 us, and the store is at
+0.58 x the driver in ``benchmarks/bench_store_vs_driver.py`` (0.30 before).
 
 What stays SQLAlchemy's, so the schema and the types stay in one place: each
 statement is the store's own SQLAlchemy statement (:mod:`ktrdr.api.store_statements`),
-compiled once for the engine's dialect; its values go through the bind processors
-SQLAlchemy itself would use (JSON, aware UTC datetimes, booleans) and the returned
-columns through its result processors, so a row here equals the row SQLAlchemy
-returns (the tests compare every transition both ways). The transaction is the
-one SQLAlchemy would run on pysqlite: the driver's implicit ``BEGIN`` before the
+compiled once for the engine's dialect (positional parameters); its values go through
+the bind processors SQLAlchemy itself uses (JSON, aware UTC datetimes, booleans) and
+the returned columns through its result processors, so a row here equals the row
+SQLAlchemy returns (the tests compare every transition both ways). The transaction
+is the one SQLAlchemy runs on pysqlite: the driver's implicit ``BEGIN`` before the
 first write, ``commit()`` at the end, ``rollback()`` on any error.
 
 Errors and events: a statement that fails here (the driver, a processor, the commit)
-is rolled back, this connection is given up, and :class:`Unavailable` tells the
-store to run the whole transaction again through SQLAlchemy, which raises the
-store's usual errors and fires the engine's ``handle_error`` listeners (the outage
-watch, the error metrics) if the failure repeats; nothing of the failed attempt is
-left (it never committed). Each statement that succeeds here calls the engine's
-``after_cursor_execute`` listeners (the outage watch learns the store is back) with
-this held ``Connection`` and no execution context. While the engine has any
+is rolled back and :class:`Unavailable` tells the store to run the whole transaction
+again through SQLAlchemy, which raises the store's usual errors and fires the
+engine's ``handle_error`` listeners (the outage watch, the error metrics) if the
+failure repeats; nothing of the failed attempt is left (it never committed). The
+cost: a failure is met twice (a database locked by another process past the busy
+timeout makes the caller wait two timeouts), and one that does not repeat is not
+counted. Each statement that succeeds here calls the engine's
+``after_cursor_execute`` listeners (so the outage watch sees the store come back)
+with the held ``Connection`` and no execution context. While the engine has any
 ``before_cursor_execute`` listener (tracing's per-statement spans need SQLAlchemy's
 execution context) or logs its SQL (``echo``), nothing runs here. PostgreSQL never
 uses this path: its time is round trips and commits, and it meets the target through
@@ -36,7 +40,8 @@ SQLAlchemy.
 One connection is kept checked out for this path, used by one transaction at a time;
 a transaction that finds it busy runs through SQLAlchemy instead of waiting. After
 ``engine.dispose()`` it is closed at its next use and a new one is checked out, so
-disposing the pool still lets go of every connection the store holds.
+disposing the pool still lets go of every connection the store holds; one that
+SQLAlchemy would consider lost (or that cannot roll back) is given up at once.
 """
 
 from __future__ import annotations
