@@ -207,6 +207,28 @@ class UtcDateTime(sa.types.TypeDecorator[datetime.datetime]):
         value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
+        """On SQLite, :meth:`process_bind_param` and SQLAlchemy's DATETIME text in one step.
+
+        The text is the one SQLAlchemy's SQLite ``DATETIME`` stores by default
+        (``2026-01-01 08:30:15.123456``), written by ``datetime.isoformat`` instead of
+        its %-formatting: 0.5 us a value instead of 2.6, two to four values in every
+        transition (issue 13). ``tests/unit/api/test_store.py`` checks that both write the
+        same text.
+        """
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+
+        def process(value: datetime.datetime | None) -> str | None:
+            if value is None:
+                return None
+            if value.tzinfo is None or value.utcoffset() is None:
+                message = f"expected an aware datetime (UTC), got naive {value.isoformat()}"
+                raise ValueError(message)
+            return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+        return process
+
     def process_result_value(
         self, value: datetime.datetime | None, dialect: Dialect
     ) -> datetime.datetime | None:

@@ -24,6 +24,7 @@ from ktrdr.api.store import (
     ProgressStamp,
     StaleAttempt,
     StoreError,
+    UtcDateTime,
     database_url,
 )
 from ktrdr.config import ConfigurationError, DatabaseSettings, DbEngine, Secret
@@ -107,6 +108,31 @@ def test_naive_time_is_refused(store: OperationStore) -> None:
     with pytest.raises(ValueError, match="now must be an aware datetime"):
         store.create(operation_type=TRAINING, parameters={}, now=datetime.datetime(2026, 1, 1))
     assert store.count_live() == 0
+
+
+def test_times_are_stored_on_sqlite_as_sqlalchemys_datetime_stores_them() -> None:
+    """The store's own SQLite text for a time is SQLAlchemy's DATETIME text for it in UTC
+    (rows written before and after it was hand-written compare and sort alike), and a
+    naive time is still refused."""
+    dialect = sa.create_engine("sqlite+pysqlite://").dialect
+    ours = UtcDateTime().dialect_impl(dialect).bind_processor(dialect)
+    theirs = sa.DateTime().dialect_impl(dialect).bind_processor(dialect)
+    assert ours is not None
+    assert theirs is not None
+    east = datetime.timezone(datetime.timedelta(hours=5, minutes=30))
+    times = [
+        T0,
+        T0.replace(microsecond=0),
+        datetime.datetime(1, 1, 1, tzinfo=UTC),
+        datetime.datetime(999, 12, 31, 23, 59, 59, 1, tzinfo=UTC),
+        datetime.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime.datetime(2026, 3, 1, 2, 0, 0, 500, tzinfo=east),
+    ]
+    for moment in times:
+        assert ours(moment) == theirs(moment.astimezone(UTC).replace(tzinfo=None))
+    assert ours(None) is None
+    with pytest.raises(ValueError, match="expected an aware datetime"):
+        ours(datetime.datetime(2026, 1, 1))
 
 
 def test_non_json_parameters_are_refused(store: OperationStore) -> None:
