@@ -324,6 +324,51 @@ class OperationReport(_MaySendSeries):
     error: str | None = Field(default=None, max_length=4000)
     checkpoint_saved: bool = False
     # series: every point of the operation (the worker's whole record of it).
+    #: The worker is free and asks for its next operation in the answer
+    #: (:class:`ReportAnswer`). Sent only as ``true``, and only to a backend whose
+    #: registration answer carried :data:`HANDOFF_HEADER`: a backend from before it
+    #: refuses unknown fields.
+    take_next: bool = False
+
+    @model_serializer(mode="wrap")
+    def _drop_empty_series(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict):
+            if data.get("series") is None:
+                data.pop("series", None)
+            if not data.get("take_next"):
+                data.pop("take_next", None)
+        return data
+
+
+#: Response header of a registration answer from a backend that hands the next
+#: operation over in the answer to a report (its value is ``1``). Workers send
+#: ``take_next`` only to such a backend; a header, because a field in the answer would
+#: be refused by a worker from before it (its models refuse unknown fields).
+HANDOFF_HEADER = "Ktrdr-Handoff"
+
+
+class Handoff(_Message):
+    """The next operation, handed to a worker in the answer to its report.
+
+    ``start`` is exactly what a start request (``POST /operations``) would carry;
+    ``traceparent`` the dispatch span its run continues (None: not traced).
+    """
+
+    start: StartOperationRequest
+    traceparent: str | None = Field(default=None, max_length=55)
+
+
+class ReleaseOperationRequest(_Message):
+    """Worker → backend ``POST /api/v1/operations/{id}/release``: the worker could not
+    start ``attempt``, handed to it with a report's answer (it began stopping, or its
+    own checks refused it). The operation goes back to pending in its old place, the
+    attempt given back, as when a start request is answered busy.
+    """
+
+    worker_id: str = Field(pattern=_ID)
+    attempt: int = Field(ge=1, le=MAX_ATTEMPT)
+    reason: str = Field(default="", max_length=500)
 
 
 class ErrorBody(_Message):
@@ -477,6 +522,24 @@ class OperationView(_Message):
     timeout_s: float | None = None
 
 
+class ReportAnswer(OperationView):
+    """The answer to a report: the operation as it now is and, when the report asked
+    (``take_next``) and one was pending, the worker's next operation.
+
+    ``next_operation`` is left out when there is none, so the answer reads as an
+    :class:`OperationView`.
+    """
+
+    next_operation: Handoff | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_no_next(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and data.get("next_operation") is None:
+            data.pop("next_operation", None)
+        return data
+
+
 #: Most operations one ``GET /api/v1/operations`` page holds (``?limit`` at most).
 MAX_PAGE_ITEMS = 200
 
@@ -507,6 +570,7 @@ __all__ = [
     "BASE_URL_RULE",
     "DASHBOARD_PATH",
     "FINISHED_STATUSES",
+    "HANDOFF_HEADER",
     "ID_PATTERN",
     "MAX_ATTEMPT",
     "MAX_BODY_BYTES",
@@ -527,6 +591,7 @@ __all__ = [
     "CancelOperationRequest",
     "CreateOperationRequest",
     "ErrorBody",
+    "Handoff",
     "HeartbeatRequest",
     "OperationList",
     "OperationParameters",
@@ -538,6 +603,8 @@ __all__ = [
     "Progress",
     "RegisterRequest",
     "RegisterResponse",
+    "ReleaseOperationRequest",
+    "ReportAnswer",
     "SeriesAxis",
     "SeriesPoint",
     "SeriesPoints",

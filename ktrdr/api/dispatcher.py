@@ -20,9 +20,19 @@ the worker, which by then runs the operation (or never got it). When the start g
 no answer, the worker may still receive it later, so the cancel is sent again every
 tick for :data:`CANCEL_RESEND_WINDOW` until the worker confirms it.
 
+A worker that reports an outcome and asks for more (``take_next``) may get its next
+operation in the answer instead (``ktrdr.api.reports``): the finish and the claim are
+one store transaction, and :meth:`Dispatcher.hand_off` does for that start everything
+a round's start does (the registry, the ``dispatch`` span, the metric, the log line,
+a cancel waiting for it) with the same functions; only the HTTP request is left out.
+The worker cannot confirm it at once, so a cancel treats it as a start that got no
+answer. A worker that cannot start a handed-off operation gives it back
+(:meth:`Dispatcher.give_back`), like a start answered busy.
+
 Rounds run when woken (an operation created or resumed, a worker registered, became
-idle or reported) and on a short tick. The dispatcher speaks HTTP to workers through
-an injected ``httpx.AsyncClient`` (tests use ``httpx.MockTransport``) and owns it.
+idle or reported without taking the next operation) and on a short tick. The
+dispatcher speaks HTTP to workers through an injected ``httpx.AsyncClient`` (tests use
+``httpx.MockTransport``) and owns it.
 
 A worker names its own ``endpoint_url``, so the dispatcher must not become a way to
 reach anything else: it only ever calls that base URL (checked at registration, and
@@ -34,13 +44,15 @@ single-line reason.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import enum
+import functools
 import logging
 import re
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import quote
 
 import attrs
@@ -56,6 +68,7 @@ from ktrdr.log_context import attempt_of, operation_context
 from ktrdr.protocol import (
     WORKER_OPERATIONS_PATH,
     CancelOperationRequest,
+    Handoff,
     OperationStatus,
     OperationType,
     OperationView,
@@ -75,6 +88,7 @@ __all__ = [
     "Dispatcher",
     "WorkerAnswer",
     "one_line",
+    "start_request",
     "worker_client",
     "worker_url",
 ]
@@ -105,6 +119,11 @@ class DispatchOutcome(str, enum.Enum):
     LOST = "lost"  # never reached the worker: the attempt is lost (retried or failed)
     FAILED = "failed"  # the worker refused this operation itself: failed with its reason
     UNCONFIRMED = "unconfirmed"  # sent, no answer: left running (heartbeats or orphans decide)
+    HANDED_OFF = "handed_off"  # in the answer to the worker's report (it starts it on receipt)
+
+
+#: Outcomes after which the worker may run the operation without having said so.
+_MAYBE_RUNNING = (DispatchOutcome.UNCONFIRMED, DispatchOutcome.HANDED_OFF)
 
 
 @attrs.frozen(kw_only=True)
@@ -139,6 +158,32 @@ def _first_attempt(request: StartOperationRequest) -> set[str] | None:
     (the backend is upgraded first) still takes it.
     """
     return {"attempt", "retry"} if request.attempt == 1 and not request.retry else None
+
+
+def start_request(view: OperationView) -> StartOperationRequest:
+    """What a worker is told to run for the claimed attempt ``view`` (a start request's
+    body, or a handoff's).
+    """
+    return StartOperationRequest(
+        operation_id=view.id,
+        operation_type=view.type,
+        parameters=dict(view.parameters),
+        resume=view.resume,
+        attempt=view.attempt,
+        retry=view.lost_attempts > 0,
+    )
+
+
+def _log_started(view: OperationView, worker_id: str, how: str = "") -> None:
+    logger.info(
+        "operation %s (%s%s) attempt %d started on worker %s%s",
+        view.id,
+        view.type.value,
+        ", resuming" if view.resume else "",
+        view.attempt,
+        worker_id,
+        how,
+    )
 
 
 def _reason(response: httpx.Response) -> str:
@@ -195,8 +240,9 @@ class Dispatcher:
         self._wake = asyncio.Event()
         #: Workers that just failed a start, and when they may be tried again.
         self._resting: dict[str, datetime.datetime] = {}
-        #: Set while a round claims operations (until their starts are tracked below).
-        self._claiming: asyncio.Future[None] | None = None
+        #: One per claim in progress (a round's, a report's handoff): resolved once its
+        #: starts are tracked in ``_starts``.
+        self._claims: set[asyncio.Future[None]] = set()
         #: Starts being sent, by operation id: resolved with the outcome once answered.
         self._starts: dict[str, asyncio.Future[DispatchOutcome]] = {}
         #: Starts that got no answer, and when (kept for CANCEL_RESEND_WINDOW).
@@ -250,23 +296,63 @@ class Dispatcher:
                     break
         if not candidates:
             return []
-        loop = asyncio.get_running_loop()
-        claiming: asyncio.Future[None] = loop.create_future()
-        self._claiming = claiming  # a cancel arriving now waits for the starts below
-        try:
+        async with self.claiming():  # a cancel arriving now waits for the starts below
             claims, raced = await asyncio.to_thread(self._claim, dict(candidates))
             for view, worker_id in claims:
-                self._registry.assign(worker_id, view.id)
-                self._starts[view.id] = loop.create_future()
-        finally:
-            self._claiming = None
-            claiming.set_result(None)
+                self.track(view, worker_id)
         if raced or len(claims) >= MAX_ROUND_WORKERS:
             self.wake()  # an operation vanished under us, or more may be waiting
         results = await asyncio.gather(
-            *(self._start_tracked(view, workers[worker_id]) for view, worker_id in claims)
+            *(
+                self._settle(
+                    view, worker_id, functools.partial(self._send_start, view, workers[worker_id])
+                )
+                for view, worker_id in claims
+            )
         )
         return list(results)
+
+    @contextlib.asynccontextmanager
+    async def claiming(self) -> AsyncIterator[None]:
+        """Claim operations inside: a cancel arriving meanwhile waits until the block
+        ends, by when every claimed operation is :meth:`track`-ed.
+        """
+        claim: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._claims.add(claim)
+        try:
+            yield
+        finally:
+            self._claims.discard(claim)
+            claim.set_result(None)
+
+    def track(self, view: OperationView, worker_id: str) -> None:
+        """``view`` was just claimed for ``worker_id``: the registry has the worker busy
+        with it, and a cancel waits for its start to settle (call within
+        :meth:`claiming`, then :meth:`_settle` the start).
+        """
+        self._registry.assign(worker_id, view.id)
+        self._starts[view.id] = asyncio.get_running_loop().create_future()
+
+    async def hand_off(self, view: OperationView, worker_id: str) -> Handoff:
+        """The start of ``view`` (claimed and :meth:`track`-ed for ``worker_id`` with
+        its report's finish), to answer the report with instead of a start request.
+
+        Everything a round's start does but the request: the ``dispatch`` span in the
+        attempt's trace (the handoff carries it on), the dispatch metric and latency
+        (outcome ``handed_off``), the log line, and a waiting cancel told (it treats
+        the start as unconfirmed: sent again until the worker confirms).
+        """
+        handoff: list[Handoff] = []
+
+        async def give() -> Dispatch:
+            handoff.append(Handoff(start=start_request(view), traceparent=current_traceparent()))
+            _log_started(view, worker_id, " (handed over in the answer to its report)")
+            return Dispatch(
+                operation_id=view.id, worker_id=worker_id, outcome=DispatchOutcome.HANDED_OFF
+            )
+
+        await self._settle(view, worker_id, give)
+        return handoff[0]
 
     def _claim(
         self, candidates: dict[OperationType, list[str]]
@@ -292,15 +378,17 @@ class Dispatcher:
                 claims.append((started, free.pop(0)))
         return claims, raced
 
-    async def _start_tracked(self, view: OperationView, worker: WorkerRecord) -> Dispatch:
-        """:meth:`_start`, then tell a cancel waiting for it how it went."""
+    async def _settle(
+        self, view: OperationView, worker_id: str, send: Callable[[], Awaitable[Dispatch]]
+    ) -> Dispatch:
+        """:meth:`_start` with ``send``, then tell a cancel waiting for it how it went."""
         outcome = DispatchOutcome.UNCONFIRMED
         try:
-            dispatch = await self._start(view, worker)
+            dispatch = await self._start(view, worker_id, send)
             outcome = dispatch.outcome
             return dispatch
         finally:
-            if outcome is DispatchOutcome.UNCONFIRMED:
+            if outcome in _MAYBE_RUNNING:
                 now = self._clock()
                 horizon = now - CANCEL_RESEND_WINDOW
                 self._unconfirmed = {k: t for k, t in self._unconfirmed.items() if t > horizon}
@@ -309,8 +397,11 @@ class Dispatcher:
             if started is not None and not started.done():
                 started.set_result(outcome)
 
-    async def _start(self, view: OperationView, worker: WorkerRecord) -> Dispatch:
-        """Send one claimed operation to its worker, in its attempt's trace; time it.
+    async def _start(
+        self, view: OperationView, worker_id: str, send: Callable[[], Awaitable[Dispatch]]
+    ) -> Dispatch:
+        """Give one claimed operation to its worker (``send``: a start request, or a
+        handoff), in its attempt's trace; time it and count it.
 
         The ``dispatch`` span continues the span that began the attempt (the create or
         resume request); an attempt begun without one (tracing was off then) begins its
@@ -326,7 +417,7 @@ class Dispatcher:
             "ktrdr.operation.id": view.id,
             "ktrdr.operation.type": view.type.value,
             "ktrdr.operation.resume": view.resume,
-            "ktrdr.worker.id": worker.worker_id,
+            "ktrdr.worker.id": worker_id,
         }
         with self._tracing.span(
             "dispatch", parent=parent, root=parent is None, attributes=attributes
@@ -337,21 +428,14 @@ class Dispatcher:
                     await asyncio.to_thread(self._service.set_trace_parent, view.id, begun)
             began = time.perf_counter()
             with operation_context(view.id, attempt=attempt_of(view)):
-                dispatch = await self._send_start(view, worker)
+                dispatch = await send()
             self._metrics.dispatched(view.type, dispatch.outcome.value, time.perf_counter() - began)
             span.set_attribute("ktrdr.dispatch.outcome", dispatch.outcome.value)
             return dispatch
 
     async def _send_start(self, view: OperationView, worker: WorkerRecord) -> Dispatch:
         """``POST /operations`` to the worker and settle the outcome."""
-        request = StartOperationRequest(
-            operation_id=view.id,
-            operation_type=view.type,
-            parameters=dict(view.parameters),
-            resume=view.resume,
-            attempt=view.attempt,
-            retry=view.lost_attempts > 0,
-        )
+        request = start_request(view)
         url = worker_url(worker, WORKER_OPERATIONS_PATH)
         if url is None:  # the registration check makes this unreachable; never call it
             return await self._release(view, worker, "its endpoint_url is not a base URL")
@@ -383,14 +467,7 @@ class Dispatcher:
                 detail=detail,
             )
         if response.is_success:
-            logger.info(
-                "operation %s (%s%s) attempt %d started on worker %s",
-                view.id,
-                view.type.value,
-                ", resuming" if view.resume else "",
-                view.attempt,
-                worker.worker_id,
-            )
+            _log_started(view, worker.worker_id)
             return Dispatch(
                 operation_id=view.id, worker_id=worker.worker_id, outcome=DispatchOutcome.STARTED
             )
@@ -439,30 +516,49 @@ class Dispatcher:
         )
 
     async def _release(self, view: OperationView, worker: WorkerRecord, reason: str) -> Dispatch:
-        self._rest(worker)
         try:
-            await asyncio.to_thread(
-                self._service.release,
-                view.id,
-                worker_id=worker.worker_id,
-                attempt=view.attempt,
-            )
+            await self._put_back(view.id, worker, view.attempt, reason)
         except (InvalidTransition, OperationNotFound) as exc:
             logger.info("operation %s not re-queued: %s", view.id, exc)
-        else:
-            logger.warning(
-                "operation %s could not start on worker %s (%s); back in the queue",
-                view.id,
-                worker.worker_id,
-                reason,
-            )
-            self.wake()  # another idle worker may take it now
         return Dispatch(
             operation_id=view.id,
             worker_id=worker.worker_id,
             outcome=DispatchOutcome.RELEASED,
             detail=reason,
         )
+
+    async def give_back(
+        self, operation_id: str, worker: WorkerRecord, *, attempt: int, reason: str
+    ) -> OperationView:
+        """``worker`` could not start ``attempt`` of ``operation_id``, handed to it with
+        its report's answer: back in the queue as if its start request had been
+        answered busy. Raises :class:`InvalidTransition` (or ``StaleAttempt``, a 409)
+        when that attempt is not running there any more (cancelled meanwhile), or
+        :class:`OperationNotFound`.
+        """
+        with operation_context(operation_id, attempt=attempt):
+            self._unconfirmed.pop(operation_id, None)  # nothing for a cancel to resend
+            self._registry.operation_ended(worker.worker_id, operation_id)
+            return await self._put_back(operation_id, worker, attempt, reason)
+
+    async def _put_back(
+        self, operation_id: str, worker: WorkerRecord, attempt: int, reason: str
+    ) -> OperationView:
+        """Running ``attempt`` → pending in its old place, attempt given back; the worker
+        rests until about its next heartbeat. Raises the store's refusals.
+        """
+        self._rest(worker)
+        view = await asyncio.to_thread(
+            self._service.release, operation_id, worker_id=worker.worker_id, attempt=attempt
+        )
+        logger.warning(
+            "operation %s could not start on worker %s (%s); back in the queue",
+            operation_id,
+            worker.worker_id,
+            reason,
+        )
+        self.wake()  # another idle worker may take it now
+        return view
 
     async def _fail(self, view: OperationView, worker: WorkerRecord, reason: str) -> Dispatch:
         error = f"worker {worker.worker_id} refused the operation: {reason}"
@@ -560,9 +656,8 @@ class Dispatcher:
     async def _cancel_on_worker(
         self, operation_id: str, worker_id: str, body: CancelOperationRequest
     ) -> bool:
-        claiming = self._claiming
-        if claiming is not None:
-            await asyncio.shield(claiming)
+        for claim in list(self._claims):
+            await asyncio.shield(claim)
         start = self._starts.get(operation_id)
         started = None if start is None else await asyncio.shield(start)
         unanswered_at = self._unconfirmed.pop(operation_id, None)

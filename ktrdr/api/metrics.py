@@ -45,8 +45,9 @@ __all__ = [
 
 #: Operation durations, 1 s to 1 h (as the system ktrdr replaces had them) plus 6 h, 1 day.
 DURATION_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 21600, 86400)
-#: What can come of a start request (``ktrdr.api.dispatcher.DispatchOutcome``'s values).
-DISPATCH_OUTCOMES = ("started", "released", "lost", "failed", "unconfirmed")
+#: What can come of a start (``ktrdr.api.dispatcher.DispatchOutcome``'s values): a start
+#: request, or ``handed_off`` in the answer to a report.
+DISPATCH_OUTCOMES = ("started", "released", "lost", "failed", "unconfirmed", "handed_off")
 #: A start request's round trip to a worker: milliseconds normally, seconds when it stalls.
 DISPATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -158,7 +159,8 @@ class BackendMetrics:
         )
         self.dispatch_latency = Histogram(
             "ktrdr_dispatch_latency_seconds",
-            "Round trip of a start request to a worker, by type and what came of it",
+            "Round trip of a start request to a worker (of a handoff: its preparation), "
+            "by type and what came of it",
             ["operation_type", "outcome"],
             buckets=DISPATCH_BUCKETS,
             registry=r,

@@ -388,6 +388,37 @@ class OperationsService:
         )
         return self._remember(record)
 
+    def finish_and_claim(
+        self,
+        operation_id: str,
+        *,
+        status: OperationStatus,
+        worker_id: str,
+        attempt: int,
+        next_type: OperationType,
+        result: Mapping[str, Any] | None = None,
+        error: str | None = None,
+        series: Points | None = None,
+    ) -> tuple[OperationView, OperationView | None]:
+        """:meth:`finish` the worker's attempt and, in the same store transaction, claim
+        the oldest pending operation of ``next_type`` for that worker (its next attempt,
+        as a dispatch claims it). The finished operation and the claimed one, if any
+        (none pending, or the worker runs another). Refusals are :meth:`finish`'s, and
+        then nothing is claimed.
+        """
+        record, claimed = self._store.finish_and_claim(
+            operation_id,
+            status=status,
+            now=self._clock(),
+            worker_id=worker_id,
+            attempt=attempt,
+            next_type=next_type,
+            result=result,
+            error=error,
+            series=series,
+        )
+        return self._remember(record), None if claimed is None else self._remember(claimed)
+
     def series(self, operation_id: str) -> OperationSeries:
         """The operation's series points; raises :class:`OperationNotFound` (never cached:
         a chart wants the newest points).

@@ -49,6 +49,8 @@ from ktrdr.protocol import (
     OperationStatus,
     OperationType,
     OperationView,
+    ReleaseOperationRequest,
+    ReportAnswer,
 )
 from ktrdr.tracing import current_traceparent
 from ktrdr.web import ApiError, describe_validation_errors
@@ -267,7 +269,7 @@ def operations_routers(
 
     @writes.post(
         _ONE + "/report",
-        response_model=OperationView,
+        response_model=ReportAnswer,
         responses={
             401: {"model": ErrorBody, "description": "not a registered worker's credential"},
             **_INVALID,
@@ -275,7 +277,8 @@ def operations_routers(
             **_CONFLICT,
         },
         summary="A worker reports how an attempt ended (only the worker running the "
-        "current attempt; 409 stale_attempt otherwise)",
+        "current attempt; 409 stale_attempt otherwise); with take_next, the answer may "
+        "carry its next operation",
     )
     async def report_operation(
         operation_id: OperationId, body: OperationReport, request: Request
@@ -289,6 +292,34 @@ def operations_routers(
             view = await reports.report(operation_id, body, worker=authenticated_worker(request))
         except ValueError as exc:  # e.g. NaN in the result: the store keeps plain JSON only
             raise _field_error(["body", "result"], str(exc), "value_error") from None
+        return _json(view)
+
+    @writes.post(
+        _ONE + "/release",
+        response_model=OperationView,
+        responses={
+            401: {"model": ErrorBody, "description": "not a registered worker's credential"},
+            **_INVALID,
+            **_NOT_FOUND,
+            **_CONFLICT,
+        },
+        summary="A worker gives back an operation handed to it with a report's answer that "
+        "it could not start (pending again in its old place, the attempt given back)",
+    )
+    async def release_operation(
+        operation_id: OperationId, body: ReleaseOperationRequest, request: Request
+    ) -> Response:
+        worker = authenticated_worker(request)
+        if body.worker_id != worker.worker_id:
+            message = (
+                f"the credential is worker {worker.worker_id!r}'s; it cannot release "
+                "another worker's operation"
+            )
+            raise ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
+        reason = body.reason or "it could not start it"
+        view = await dispatcher.give_back(
+            operation_id, worker, attempt=body.attempt, reason=f"worker: {reason}"
+        )
         return _json(view)
 
     return writes, router

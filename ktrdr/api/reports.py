@@ -19,6 +19,16 @@ about an operation that has moved on (cancelled by a user, failed as an orphan,
 deleted) changes nothing: the worker's news came too late, and the first outcome
 stands. Whenever a worker may have become free, the dispatcher is woken.
 
+A report that asks for more (``take_next``: the worker is idle, not stopping, and
+this is its live delivery) finishes the attempt and claims the oldest pending
+operation of the worker's type for it in one store transaction; the answer carries
+that operation's start (:class:`~ktrdr.protocol.Handoff`, prepared by the dispatcher's
+:meth:`~ktrdr.api.dispatcher.Dispatcher.hand_off`) and no round is woken. Nothing is
+handed to a worker that did not ask, nor to one the registry has stopping. If the
+answer is lost, the worker's outbox sends the report again: while the handed-off
+attempt still runs on that worker, the repeated report gets the same handoff again
+(else the refusal any late report gets).
+
 Fencing: a heartbeat or report speaks for one attempt of its operation. One that is
 not the current attempt on that worker (lost and retried elsewhere, timed out, an
 attempt that never existed) is answered 409 ``stale_attempt`` naming the current
@@ -54,10 +64,12 @@ from ktrdr.api.store import ProgressStamp
 from ktrdr.errors import StaleAttempt
 from ktrdr.log_context import attempt_of, operation_context
 from ktrdr.protocol import (
+    Handoff,
     HeartbeatRequest,
     OperationReport,
     OperationStatus,
     OperationView,
+    ReportAnswer,
     SeriesPoints,
     WorkerStatus,
 )
@@ -104,6 +116,9 @@ class OperationReports:
         #: was called is written (the orphan detector relies on that), and an older
         #: batch can never overwrite a newer one.
         self._flushing = asyncio.Lock()
+        #: The last handoff per worker, by the report (operation, attempt) it answered:
+        #: a report sent again because its answer was lost gets it again.
+        self._handoffs: dict[str, tuple[str, int, Handoff]] = {}
 
     # --- worker API hooks -------------------------------------------------------------
 
@@ -207,6 +222,7 @@ class OperationReports:
         A worker that shuts down cleanly reports first (so the registry no longer
         names an operation); this catches one whose report did not get through.
         """
+        self._handoffs.pop(record.worker_id, None)
         operation_id = record.current_operation_id
         if operation_id is None:
             return
@@ -291,7 +307,7 @@ class OperationReports:
 
     async def report(
         self, operation_id: str, report: OperationReport, *, worker: WorkerRecord
-    ) -> OperationView:
+    ) -> ReportAnswer:
         """Store how the attempt ended, if ``worker`` (who sent it) runs the current attempt.
 
         ``worker`` is the worker the request authenticated as; a report naming another
@@ -301,14 +317,27 @@ class OperationReports:
         ``KTRDR_OPS_MAX_ATTEMPTS``). Raises :class:`InvalidTransition` (409: it
         already ended), :class:`~ktrdr.errors.StaleAttempt` (409: not the current
         attempt on this worker) or :class:`OperationNotFound`. Either way the worker
-        is done with it.
+        is done with it. With ``take_next`` the answer may carry the worker's next
+        operation (see the module docstring).
         """
         with operation_context(operation_id, attempt=attempt_of(report)):
             return await self._report(operation_id, report, worker=worker)
 
+    def _may_take_next(self, report: OperationReport, worker: WorkerRecord) -> bool:
+        """The worker asked for more, finished this attempt (did not give it up) and is
+        not stopping (or gone) as far as the registry knows.
+        """
+        if not report.take_next or report.status is OperationStatus.CANCELLED:
+            return False
+        try:
+            current = self._registry.get(worker.worker_id)
+        except LookupError:
+            return False
+        return current.status in (WorkerStatus.IDLE, WorkerStatus.BUSY)
+
     async def _report(
         self, operation_id: str, report: OperationReport, *, worker: WorkerRecord
-    ) -> OperationView:
+    ) -> ReportAnswer:
         if report.worker_id != worker.worker_id:
             self._metrics.report_rejected(ReportRejection.WRONG_WORKER)
             message = (
@@ -328,7 +357,9 @@ class OperationReports:
         attempt = report.attempt
         if attempt is None:  # a worker from before attempts: the attempt it runs
             attempt = (await self._read_attempt(operation_id, report.worker_id)).attempt
+        take_next = self._may_take_next(report, worker)
         gave_up = False
+        following: OperationView | None = None
         try:
             if report.status is OperationStatus.CANCELLED:
                 view = await asyncio.to_thread(
@@ -341,6 +372,22 @@ class OperationReports:
                     series=report.series,
                 )
                 gave_up = True
+            elif take_next:
+                # A cancel arriving meanwhile waits until the claimed operation is tracked.
+                async with self._dispatcher.claiming():
+                    view, following = await asyncio.to_thread(
+                        self._service.finish_and_claim,
+                        operation_id,
+                        status=report.status,
+                        worker_id=report.worker_id,
+                        attempt=attempt,
+                        next_type=worker.worker_type,
+                        result=report.result,
+                        error=error,
+                        series=report.series,
+                    )
+                    if following is not None:
+                        self._dispatcher.track(following, report.worker_id)
             else:
                 view = await asyncio.to_thread(
                     self._service.finish,
@@ -355,20 +402,25 @@ class OperationReports:
         except OperationNotFound:
             self._metrics.report_rejected(ReportRejection.UNKNOWN_OPERATION)
             raise
-        except StaleAttempt:
-            self._metrics.report_rejected(ReportRejection.STALE_ATTEMPT)
-            raise
-        except InvalidTransition:
-            self._metrics.report_rejected(ReportRejection.NOT_CURRENT)
+        except InvalidTransition as exc:  # StaleAttempt is one too
+            again = await self._handed_again(operation_id, attempt, report, worker)
+            if again is not None:
+                return again
+            stale = isinstance(exc, StaleAttempt)
+            self._metrics.report_rejected(
+                ReportRejection.STALE_ATTEMPT if stale else ReportRejection.NOT_CURRENT
+            )
             raise
         finally:
             # The worker is free (whatever the store made of its news): its next
             # operation need not wait for a heartbeat or the tick. Except a worker that
             # gave its attempt up: it is shutting down (its heartbeat will say so), and
-            # must not be handed the operation it just gave up.
-            if not gave_up:
-                self._registry.operation_ended(report.worker_id, operation_id)
-            self._dispatcher.wake()
+            # must not be handed the operation it just gave up; and one that was just
+            # handed its next operation (the registry has it busy with that one).
+            if following is None:
+                if not gave_up:
+                    self._registry.operation_ended(report.worker_id, operation_id)
+                self._dispatcher.wake()
         logger.info(
             "operation %s %s (attempt %d on worker %s)%s",
             operation_id,
@@ -377,4 +429,42 @@ class OperationReports:
             report.worker_id,
             f": {view.error}" if view.error else "",
         )
-        return view
+        handoff = None
+        if following is not None:
+            handoff = await self._dispatcher.hand_off(following, report.worker_id)
+            self._handoffs[report.worker_id] = (operation_id, attempt, handoff)
+        return _answer(view, handoff)
+
+    async def _handed_again(
+        self, operation_id: str, attempt: int, report: OperationReport, worker: WorkerRecord
+    ) -> ReportAnswer | None:
+        """The answer a report sent again gets when its first answer handed the worker
+        an operation it never received: the same handoff, while that attempt still runs
+        on this worker (else None: the report is refused as usual).
+        """
+        handed = self._handoffs.get(worker.worker_id)
+        if not report.take_next or handed is None or handed[:2] != (operation_id, attempt):
+            return None
+        start = handed[2].start
+        try:
+            state = await asyncio.to_thread(self._service.current_attempt, start.operation_id)
+            view = await asyncio.to_thread(self._service.get, operation_id)
+        except OperationNotFound:
+            return None
+        if not state.accepts(worker_id=worker.worker_id, attempt=start.attempt):
+            return None
+        with operation_context(start.operation_id, attempt=start.attempt):
+            logger.info(
+                "operation %s attempt %d handed to worker %s again (the answer to its "
+                "report of operation %s was lost)",
+                start.operation_id,
+                start.attempt,
+                worker.worker_id,
+                operation_id,
+            )
+        return _answer(view, handed[2])
+
+
+def _answer(view: OperationView, handoff: Handoff | None) -> ReportAnswer:
+    """The report's answer: ``view`` and, if any, the next operation."""
+    return ReportAnswer.model_construct(**dict(view), next_operation=handoff)

@@ -700,32 +700,69 @@ class OperationStore:
         operation without a timeout, one statement.
         """
         now = _aware("now", now)
+        return self._transition(
+            operation_id,
+            action="start",
+            allowed=(OperationStatus.PENDING,),
+            values=self._start_values(worker_id, now),
+            then=self._with_deadline(now),
+        )
+
+    def _start_values(self, worker_id: str, now: datetime.datetime) -> dict[str, Any]:
+        """What a claim sets: running on ``worker_id`` as the next attempt, from ``now``."""
+        return {
+            "status": OperationStatus.RUNNING.value,
+            "worker_id": worker_id,
+            "attempt": self._statements.next_attempt,
+            "started_at": now,
+            "last_reported_at": now,
+            "progressed_at": now,
+            "deadline_at": None,
+            "error": None,
+        }
+
+    def _with_deadline(self, now: datetime.datetime) -> Callable[[Rows, RowValues], RowValues]:
+        """A claim's second step, in its transaction: the attempt's deadline, if it has
+        a timeout (the row as it then is).
+        """
 
         def with_deadline(rows: Rows, row: RowValues) -> RowValues:
             if row["timeout_s"] is None:
                 return row
             deadline = now + datetime.timedelta(seconds=row["timeout_s"])
-            bound = {"k_id": operation_id, "v_deadline_at": deadline}
+            bound = {"k_id": row["id"], "v_deadline_at": deadline}
             updated = rows.first(self._statements.set_deadline, bound)
             assert updated is not None  # the row this transaction just claimed
             return updated
 
-        return self._transition(
-            operation_id,
-            action="start",
-            allowed=(OperationStatus.PENDING,),
-            values={
-                "status": OperationStatus.RUNNING.value,
-                "worker_id": worker_id,
-                "attempt": self._statements.next_attempt,
-                "started_at": now,
-                "last_reported_at": now,
-                "progressed_at": now,
-                "deadline_at": None,
-                "error": None,
-            },
-            then=with_deadline,
+        return with_deadline
+
+    def _claim_oldest(
+        self,
+        rows: Rows,
+        operation_type: OperationType,
+        worker_id: str,
+        now: datetime.datetime,
+    ) -> RowValues | None:
+        """In ``rows``' transaction: claim the oldest pending operation of
+        ``operation_type`` for ``worker_id`` (as :meth:`mark_running` does), unless the
+        worker runs an operation already or none is pending; the claimed row.
+        """
+        if rows.first(self._statements.running_on, {"k_worker": worker_id}) is not None:
+            return None
+        oldest = rows.first(
+            self._statements.oldest_pending, {"k_type": OperationType(operation_type).value}
         )
+        if oldest is None:
+            return None
+        values = self._start_values(worker_id, now)
+        statement = self._statements.transition(
+            allowed=(OperationStatus.PENDING,), values=values, worker=False, attempt=False
+        )
+        assert statement is not None  # its values are plain or the shared expressions
+        bound = self._statements.parameters(oldest["id"], values, worker_id=None, attempt=None)
+        row = rows.first(statement, bound)
+        return None if row is None else self._with_deadline(now)(rows, row)
 
     def update_progress(
         self,
@@ -850,6 +887,78 @@ class OperationStore:
         given to ``worker_id``, even if the finish itself is refused (a run cancelled
         meanwhile still keeps its whole curve). One transaction per outcome instead of two.
         """
+        return self._finish(
+            operation_id,
+            status=status,
+            now=now,
+            result=result,
+            error=error,
+            worker_id=worker_id,
+            attempt=attempt,
+            series=series,
+        )
+
+    def finish_and_claim(
+        self,
+        operation_id: str,
+        *,
+        status: OperationStatus,
+        now: datetime.datetime,
+        worker_id: str,
+        attempt: int,
+        next_type: OperationType,
+        result: Mapping[str, Any] | None = None,
+        error: str | None = None,
+        series: Points | None = None,
+    ) -> tuple[OperationRecord, OperationRecord | None]:
+        """:meth:`finish` a worker's attempt and, in the same transaction, claim the
+        oldest pending operation of ``next_type`` for that worker (as :meth:`mark_running`
+        does: running on it as its next attempt, deadline stamped).
+
+        The finished record, and the claimed one (None when nothing of that type is
+        pending, or the store has the worker running another operation). One
+        transaction: the claim is never seen without the finish, and a failure
+        anywhere leaves both undone. Refusals are :meth:`finish`'s.
+        """
+        now = _aware("now", now)
+        claimed: builtins.list[OperationRecord] = []
+
+        def claim_next(rows: Rows, row: RowValues) -> RowValues:
+            claimed.clear()  # a transaction may run twice (store_driver's fallback)
+            taken = self._claim_oldest(rows, next_type, worker_id, now)
+            if taken is not None:
+                claimed.append(_record(taken))
+            return row
+
+        with self._attempts.lock:  # re-entrant: the book learns both under one hold
+            record = self._finish(
+                operation_id,
+                status=status,
+                now=now,
+                result=result,
+                error=error,
+                worker_id=worker_id,
+                attempt=attempt,
+                series=series,
+                then=claim_next,
+            )
+            if claimed:
+                self._attempts.record(claimed[0].attempt_state())
+        return record, claimed[0] if claimed else None
+
+    def _finish(
+        self,
+        operation_id: str,
+        *,
+        status: OperationStatus,
+        now: datetime.datetime,
+        result: Mapping[str, Any] | None,
+        error: str | None,
+        worker_id: str | None,
+        attempt: int | None,
+        series: Points | None,
+        then: Callable[[Rows, RowValues], RowValues] | None = None,
+    ) -> OperationRecord:
         if not OperationStatus(status).finished:
             message = f"expected a final status (completed, failed, cancelled), got {status}"
             raise ValueError(message)
@@ -871,6 +980,7 @@ class OperationStore:
             worker_id=worker_id,
             attempt=attempt,
             series=series or None,
+            then=then,
         )
 
     def lose(

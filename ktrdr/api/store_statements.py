@@ -67,6 +67,13 @@ class Statements:
         self.busy_workers = (
             sa.select(c.worker_id).distinct().where(running, c.worker_id.is_not(None))
         )
+        self.running_on = sa.select(c.id).where(running, c.worker_id == sa.bindparam(WORKER))
+        self.oldest_pending = (
+            sa.select(c.id)
+            .where(c.status == OperationStatus.PENDING.value, c.type == sa.bindparam("k_type"))
+            .order_by(c.created_at, c.id)
+            .limit(1)
+        )
         cutoff = sa.bindparam("k_cutoff", type_=c.last_reported_at.type)
         self.unreported = (
             sa.select(table)

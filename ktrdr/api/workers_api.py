@@ -30,6 +30,7 @@ from ktrdr.api.workers_listing import MAX_WORKERS_PAGE, WorkerListing
 from ktrdr.config import CheckpointSettings, WorkerSettings, env_name
 from ktrdr.errors import WorkerIdConflict
 from ktrdr.protocol import (
+    HANDOFF_HEADER,
     REGISTER_PATH,
     WORKERS_PATH,
     ErrorBody,
@@ -217,7 +218,10 @@ def workers_routers(
             )
         view = record.view(drift=drift)
         answer = RegisterResponse.model_construct(**dict(view), credential=registration.credential)
-        return _json(answer, 201 if created else 200)
+        response = _json(answer, 201 if created else 200)
+        # This backend takes ``take_next`` in reports (a header: no old worker refuses it).
+        response.headers[HANDOFF_HEADER] = "1"
+        return response
 
     @own.delete(
         WORKERS_PATH + "/{worker_id}",
