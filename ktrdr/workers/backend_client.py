@@ -8,6 +8,11 @@ turns every outcome into a return value or one of three exceptions from
 :class:`~ktrdr.errors.WorkerNotRegistered` (404 or 401 on a worker path: the backend
 forgot us or no longer takes our credential, register again).
 
+A backend that can hand a worker its next operation in the answer to a report says
+so in its registration answer (``HANDOFF_HEADER``); only then does a report carry
+``take_next`` (a backend from before it would refuse the field), and the answer's
+``next_operation`` is read (:meth:`BackendClient.report_operation` returns it).
+
 Two secrets: the shared worker token, sent only to register, and the credential the
 registration answers with, sent on every heartbeat, report and unregister (a new
 registration replaces it). Both go in headers only, never in a log line or a message.
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
@@ -32,13 +38,16 @@ from ktrdr.errors import (
     WorkerNotRegistered,
 )
 from ktrdr.protocol import (
+    HANDOFF_HEADER,
     OPERATIONS_PATH,
     REGISTER_PATH,
     WORKERS_PATH,
+    Handoff,
     HeartbeatRequest,
     OperationReport,
     RegisterRequest,
     RegisterResponse,
+    ReleaseOperationRequest,
 )
 from ktrdr.web.http_client import (
     backend_error,
@@ -46,6 +55,8 @@ from ktrdr.web.http_client import (
     describe_error,
     read_error_body,
 )
+
+logger = logging.getLogger(__name__)
 
 #: The backend's error code for a heartbeat or report of an attempt that is not current.
 STALE_ATTEMPT = "stale_attempt"
@@ -69,6 +80,9 @@ class BackendClient:
         self._worker_headers: dict[str, str] | None = None
         #: Bumped by every registration, so a caller can tell whether it re-registered.
         self.registrations = 0
+        #: True when the latest registration's answer said the backend hands over the
+        #: next operation in the answer to a report (reports may carry ``take_next``).
+        self.hands_off = False
         self.timeout_s = timeout.total_seconds()
 
     @property
@@ -118,6 +132,7 @@ class BackendClient:
             message = "registration: the backend's answer carries no usable credential"
             raise BackendRejected(message, status_code=response.status_code) from None
         self._worker_headers = bearer_headers(Secret(answer.credential))
+        self.hands_off = response.headers.get(HANDOFF_HEADER) == "1"
         self.registrations += 1
 
     async def heartbeat(self, worker_id: str, request: HeartbeatRequest) -> None:
@@ -158,23 +173,29 @@ class BackendClient:
         operation_id: str,
         report: OperationReport | Mapping[str, Any],
         *,
+        take_next: bool = False,
         timeout_s: float | None = None,
-    ) -> None:
-        """``POST /api/v1/operations/{id}/report``, once.
+    ) -> Handoff | None:
+        """``POST /api/v1/operations/{id}/report``, once; the next operation the answer
+        hands over, if any.
 
         ``report`` is the model or its body as plain JSON (an outbox entry: sent exactly
-        as stored). Raises :class:`~ktrdr.errors.BackendUnavailable` (no answer, 5xx,
-        429: try again later), ``WorkerNotRegistered`` on 401 (register again, then
-        report again) or :class:`~ktrdr.errors.BackendRejected` for any other 4xx (a
-        409: the backend will not take this outcome). Retrying is the caller's
-        business (``ktrdr.workers.delivery`` retries for as long as the worker runs).
+        as stored); ``take_next`` adds the request for the next operation (only when
+        the backend said it :attr:`hands_off`). Raises
+        :class:`~ktrdr.errors.BackendUnavailable` (no answer, 5xx, 429: try again
+        later), ``WorkerNotRegistered`` on 401 (register again, then report again) or
+        :class:`~ktrdr.errors.BackendRejected` for any other 4xx (a 409: the backend
+        will not take this outcome). Retrying is the caller's business
+        (``ktrdr.workers.delivery`` retries for as long as the worker runs).
         """
         path = f"{OPERATIONS_PATH}/{quote(operation_id, safe='')}/report"
         headers = self._credential_headers(f"report of operation {operation_id}")
-        if isinstance(report, BaseModel):
-            content = report.model_dump_json().encode()
-        else:
-            content = json.dumps(report, separators=(",", ":"), allow_nan=False).encode()
+        body: dict[str, Any] = (
+            json.loads(report.model_dump_json()) if isinstance(report, BaseModel) else dict(report)
+        )
+        if take_next and self.hands_off:
+            body["take_next"] = True
+        content = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
         response = await self._send(
             "POST", path, content=content, headers=headers, timeout_s=timeout_s
         )
@@ -184,6 +205,41 @@ class BackendClient:
         _raise_if_stale(response, f"report of operation {operation_id}")
         if response.status_code >= 400:
             raise backend_error(response, f"report of operation {operation_id}")
+        return _handoff_in(response, operation_id)
+
+    async def release_operation(self, operation_id: str, request: ReleaseOperationRequest) -> None:
+        """``POST /api/v1/operations/{id}/release``: give back an operation handed over
+        that this worker could not start. Raises like :meth:`report_operation`.
+        """
+        path = f"{OPERATIONS_PATH}/{quote(operation_id, safe='')}/release"
+        headers = self._credential_headers(f"release of operation {operation_id}")
+        response = await self._send("POST", path, request, headers=headers)
+        if response.status_code == 401:
+            message = f"release of operation {operation_id}: {describe_error(response)}"
+            raise WorkerNotRegistered(message, status_code=401)
+        if response.status_code >= 400:
+            raise backend_error(response, f"release of operation {operation_id}")
+
+
+def _handoff_in(response: httpx.Response, operation_id: str) -> Handoff | None:
+    """The ``next_operation`` of a report's answer; None when it has none.
+
+    An answer that names one this worker cannot read is logged: the backend has it
+    running here, and its orphan detector will queue it again.
+    """
+    if b'"next_operation"' not in response.content:
+        return None
+    try:
+        handed = json.loads(response.content)["next_operation"]
+        return Handoff.model_validate(handed) if handed is not None else None
+    except (ValueError, KeyError, TypeError, ValidationError) as exc:
+        logger.error(
+            "the answer to the report of operation %s hands over an operation this worker "
+            "cannot read (%s); the backend will find it orphaned",
+            operation_id,
+            type(exc).__name__,
+        )
+        return None
 
 
 def _raise_if_stale(response: httpx.Response, what: str) -> None:

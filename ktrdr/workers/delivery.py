@@ -20,6 +20,12 @@ to an entry:
 - any other 4xx (the backend cannot read the entry): moved to ``rejected/`` with an
   error naming the file, for an operator to look at; never retried.
 
+A report this run of the worker made asks the backend for the next operation
+(``take_next``) when ``take_next()`` says the worker can take one now (idle, not
+stopping); a report left by an earlier run never does. An answer that hands one over
+goes to ``on_handoff`` before the entry counts as delivered, so :meth:`stop` never
+returns between the two.
+
 Entries an earlier run of the worker left are loaded at start (:meth:`load`) and sent
 once it registers. While an outcome waits, the worker still takes new work. On
 shutdown, :meth:`stop` tries until its deadline and keeps whatever is left on disk for
@@ -43,6 +49,7 @@ from ktrdr.errors import (
     CheckpointFenced,
     WorkerNotRegistered,
 )
+from ktrdr.protocol import Handoff
 from ktrdr.vocabulary import OperationStatus
 from ktrdr.workers.backend_client import BackendClient
 from ktrdr.workers.backoff import Backoff
@@ -79,6 +86,8 @@ class OutcomeDelivery:
     ``register_again(seen)`` registers the worker unless a registration happened since
     the backend client's ``registrations`` counter read ``seen`` (the worker's own
     registration lock); ``backoff`` is the retry schedule (fresh after each success).
+    ``take_next()`` says whether a report may ask for the next operation now;
+    ``on_handoff`` takes the operation an answer hands over (by default: never asked).
     """
 
     def __init__(
@@ -90,8 +99,12 @@ class OutcomeDelivery:
         register_again: Callable[[int], Awaitable[None]],
         backoff: Callable[[], Backoff],
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        take_next: Callable[[], bool] = lambda: False,
+        on_handoff: Callable[[Handoff], None] | None = None,
     ) -> None:
         self.outbox = outbox
+        self._take_next = take_next
+        self._on_handoff = on_handoff
         self._backend = backend
         self._checkpoints = checkpoints
         self._register_again = register_again
@@ -101,6 +114,8 @@ class OutcomeDelivery:
         self._attempts: dict[str, int] = {}
         self._waiters: dict[str, asyncio.Future[Delivery]] = {}
         self._contexts: dict[str, Context] = {}
+        #: Operations whose outcome this run made (only their reports ask for more).
+        self._live: set[str] = set()
         self._wake = asyncio.Event()
         self._reset = False
         self._empty = asyncio.Event()
@@ -189,6 +204,7 @@ class OutcomeDelivery:
         """
         operation_id = entry.operation_id
         self._contexts[operation_id] = context or contextlib.nullcontext
+        self._live.add(operation_id)
         waiter = self._waiters.get(operation_id)
         if waiter is None or waiter.done():
             waiter = asyncio.get_running_loop().create_future()
@@ -314,9 +330,16 @@ class OutcomeDelivery:
         for renewed in (False, True):
             seen = self._backend.registrations
             context = self._contexts.get(entry.operation_id, contextlib.nullcontext)
+            ask = (
+                self._on_handoff is not None
+                and entry.operation_id in self._live
+                and self._take_next()
+            )
             try:
                 with context():
-                    await self._backend.report_operation(entry.operation_id, entry.report)
+                    handoff = await self._backend.report_operation(
+                        entry.operation_id, entry.report, take_next=ask
+                    )
             except WorkerNotRegistered as exc:
                 if renewed:
                     return exc
@@ -330,6 +353,8 @@ class OutcomeDelivery:
                 return None
             except BackendUnavailable as exc:
                 return exc
+            if handoff is not None and self._on_handoff is not None:
+                self._on_handoff(handoff)  # before the entry counts as delivered
             await self._delivered(entry)
             return None
         return None  # pragma: no cover - the loop always returns
@@ -396,6 +421,7 @@ class OutcomeDelivery:
         operation_id = entry.operation_id
         if self._pending.get(operation_id) is entry:
             del self._pending[operation_id]
+            self._live.discard(operation_id)
             self._attempts.pop(operation_id, None)
             self._contexts.pop(operation_id, None)
             waiter = self._waiters.pop(operation_id, None)

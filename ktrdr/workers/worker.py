@@ -16,6 +16,13 @@ request); heartbeats and the report carry it. When the backend says the attempt 
 no longer current (a heartbeat answered 409 ``stale_attempt``, or a cancel marked
 ``superseded``: it was lost and retried elsewhere, timed out or stalled), the worker
 kills the job at once, stores none of its checkpoints any more and reports nothing.
+
+A worker that is free when it reports an outcome (idle, not stopping) asks for its
+next operation in the report (``take_next``, to a backend that offers it); an
+operation the answer hands over is started by :meth:`Worker.start_operation`, exactly
+as a start request would be, continuing the backend's ``dispatch`` span. If it cannot
+start after all (the worker began stopping meanwhile, or its checks refuse it), it is
+given back to the backend at once (``release``), so it waits for no orphan timeout.
 """
 
 from __future__ import annotations
@@ -48,12 +55,14 @@ from ktrdr.job_messages import JobOutcome, SeriesUpdate, StopReason
 from ktrdr.log_context import OperationLogContext, operation_context
 from ktrdr.protocol import (
     MAX_PENDING_OUTCOMES,
+    Handoff,
     HeartbeatRequest,
     OperationReport,
     OperationStatus,
     OperationType,
     Progress,
     RegisterRequest,
+    ReleaseOperationRequest,
     StartOperationRequest,
     WorkerStatus,
 )
@@ -175,6 +184,8 @@ class Worker:
             register_again=self._register_again,
             backoff=lambda: registration_backoff(settings.heartbeat_interval, random=random),
             sleep=sleep,
+            take_next=self._can_take_next,
+            on_handoff=self._take_handoff,
         )
 
     # -- identity -------------------------------------------------------------
@@ -464,6 +475,10 @@ class Worker:
                 for task in late:
                     task.cancel()
         await self._delivery.stop(deadline - self._unregister_reserve() - self._clock())
+        giving_back = [task for task in self._reporters if not task.done()]
+        if giving_back:  # operations handed over while stopping, being given back
+            wait_s = deadline - self._unregister_reserve() - self._clock()
+            await asyncio.wait(giving_back, timeout=max(0.05, wait_s))
         for background in (self._lifecycle, self._warm_up):
             if background is not None:
                 background.cancel()
@@ -487,6 +502,17 @@ class Worker:
 
     async def start_operation(self, request: StartOperationRequest) -> None:
         """Run ``request`` in a job process; refuses when stopping, busy or mistyped."""
+        self._start(request)
+
+    def _start(
+        self, request: StartOperationRequest, *, parent: str | None = None, root: bool = False
+    ) -> None:
+        """:meth:`start_operation` for a start request and a handoff alike (no await in
+        it, so nothing else starts between its checks and the start).
+
+        Its span continues ``parent`` (a ``traceparent``: a handoff's), else the
+        current span (the start request's), or with ``root`` begins a trace.
+        """
         if self._stopping:
             message = f"worker {self.worker_id} is shutting down and takes no new operations"
             raise WorkerStopping(message)
@@ -502,6 +528,8 @@ class Worker:
         # Continues the start request's span (the dispatcher's trace) until the report.
         span = self._tracing.start(
             f"run {self.worker_type.value}",
+            parent=parent,
+            root=root,
             attributes={
                 "ktrdr.operation.id": request.operation_id,
                 "ktrdr.operation.type": request.operation_type.value,
@@ -553,6 +581,66 @@ class Worker:
                 ", retrying" if request.retry else ", resuming" if request.resume else "",
                 request.attempt,
             )
+
+    def _can_take_next(self) -> bool:
+        """A report may ask for the next operation: registered with a backend that hands
+        one over, idle, not stopping.
+        """
+        return (
+            self._backend.hands_off
+            and self._registered
+            and not self._stopping
+            and self._running is None
+        )
+
+    def _take_handoff(self, handoff: Handoff) -> None:
+        """Start the operation a report's answer handed over, as if its start request
+        had arrived; if that is refused, give it back to the backend at once.
+        """
+        request = handoff.start
+        with operation_context(request.operation_id, attempt=request.attempt):
+            try:
+                self._start(request, parent=handoff.traceparent, root=True)
+            except (WorkerStopping, WorkerBusy, WrongOperationType) as exc:
+                reason = str(exc)
+                logger.warning(
+                    "operation %s (attempt %d), handed over with a report's answer, cannot "
+                    "start here (%s); giving it back",
+                    request.operation_id,
+                    request.attempt,
+                    reason,
+                )
+            except Exception as exc:  # the start request's answer would be a 500
+                reason = f"its start failed ({type(exc).__name__})"
+                logger.exception(
+                    "operation %s (attempt %d), handed over with a report's answer, could "
+                    "not start; giving it back",
+                    request.operation_id,
+                    request.attempt,
+                )
+            else:
+                return
+        task = asyncio.create_task(self._give_back(request, reason))
+        self._reporters.add(task)
+        task.add_done_callback(self._reporters.discard)
+
+    async def _give_back(self, request: StartOperationRequest, reason: str) -> None:
+        """Tell the backend this worker will not run ``request`` (pending again there)."""
+        release = ReleaseOperationRequest(
+            worker_id=self.worker_id, attempt=request.attempt, reason=reason[:500]
+        )
+        with operation_context(request.operation_id, attempt=request.attempt):
+            try:
+                await self._backend.release_operation(request.operation_id, release)
+            except BackendError as exc:
+                logger.warning(
+                    "operation %s could not be given back (%s); the backend's orphan "
+                    "detector will queue it again",
+                    request.operation_id,
+                    exc,
+                )
+            else:
+                logger.info("operation %s given back to the backend", request.operation_id)
 
     def operation_log(self, operation_id: str) -> bytes | None:
         """The operation's own log (JSON lines, blocking file I/O); None if there is none."""
