@@ -18,6 +18,7 @@ from ktrdr.errors import (
     WorkerNotRegistered,
 )
 from ktrdr.protocol import (
+    HANDOFF_HEADER,
     HeartbeatRequest,
     OperationReport,
     OperationStatus,
@@ -355,3 +356,58 @@ async def test_before_any_registration_nothing_is_sent_as_the_worker() -> None:
     with pytest.raises(WorkerNotRegistered):
         await client.heartbeat("w", HeartbeatRequest(status=WorkerStatus.IDLE))
     assert recorder.requests == []
+
+
+# --- the handoff: the next operation in a report's answer ------------------------------
+
+HANDOFF_ANSWER = {
+    "id": "op-1",
+    "type": "training",
+    "status": "completed",
+    "parameters": {},
+    "created_at": "2026-01-01T00:00:00Z",
+    "next_operation": {
+        "start": {"operation_id": "op-2", "operation_type": "training", "attempt": 3},
+        "traceparent": None,
+    },
+}
+
+
+@pytest.mark.parametrize("offered", [True, False])
+async def test_take_next_is_sent_only_to_a_backend_that_offers_it(offered: bool) -> None:
+    """A backend from before the handoff (no header) never sees ``take_next``: it would
+    refuse the unknown field, and the outcome with it.
+    """
+    headers = {HANDOFF_HEADER: "1"} if offered else {}
+    recorder = Recorder(
+        httpx.Response(201, json=REGISTERED, headers=headers), httpx.Response(200, json={})
+    )
+    client = _client(recorder)
+    await client.register(REGISTRATION)
+
+    handoff = await client.report_operation("op-1", REPORT.model_dump(mode="json"), take_next=True)
+
+    body = json.loads(recorder.requests[-1].content)
+    assert client.hands_off is offered
+    assert ("take_next" in body) is offered
+    assert body.get("take_next", True) is True
+    assert handoff is None
+
+
+async def test_the_next_operation_in_the_answer_is_returned() -> None:
+    client, _ = await _registered(httpx.Response(200, json=HANDOFF_ANSWER))
+
+    handoff = await client.report_operation("op-1", REPORT)
+
+    assert handoff is not None
+    assert (handoff.start.operation_id, handoff.start.attempt) == ("op-2", 3)
+
+
+async def test_an_unreadable_next_operation_is_logged_not_raised(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    broken = {**HANDOFF_ANSWER, "next_operation": {"start": {"operation_id": "op 2"}}}
+    client, _ = await _registered(httpx.Response(200, json=broken))
+
+    assert await client.report_operation("op-1", REPORT) is None
+    assert "hands over an operation this worker cannot read" in caplog.text
