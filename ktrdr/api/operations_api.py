@@ -317,9 +317,7 @@ def operations_routers(
             )
             raise ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
         reason = body.reason or "it could not start it"
-        view = await dispatcher.give_back(
-            operation_id, worker, attempt=body.attempt, reason=reason
-        )
+        view = await dispatcher.give_back(operation_id, worker, attempt=body.attempt, reason=reason)
         return _json(view)
 
     return writes, router

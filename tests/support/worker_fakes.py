@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 from ktrdr.config import CheckpointSettings, Secret, WorkerSettings, WorkerType
-from ktrdr.protocol import OperationType, StartOperationRequest
+from ktrdr.protocol import HANDOFF_HEADER, OperationType, StartOperationRequest
 from ktrdr.tracing import Tracing
 from ktrdr.workers.backend_client import BackendClient
 from ktrdr.workers.metrics import WorkerMetrics
@@ -67,6 +67,8 @@ class FakeBackend:
         self.heartbeats = 0
         #: Operations whose heartbeats and reports get 409 ``stale_attempt``.
         self.stale: set[str] = set()
+        #: Whether registration answers say this backend hands operations over.
+        self.hands_off = False
         self._serial = itertools.count(1)
 
     def replace_credential(self, worker_id: str) -> None:
@@ -92,7 +94,8 @@ class FakeBackend:
             "heartbeat_interval_s": body["heartbeat_interval_s"],
             "credential": credential,
         }
-        return httpx.Response(201 if created else 200, json=answer)
+        headers = {HANDOFF_HEADER: "1"} if self.hands_off else {}
+        return httpx.Response(201 if created else 200, json=answer, headers=headers)
 
     def _refused(self, worker_id: str | None, authorization: str | None) -> httpx.Response | None:
         """404 for an unknown id, 401 unless ``authorization`` carries its credential."""

@@ -56,7 +56,9 @@ async def queue_two(backend: Backend) -> tuple[str, str]:
     """``first`` running on w1 (by a round), ``second`` pending behind it."""
     first = backend.service.create("training", {"seed": 1}).id
     assert [d.operation_id for d in await backend.dispatcher.dispatch_once()] == [first]
+    backend.clock.advance(1)  # queue order is creation time (then the random id)
     second = backend.service.create("training", {"seed": 2}).id
+    backend.clock.advance(1)
     return first, second
 
 
@@ -70,11 +72,12 @@ async def report(
 
 
 def _count(backend: Backend, outcome: str) -> float:
+    """How many training starts the dispatch metric counts with ``outcome``."""
+    wanted = {"operation_type": "training", "outcome": outcome}
     for metric in backend.metrics.dispatch_latency.collect():
         for sample in metric.samples:
-            if sample.name.endswith("_count") and sample.labels["outcome"] == outcome:
-                if sample.labels["operation_type"] == "training":
-                    return sample.value
+            if sample.name.endswith("_count") and sample.labels == wanted:
+                return sample.value
     return 0.0
 
 
@@ -103,7 +106,8 @@ async def test_take_next_hands_the_oldest_pending_operation_over_in_the_answer(
 
     answer = await report(backend, first, {**OLD_REPORT, "take_next": True})
     # A stale heartbeat says w1 is idle: the round still leaves it alone (busy in the store).
-    backend.registry.heartbeat("w1", HeartbeatRequest(status=WorkerStatus.IDLE), now=backend.clock())
+    idle = HeartbeatRequest(status=WorkerStatus.IDLE)
+    backend.registry.heartbeat("w1", idle, now=backend.clock())
     rounds = await backend.dispatcher.dispatch_once()
 
     assert answer.status_code == 200, answer.text

@@ -98,7 +98,8 @@ def test_a_failed_claim_undoes_the_finish(store_factory: StoreFactory) -> None:
 
     after = store.get(first.id)
     assert (after.status, after.worker_id, after.attempt) == (OperationStatus.RUNNING, "w-1", 1)
-    assert after.result is None and after.finished_at is None
+    assert after.result is None
+    assert after.finished_at is None
     assert store.get(waiting).status is OperationStatus.PENDING
     state = store.current_attempt(first.id)
     assert state.accepts(worker_id="w-1", attempt=1)

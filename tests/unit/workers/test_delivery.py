@@ -14,7 +14,7 @@ from support.worker_fakes import FakeBackend, FakeTime
 
 from ktrdr.config import CheckpointSettings, Secret
 from ktrdr.job_messages import CheckpointData
-from ktrdr.protocol import OperationType, RegisterRequest
+from ktrdr.protocol import Handoff, OperationType, RegisterRequest
 from ktrdr.workers.backend_client import BackendClient
 from ktrdr.workers.backoff import registration_backoff
 from ktrdr.workers.checkpoints import CheckpointStore
@@ -48,6 +48,8 @@ class Rig:
         sleep: Callable[[float], Awaitable[None]] | None = None,
         heartbeat_s: float = 0.2,
         outbox_dir: Path | None = None,
+        take_next: Callable[[], bool] = lambda: False,
+        on_handoff: Callable[[Handoff], None] | None = None,
     ) -> None:
         self.backend = backend
         self.time = FakeTime()
@@ -68,6 +70,8 @@ class Rig:
             register_again=self.register_again,
             backoff=lambda: registration_backoff(interval, random=lambda: 1.0),
             sleep=sleep or self.time.sleep,
+            take_next=take_next,
+            on_handoff=on_handoff,
         )
 
     async def register_again(self, seen: int) -> None:
@@ -364,3 +368,51 @@ async def test_a_disk_that_refuses_the_entry_still_delivers_from_memory(
 async def _until(condition: Callable[[], object]) -> None:
     while not condition():
         await asyncio.sleep(0.005)
+
+
+# --- asking for the next operation ----------------------------------------------------
+
+NEXT = {"start": {"operation_id": "op-9", "operation_type": "training", "attempt": 2}}
+
+
+async def test_a_live_report_asks_for_more_and_hands_the_answer_on_before_it_is_done(
+    tmp_path: Path,
+) -> None:
+    """A report made by this run asks (``take_next``) when the worker can take more; the
+    operation the answer hands over reaches ``on_handoff`` before the entry is delivered.
+    An outcome an earlier run left never asks.
+    """
+    backend = FakeBackend()
+    backend.hands_off = True
+    seen: list[tuple[str, bool]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        answer = backend(request)
+        asked = request.url.path.endswith("/report") and b'"take_next":true' in request.content
+        if asked and answer.status_code == 200:
+            return httpx.Response(200, json={"next_operation": NEXT})
+        return answer
+
+    def on_handoff(handoff: Handoff) -> None:
+        seen.append((handoff.start.operation_id, "op-1" in rig.delivery.pending_ids))
+
+    Outbox(directory=tmp_path / "ckpt" / ".outbox" / WORKER).put("op-0", FAILED)
+    rig = Rig(tmp_path, backend, handler=handler, take_next=lambda: True, on_handoff=on_handoff)
+    assert await rig.delivery.load() == 1
+    await rig.register()
+    live = await settled(await rig.delivery.submit("op-1", COMPLETED))
+
+    assert live is Delivery.DELIVERED
+    assert [r.get("take_next") for r in backend.reports()] == [None, True]
+    assert seen == [("op-9", True)]  # handed on while op-1 was still pending
+
+
+async def test_a_worker_that_cannot_take_more_does_not_ask(tmp_path: Path) -> None:
+    backend = FakeBackend()
+    backend.hands_off = True
+    rig = Rig(tmp_path, backend, take_next=lambda: False, on_handoff=lambda handoff: None)
+    await rig.register()
+
+    await settled(await rig.delivery.submit("op-1", COMPLETED))
+
+    assert backend.reports() == [COMPLETED]
