@@ -170,6 +170,67 @@ def test_one_trace_from_create_to_report_across_backend_worker_and_job(
         assert {r.get("trace_id") for r in kept} == {trace_id}
 
 
+def test_an_operation_handed_over_in_a_reports_answer_keeps_its_one_trace(
+    tmp_path: Path, receiver: OtlpReceiver
+) -> None:
+    """Queued behind another before the worker registered, the second operation reaches
+    the worker in the answer to the first one's report: no start request, and its
+    create, dispatch, run, job and report spans still share its one trace.
+    """
+    tracing = {"KTRDR_OTEL_ENABLED": "true", "KTRDR_OTEL_OTLP_ENDPOINT": receiver.endpoint}
+    with ProcessGroup(tmp_path) as group, operator_client() as http:
+        fleet = Fleet(group, tmp_path)
+        backend_port, worker_port = free_port(), free_port()
+        backend = fleet.start_backend(
+            port=backend_port,
+            env=backend_env(backend_port, KTRDR_DB_PATH=str(tmp_path / "ops.db"), **tracing),
+        )
+        ids = []
+        for seed in (1, 2):
+            body = {"type": "training", "parameters": {**TRAINING, "seed": seed}}
+            created = http.post(backend.url + OPS, json=body)
+            assert created.status_code == 201, created.text
+            ids.append(created.json()["id"])
+        fleet.start_worker(
+            "training",
+            backend_port=backend_port,
+            port=worker_port,
+            env=worker_env(worker_port, backend_port, **tracing),
+        )
+
+        def finished() -> dict[str, Any] | None:
+            view: dict[str, Any] = http.get(f"{backend.url}{OPS}/{ids[1]}").json()
+            return view if view["status"] in ("completed", "failed", "cancelled") else None
+
+        view = wait_until(finished, timeout_s=90, message=backend.process.output)
+        assert view["status"] == "completed", view
+        expected = {
+            f"POST {OPS}",
+            "dispatch",
+            "run training",
+            "job training",
+            f"POST {OPS}/{{operation_id}}/report",
+        }
+
+        def complete() -> list[ReceivedSpan] | None:
+            spans = [s for s in receiver.spans() if s.trace_id == view["trace_id"]]
+            return spans if expected <= _names(spans) else None
+
+        spans = wait_until(complete, timeout_s=30, message=lambda: str(receiver.spans()))
+        by_name = {span.name: span for span in spans}
+
+        assert "handed over in the answer to its report" in "\n".join(
+            _lines_of(backend, view["id"])
+        )
+        assert "POST /operations" not in _names(spans)  # no start request
+        dispatch = by_name["dispatch"]
+        assert dispatch.attributes["ktrdr.dispatch.outcome"] == "handed_off"
+        assert dispatch.parent_span_id == by_name[f"POST {OPS}"].span_id
+        assert by_name["run training"].parent_span_id == dispatch.span_id
+        assert by_name["job training"].parent_span_id == by_name["run training"].span_id
+        assert [s.name for s in spans if s.parent_span_id is None] == [f"POST {OPS}"]
+
+
 def test_heartbeats_and_background_work_are_not_traced(
     tmp_path: Path, receiver: OtlpReceiver
 ) -> None:
