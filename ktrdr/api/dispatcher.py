@@ -389,13 +389,27 @@ class Dispatcher:
             return dispatch
         finally:
             if outcome in _MAYBE_RUNNING:
-                now = self._clock()
-                horizon = now - CANCEL_RESEND_WINDOW
-                self._unconfirmed = {k: t for k, t in self._unconfirmed.items() if t > horizon}
-                self._unconfirmed[view.id] = now
+                self._note_unconfirmed(view.id)
             started = self._starts.pop(view.id, None)
             if started is not None and not started.done():
                 started.set_result(outcome)
+
+    def _note_unconfirmed(self, operation_id: str) -> None:
+        """Remember a start the worker has not confirmed, for a cancel within
+        :data:`CANCEL_RESEND_WINDOW`; forget the ones older than that. Oldest first (the
+        dict's order), so forgetting stops at the first one still young: a handoff per
+        operation costs the same however many were handed off recently.
+        """
+        now = self._clock()
+        horizon = now - CANCEL_RESEND_WINDOW
+        unconfirmed = self._unconfirmed
+        while unconfirmed:
+            oldest, at = next(iter(unconfirmed.items()))
+            if at > horizon:
+                break
+            del unconfirmed[oldest]
+        unconfirmed.pop(operation_id, None)
+        unconfirmed[operation_id] = now
 
     async def _start(
         self, view: OperationView, worker_id: str, send: Callable[[], Awaitable[Dispatch]]
