@@ -53,9 +53,14 @@ def finish_and_claim(
 
 
 def transactions(store: OperationStore) -> list[int]:
-    """A list that counts the transactions ``store`` begins from now on."""
+    """A list that counts the transactions ``store`` begins from now on.
+
+    A statement listener keeps every transaction on SQLAlchemy's path (SQLite's
+    ``store_driver`` path steps aside for one), where each one fires ``begin``.
+    """
     begun: list[int] = []
     sa.event.listen(store.engine, "begin", lambda _conn: begun.append(1))
+    sa.event.listen(store.engine, "before_cursor_execute", lambda *_args: None)
     return begun
 
 
