@@ -83,6 +83,7 @@ __all__ = [
     "DEFAULT_REQUEST_TIMEOUT",
     "DEFAULT_TICK",
     "MAX_ROUND_WORKERS",
+    "CreateAndClaim",
     "Dispatch",
     "DispatchOutcome",
     "Dispatcher",
@@ -96,6 +97,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime.datetime]
+#: Creates an operation, claiming for one of the given idle workers in the same
+#: transaction (:meth:`OperationsService.create_and_claim` with its arguments bound).
+CreateAndClaim = Callable[[list[str]], tuple[OperationView, tuple[OperationView, str] | None]]
 
 #: A round runs at least this often, woken or not (catches anything a wake missed).
 DEFAULT_TICK = datetime.timedelta(seconds=1)
@@ -249,6 +253,8 @@ class Dispatcher:
         self._unconfirmed: dict[str, datetime.datetime] = {}
         #: Cancels being sent again to a worker that may still receive the start.
         self._resends: set[asyncio.Task[None]] = set()
+        #: Starts of operations claimed at their creation, being sent.
+        self._sending: set[asyncio.Task[Dispatch]] = set()
         self._closing = asyncio.Event()
 
     # --- the loop ---------------------------------------------------------------------
@@ -273,7 +279,12 @@ class Dispatcher:
         for task in list(self._resends):
             task.cancel()
         await asyncio.gather(*self._resends, return_exceptions=True)
+        await self.drain()  # starts already claimed are sent (each bounded by its timeout)
         await self._http.aclose()
+
+    async def drain(self) -> None:
+        """Wait until the starts of operations claimed at their creation are settled."""
+        await asyncio.gather(*self._sending, return_exceptions=True)
 
     # --- one round --------------------------------------------------------------------
 
@@ -285,15 +296,9 @@ class Dispatcher:
         candidates: dict[OperationType, list[str]] = defaultdict(list)
         workers: dict[str, WorkerRecord] = {}
         for kind in self._registry.idle_types():
-            # Longest idle first, at most a round's worth: the cost of a round does not
-            # grow with the fleet (a full round wakes the next one).
-            for record in self._registry.idle(kind):
-                if record.worker_id in self._resting:
-                    continue
+            for record in self._free(kind):
                 candidates[kind].append(record.worker_id)
                 workers[record.worker_id] = record
-                if len(candidates[kind]) >= MAX_ROUND_WORKERS:
-                    break
         if not candidates:
             return []
         async with self.claiming():  # a cancel arriving now waits for the starts below
@@ -311,6 +316,44 @@ class Dispatcher:
             )
         )
         return list(results)
+
+    def _free(self, kind: OperationType) -> list[WorkerRecord]:
+        """Idle workers of ``kind`` not resting: longest idle first, at most a round's
+        worth (the cost of a round does not grow with the fleet; a full round wakes the
+        next one).
+        """
+        free: list[WorkerRecord] = []
+        for record in self._registry.idle(kind):
+            if record.worker_id not in self._resting:
+                free.append(record)
+                if len(free) >= MAX_ROUND_WORKERS:
+                    break
+        return free
+
+    async def create(self, operation_type: OperationType, create: CreateAndClaim) -> OperationView:
+        """Create an operation with ``create`` (in a thread) and start what it claims.
+
+        ``create`` gets the idle workers of ``operation_type`` (ids, best first) and,
+        in the transaction that inserts the operation, claims the oldest pending one of
+        the type for the first of them that runs nothing: a creation while a worker
+        waits starts at once, without a round (issue 13's create-and-dispatch in one
+        transaction). The start is sent in the background, as a round sends it; the
+        created operation is returned (running already when it was the one claimed).
+        """
+        free = {record.worker_id: record for record in self._free(operation_type)}
+        async with self.claiming():
+            view, claimed = await asyncio.to_thread(create, list(free))
+            if claimed is not None:
+                self.track(*claimed)
+        if claimed is None or claimed[0].id != view.id:
+            self.wake()  # not started here, or older operations were waiting
+        if claimed is not None:
+            started, worker_id = claimed
+            send = functools.partial(self._send_start, started, free[worker_id])
+            task = asyncio.create_task(self._settle(started, worker_id, send))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+        return view
 
     @contextlib.asynccontextmanager
     async def claiming(self) -> AsyncIterator[None]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import builtins
 import datetime
 import threading
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -136,22 +136,46 @@ class OperationsService:
         ``ValidationError`` (bad parameters), ``ValueError`` (unknown type, a timeout
         that is not a positive number) or :class:`TooManyOperations`.
         """
+        view, _ = self.create_and_claim(
+            operation_type, parameters, trace_parent=trace_parent, timeout_s=timeout_s
+        )
+        return view
+
+    def create_and_claim(
+        self,
+        operation_type: OperationType | str,
+        parameters: Mapping[str, Any],
+        *,
+        trace_parent: str | None = None,
+        timeout_s: float | None = None,
+        claim_for: Sequence[str] = (),
+    ) -> tuple[OperationView, tuple[OperationView, str] | None]:
+        """:meth:`create`, and in the same store transaction claim the oldest pending
+        operation of its type (the new one unless older ones wait) for the first of
+        ``claim_for`` (idle workers of the type) that runs nothing: the created
+        operation as it then is, and the claimed one with its worker, if any.
+        """
         model = parse_parameters(operation_type, parameters)
         if timeout_s is None and self._settings.default_timeout > datetime.timedelta(0):
             timeout_s = self._settings.default_timeout.total_seconds()
         try:
-            record = self._store.create(
+            record, claimed = self._store.create_and_claim(
                 operation_type=OperationType(operation_type),
                 parameters=model.model_dump(mode="json"),
                 now=self._clock(),
                 max_live=self._settings.max_operations,
                 trace_parent=trace_parent,
                 timeout_s=timeout_s,
+                claim_for=claim_for,
             )
         except LiveLimitReached as exc:
             variable = env_name(attrs.fields(OperationsSettings).max_operations)
             raise TooManyOperations(live=exc.live, limit=exc.limit, variable=variable) from None
-        return self._remember(record)
+        view = self._remember(record)
+        if claimed is None:
+            return view, None
+        running, worker_id = claimed
+        return view, (view if running.id == record.id else self._remember(running), worker_id)
 
     def get(self, operation_id: str) -> OperationView:
         """The operation, at most ``cache_ttl`` old; raises :class:`OperationNotFound`.

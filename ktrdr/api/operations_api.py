@@ -18,6 +18,7 @@ results never holds the event loop (and with it the workers' heartbeats).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
@@ -154,22 +155,23 @@ def operations_routers(
             413: {"model": ErrorBody, "description": "request body too large"},
             429: {"model": ErrorBody, "description": f"{max_operations_variable} reached"},
         },
-        summary="Create an operation (pending until a worker of its type takes it)",
+        summary="Create an operation (running at once when a worker of its type is idle, "
+        "else pending until one takes it)",
     )
     async def create_operation(body: CreateOperationRequest) -> Response:
         _check_depth(body.parameters, ["body", "parameters"])
         trace_parent = current_traceparent()  # this request's span begins the first attempt
+        create = functools.partial(
+            service.create_and_claim,
+            body.type,
+            body.parameters,
+            trace_parent=trace_parent,
+            timeout_s=body.timeout_s,
+        )
         try:
-            view = await asyncio.to_thread(
-                service.create,
-                body.type,
-                body.parameters,
-                trace_parent=trace_parent,
-                timeout_s=body.timeout_s,
-            )
+            view = await dispatcher.create(body.type, lambda idle: create(claim_for=idle))
         except ValidationError as exc:
             raise ApiError(422, "invalid_request", _parameter_errors(exc)) from None
-        dispatcher.wake()
         return _json(view, 201)
 
     @router.get(

@@ -16,13 +16,14 @@ pooled DB-API connection (:mod:`ktrdr.api.store_driver` says why and what it kee
 from __future__ import annotations
 
 import builtins
+import contextlib
 import datetime
 import json
 import logging
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -499,7 +500,38 @@ class OperationStore:
         trace_parent: str | None = None,
         timeout_s: float | None = None,
     ) -> OperationRecord:
+        """Insert a pending operation (:meth:`create_and_claim` without a claim)."""
+        record, _ = self.create_and_claim(
+            operation_type=operation_type,
+            parameters=parameters,
+            now=now,
+            operation_id=operation_id,
+            max_live=max_live,
+            trace_parent=trace_parent,
+            timeout_s=timeout_s,
+        )
+        return record
+
+    def create_and_claim(
+        self,
+        *,
+        operation_type: OperationType,
+        parameters: Mapping[str, Any],
+        now: datetime.datetime,
+        operation_id: str | None = None,
+        max_live: int | None = None,
+        trace_parent: str | None = None,
+        timeout_s: float | None = None,
+        claim_for: Sequence[str] = (),
+    ) -> tuple[OperationRecord, tuple[OperationRecord, str] | None]:
         """Insert a pending operation; its id is a new uuid4 hex unless given.
+
+        With ``claim_for`` (idle workers of its type, best first), the same transaction
+        then claims the oldest pending operation of the type (the new one unless older
+        ones wait) for the first of them the store has running nothing, as
+        :meth:`mark_running` does: the created record, and the claimed record with its
+        worker (None when every worker named runs something). One transaction: the
+        claim is never seen without the insert.
 
         ``trace_parent`` is the ``traceparent`` of the span its first attempt continues;
         ``timeout_s`` bounds each attempt's running time (None: no limit).
@@ -538,13 +570,27 @@ class OperationStore:
                 live = int(rows.scalar(self._statements.count_live))
                 if live > max_live:
                     raise LiveLimitReached(live=live - 1, limit=max_live)
+            claimed.clear()  # a transaction may run twice (store_driver's fallback)
+            for worker_id in claim_for:
+                taken = self._claim_oldest(rows, operation_type, worker_id, now)
+                if taken is not None:
+                    claimed.append((_record(taken), worker_id))
+                    break
             return row
 
+        claimed: builtins.list[tuple[OperationRecord, str]] = []
         try:
-            row = self._run(insert)
+            # A claim is a transition: the book of attempts learns it under the lock.
+            with self._attempts.lock if claim_for else contextlib.nullcontext():
+                row = self._run(insert)
+                if claimed:
+                    self._attempts.record(claimed[0][0].attempt_state())
         except sa.exc.IntegrityError:
             raise DuplicateOperation(new_id) from None
-        return _record(row)
+        record = _record(row)
+        if claimed and claimed[0][0].id == record.id:
+            record = claimed[0][0]
+        return record, claimed[0] if claimed else None
 
     def get(self, operation_id: str) -> OperationRecord:
         """The operation with this id; raises :class:`OperationNotFound`."""

@@ -375,8 +375,8 @@ async def test_the_dispatch_continues_the_create_requests_trace(tmp_path: Path) 
             headers={"traceparent": CALLER},
         )
     operation_id = created.json()["id"]
-    [dispatched] = await backend.dispatcher.dispatch_once()
-    assert dispatched.outcome is DispatchOutcome.STARTED
+    await backend.dispatcher.drain()  # claimed at its creation (tr-1 was idle), sent now
+    assert backend.workers.started() == [("tr-1", operation_id)]
     create = memory.named("POST /api/v1/operations")
     dispatch = memory.named("dispatch")
     assert dispatch.parent is not None

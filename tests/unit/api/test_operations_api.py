@@ -53,13 +53,33 @@ async def create(client: httpx.AsyncClient, kind: str = "training", **params: An
 
 
 async def running_on_tr1(backend: Backend, client: httpx.AsyncClient) -> Any:
-    """A training operation the dispatcher has started on tr-1."""
+    """A training operation the dispatcher has started on tr-1 (claimed at its creation)."""
     created = await create(client, epochs=5)
-    await backend.dispatcher.dispatch_once()
+    await backend.dispatcher.drain()
+    assert backend.workers.started()[-1] == ("tr-1", created["id"])
     return created
 
 
 # --- create -------------------------------------------------------------------------
+
+
+async def test_a_creation_while_a_worker_waits_starts_it_without_a_round(
+    backend: Backend, client: httpx.AsyncClient
+) -> None:
+    """tr-1 is idle: the creating transaction claims the operation for it (the answer
+    says running, attempt 1) and its start is sent; no round is needed. The next
+    creation finds tr-1 busy and stays pending.
+    """
+    created = await create(client, epochs=5)
+    await backend.dispatcher.drain()
+    rounds = await backend.dispatcher.dispatch_once()
+    second = await create(client, epochs=5)
+
+    assert (created["status"], created["worker_id"], created["attempt"]) == ("running", "tr-1", 1)
+    assert backend.workers.started() == [("tr-1", created["id"])]
+    assert rounds == []
+    assert (second["status"], second["attempt"]) == ("pending", 0)
+    assert backend.store.get(second["id"]).status is OperationStatus.PENDING
 
 
 async def test_create_answers_201_with_the_pending_operation(client: httpx.AsyncClient) -> None:
@@ -272,7 +292,7 @@ async def test_listed_operations_carry_no_result_unless_asked(
 
 async def test_cancel_of_a_pending_operation(client: httpx.AsyncClient) -> None:
     """A pending operation is cancelled at once; no worker is told anything."""
-    created = await create(client)
+    created = await create(client, "backtest")  # no backtest worker: it stays pending
 
     response = await client.post(f"{OPS}/{created['id']}/cancel")
 
@@ -299,7 +319,7 @@ async def test_cancel_of_a_finished_operation_is_409(
     backend: Backend, client: httpx.AsyncClient
 ) -> None:
     """Cancelling an operation that already ended is a conflict, and changes nothing."""
-    created = await create(client)
+    created = await create(client, "backtest")  # pending: no backtest worker
     await client.post(f"{OPS}/{created['id']}/cancel")
 
     again = await client.post(f"{OPS}/{created['id']}/cancel")

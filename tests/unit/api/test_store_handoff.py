@@ -1,5 +1,5 @@
 """Finish and claim the next operation in one store transaction (a report's handoff),
-on SQLite and PostgreSQL.
+and create and claim in one (a creation while a worker waits), on SQLite and PostgreSQL.
 
 The claim's fault is a real one: a database trigger refuses the pending → running
 update, so the transaction fails after the finish was written, and the test checks
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import sqlalchemy as sa
 
-from ktrdr.api.store import OperationRecord, OperationStore, StaleAttempt
+from ktrdr.api.store import LiveLimitReached, OperationRecord, OperationStore, StaleAttempt
 from ktrdr.protocol import OperationStatus, OperationType
 
 if TYPE_CHECKING:
@@ -185,3 +185,76 @@ def _refuse_claims(factory: StoreFactory, store: OperationStore) -> None:
                 f'FOR EACH ROW EXECUTE FUNCTION "{schema}".refuse_claim()'
             )
         )
+
+
+# --- create and claim -------------------------------------------------------------------
+
+
+def create_and_claim(
+    store: OperationStore, seconds: float, *claim_for: str, **kw: Any
+) -> tuple[OperationRecord, tuple[OperationRecord, str] | None]:
+    return store.create_and_claim(
+        operation_type=TRAINING, parameters={"seed": 2}, now=at(seconds), claim_for=claim_for, **kw
+    )
+
+
+def test_a_creation_claims_itself_for_an_idle_worker_in_one_transaction(
+    store: OperationStore,
+) -> None:
+    begun = transactions(store)
+
+    created, claimed = create_and_claim(store, 5, "w-1", timeout_s=60)
+
+    assert len(begun) == 1
+    assert claimed is not None
+    assert claimed == (created, "w-1")
+    assert (created.status, created.worker_id, created.attempt) == (
+        OperationStatus.RUNNING,
+        "w-1",
+        1,
+    )
+    assert created.deadline_at == at(65)  # stamped as a round's claim stamps it
+    assert store.current_attempt(created.id).accepts(worker_id="w-1", attempt=1)
+    assert store.get(created.id) == created
+
+
+def test_a_creation_claims_the_oldest_waiting_operation_not_itself(store: OperationStore) -> None:
+    waiting = new(store, 1)
+
+    created, claimed = create_and_claim(store, 5, "w-1")
+
+    assert claimed is not None
+    assert (claimed[0].id, claimed[0].status, claimed[1]) == (
+        waiting,
+        OperationStatus.RUNNING,
+        "w-1",
+    )
+    assert created.status is OperationStatus.PENDING
+    assert store.get(created.id).status is OperationStatus.PENDING
+
+
+def test_a_creation_skips_workers_the_store_has_running_something(store: OperationStore) -> None:
+    busy = running(store, worker="w-1")
+
+    created, claimed = create_and_claim(store, 5, "w-1", "w-2")
+
+    assert claimed == (created, "w-2")
+    assert store.get(busy.id).worker_id == "w-1"
+    assert create_and_claim(store, 6, "w-1", "w-2")[1] is None  # both busy now
+
+
+def test_a_creation_without_idle_workers_claims_nothing(store: OperationStore) -> None:
+    created, claimed = create_and_claim(store, 5)
+
+    assert claimed is None
+    assert (created.status, created.attempt) == (OperationStatus.PENDING, 0)
+
+
+def test_a_creation_over_the_live_limit_neither_inserts_nor_claims(store: OperationStore) -> None:
+    waiting = new(store, 1)
+
+    with pytest.raises(LiveLimitReached):
+        create_and_claim(store, 5, "w-1", max_live=1)
+
+    assert [record.id for record in store.list().items] == [waiting]
+    assert store.get(waiting).status is OperationStatus.PENDING
