@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime
 import posixpath
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -158,16 +158,23 @@ class _MaySendSeries(_Message):
     """A message with optional ``series``: left out of the JSON when there are none.
 
     So a worker without points sends exactly what a backend from before series
-    expects (it refuses unknown fields).
+    expects (it refuses unknown fields). Subclasses name in ``_OMITTED_WHEN_EMPTY``
+    their other fields added since, left out the same way when None, false or an
+    empty list.
     """
+
+    _OMITTED_WHEN_EMPTY: ClassVar[tuple[str, ...]] = ("series",)
 
     series: SeriesPoints | None = None
 
     @model_serializer(mode="wrap")
-    def _drop_empty_series(self, handler: SerializerFunctionWrapHandler) -> Any:
+    def _drop_empty(self, handler: SerializerFunctionWrapHandler) -> Any:
         data = handler(self)
-        if isinstance(data, dict) and data.get("series") is None:
-            data.pop("series", None)
+        if isinstance(data, dict):
+            for name in self._OMITTED_WHEN_EMPTY:
+                value = data.get(name)
+                if value is None or value is False or value == []:
+                    data.pop(name, None)
         return data
 
 
@@ -236,17 +243,7 @@ class HeartbeatRequest(_MaySendSeries):
         default_factory=list, max_length=MAX_PENDING_OUTCOMES
     )
 
-    @model_serializer(mode="wrap")
-    def _drop_empty_series(self, handler: SerializerFunctionWrapHandler) -> Any:
-        data = handler(self)
-        if isinstance(data, dict):
-            if data.get("series") is None:
-                data.pop("series", None)
-            if not data.get("pending_outcomes"):
-                data.pop("pending_outcomes", None)
-            if data.get("attempt") is None:
-                data.pop("attempt", None)
-        return data
+    _OMITTED_WHEN_EMPTY = ("series", "pending_outcomes", "attempt")
 
 
 class WorkerView(_Message):
@@ -330,15 +327,7 @@ class OperationReport(_MaySendSeries):
     #: refuses unknown fields.
     take_next: bool = False
 
-    @model_serializer(mode="wrap")
-    def _drop_empty_series(self, handler: SerializerFunctionWrapHandler) -> Any:
-        data = handler(self)
-        if isinstance(data, dict):
-            if data.get("series") is None:
-                data.pop("series", None)
-            if not data.get("take_next"):
-                data.pop("take_next", None)
-        return data
+    _OMITTED_WHEN_EMPTY = ("series", "take_next")
 
 
 #: Response header of a registration answer from a backend that hands the next

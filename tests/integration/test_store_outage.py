@@ -11,7 +11,6 @@ recovers without a restart.
 from __future__ import annotations
 
 import datetime
-import os
 import socket
 import time
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from support.fleet import OPERATOR_AUTH, Fleet, Server, backend_env, operator_cl
 from support.postgres import fresh_database
 from support.processes import ProcessGroup, free_port, run_ktrdr, wait_until
 from support.tcp_proxy import Mode, TcpProxy
-from support.tmpfs import small_tmpfs
+from support.tmpfs import fill, small_tmpfs
 
 pytestmark = pytest.mark.slow
 
@@ -241,20 +240,6 @@ def full_disk(tmp_path: Path) -> Iterator[Path]:
     """A 2 MiB tmpfs that a test can fill up (CI runs the suite as root)."""
     with small_tmpfs(tmp_path / "disk", "2m") as mount:
         yield mount
-
-
-def fill(directory: Path) -> Path:
-    """Write a ballast file until the file system is full; the ballast's path."""
-    ballast = directory / "ballast"
-    fd = os.open(ballast, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        while True:
-            os.write(fd, b"\0" * 4096)
-    except OSError:
-        pass  # ENOSPC: full
-    finally:
-        os.close(fd)
-    return ballast
 
 
 def test_sqlite_on_a_full_disk_answers_503_and_recovers_when_space_returns(

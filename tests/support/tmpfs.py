@@ -8,6 +8,7 @@ file there (a backend being stopped) cannot make the unmount fail.
 from __future__ import annotations
 
 import contextlib
+import errno
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,4 +33,19 @@ def small_tmpfs(mount: Path, size: str) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
-__all__ = ["small_tmpfs"]
+def fill(directory: Path, name: str = "ballast") -> Path:
+    """Write a ballast file in ``directory`` until its file system is full (the last
+    write failed with ENOSPC); the ballast's path (delete it to free the space).
+    """
+    ballast = directory / name
+    with ballast.open("wb", buffering=0) as handle:
+        while True:
+            try:
+                handle.write(b"\0" * 4096)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+                return ballast
+
+
+__all__ = ["fill", "small_tmpfs"]

@@ -12,7 +12,6 @@ execution context; that tells the tests which path ran.
 from __future__ import annotations
 
 import datetime
-import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from support.tmpfs import small_tmpfs
+from support.tmpfs import fill, small_tmpfs
 
 from ktrdr.api.store import (
     InvalidTransition,
@@ -267,20 +266,6 @@ def full_disk(tmp_path: Path) -> Iterator[Path]:
     """A 1 MiB tmpfs that the test fills up (CI runs the suite as root)."""
     with small_tmpfs(tmp_path / "disk", "1m") as mount:
         yield mount
-
-
-def fill(directory: Path) -> Path:
-    """Write a ballast file until the file system is full; the ballast's path."""
-    ballast = directory / "ballast"
-    fd = os.open(ballast, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        while True:
-            os.write(fd, b"\0" * 4096)
-    except OSError:
-        pass  # ENOSPC: full
-    finally:
-        os.close(fd)
-    return ballast
 
 
 def test_a_full_disk_is_still_an_outage_and_its_end_is_seen(full_disk: Path) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from support.processes import wait_until
+from support.tmpfs import fill
 
 from ktrdr.workers.outbox import CORRUPT_FOLDER, REJECTED_FOLDER, Outbox
 
@@ -29,18 +30,6 @@ class Ticks:
     def __call__(self) -> datetime.datetime:
         self.now += datetime.timedelta(seconds=1)
         return self.now
-
-
-def fill(path: Path) -> None:
-    """Write ``path`` until the disk is full (the last write fails with ENOSPC)."""
-    with path.open("wb", buffering=0) as handle:
-        while True:
-            try:
-                handle.write(b"\0" * 1024)
-            except OSError as exc:
-                if exc.errno != errno.ENOSPC:
-                    raise
-                return
 
 
 def outbox_in(directory: Path) -> Outbox:
@@ -161,7 +150,7 @@ def test_a_full_disk_leaves_the_earlier_entry_whole_and_no_partial_file(small_fs
     outbox = Outbox(directory=small_fs / "outbox", clock=Ticks())
     outbox.put("op-1", REPORT)
     outbox.put("op-2", {**REPORT, "status": "failed"})
-    fill(small_fs / "filler")
+    fill(small_fs, "filler")
     big = {**REPORT, "result": {"weights": "w" * 32 * 1024}}
 
     with pytest.raises(OSError, match="No space left on device") as raised:
