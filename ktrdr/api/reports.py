@@ -432,8 +432,19 @@ class OperationReports:
         handoff = None
         if following is not None:
             handoff = await self._dispatcher.hand_off(following, report.worker_id)
-            self._handoffs[report.worker_id] = (operation_id, attempt, handoff)
+            self._remember_handoff(report.worker_id, (operation_id, attempt, handoff))
         return _answer(view, handoff)
+
+    def _remember_handoff(self, worker_id: str, handed: tuple[str, int, Handoff]) -> None:
+        """Keep a worker's latest handoff (for a report sent again); forget those of
+        workers no longer registered once they outnumber the registered ones, so the
+        memory follows the fleet, not every worker id ever seen (a worker removed for
+        silence never unregisters).
+        """
+        self._handoffs[worker_id] = handed
+        if len(self._handoffs) > 2 * len(self._registry) + 16:
+            registered = self._registry
+            self._handoffs = {w: h for w, h in self._handoffs.items() if w in registered}
 
     async def _handed_again(
         self, operation_id: str, attempt: int, report: OperationReport, worker: WorkerRecord

@@ -221,3 +221,29 @@ async def test_the_registration_answer_says_the_backend_hands_over(backend: Back
         )
     assert answer.status_code == 201, answer.text
     assert answer.headers[HANDOFF_HEADER] == "1"
+
+
+async def test_handoffs_of_workers_no_longer_registered_are_forgotten(backend: Backend) -> None:
+    """The memory of handoffs (for reports sent again) follows the fleet: once workers
+    removed for silence outnumber the registered ones, their handoffs are dropped, so
+    it stays within twice the fleet (plus 16) however many workers came and went.
+    """
+    departed = [f"gone-{i}" for i in range(30)]
+    for worker_id in [*departed, "w1"]:
+        if worker_id != "w1":
+            backend.register(worker_id)
+        running = backend.service.create("training", {"seed": 1}).id
+        backend.service.start(running, worker_id=worker_id)
+        backend.clock.advance(1)
+        backend.service.create("training", {"seed": 2})
+        backend.clock.advance(1)
+        body = {**OLD_REPORT, "worker_id": worker_id, "take_next": True}
+        answer = await report(backend, running, body, worker=worker_id)
+        assert answer.json()["next_operation"] is not None, answer.text
+        if worker_id != "w1":
+            backend.registry.remove([worker_id])  # silent past the removal threshold
+
+    remembered = set(backend.reports._handoffs)
+
+    assert "w1" in remembered
+    assert len(remembered) <= 2 * len(backend.registry) + 16 < len(departed)
