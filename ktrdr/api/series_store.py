@@ -1,11 +1,14 @@
 """Where operations' series points live: one row per (operation, series, step).
 
 The operations store (``ktrdr.api.store``) owns the engine and the transactions; this
-module holds the table and the statements on it, run on a connection the store hands
-in. A point is written with an upsert keyed by operation, series name and step, so the
-same point arriving twice (a heartbeat retried, a resumed job re-sending its history,
-the final report repeating everything) leaves one row with the latest value. Reads
-return each series ordered by step. Nothing here checks who may write: the store does.
+module holds the table and the statements on it, run on the connection or the
+:class:`~ktrdr.api.store_driver.Rows` the store hands in. The upsert is built once per
+store (:func:`upsert_statement`), so a write only binds values: on SQLite it runs on the
+store's driver path like the transition it comes with. A point is written with an upsert
+keyed by operation, series name and step, so the same point arriving twice (a heartbeat
+retried, a resumed job re-sending its history, the final report repeating everything)
+leaves one row with the latest value. Reads return each series ordered by step. Nothing
+here checks who may write: the store does.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from ktrdr.api.store_driver import Rows
+
 __all__ = [
     "SERIES_TABLE_NAME",
     "Points",
@@ -24,6 +29,7 @@ __all__ = [
     "merge_points",
     "read_series",
     "upsert_points",
+    "upsert_statement",
 ]
 
 SERIES_TABLE_NAME = "operation_series"
@@ -55,27 +61,38 @@ def merge_points(
     return {name: sorted(values.items()) for name, values in merged.items()}
 
 
-def upsert_points(conn: Connection, table: sa.Table, batch: Iterable[tuple[str, Points]]) -> int:
-    """Write ``(operation_id, points)`` pairs; a step already stored takes the new value.
+def upsert_statement(table: sa.Table, dialect_name: str) -> sa.Insert:
+    """The upsert of one point into ``table`` for this dialect (``INSERT ... ON CONFLICT
+    (operation_id, name, x) DO UPDATE SET y``); executed with one parameter set per point.
+    """
+    keys = [table.c.operation_id, table.c.name, table.c.x]
+    if dialect_name == "postgresql":
+        on_postgres = postgresql.insert(table)
+        return on_postgres.on_conflict_do_update(
+            index_elements=keys, set_={"y": on_postgres.excluded.y}
+        )
+    on_sqlite = sqlite.insert(table)
+    return on_sqlite.on_conflict_do_update(index_elements=keys, set_={"y": on_sqlite.excluded.y})
+
+
+def upsert_points(rows: Rows, statement: sa.Insert, batch: Iterable[tuple[str, Points]]) -> int:
+    """Write ``(operation_id, points)`` pairs with ``statement`` (:func:`upsert_statement`);
+    a step already stored takes the new value.
 
     Duplicates within the batch are folded first (PostgreSQL refuses one statement
     touching a row twice). Returns how many points were written.
     """
-    rows: dict[tuple[str, str, int], float] = {}
+    points_by_key: dict[tuple[str, str, int], float] = {}
     for operation_id, points in batch:
         for name, values in points.items():
             for x, y in values:
-                rows[(operation_id, name, int(x))] = float(y)
-    if not rows:
+                points_by_key[(operation_id, name, int(x))] = float(y)
+    if not points_by_key:
         return 0
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    insert = dialect.insert(table)
-    statement = insert.on_conflict_do_update(
-        index_elements=[table.c.operation_id, table.c.name, table.c.x],
-        set_={"y": insert.excluded.y},
-    )
-    params = [{"operation_id": o, "name": n, "x": x, "y": y} for (o, n, x), y in rows.items()]
-    conn.execute(statement, params)
+    params = [
+        {"operation_id": o, "name": n, "x": x, "y": y} for (o, n, x), y in points_by_key.items()
+    ]
+    rows.execute_many(statement, params)
     return len(params)
 
 

@@ -39,6 +39,7 @@ from ktrdr.api.series_store import (
     delete_series,
     read_series,
     upsert_points,
+    upsert_statement,
 )
 from ktrdr.api.store_driver import ConnectionRows, DriverPath, Rows, RowValues, Unavailable
 from ktrdr.api.store_pages import (
@@ -413,6 +414,7 @@ class OperationStore:
         self._metadata = sa.MetaData(schema=schema)
         self._table = _define_table(self._metadata)
         self._series = define_series_table(self._metadata)
+        self._upsert_series = upsert_statement(self._series, engine.dialect.name)
         self._postgres = engine.dialect.name == "postgresql"
         self._attempts = CurrentAttempts()
         self._statements = Statements(self._table)
@@ -899,8 +901,8 @@ class OperationStore:
             if plotted:
                 owners = self._owners(conn, [s.operation_id for s in plotted], running_only=True)
                 upsert_points(
-                    conn,
-                    self._series,
+                    ConnectionRows(conn),
+                    self._upsert_series,
                     (
                         (s.operation_id, s.series)
                         for s in plotted
@@ -1290,7 +1292,7 @@ class OperationStore:
             owners = self._owners(conn, [operation_id], running_only=False)
             if owners.get(operation_id) != worker_id:
                 return False
-            upsert_points(conn, self._series, [(operation_id, points)])
+            upsert_points(ConnectionRows(conn), self._upsert_series, [(operation_id, points)])
         return True
 
     def series(self, operation_id: str) -> SeriesRecord:
@@ -1443,13 +1445,12 @@ class OperationStore:
             if series and worker_id is not None:
                 owner = row if row is not None else current
                 if owner is not None and owner["worker_id"] == worker_id:
-                    assert isinstance(rows, ConnectionRows)  # series: never on the driver
-                    upsert_points(rows.conn, self._series, [(operation_id, series)])
+                    upsert_points(rows, self._upsert_series, [(operation_id, series)])
             return row, current
 
         with self._attempts.lock:
-            # One-off statements (extra conditions) and series points: SQLAlchemy only.
-            row, current = self._run(update, driver=prebuilt is not None and not series)
+            # One-off statements (extra conditions): SQLAlchemy only.
+            row, current = self._run(update, driver=prebuilt is not None)
             if row is not None:
                 record = _record(row)
                 self._attempts.record(record.attempt_state())

@@ -11,14 +11,21 @@ connection checked out alone left the store at 0.34-0.39 x the bare driver (targ
 0.5), and ``exec_driver_sql`` still builds an execution context while doing none of
 the type handling; so the hot transactions (create, claim, progress, finish, release,
 resume) run here: the store's progress update then takes 71 us, and the store is at
-0.58 x the driver in ``benchmarks/bench_store_vs_driver.py`` (0.30 before).
+0.58 x the driver in ``benchmarks/bench_store_vs_driver.py`` (0.30 before). A finish
+carrying the worker's series points (and ``finish_and_claim``, the handoff, with them)
+runs here too, the points written by one ``executemany`` of the series upsert
+(``INSERT ... ON CONFLICT DO UPDATE``) in the same transaction: kept to SQLAlchemy, that
+transaction was 29% of the backend's busy time in ``benchmarks/bench_tiny_ops.py``
+(py-spy; the upsert alone 7%).
 
 What stays SQLAlchemy's, so the schema and the types stay in one place: each
-statement is the store's own SQLAlchemy statement (:mod:`ktrdr.api.store_statements`),
-compiled once for the engine's dialect (positional parameters); its values go through
-the bind processors SQLAlchemy itself uses (JSON, aware UTC datetimes, booleans) and
-the returned columns through its result processors, so a row here equals the row
-SQLAlchemy returns (the tests compare every transition both ways). The transaction
+statement is the store's own SQLAlchemy statement (:mod:`ktrdr.api.store_statements`,
+and the series upsert of :mod:`ktrdr.api.series_store`), compiled once for the engine's
+dialect (positional parameters); its values (each parameter set of an
+``executemany``) go through the bind processors SQLAlchemy itself uses (JSON, aware
+UTC datetimes, booleans, floats) and the returned columns through its result
+processors, so a row here equals the row SQLAlchemy returns (the tests compare every
+transition, and the series points written, both ways). The transaction
 is the one SQLAlchemy runs on pysqlite: the driver's implicit ``BEGIN`` before the
 first write, ``commit()`` at the end, ``rollback()`` on any error.
 
@@ -79,6 +86,11 @@ class Rows(Protocol):
     def scalar(self, statement: sa.Executable, parameters: Mapping[str, Any] | None = None) -> Any:
         """The first column of the first row (None when there is no row)."""
 
+    def execute_many(
+        self, statement: sa.Executable, parameters: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """``statement`` once per parameter set (each with the same names; no rows back)."""
+
 
 class ConnectionRows:
     """:class:`Rows` through a SQLAlchemy ``Connection`` (PostgreSQL, and every fallback)."""
@@ -94,6 +106,12 @@ class ConnectionRows:
 
     def scalar(self, statement: sa.Executable, parameters: Mapping[str, Any] | None = None) -> Any:
         return self.conn.execute(statement, parameters).scalar()
+
+    def execute_many(
+        self, statement: sa.Executable, parameters: Sequence[Mapping[str, Any]]
+    ) -> None:
+        if parameters:
+            self.conn.execute(statement, list(parameters))
 
 
 class Unavailable(Exception):
@@ -259,11 +277,13 @@ class DriverPath:
         self._cache[key] = compiled
         return compiled
 
-    def executed(self, conn: Connection, cursor: Any, sql: str, args: Sequence[Any]) -> None:
+    def executed(
+        self, conn: Connection, cursor: Any, sql: str, args: Any, *, many: bool = False
+    ) -> None:
         """Tell the engine's ``after_cursor_execute`` listeners a statement succeeded."""
         listeners = self._engine.dispatch.after_cursor_execute
         if listeners:
-            listeners(conn, cursor, sql, args, None, False)
+            listeners(conn, cursor, sql, args, None, many)
 
 
 class _DriverRows:
@@ -274,19 +294,29 @@ class _DriverRows:
         self._conn = conn
         self._raw = raw
 
+    def _compiled(self, statement: sa.Executable, names: tuple[str, ...]) -> _Compiled:
+        compiled = self._path.compiled(statement, names)
+        if compiled is None:
+            raise _Failed(f"statement not supported here: {statement}")
+        return compiled
+
+    @staticmethod
+    def _args(compiled: _Compiled, given: Mapping[str, Any]) -> list[Any]:
+        """The positional values for ``compiled``, through its bind processors."""
+        args = []
+        for name, value, processor in compiled.binds:
+            if value is _GIVEN:
+                value = given[name]
+            args.append(value if processor is None else processor(value))
+        return args
+
     def _row(
         self, statement: sa.Executable, parameters: Mapping[str, Any] | None
     ) -> tuple[_Compiled, tuple[Any, ...] | None]:
         given = parameters or {}
         try:
-            compiled = self._path.compiled(statement, tuple(given))
-            if compiled is None:
-                raise _Failed(f"statement not supported here: {statement}")
-            args = []
-            for name, value, processor in compiled.binds:
-                if value is _GIVEN:
-                    value = given[name]
-                args.append(value if processor is None else processor(value))
+            compiled = self._compiled(statement, tuple(given))
+            args = self._args(compiled, given)
             cursor = self._raw.cursor()
             try:
                 cursor.execute(compiled.sql, args)
@@ -299,6 +329,29 @@ class _DriverRows:
         except Exception as exc:
             raise _Failed(exc) from exc
         return compiled, row
+
+    def execute_many(
+        self, statement: sa.Executable, parameters: Sequence[Mapping[str, Any]]
+    ) -> None:
+        if not parameters:
+            return
+        try:
+            # Compiled for the first set's names, as SQLAlchemy does; a set missing
+            # one of them fails here (KeyError) and SQLAlchemy reports it.
+            compiled = self._compiled(statement, tuple(parameters[0]))
+            if compiled.columns:
+                raise _Failed(f"rows returned by an executemany: {statement}")
+            args = [self._args(compiled, given) for given in parameters]
+            cursor = self._raw.cursor()
+            try:
+                cursor.executemany(compiled.sql, args)
+                self._path.executed(self._conn, cursor, compiled.sql, args, many=True)
+            finally:
+                cursor.close()
+        except _Failed:
+            raise
+        except Exception as exc:
+            raise _Failed(exc) from exc
 
     def first(
         self, statement: sa.Executable, parameters: Mapping[str, Any] | None = None

@@ -45,14 +45,23 @@ def test_only_the_operations_worker_adds_points(store: OperationStore) -> None:
 
 
 def test_a_finish_writes_its_points_in_the_same_transaction(store: OperationStore) -> None:
-    """finish(series=...) stores the worker's points with the outcome, in one transaction."""
+    """finish(series=...) stores the worker's points with the outcome, in one transaction.
+
+    Counted through SQLAlchemy's ``commit`` event: a statement listener keeps the
+    transaction on SQLAlchemy's path (SQLite's driver path steps aside for one; that
+    path's single transaction is checked in test_store_driver.py by a failing upsert).
+    """
     op = running(store)
     commits: list[object] = []
 
     def committed(conn: object) -> None:
         commits.append(conn)
 
+    def statement(*_args: object) -> None:
+        pass
+
     sa.event.listen(store.engine, "commit", committed)
+    sa.event.listen(store.engine, "before_cursor_execute", statement)
     try:
         done = store.finish(
             op,
@@ -65,6 +74,7 @@ def test_a_finish_writes_its_points_in_the_same_transaction(store: OperationStor
         )
     finally:
         sa.event.remove(store.engine, "commit", committed)
+        sa.event.remove(store.engine, "before_cursor_execute", statement)
     assert done.status is OperationStatus.COMPLETED
     assert len(commits) == 1
     assert store.series(op).points == {"equity": [(1, 100.0), (2, 101.0)]}
