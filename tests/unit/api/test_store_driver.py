@@ -6,7 +6,8 @@ a statement fails, and still report an outage as one. The reference store is the
 same store with a ``before_cursor_execute`` listener on its engine, the condition
 under which the store keeps to SQLAlchemy (as when tracing instruments the engine).
 Statements run on the driver path reach ``after_cursor_execute`` listeners without an
-execution context; that tells the tests which path ran.
+execution context; that tells the tests which path ran (and ``executemany``, that the
+series upsert ran there).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ class Watched:
     def __init__(self, path: Path, *, driver: bool) -> None:
         self.store = OperationStore.open_url(f"sqlite+pysqlite:///{path}")
         self.contexts: list[Any] = []
+        #: Whether each statement with no execution context was an executemany.
+        self.driver_many: list[bool] = []
         engine = self.store.engine
         if not driver:
             sa.event.listen(engine, "before_cursor_execute", lambda *_: None)
@@ -53,14 +56,22 @@ class Watched:
 
     def _executed(self, *args: Any) -> None:
         self.contexts.append(args[4])
+        if args[4] is None:
+            self.driver_many.append(args[5])
 
     @property
     def on_driver(self) -> int:
         """Statements run on the driver path since the last :meth:`clear`."""
         return sum(context is None for context in self.contexts)
 
+    @property
+    def upserts_on_driver(self) -> int:
+        """Series upserts (executemany) run on the driver path since :meth:`clear`."""
+        return sum(self.driver_many)
+
     def clear(self) -> None:
         self.contexts.clear()
+        self.driver_many.clear()
 
 
 @pytest.fixture
@@ -259,6 +270,187 @@ def test_concurrent_transitions_share_the_connection_or_use_sqlalchemy(
     running = store.running()
     assert len(running) == 100
     assert {r.progress["step"] for r in running if r.progress} == set(range(25))  # type: ignore[index]
+
+
+#: A final report's series: several names, duplicates (the last wins), a step past
+#: 32 bits, integers and negative values (stored as floats).
+SERIES = {
+    "loss": [(1, 0.69), (2, 0.5), (2, 0.45), (3_000_000_000, -1.25e-7)],
+    "val_loss": [(1, 1), (2, -3)],
+}
+
+
+def series_life(store: OperationStore) -> list[Any]:
+    """Finishes carrying series points, accepted and refused, and handoffs with them;
+    what each gave and every operation's stored points."""
+    results: list[Any] = []
+
+    def run(call: Callable[[], Any]) -> None:
+        results.append(outcome(call))
+
+    def running(name: str, worker: str) -> None:
+        store.create(
+            operation_type=OperationType.TRAINING, parameters={}, now=at(0), operation_id=name
+        )
+        store.mark_running(name, worker_id=worker, now=at(1))
+
+    def finish(name: str, worker: str, **kw: Any) -> None:
+        run(
+            lambda: store.finish(
+                name,
+                status=OperationStatus.COMPLETED,
+                now=at(5),
+                worker_id=worker,
+                attempt=1,
+                result={"loss": 0.45},
+                series=SERIES,
+                **kw,
+            )
+        )
+
+    def finish_and_claim(name: str, worker: str, attempt: int = 1) -> None:
+        run(
+            lambda: store.finish_and_claim(
+                name,
+                status=OperationStatus.COMPLETED,
+                now=at(6),
+                worker_id=worker,
+                attempt=attempt,
+                next_type=OperationType.TRAINING,
+                result={"loss": 0.45},
+                series={**SERIES, "lr": [(1, 0.001)]},
+            )
+        )
+
+    running("finished", "w-1")
+    finish("finished", "w-1")
+    running("cancelled", "w-2")
+    run(lambda: store.finish("cancelled", status=OperationStatus.CANCELLED, now=at(2)))
+    finish("cancelled", "w-2")  # InvalidTransition, its points kept
+    finish("cancelled", "w-9")  # InvalidTransition, not its worker: nothing written
+    running("handed", "w-3")
+    store.create(
+        operation_type=OperationType.TRAINING, parameters={}, now=at(3), operation_id="next"
+    )
+    finish_and_claim("handed", "w-3")  # finished, "next" claimed by w-3
+    finish_and_claim("next", "w-3", attempt=1)  # finished, nothing left to claim
+    running("stale", "w-4")
+    finish_and_claim("stale", "w-5")  # StaleAttempt: nothing written
+    names = ("finished", "cancelled", "handed", "next", "stale")
+    run(lambda: [store.series(name) for name in names])
+    run(lambda: [store.get(name) for name in names])
+    return results
+
+
+def test_series_points_written_with_a_finish_are_what_sqlalchemy_writes(
+    pair: tuple[Watched, Watched],
+) -> None:
+    """finish and finish_and_claim with series points: the same records, refusals and
+    stored points on both paths, the upserts run on the driver path."""
+    fast, slow = pair
+
+    on_driver = series_life(fast.store)
+    through_sqlalchemy = series_life(slow.store)
+
+    assert on_driver == through_sqlalchemy
+    stored = {
+        name: record.points
+        for name, record in zip(
+            ("finished", "cancelled", "handed", "next", "stale"), on_driver[-2], strict=True
+        )
+    }
+    written = {
+        "loss": [(1, 0.69), (2, 0.45), (3_000_000_000, -1.25e-7)],
+        "val_loss": [(1, 1.0), (2, -3.0)],
+    }
+    assert stored == {
+        "finished": written,
+        "cancelled": written,
+        "handed": {**written, "lr": [(1, 0.001)]},
+        "next": {**written, "lr": [(1, 0.001)]},
+        "stale": {},
+    }
+    assert all(
+        isinstance(y, float)
+        for points in stored.values()
+        for series in points.values()
+        for _, y in series
+    )
+    handed, claimed = on_driver[4]
+    assert handed.status is OperationStatus.COMPLETED
+    assert (claimed.id, claimed.worker_id) == ("next", "w-3")
+    assert on_driver[5][0].status is OperationStatus.COMPLETED
+    assert on_driver[5][1] is None
+    assert [item[0] for item in on_driver[2:4]] == [InvalidTransition, InvalidTransition]
+    assert on_driver[6][0] is StaleAttempt
+    assert fast.upserts_on_driver == 4  # finished, cancelled, handed, next
+    assert slow.on_driver == 0
+
+
+def _refuse_points(store: OperationStore) -> None:
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TRIGGER no_points BEFORE INSERT ON operation_series"
+            " BEGIN SELECT RAISE(ABORT, 'no points'); END"
+        )
+
+
+def test_a_failing_series_write_undoes_the_finish_and_the_claim(
+    pair: tuple[Watched, Watched],
+) -> None:
+    """The upsert fails in the database after the finish and the claim were written on
+    the driver path: all of it is rolled back, SQLAlchemy runs it again and reports
+    SQLAlchemy's error, as without the driver path; once the cause is gone, the
+    handoff works on the driver path, its points with it."""
+    errors: dict[str, list[Any]] = {"fast": [], "slow": []}
+    for name, watched in zip(("fast", "slow"), pair, strict=True):
+        store = watched.store
+        sa.event.listen(store.engine, "handle_error", lambda ctx, n=name: errors[n].append(ctx))
+        _refuse_points(store)
+        for op in ("first", "waiting"):
+            store.create(
+                operation_type=OperationType.TRAINING, parameters={}, now=at(0), operation_id=op
+            )
+        store.mark_running("first", worker_id="w-1", now=at(1))
+    fast = pair[0]
+    fast.clear()
+
+    def handoff(store: OperationStore, seconds: float) -> Any:
+        return store.finish_and_claim(
+            "first",
+            status=OperationStatus.COMPLETED,
+            now=at(seconds),
+            worker_id="w-1",
+            attempt=1,
+            next_type=OperationType.TRAINING,
+            result={"loss": 0.1},
+            series={"loss": [(1, 0.5), (2, 0.1)]},
+        )
+
+    refused = [outcome(lambda w=w: handoff(w.store, 2)) for w in pair]
+    tried_on_driver = fast.on_driver
+    after = [[(w.store.get(op), w.store.series(op)) for op in ("first", "waiting")] for w in pair]
+    for watched in pair:
+        with watched.store.engine.begin() as conn:
+            conn.exec_driver_sql("DROP TRIGGER no_points")
+    fast.clear()
+    finished, claimed = handoff(fast.store, 3)
+
+    assert refused[0] == refused[1]
+    assert refused[0][0] is sa.exc.IntegrityError
+    assert "no points" in refused[0][1]
+    assert tried_on_driver == 4  # finish, claim (oldest, running, deadline); upsert failed
+    assert after[0] == after[1]
+    (first, first_points), (waiting, _) = after[0]
+    assert (first.status, first.result, first.finished_at) == (OperationStatus.RUNNING, None, None)
+    assert first_points.points == {}
+    assert (waiting.status, waiting.worker_id) == (OperationStatus.PENDING, None)
+    # SQLAlchemy ran it again and reported the failure once, like the reference store.
+    assert len(errors["fast"]) == len(errors["slow"]) == 1
+    assert finished.status is OperationStatus.COMPLETED
+    assert claimed is not None and claimed.id == "waiting"
+    assert fast.store.series("first").points == {"loss": [(1, 0.5), (2, 0.1)]}
+    assert fast.upserts_on_driver == 1
 
 
 @pytest.fixture
