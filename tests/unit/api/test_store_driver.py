@@ -448,7 +448,8 @@ def test_a_failing_series_write_undoes_the_finish_and_the_claim(
     # SQLAlchemy ran it again and reported the failure once, like the reference store.
     assert len(errors["fast"]) == len(errors["slow"]) == 1
     assert finished.status is OperationStatus.COMPLETED
-    assert claimed is not None and claimed.id == "waiting"
+    assert claimed is not None
+    assert claimed.id == "waiting"
     assert fast.store.series("first").points == {"loss": [(1, 0.5), (2, 0.1)]}
     assert fast.upserts_on_driver == 1
 

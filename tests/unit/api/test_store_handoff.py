@@ -110,6 +110,31 @@ def test_a_failed_claim_undoes_the_finish(store_factory: StoreFactory) -> None:
     assert state.accepts(worker_id="w-1", attempt=1)
 
 
+def test_the_finished_operations_points_are_written_with_the_handoff(
+    store: OperationStore,
+) -> None:
+    """A final report's series points go with the finish and the claim (one transaction;
+    on SQLite's driver path), folded like any upsert: the last value of a step wins."""
+    first = running(store)
+    waiting = new(store, 2)
+
+    finished, claimed = store.finish_and_claim(
+        first.id,
+        status=OperationStatus.COMPLETED,
+        now=at(10),
+        worker_id="w-1",
+        attempt=first.attempt,
+        next_type=TRAINING,
+        series={"loss": [(2, 0.5), (1, 0.7), (2, 0.4)], "acc": [(1, 0.6)]},
+    )
+
+    assert finished.status is OperationStatus.COMPLETED
+    assert claimed is not None
+    assert claimed.id == waiting
+    assert store.series(first.id).points == {"acc": [(1, 0.6)], "loss": [(1, 0.7), (2, 0.4)]}
+    assert store.series(waiting).points == {}
+
+
 def test_nothing_is_claimed_for_a_worker_the_store_has_running_another(
     store: OperationStore,
 ) -> None:

@@ -152,3 +152,67 @@ def test_retention_deletes_the_points_with_their_operation(store: OperationStore
     )
     assert store.series(recreated.id).points == {}
     assert store.series(new).points == {"equity": [(1, 1.0)]}
+
+
+def test_a_failing_point_write_undoes_the_finish(store_factory: StoreFactory) -> None:
+    """A trigger refuses every point: the finish written before it in the same
+    transaction is rolled back too (on SQLite after the driver path's attempt and
+    SQLAlchemy's), the database's error reaches the caller; without the trigger the
+    same finish stores its outcome and its points."""
+    store = store_factory.open()
+    op = running(store)
+    _refuse_points(store_factory, store)
+
+    def finish() -> object:
+        return store.finish(
+            op,
+            status=OperationStatus.COMPLETED,
+            now=T0,
+            worker_id="w-1",
+            attempt=1,
+            result={"sharpe": 1.2},
+            series={"equity": [(1, 100.0), (2, 101.0)]},
+        )
+
+    with pytest.raises(sa.exc.DBAPIError, match="points refused"):
+        finish()
+
+    after = store.get(op)
+    assert (after.status, after.result, after.finished_at) == (OperationStatus.RUNNING, None, None)
+    assert store.series(op).points == {}
+    assert store.current_attempt(op).accepts(worker_id="w-1", attempt=1)
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("DROP TRIGGER refuse_points" + _on_series(store_factory)))
+    finish()
+    assert store.get(op).status is OperationStatus.COMPLETED
+    assert store.series(op).points == {"equity": [(1, 100.0), (2, 101.0)]}
+
+
+def _on_series(factory: StoreFactory) -> str:
+    return "" if factory.backend == "sqlite" else f' ON "{factory.schema}".operation_series'
+
+
+def _refuse_points(factory: StoreFactory, store: OperationStore) -> None:
+    """A trigger that fails every insert of a point (a fault inside the series write)."""
+    with store.engine.begin() as conn:
+        if factory.backend == "sqlite":
+            conn.execute(
+                sa.text(
+                    "CREATE TRIGGER refuse_points BEFORE INSERT ON operation_series "
+                    "BEGIN SELECT RAISE(ABORT, 'points refused'); END"
+                )
+            )
+            return
+        schema = factory.schema
+        conn.execute(
+            sa.text(
+                f'CREATE FUNCTION "{schema}".refuse_points() RETURNS trigger AS $$ BEGIN '
+                "RAISE EXCEPTION 'points refused'; END $$ LANGUAGE plpgsql"
+            )
+        )
+        conn.execute(
+            sa.text(
+                f'CREATE TRIGGER refuse_points BEFORE INSERT ON "{schema}".operation_series '
+                f'FOR EACH ROW EXECUTE FUNCTION "{schema}".refuse_points()'
+            )
+        )
