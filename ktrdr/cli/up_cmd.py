@@ -173,9 +173,6 @@ class Fleet:
         env.setdefault(
             env_name(attrs.fields(CheckpointSettings).dir), str(self._data_dir / "checkpoints")
         )
-        # One BLAS thread per child: several children share this machine's cores.
-        env.setdefault("OMP_NUM_THREADS", "1")
-        env.setdefault("OPENBLAS_NUM_THREADS", "1")
         env.update({env_name(field): value for field, value in overrides.items()})
         return env
 
