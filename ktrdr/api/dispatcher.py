@@ -308,12 +308,7 @@ class Dispatcher:
         if raced or len(claims) >= MAX_ROUND_WORKERS:
             self.wake()  # an operation vanished under us, or more may be waiting
         results = await asyncio.gather(
-            *(
-                self._settle(
-                    view, worker_id, functools.partial(self._send_start, view, workers[worker_id])
-                )
-                for view, worker_id in claims
-            )
+            *(self._request_start(view, workers[worker_id]) for view, worker_id in claims)
         )
         return list(results)
 
@@ -349,8 +344,7 @@ class Dispatcher:
             self.wake()  # not started here, or older operations were waiting
         if claimed is not None:
             started, worker_id = claimed
-            send = functools.partial(self._send_start, started, free[worker_id])
-            task = asyncio.create_task(self._settle(started, worker_id, send))
+            task = asyncio.create_task(self._request_start(started, free[worker_id]))
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
         return view
@@ -420,6 +414,11 @@ class Dispatcher:
                     continue
                 claims.append((started, free.pop(0)))
         return claims, raced
+
+    async def _request_start(self, view: OperationView, worker: WorkerRecord) -> Dispatch:
+        """:meth:`_settle` a claimed operation with a start request to its worker."""
+        send = functools.partial(self._send_start, view, worker)
+        return await self._settle(view, worker.worker_id, send)
 
     async def _settle(
         self, view: OperationView, worker_id: str, send: Callable[[], Awaitable[Dispatch]]

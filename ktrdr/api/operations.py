@@ -419,16 +419,16 @@ class OperationsService:
         status: OperationStatus,
         worker_id: str,
         attempt: int,
-        next_type: OperationType,
+        next_type: OperationType | None,
         result: Mapping[str, Any] | None = None,
         error: str | None = None,
         series: Points | None = None,
     ) -> tuple[OperationView, OperationView | None]:
         """:meth:`finish` the worker's attempt and, in the same store transaction, claim
-        the oldest pending operation of ``next_type`` for that worker (its next attempt,
-        as a dispatch claims it). The finished operation and the claimed one, if any
-        (none pending, or the worker runs another). Refusals are :meth:`finish`'s, and
-        then nothing is claimed.
+        the oldest pending operation of ``next_type`` (None: claim nothing) for that
+        worker (its next attempt, as a dispatch claims it). The finished operation and
+        the claimed one, if any (none pending, or the worker runs another). Refusals are
+        :meth:`finish`'s, and then nothing is claimed.
         """
         record, claimed = self._store.finish_and_claim(
             operation_id,

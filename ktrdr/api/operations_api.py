@@ -18,7 +18,6 @@ results never holds the event loop (and with it the workers' heartbeats).
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
@@ -161,15 +160,18 @@ def operations_routers(
     async def create_operation(body: CreateOperationRequest) -> Response:
         _check_depth(body.parameters, ["body", "parameters"])
         trace_parent = current_traceparent()  # this request's span begins the first attempt
-        create = functools.partial(
-            service.create_and_claim,
-            body.type,
-            body.parameters,
-            trace_parent=trace_parent,
-            timeout_s=body.timeout_s,
-        )
+
+        def create(idle: list[str]) -> tuple[OperationView, tuple[OperationView, str] | None]:
+            return service.create_and_claim(
+                body.type,
+                body.parameters,
+                trace_parent=trace_parent,
+                timeout_s=body.timeout_s,
+                claim_for=idle,
+            )
+
         try:
-            view = await dispatcher.create(body.type, lambda idle: create(claim_for=idle))
+            view = await dispatcher.create(body.type, create)
         except ValidationError as exc:
             raise ApiError(422, "invalid_request", _parameter_errors(exc)) from None
         return _json(view, 201)

@@ -372,8 +372,9 @@ class OperationReports:
                     series=report.series,
                 )
                 gave_up = True
-            elif take_next:
-                # A cancel arriving meanwhile waits until the claimed operation is tracked.
+            else:
+                # With take_next, the worker's next operation is claimed in the finish's
+                # transaction; a cancel arriving meanwhile waits until it is tracked.
                 async with self._dispatcher.claiming():
                     view, following = await asyncio.to_thread(
                         self._service.finish_and_claim,
@@ -381,24 +382,13 @@ class OperationReports:
                         status=report.status,
                         worker_id=report.worker_id,
                         attempt=attempt,
-                        next_type=worker.worker_type,
+                        next_type=worker.worker_type if take_next else None,
                         result=report.result,
                         error=error,
                         series=report.series,
                     )
                     if following is not None:
                         self._dispatcher.track(following, report.worker_id)
-            else:
-                view = await asyncio.to_thread(
-                    self._service.finish,
-                    operation_id,
-                    status=report.status,
-                    worker_id=report.worker_id,
-                    attempt=attempt,
-                    result=report.result,
-                    error=error,
-                    series=report.series,
-                )
         except OperationNotFound:
             self._metrics.report_rejected(ReportRejection.UNKNOWN_OPERATION)
             raise
@@ -443,8 +433,7 @@ class OperationReports:
         """
         self._handoffs[worker_id] = handed
         if len(self._handoffs) > 2 * len(self._registry) + 16:
-            registered = self._registry
-            self._handoffs = {w: h for w, h in self._handoffs.items() if w in registered}
+            self._handoffs = {w: h for w, h in self._handoffs.items() if w in self._registry}
 
     async def _handed_again(
         self, operation_id: str, attempt: int, report: OperationReport, worker: WorkerRecord

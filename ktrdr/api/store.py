@@ -572,12 +572,7 @@ class OperationStore:
                 live = int(rows.scalar(self._statements.count_live))
                 if live > max_live:
                     raise LiveLimitReached(live=live - 1, limit=max_live)
-            claimed.clear()  # a transaction may run twice (store_driver's fallback)
-            for worker_id in claim_for:
-                taken = self._claim_oldest(rows, operation_type, worker_id, now)
-                if taken is not None:
-                    claimed.append((_record(taken), worker_id))
-                    break
+            self._claim_first(rows, operation_type, claim_for, now, claimed)
             return row
 
         claimed: builtins.list[tuple[OperationRecord, str]] = []
@@ -785,6 +780,25 @@ class OperationStore:
 
         return with_deadline
 
+    def _claim_first(
+        self,
+        rows: Rows,
+        operation_type: OperationType,
+        worker_ids: Iterable[str],
+        now: datetime.datetime,
+        claimed: builtins.list[tuple[OperationRecord, str]],
+    ) -> None:
+        """In ``rows``' transaction: :meth:`_claim_oldest` for the first of ``worker_ids``
+        that runs nothing; ``claimed`` then holds that (record, worker id), else nothing
+        (it is cleared first: a transaction may run twice, see store_driver's fallback).
+        """
+        claimed.clear()
+        for worker_id in worker_ids:
+            taken = self._claim_oldest(rows, operation_type, worker_id, now)
+            if taken is not None:
+                claimed.append((_record(taken), worker_id))
+                return
+
     def _claim_oldest(
         self,
         rows: Rows,
@@ -954,14 +968,14 @@ class OperationStore:
         now: datetime.datetime,
         worker_id: str,
         attempt: int,
-        next_type: OperationType,
+        next_type: OperationType | None,
         result: Mapping[str, Any] | None = None,
         error: str | None = None,
         series: Points | None = None,
     ) -> tuple[OperationRecord, OperationRecord | None]:
         """:meth:`finish` a worker's attempt and, in the same transaction, claim the
-        oldest pending operation of ``next_type`` for that worker (as :meth:`mark_running`
-        does: running on it as its next attempt, deadline stamped).
+        oldest pending operation of ``next_type`` (None: nothing) for that worker (as
+        :meth:`mark_running` does: running on it as its next attempt, deadline stamped).
 
         The finished record, and the claimed one (None when nothing of that type is
         pending, or the store has the worker running another operation). One
@@ -969,13 +983,11 @@ class OperationStore:
         anywhere leaves both undone. Refusals are :meth:`finish`'s.
         """
         now = _aware("now", now)
-        claimed: builtins.list[OperationRecord] = []
+        claimed: builtins.list[tuple[OperationRecord, str]] = []
 
         def claim_next(rows: Rows, row: RowValues) -> RowValues:
-            claimed.clear()  # a transaction may run twice (store_driver's fallback)
-            taken = self._claim_oldest(rows, next_type, worker_id, now)
-            if taken is not None:
-                claimed.append(_record(taken))
+            if next_type is not None:
+                self._claim_first(rows, next_type, [worker_id], now, claimed)
             return row
 
         with self._attempts.lock:  # re-entrant: the book learns both under one hold
@@ -991,8 +1003,8 @@ class OperationStore:
                 then=claim_next,
             )
             if claimed:
-                self._attempts.record(claimed[0].attempt_state())
-        return record, claimed[0] if claimed else None
+                self._attempts.record(claimed[0][0].attempt_state())
+        return record, claimed[0][0] if claimed else None
 
     def _finish(
         self,

@@ -53,10 +53,11 @@ SQLAlchemy would consider lost (or that cannot roll back) is given up at once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 import attrs
@@ -120,6 +121,17 @@ class Unavailable(Exception):
 
 class _Failed(Exception):
     """A statement failed on this path (the transaction is rolled back, then retried)."""
+
+
+@contextlib.contextmanager
+def _failing() -> Iterator[None]:
+    """Any error inside (the driver, a processor, a missing parameter) as :class:`_Failed`."""
+    try:
+        yield
+    except _Failed:
+        raise
+    except Exception as exc:
+        raise _Failed(exc) from exc
 
 
 @attrs.frozen
@@ -226,10 +238,8 @@ class DriverPath:
         assert raw is not None  # a live pooled connection
         try:
             result = work(_DriverRows(self, conn, raw))
-            try:
+            with _failing():
                 raw.commit()
-            except Exception as exc:
-                raise _Failed(exc) from exc
         except _Failed as failed:
             reason = failed.__cause__ or failed
             self._rollback(raw, disconnect=self._is_disconnect(reason, raw))
@@ -314,7 +324,7 @@ class _DriverRows:
         self, statement: sa.Executable, parameters: Mapping[str, Any] | None
     ) -> tuple[_Compiled, tuple[Any, ...] | None]:
         given = parameters or {}
-        try:
+        with _failing():
             compiled = self._compiled(statement, tuple(given))
             args = self._args(compiled, given)
             cursor = self._raw.cursor()
@@ -324,10 +334,6 @@ class _DriverRows:
                 self._path.executed(self._conn, cursor, compiled.sql, args)
             finally:
                 cursor.close()
-        except _Failed:
-            raise
-        except Exception as exc:
-            raise _Failed(exc) from exc
         return compiled, row
 
     def execute_many(
@@ -335,7 +341,7 @@ class _DriverRows:
     ) -> None:
         if not parameters:
             return
-        try:
+        with _failing():
             # Compiled for the first set's names, as SQLAlchemy does; a set missing
             # one of them fails here (KeyError) and SQLAlchemy reports it.
             compiled = self._compiled(statement, tuple(parameters[0]))
@@ -348,10 +354,6 @@ class _DriverRows:
                 self._path.executed(self._conn, cursor, compiled.sql, args, many=True)
             finally:
                 cursor.close()
-        except _Failed:
-            raise
-        except Exception as exc:
-            raise _Failed(exc) from exc
 
     def first(
         self, statement: sa.Executable, parameters: Mapping[str, Any] | None = None
@@ -359,22 +361,18 @@ class _DriverRows:
         compiled, row = self._row(statement, parameters)
         if row is None:
             return None
-        try:
+        with _failing():
             return {
                 name: value if processor is None else processor(value)
                 for name, value, processor in zip(
                     compiled.columns, row, compiled.processors, strict=True
                 )
             }
-        except Exception as exc:
-            raise _Failed(exc) from exc
 
     def scalar(self, statement: sa.Executable, parameters: Mapping[str, Any] | None = None) -> Any:
         compiled, row = self._row(statement, parameters)
         if row is None:
             return None
         processor = compiled.processors[0]
-        try:
+        with _failing():
             return row[0] if processor is None else processor(row[0])
-        except Exception as exc:
-            raise _Failed(exc) from exc
